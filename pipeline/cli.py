@@ -1,0 +1,186 @@
+"""The ``ai2text`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+from pydantic import ValidationError
+
+from pipeline import queries
+from pipeline.config import Settings, load_settings
+from pipeline.errors import Ai2TextError
+from pipeline.formats import Cue, to_srt, to_timestamped, to_txt, to_vtt
+from pipeline.logs import configure_logging
+from pipeline.runtime import build_database, run_roles
+
+log = structlog.get_logger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ai2text", description="Drop audio in a folder, get transcripts."
+    )
+    parser.add_argument("--config", type=Path, help="TOML settings file (env vars win)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run every role in one process (watcher + worker)")
+    sub.add_parser("worker", help="run the ASR worker role only")
+    sub.add_parser("watch", help="run the hot-folder watcher role only")
+    ls = sub.add_parser("ls", help="recent audio with its state")
+    ls.add_argument("-n", "--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    show = sub.add_parser("show", help="one audio file and its transcript")
+    show.add_argument("id", help="audio id or a unique prefix of it")
+    show.add_argument("--format", choices=["timestamps", "txt", "srt", "vtt", "json"],
+                      default="timestamps")
+    show.add_argument("--json", action="store_true", help="same as --format json")
+    status = sub.add_parser("status", help="counts by state, queue depth, hours transcribed")
+    status.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except (ValidationError, Ai2TextError) as exc:
+        sys.stderr.write(f"ai2text: invalid configuration: {exc}\n")
+        return 2
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    command: Callable[[Settings, argparse.Namespace], Awaitable[int]] = COMMANDS[args.command]
+    try:
+        code = asyncio.run(command(settings, args))
+    except Ai2TextError as exc:
+        sys.stderr.write(f"ai2text: {exc}\n")
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    _exit_past_stuck_threads(code)
+    return code
+
+
+def _exit_past_stuck_threads(code: int) -> None:
+    """A cancelled transcription may still be inside the model; do not wait for it."""
+    import os
+
+    if any(t.name.startswith("asr-job-") and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    return await run_roles(settings, {"watch", "worker"})
+
+
+async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    return await run_roles(settings, {"worker"})
+
+
+async def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
+    return await run_roles(settings, {"watch"})
+
+
+async def _query(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = build_database(settings)
+    await db.open(pool_max_size=1)
+    try:
+        async with db.connection() as conn:
+            return await fn(conn)
+    finally:
+        await db.close()
+
+
+async def cmd_ls(settings: Settings, args: argparse.Namespace) -> int:
+    rows = await _query(settings, lambda c: queries.recent_audio(c, limit=args.limit))
+    if args.json:
+        _print_json(rows)
+        return 0
+    out = sys.stdout
+    out.write(f"{'ID':8}  {'STATE':11}  {'DURATION':>8}  {'LANG':4}  {'ADDED':19}  NAME\n")
+    for r in rows:
+        duration = f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "-"
+        note = ""
+        if r["state"] == "duplicate":
+            note = f"  (duplicate of {str(r['duplicate_of'])[:8]})"
+        elif r["error"]:
+            note = f"  ({r['error']})"
+        out.write(
+            f"{str(r['id'])[:8]}  {r['state']:11}  {duration:>8}  {r['language'] or '-':4}"
+            f"  {r['created_at']:%Y-%m-%d %H:%M:%S}  {r['original_name']}{note}\n"
+        )
+    return 0
+
+
+async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
+    async def fetch(conn: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        audio_id = await queries.resolve_audio_id(conn, args.id)
+        return await queries.audio_detail(conn, audio_id), await queries.transcript_of(conn, audio_id)
+
+    audio, transcript = await _query(settings, fetch)
+    fmt = "json" if args.json else args.format
+    if fmt == "json":
+        _print_json({"audio": audio, "transcript": transcript})
+        return 0
+    if transcript is None:
+        _describe_missing(audio, sys.stderr)
+        return 1
+    cues = [Cue(s["start_s"], s["end_s"], s["text"]) for s in transcript["segments"]]
+    render = {"txt": to_txt, "srt": to_srt, "vtt": to_vtt, "timestamps": to_timestamped}[fmt]
+    if fmt == "timestamps":
+        sys.stdout.write(
+            f"{audio['original_name']}  ({audio['id']})\n"
+            f"language {transcript['language']}, {transcript['audio_duration_s']:.1f} s,"
+            f" real-time factor {transcript['real_time_factor']:.3f}\n\n"
+        )
+    sys.stdout.write(render(cues))
+    return 0
+
+
+def _describe_missing(audio: dict[str, Any], out: TextIO) -> None:
+    state = audio["state"]
+    detail = f": {audio['error']}" if audio.get("error") else ""
+    out.write(f"no transcript for {audio['original_name']} ({audio['id']}); state {state}{detail}\n")
+
+
+async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    status = await _query(settings, queries.pipeline_status)
+    if args.json:
+        _print_json(status)
+        return 0
+    out = sys.stdout
+    out.write("audio:   " + _counts(status["audio"]) + "\n")
+    out.write("jobs:    " + _counts(status["jobs"]) + "\n")
+    out.write(f"queue depth: {status['queue_depth']}\n")
+    out.write(f"hours transcribed: {status['hours_transcribed']:.3f}"
+              f" ({status['transcripts']} transcripts)\n")
+    rtf = status["average_real_time_factor"]
+    out.write(f"average real-time factor: {rtf:.3f}\n" if rtf is not None else "")
+    return 0
+
+
+def _counts(by_state: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in by_state.items()) or "none"
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, default=str, indent=2)
+    sys.stdout.write("\n")
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
+    "up": cmd_up,
+    "worker": cmd_worker,
+    "watch": cmd_watch,
+    "ls": cmd_ls,
+    "show": cmd_show,
+    "status": cmd_status,
+}

@@ -1,0 +1,183 @@
+"""Typed settings: environment variables ``AI2TEXT_*`` and an optional TOML file.
+
+Nested groups use ``__`` in environment names, e.g. ``AI2TEXT_DATABASE__URL`` or
+``AI2TEXT_ASR__COMPUTE_TYPE``. Priority: environment, then the TOML file, then
+defaults. The settings object is built once in the entry point and passed down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pipeline.errors import ConfigError
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+DEFAULT_EXTENSIONS = ("wav", "flac", "mp3", "m4a", "ogg", "opus", "webm", "mp4")
+
+
+class DatabaseSettings(BaseModel):
+    """PostgreSQL connection; no ``url`` means an embedded server in the data directory."""
+
+    url: SecretStr | None = None
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=8, ge=1)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class StorageSettings(BaseModel):
+    """Object storage; an ``endpoint`` selects S3/MinIO, else the filesystem store."""
+
+    endpoint: str | None = None
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    bucket: str = "ai2text"
+    region: str | None = None
+    secure: bool = True
+    timeout_s: float = Field(default=30.0, gt=0)
+    chunk_bytes: int = Field(default=8 * MiB, ge=64 * 1024)
+
+
+class WatchSettings(BaseModel):
+    """The hot folder."""
+
+    inbox: Path = Path("inbox")
+    quiet_period_s: float = Field(default=2.0, ge=0)
+    recheck_interval_s: float = Field(default=0.25, gt=0)
+    rescan_interval_s: float = Field(default=60.0, gt=0)
+    ingest_concurrency: int = Field(default=2, ge=1)
+    after_ingest: Literal["move", "delete", "keep"] = "move"
+    processed_dir: Path | None = None
+    rejected_dir: Path | None = None
+    tenant: str = "default"
+    min_free_bytes: int = Field(default=512 * MiB, ge=0)
+
+    @property
+    def processed_path(self) -> Path:
+        return self.processed_dir or self.inbox / "processed"
+
+    @property
+    def rejected_path(self) -> Path:
+        return self.rejected_dir or self.inbox / "rejected"
+
+
+class ValidationSettings(BaseModel):
+    """What counts as acceptable audio."""
+
+    allowed_extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    max_bytes: int = Field(default=2 * GiB, gt=0)
+    max_duration_s: float = Field(default=6 * 3600.0, gt=0)
+    min_duration_s: float = Field(default=0.0, ge=0)
+
+
+class QueueSettings(BaseModel):
+    """Leases, retries and wake-ups of the job queue."""
+
+    lease_s: float = Field(default=60.0, gt=0)
+    heartbeat_s: float | None = Field(default=None, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_base_s: float = Field(default=5.0, ge=0)
+    backoff_max_s: float = Field(default=600.0, ge=0)
+    poll_interval_s: float = Field(default=5.0, gt=0)
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return self.heartbeat_s or self.lease_s / 3
+
+
+class AsrSettings(BaseModel):
+    """The Whisper model and how it runs."""
+
+    model: str | None = None
+    device: str = "auto"
+    compute_type: str = "auto"
+    cpu_threads: int = Field(default=0, ge=0)
+    beam_size: int = Field(default=5, ge=1)
+    language: str | None = None
+    vad_filter: bool = True
+    word_timestamps: bool = False
+    temp_dir: Path | None = None
+    concurrency: int = Field(default=1, ge=0)
+
+
+class Settings(BaseSettings):
+    """Everything ai2text can be told; see README for each variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AI2TEXT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Path(".ai2text")
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+
+    database: DatabaseSettings = DatabaseSettings()
+    storage: StorageSettings = StorageSettings()
+    watch: WatchSettings = WatchSettings()
+    validation: ValidationSettings = ValidationSettings()
+    queue: QueueSettings = QueueSettings()
+    asr: AsrSettings = AsrSettings()
+
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().absolute()
+        w = self.watch
+        w.inbox = w.inbox.expanduser().absolute()
+        if w.processed_dir is not None:
+            w.processed_dir = w.processed_dir.expanduser().absolute()
+        if w.rejected_dir is not None:
+            w.rejected_dir = w.rejected_dir.expanduser().absolute()
+        if self.asr.temp_dir is not None:
+            self.asr.temp_dir = self.asr.temp_dir.expanduser().absolute()
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls),
+            file_secret_settings,
+        )
+
+    @property
+    def temp_dir(self) -> Path:
+        return self.asr.temp_dir or self.data_dir / "tmp"
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Build the settings from the environment and, when given, a TOML file."""
+    if config_file is None:
+        return Settings()
+    if not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+
+    class _FileSettings(Settings):
+        model_config = SettingsConfigDict(
+            env_prefix="AI2TEXT_",
+            env_nested_delimiter="__",
+            extra="forbid",
+            toml_file=config_file,
+        )
+
+    return _FileSettings()

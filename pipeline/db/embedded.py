@@ -1,0 +1,81 @@
+"""An embedded PostgreSQL server in the data directory, through ``pgserver``.
+
+Several ai2text processes on one machine (``up`` and a CLI query, say) share the
+server: pgserver keeps a list of the processes holding it and only the last one
+to leave stops it. We prune processes that died without leaving, so a killed
+process never keeps the server alive forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from pipeline.errors import TransientError
+
+log = structlog.get_logger(__name__)
+
+
+class EmbeddedPostgres:
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or attach to) the server; return its connection URI."""
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to /tmp.
+            warnings.simplefilter("ignore")
+            import pgserver
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _prune_dead_holders(self.pgdata)
+        try:
+            self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        except Exception as exc:  # noqa: BLE001 - pgserver raises many kinds; one message
+            raise TransientError(f"embedded PostgreSQL failed to start in {self.pgdata}: {exc}") from exc
+        uri: str = self._server.get_uri()
+        log.info("embedded database ready", pgdata=str(self.pgdata))
+        return uri
+
+    def stop(self) -> None:
+        """Leave the server; it stops when no other live process holds it."""
+        if self._server is None:
+            return
+        _prune_dead_holders(self.pgdata)
+        self._server.cleanup()
+        self._server = None
+        log.info("embedded database released", pgdata=str(self.pgdata))
+
+
+def _prune_dead_holders(pgdata: Path) -> None:
+    holders_file = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(holders_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return
+    alive = [pid for pid in pids if pid == os.getpid() or _process_alive(pid)]
+    if alive != pids:
+        with contextlib.suppress(OSError):
+            holders_file.write_text(json.dumps(alive))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers signals; treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -1,0 +1,41 @@
+"""The ai2text exception tree.
+
+    Ai2TextError
+    ├── ConfigError            settings that cannot work (bad path, bad model name)
+    ├── RejectedInput          input that will never be accepted; carries a readable reason
+    ├── TransientError         worth retrying: timeouts, storage or database down, GPU OOM
+    ├── PermanentError         retrying cannot help: undecodable audio, object vanished
+    └── LeaseLost              another worker owns the job now; our result must be dropped
+
+Retry policy chooses by type: a job failing with ``TransientError`` is retried
+with backoff, ``PermanentError`` ends the job at once. Third-party exceptions are
+translated into this tree at the edge where they are raised.
+"""
+
+
+class Ai2TextError(Exception):
+    """Base class of every error ai2text raises on purpose."""
+
+
+class ConfigError(Ai2TextError):
+    """The configuration cannot work."""
+
+
+class RejectedInput(Ai2TextError):
+    """Input that is not acceptable audio; ``reason`` is shown to users."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransientError(Ai2TextError):
+    """A failure that may succeed when tried again later."""
+
+
+class PermanentError(Ai2TextError):
+    """A failure that will happen again however often it is retried."""
+
+
+class LeaseLost(Ai2TextError):
+    """The job's lease was taken over by another worker; results are discarded."""

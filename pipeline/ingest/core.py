@@ -1,0 +1,222 @@
+"""The one ingest path every source feeds: validate, hash, store, record, enqueue.
+
+Idempotent twice over: a source version already recorded (same path and
+fingerprint, or same bucket/key/etag) is a no-op, and content already held
+(same sha256 under any name) becomes a ``duplicate`` row pointing at the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO, Literal
+
+import psycopg
+import structlog
+
+from pipeline.config import Settings
+from pipeline.db.database import AsyncConn, Database
+from pipeline.errors import RejectedInput, TransientError
+from pipeline.ingest.validation import extension_of, validate
+from pipeline.media import AudioInfo
+from pipeline.queue import enqueue
+from pipeline.storage import ObjectStore, content_key
+
+log = structlog.get_logger(__name__)
+
+Outcome = Literal["accepted", "duplicate", "rejected", "already_ingested"]
+HASH_CHUNK = 1024 * 1024
+
+
+class SourceChanged(TransientError):
+    """The source changed while it was being read; it will be tried again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One delivery of a file or object, before anything is known about its content."""
+
+    source: Literal["folder", "s3", "upload"]
+    original_name: str
+    source_uri: str
+    source_version: str | None
+    tenant: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    outcome: Outcome
+    audio_id: uuid.UUID
+    reason: str | None = None
+    duplicate_of: uuid.UUID | None = None
+
+
+class Ingestor:
+    def __init__(self, settings: Settings, db: Database, store: ObjectStore) -> None:
+        self.settings = settings
+        self.db = db
+        self.store = store
+
+    async def find_existing(self, arrival: Arrival) -> IngestResult | None:
+        """The earlier result for this exact source version, if it was ingested."""
+        if arrival.source_version is None:
+            return None
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, state, error, duplicate_of FROM audio"
+                " WHERE source_uri = %s AND source_version = %s",
+                (arrival.source_uri, arrival.source_version),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return IngestResult(
+            outcome="rejected" if row["state"] == "rejected" else "already_ingested",
+            audio_id=row["id"],  # type: ignore[arg-type]
+            reason=row["error"],  # type: ignore[arg-type]
+            duplicate_of=row["duplicate_of"],  # type: ignore[arg-type]
+        )
+
+    async def ingest(
+        self,
+        arrival: Arrival,
+        source: BinaryIO,
+        size: int,
+        *,
+        unchanged: Callable[[], bool] | None = None,
+    ) -> IngestResult:
+        """Ingest ``size`` bytes of ``source``; ``unchanged`` re-checks the source before commit."""
+        try:
+            info = await asyncio.to_thread(
+                validate,
+                source,
+                name=arrival.original_name,
+                size=size,
+                settings=self.settings.validation,
+            )
+        except RejectedInput as rejection:
+            return await self.reject(arrival, rejection.reason, size=size)
+        sha256 = await asyncio.to_thread(_sha256_of, source, size)
+        key = content_key(sha256, extension_of(arrival.original_name))
+        if await asyncio.to_thread(self.store.stat, key) is None:
+            source.seek(0)
+            await asyncio.to_thread(self.store.put_stream, key, source, size)
+        if unchanged is not None and not unchanged():
+            raise SourceChanged(f"{arrival.original_name} changed while it was read")
+        return await self._record(arrival, info, sha256, key, size)
+
+    async def reject(self, arrival: Arrival, reason: str, *, size: int | None = None) -> IngestResult:
+        """Record that this arrival was refused and why."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO audio (tenant, source, original_name, source_uri, source_version,"
+                " size_bytes, state, error) VALUES (%s, %s, %s, %s, %s, %s, 'rejected', %s)"
+                " ON CONFLICT (source_uri, source_version) WHERE source_version IS NOT NULL"
+                " DO UPDATE SET error = EXCLUDED.error, updated_at = now()"
+                " RETURNING id",
+                (
+                    arrival.tenant,
+                    arrival.source,
+                    arrival.original_name,
+                    arrival.source_uri,
+                    arrival.source_version,
+                    size,
+                    reason,
+                ),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        log.warning("rejected", file=arrival.original_name, reason=reason, audio_id=str(row["id"]))
+        return IngestResult("rejected", row["id"], reason=reason)  # type: ignore[arg-type]
+
+    async def _record(
+        self, arrival: Arrival, info: AudioInfo, sha256: str, key: str, size: int
+    ) -> IngestResult:
+        async with self.db.connection() as conn:
+            for _ in range(3):
+                try:
+                    async with conn.transaction():
+                        return await self._insert(conn, arrival, info, sha256, key, size)
+                except psycopg.errors.UniqueViolation:
+                    # Another ingester recorded the same content or source meanwhile: look again.
+                    continue
+        raise TransientError(f"could not record {arrival.original_name}: concurrent ingest")
+
+    async def _insert(
+        self,
+        conn: AsyncConn,
+        arrival: Arrival,
+        info: AudioInfo,
+        sha256: str,
+        key: str,
+        size: int,
+    ) -> IngestResult:
+        if arrival.source_version is not None:
+            cur = await conn.execute(
+                "SELECT id FROM audio WHERE source_uri = %s AND source_version = %s",
+                (arrival.source_uri, arrival.source_version),
+            )
+            seen = await cur.fetchone()
+            if seen is not None:
+                return IngestResult("already_ingested", seen["id"])  # type: ignore[arg-type]
+        cur = await conn.execute(
+            "SELECT id FROM audio WHERE sha256 = %s AND state NOT IN ('rejected', 'duplicate')",
+            (sha256,),
+        )
+        original = await cur.fetchone()
+        state = "duplicate" if original else "queued"
+        cur = await conn.execute(
+            "INSERT INTO audio (tenant, source, original_name, source_uri, source_version, sha256,"
+            " size_bytes, duration_s, sample_rate, channels, codec, container, storage_key,"
+            " state, duplicate_of)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (
+                arrival.tenant,
+                arrival.source,
+                arrival.original_name,
+                arrival.source_uri,
+                arrival.source_version,
+                sha256,
+                size,
+                info.duration_s,
+                info.sample_rate,
+                info.channels,
+                info.codec,
+                info.container,
+                key,
+                state,
+                original["id"] if original else None,
+            ),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        audio_id: uuid.UUID = row["id"]  # type: ignore[assignment]
+        if original:
+            dup_of: uuid.UUID = original["id"]  # type: ignore[assignment]
+            log.info(
+                "duplicate", file=arrival.original_name, audio_id=str(audio_id),
+                duplicate_of=str(dup_of),
+            )
+            return IngestResult("duplicate", audio_id, duplicate_of=dup_of)
+        await enqueue(conn, audio_id, max_attempts=self.settings.queue.max_attempts)
+        log.info(
+            "ingested", file=arrival.original_name, audio_id=str(audio_id),
+            duration_s=round(info.duration_s, 2), codec=info.codec,
+        )
+        return IngestResult("accepted", audio_id)
+
+
+def _sha256_of(source: BinaryIO, size: int) -> str:
+    source.seek(0)
+    digest = hashlib.sha256()
+    remaining = size
+    while remaining > 0:
+        chunk = source.read(min(HASH_CHUNK, remaining))
+        if not chunk:
+            raise SourceChanged("file became shorter while it was read")
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return digest.hexdigest()

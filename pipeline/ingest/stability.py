@@ -1,0 +1,72 @@
+"""Deciding when a file in the hot folder has finished arriving.
+
+A file is ready when its size and mtime have not changed for a quiet period.
+All pending files are tracked together and re-checked on one timer, so a
+thousand files dropped at once are all ready after about one quiet period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What must stay the same for a file to count as settled."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    fingerprint: Fingerprint
+    unchanged_since: float
+
+
+class StabilityTracker:
+    def __init__(self, quiet_period_s: float) -> None:
+        self.quiet_period_s = quiet_period_s
+        self._pending: dict[Path, _Pending] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._pending
+
+    def paths(self) -> list[Path]:
+        return list(self._pending)
+
+    def observe(self, path: Path, fingerprint: Fingerprint | None, now: float) -> None:
+        """Record what ``path`` looks like at ``now`` (``None``: it is gone)."""
+        if fingerprint is None:
+            self._pending.pop(path, None)
+            return
+        entry = self._pending.get(path)
+        if entry is None or entry.fingerprint != fingerprint:
+            self._pending[path] = _Pending(fingerprint, now)
+
+    def postpone(self, path: Path, now: float) -> None:
+        """Start the quiet period again (the file could not be taken just now)."""
+        entry = self._pending.get(path)
+        if entry is not None:
+            entry.unchanged_since = now
+
+    def fingerprint(self, path: Path) -> Fingerprint | None:
+        entry = self._pending.get(path)
+        return entry.fingerprint if entry else None
+
+    def ready(self, now: float) -> list[Path]:
+        """Files unchanged for at least the quiet period, oldest first."""
+        due = [
+            (entry.unchanged_since, path)
+            for path, entry in self._pending.items()
+            if now - entry.unchanged_since >= self.quiet_period_s
+        ]
+        return [path for _, path in sorted(due)]
+
+    def discard(self, path: Path) -> None:
+        self._pending.pop(path, None)

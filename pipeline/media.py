@@ -1,0 +1,181 @@
+"""Opening, probing and decoding audio with PyAV, safely.
+
+Hostile files must not make FFmpeg reach beyond the one file it was given: an
+HLS or concat playlist renamed ``.wav`` could otherwise fetch URLs or splice in
+other local files. Every container is opened with a demuxer allow-list and with
+nested I/O restricted to the ``file`` protocol, so such playlists fail to open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.errors import RejectedInput
+
+# FFmpeg demuxer names of the containers we accept (wav, flac, mp3, m4a/mp4,
+# ogg/opus, webm/mkv, raw aac).
+ALLOWED_DEMUXERS = ("wav", "flac", "mp3", "mov", "mp4", "m4a", "ogg", "matroska", "webm", "aac")
+
+_OPEN_OPTIONS = {
+    "format_whitelist": ",".join(ALLOWED_DEMUXERS),
+    "protocol_whitelist": "file",
+}
+
+# A decodable stream shorter than this share of what its header claims is truncated.
+_MIN_DECODED_SHARE = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInfo:
+    container: str
+    codec: str
+    sample_rate: int
+    channels: int
+    duration_s: float
+
+
+def check_wav_header(source: BinaryIO, size: int) -> None:
+    """Reject a WAV whose ``data`` chunk claims more bytes than the file holds.
+
+    FFmpeg quietly trusts the file length instead, so a forged or truncated
+    header would otherwise pass. Sizes 0 and 0xFFFFFFFF mean "unknown length"
+    (streaming recorders write them) and are allowed.
+    """
+    start = source.tell()
+    try:
+        head = source.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return
+        order = "little" if head[:4] == b"RIFF" else "big"
+        offset = 12
+        for _ in range(64):
+            chunk = source.read(8)
+            if len(chunk) < 8:
+                return
+            chunk_size = int.from_bytes(chunk[4:8], order)
+            offset += 8
+            if chunk[:4] == b"data":
+                if chunk_size in (0, 0xFFFFFFFF):
+                    return
+                if offset + chunk_size > size + 1:
+                    raise RejectedInput(
+                        f"WAV header claims {chunk_size} bytes of audio but the file holds only"
+                        f" {max(size - offset, 0)} (truncated or forged header)"
+                    )
+                return
+            offset += chunk_size + (chunk_size & 1)
+            if offset > size:
+                raise RejectedInput("WAV header is corrupt (a chunk runs past the end of the file)")
+            source.seek(offset)
+    finally:
+        source.seek(start)
+
+
+def open_container(source: BinaryIO) -> Any:
+    """Open ``source`` with the demuxer and protocol allow-lists; raise RejectedInput."""
+    try:
+        return av.open(source, mode="r", options=dict(_OPEN_OPTIONS), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise RejectedInput(_describe_open_error(exc)) from exc
+
+
+def _describe_open_error(exc: Exception) -> str:
+    text = str(exc).lower()
+    if "whitelist" in text or "not on" in text:
+        return "not a supported audio container (playlists and other formats are refused)"
+    return "not a readable audio file (FFmpeg cannot recognise its format)"
+
+
+def probe(source: BinaryIO, *, max_duration_s: float) -> AudioInfo:
+    """Check that ``source`` holds real, complete audio by decoding all of it.
+
+    Decoding (without resampling) is cheap next to transcription and is the only
+    way to catch truncated or corrupt files whose headers look fine.
+    """
+    with open_container(source) as container:
+        streams = [s for s in container.streams if s.type == "audio"]
+        if not streams:
+            raise RejectedInput("no audio stream in the file")
+        stream = streams[0]
+        ctx = stream.codec_context
+        sample_rate = int(ctx.sample_rate or 0)
+        if sample_rate <= 0:
+            raise RejectedInput("audio stream has no sample rate")
+        claimed = _claimed_duration(container, stream)
+        if claimed is not None and claimed > max_duration_s:
+            raise RejectedInput(
+                f"audio is {claimed:.0f} s long by its header, over the limit of {max_duration_s:.0f} s"
+            )
+        decoded = _decoded_seconds(container, stream, sample_rate, max_duration_s)
+        info = AudioInfo(
+            container=str(container.format.name),
+            codec=str(ctx.name),
+            sample_rate=sample_rate,
+            channels=int(ctx.channels or 0),
+            duration_s=decoded,
+        )
+    if decoded <= 0:
+        raise RejectedInput("the file holds no decodable audio")
+    if claimed is not None and decoded < claimed * _MIN_DECODED_SHARE:
+        raise RejectedInput(
+            f"truncated or corrupt: the header promises {claimed:.1f} s"
+            f" but only {decoded:.1f} s of audio can be decoded"
+        )
+    return info
+
+
+def _claimed_duration(container: Any, stream: Any) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return float(container.duration) / av.time_base
+    return None
+
+
+def _decoded_seconds(container: Any, stream: Any, sample_rate: int, max_duration_s: float) -> float:
+    samples = 0
+    limit = int(max_duration_s * sample_rate)
+    try:
+        for frame in container.decode(stream):
+            samples += frame.samples
+            if samples > limit:
+                raise RejectedInput(
+                    f"audio is longer than the limit of {max_duration_s:.0f} s"
+                )
+    except av.error.FFmpegError as exc:
+        if samples == 0:
+            raise RejectedInput("audio data cannot be decoded (corrupt file)") from exc
+        # Keep what decoded; the share check decides whether the rest was missing.
+    return samples / sample_rate
+
+
+def decode_mono_16k(source: BinaryIO) -> npt.NDArray[np.float32]:
+    """Decode to the 16 kHz mono float32 samples Whisper expects."""
+    chunks = list(iter_mono_16k(source))
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(chunks)
+
+
+def iter_mono_16k(source: BinaryIO) -> Iterator[npt.NDArray[np.float32]]:
+    """Yield 16 kHz mono float32 chunks; memory per chunk is bounded."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+    with open_container(source) as container:
+        stream = next((s for s in container.streams if s.type == "audio"), None)
+        if stream is None:
+            raise RejectedInput("no audio stream in the file")
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    yield out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0
+        except av.error.FFmpegError:
+            # Like faster-whisper: keep the audio decoded so far when a tail is bad.
+            pass
+        for out in resampler.resample(None):
+            yield out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0

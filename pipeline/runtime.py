@@ -1,0 +1,103 @@
+"""Running roles: build the shared resources from settings, run, stop cleanly.
+
+``ai2text up`` runs every role in one process; ``ai2text worker`` and
+``ai2text watch`` run one role each against a shared database and store.
+The first SIGTERM/SIGINT asks every role to stop taking work and finish or
+release what it holds; a second one exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Coroutine
+from typing import Any, Literal
+
+import structlog
+
+from pipeline.config import Settings
+from pipeline.db.database import Database
+from pipeline.db.embedded import EmbeddedPostgres
+from pipeline.ingest.core import Ingestor
+from pipeline.ingest.hotfolder import HotFolder
+from pipeline.storage import ObjectStore, open_store
+
+log = structlog.get_logger(__name__)
+
+Role = Literal["watch", "worker"]
+EXIT_ON_SECOND_SIGNAL = 130
+
+
+def build_database(settings: Settings) -> Database:
+    """An external PostgreSQL when a URL is configured, else the embedded one."""
+    embedded = None
+    if settings.database.url is None:
+        embedded = EmbeddedPostgres(settings.data_dir / "pg")
+    return Database(settings.database, embedded)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
+            os._exit(EXIT_ON_SECOND_SIGNAL)
+        log.info("stopping: finishing or releasing current work", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+async def run_roles(settings: Settings, roles: set[Role]) -> int:
+    """Run ``roles`` until a signal (exit code 0) or a role crashes (exit code 1)."""
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = build_database(settings)
+    await db.open()
+    try:
+        if stop.is_set():
+            return 0
+        store = open_store(settings)
+        coros: list[Coroutine[Any, Any, None]] = []
+        if "watch" in roles:
+            coros.append(HotFolder(settings, Ingestor(settings, db, store)).run(stop))
+        if "worker" in roles and settings.asr.concurrency > 0:
+            coros.extend(await _workers(settings, db, store, stop))
+        return await _supervise(coros, stop)
+    finally:
+        await db.close()
+
+
+async def _workers(
+    settings: Settings, db: Database, store: ObjectStore, stop: asyncio.Event
+) -> list[Coroutine[Any, Any, None]]:
+    from workers.asr import WhisperTranscriber
+    from workers.worker import AsrWorker, make_worker_id
+
+    transcriber = WhisperTranscriber(settings.asr, num_workers=settings.asr.concurrency)
+    await asyncio.to_thread(transcriber.load)
+    return [
+        AsrWorker(settings, db, store, transcriber, worker_id=make_worker_id(i)).run(stop)
+        for i in range(settings.asr.concurrency)
+    ]
+
+
+async def _supervise(coros: list[Coroutine[Any, Any, None]], stop: asyncio.Event) -> int:
+    tasks = [asyncio.create_task(c) for c in coros]
+    exit_code = 0
+    try:
+        for finished in asyncio.as_completed(tasks):
+            try:
+                await finished
+            except Exception:  # noqa: BLE001 - one crashed role stops the others cleanly
+                log.exception("a role crashed; stopping the others")
+                exit_code = 1
+                stop.set()
+    finally:
+        stop.set()
+    log.info("stopped", exit_code=exit_code)
+    return exit_code

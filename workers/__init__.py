@@ -1,0 +1,1 @@
+"""ai2text workers: the ASR worker and (later) training launchers."""
