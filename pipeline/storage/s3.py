@@ -31,11 +31,13 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 
 _RETRY_STATUSES = (500, 502, 503, 504)
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"})
+_READ_ACTIONS = frozenset({"download", "stat", "delete"})
 _TRANSIENT_CODES = frozenset(
     {
         "AccessDenied",  # store-level configuration; retrying after a fix can succeed
         "InternalError",
         "InvalidAccessKeyId",
+        "NoSuchBucket",  # only reached on writes; the next put recreates it
         "RequestTimeout",
         "RequestTimeTooSkewed",
         "ServiceUnavailable",
@@ -238,7 +240,9 @@ class S3Store:
         code = exc.code if isinstance(exc, S3Error) else None
         if status == 412 or code == "PreconditionFailed":
             raise PermanentError(f"object {key} changed since it was ingested") from exc
-        if key is not None and (code in _MISSING_CODES or status == 404):
+        if code == "NoSuchBucket":
+            self._bucket_ready = False  # deleted behind our back: recreate on the next put
+        if action in _READ_ACTIONS and (code in _MISSING_CODES or status == 404):
             raise ObjectNotFound(f"object not found: {key}") from exc
         if isinstance(exc, S3Error):
             reason = f"{code}: {exc.message}" if exc.message else str(code)

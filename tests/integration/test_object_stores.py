@@ -308,6 +308,18 @@ def test_s3_check_creates_a_missing_bucket(s3_store: S3Store) -> None:
     assert s3_store.client.bucket_exists(s3_store.bucket)
 
 
+def test_s3_put_after_bucket_vanished_fails_transiently_then_recreates_it(
+    s3_store: S3Store,
+) -> None:
+    s3_store.put_bytes("k", b"v1")
+    s3_store.delete("k")
+    s3_store.client.remove_bucket(s3_store.bucket)
+    with pytest.raises(TransientError, match="NoSuchBucket"):
+        s3_store.put_bytes("k", b"v2")
+    s3_store.put_bytes("k", b"v3")
+    assert s3_store.get_bytes("k") == b"v3"
+
+
 def _closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
