@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,7 +26,13 @@ GiB = 1024 * MiB
 DEFAULT_EXTENSIONS = ("wav", "flac", "mp3", "m4a", "ogg", "opus", "webm", "mp4")
 
 
-class DatabaseSettings(BaseModel):
+class _Section(BaseModel):
+    """A settings group; misspelt keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
     """PostgreSQL connection; no ``url`` means an embedded server in the data directory."""
 
     url: SecretStr | None = None
@@ -35,7 +41,7 @@ class DatabaseSettings(BaseModel):
     connect_timeout_s: float = Field(default=10.0, gt=0)
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(_Section):
     """Object storage; an ``endpoint`` selects S3/MinIO, else the filesystem store."""
 
     endpoint: str | None = None
@@ -48,7 +54,7 @@ class StorageSettings(BaseModel):
     chunk_bytes: int = Field(default=8 * MiB, ge=64 * 1024)
 
 
-class WatchSettings(BaseModel):
+class WatchSettings(_Section):
     """The hot folder."""
 
     inbox: Path = Path("inbox")
@@ -71,7 +77,7 @@ class WatchSettings(BaseModel):
         return self.rejected_dir or self.inbox / "rejected"
 
 
-class ValidationSettings(BaseModel):
+class ValidationSettings(_Section):
     """What counts as acceptable audio."""
 
     allowed_extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
@@ -80,7 +86,7 @@ class ValidationSettings(BaseModel):
     min_duration_s: float = Field(default=0.0, ge=0)
 
 
-class QueueSettings(BaseModel):
+class QueueSettings(_Section):
     """Leases, retries and wake-ups of the job queue."""
 
     lease_s: float = Field(default=60.0, gt=0)
@@ -90,12 +96,18 @@ class QueueSettings(BaseModel):
     backoff_max_s: float = Field(default=600.0, ge=0)
     poll_interval_s: float = Field(default=5.0, gt=0)
 
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> QueueSettings:
+        if self.heartbeat_s is not None and self.heartbeat_s >= self.lease_s:
+            raise ValueError("queue.heartbeat_s must be shorter than queue.lease_s")
+        return self
+
     @property
     def heartbeat_interval_s(self) -> float:
         return self.heartbeat_s or self.lease_s / 3
 
 
-class AsrSettings(BaseModel):
+class AsrSettings(_Section):
     """The Whisper model and how it runs."""
 
     model: str | None = None

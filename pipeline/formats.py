@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ class Cue:
 
 
 def _clock(seconds: float, sep: str) -> str:
-    millis = max(0, round(seconds * 1000))
+    millis = max(0, math.floor(seconds * 1000 + 0.5))
     hours, rest = divmod(millis, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
     secs, millis = divmod(rest, 1000)

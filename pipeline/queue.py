@@ -38,7 +38,7 @@ class RetryPolicy:
 
     def delay_s(self, attempt: int) -> float:
         """Exponential backoff: base, 2·base, 4·base … capped at ``max_s``."""
-        return float(min(self.max_s, self.base_s * 2 ** max(0, attempt - 1)))
+        return float(min(self.max_s, self.base_s * 2.0 ** min(max(0, attempt - 1), 64)))
 
 
 async def enqueue(conn: AsyncConn, audio_id: uuid.UUID, *, max_attempts: int) -> None:

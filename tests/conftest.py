@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -17,15 +19,21 @@ DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One embedded PostgreSQL for the whole test session (stopped at the end)."""
+def pg_server() -> Iterator[Any]:
+    """One embedded PostgreSQL for the whole test session (stopped and deleted at the end).
+
+    Its data lives outside pytest's private (0700) temp tree: as root, pgserver runs
+    the server as another user, who must be able to reach the directory.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
 
-        server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop")
+        root = Path(tempfile.mkdtemp(prefix="ai2text-test-pg-"))
+        server = pgserver.get_server(root / "data", cleanup_mode="delete")
     yield server
     server.cleanup()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,114 @@
+"""Transcript renderings: plain text, SRT and WebVTT."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pipeline.formats import Cue, to_srt, to_timestamped, to_txt, to_vtt
+
+CUES = [
+    Cue(0.0, 2.5, " And so my fellow Americans, "),
+    Cue(2.5, 5.25, "ask not what your country can do for you,"),
+    Cue(5.25, 11.0, "ask what you can do for your country."),
+]
+
+SRT_TIME = re.compile(r"^\d{2,}:\d{2}:\d{2},\d{3} --> \d{2,}:\d{2}:\d{2},\d{3}$")
+VTT_TIME = re.compile(r"^\d{2,}:\d{2}:\d{2}\.\d{3} --> \d{2,}:\d{2}:\d{2}\.\d{3}$")
+
+
+def test_srt_is_numbered_from_one_with_comma_timestamps() -> None:
+    assert to_srt(CUES) == (
+        "1\n00:00:00,000 --> 00:00:02,500\nAnd so my fellow Americans,\n"
+        "\n"
+        "2\n00:00:02,500 --> 00:00:05,250\nask not what your country can do for you,\n"
+        "\n"
+        "3\n00:00:05,250 --> 00:00:11,000\nask what you can do for your country.\n"
+    )
+
+
+def test_srt_blocks_are_separated_by_blank_lines_and_well_formed() -> None:
+    blocks = to_srt(CUES).rstrip("\n").split("\n\n")
+
+    assert len(blocks) == 3
+    for n, block in enumerate(blocks, start=1):
+        index, timing, text = block.split("\n")
+        assert index == str(n)
+        assert SRT_TIME.match(timing), timing
+        assert text == text.strip() and text
+
+
+def test_vtt_starts_with_header_and_uses_dot_before_milliseconds() -> None:
+    vtt = to_vtt(CUES)
+
+    assert vtt.startswith("WEBVTT\n\n")
+    timings = [line for line in vtt.splitlines() if "-->" in line]
+    assert timings == [
+        "00:00:00.000 --> 00:00:02.500",
+        "00:00:02.500 --> 00:00:05.250",
+        "00:00:05.250 --> 00:00:11.000",
+    ]
+    assert all(VTT_TIME.match(t) for t in timings)
+    assert "," not in "".join(timings)
+
+
+def test_vtt_of_no_cues_is_still_a_valid_header() -> None:
+    assert to_vtt([]).startswith("WEBVTT")
+
+
+def test_timestamps_round_to_the_nearest_millisecond_half_up() -> None:
+    # 3661.2345 as a double is 3661.23450000000002546..., so the nearest ms is 235.
+    assert to_srt([Cue(3661.2345, 3662.0, "x")]).splitlines()[1].startswith("01:01:01,235")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (0.0, "00:00:00,000"),
+        (0.0004, "00:00:00,000"),
+        (0.0006, "00:00:00,001"),
+        (59.9999, "00:01:00,000"),
+        (61.25, "00:01:01,250"),
+        (3599.9996, "01:00:00,000"),
+        (3661.2344, "01:01:01,234"),
+        (3661.2346, "01:01:01,235"),
+    ],
+)
+def test_timestamps_round_to_milliseconds_and_carry_into_larger_units(
+    seconds: float, expected: str
+) -> None:
+    timing = to_srt([Cue(seconds, seconds, "x")]).splitlines()[1]
+
+    assert timing == f"{expected} --> {expected}"
+
+
+def test_negative_times_are_clamped_to_zero() -> None:
+    assert to_srt([Cue(-0.5, 1.0, "x")]).splitlines()[1] == "00:00:00,000 --> 00:00:01,000"
+
+
+def test_hours_above_99_are_written_in_full() -> None:
+    start = 100 * 3600 + 0.5
+    end = 123 * 3600 + 4 * 60 + 5.006
+
+    assert to_srt([Cue(start, end, "long")]).splitlines()[1] == ("100:00:00,500 --> 123:04:05,006")
+    assert "100:00:00.500 --> 123:04:05.006" in to_vtt([Cue(start, end, "long")])
+
+
+def test_txt_joins_stripped_segment_texts_one_per_line() -> None:
+    assert to_txt(CUES) == (
+        "And so my fellow Americans,\n"
+        "ask not what your country can do for you,\n"
+        "ask what you can do for your country.\n"
+    )
+
+
+def test_txt_skips_blank_segments() -> None:
+    assert to_txt([Cue(0, 1, "  "), Cue(1, 2, "hello"), Cue(2, 3, "")]) == "hello\n"
+
+
+def test_timestamped_view_has_one_line_per_segment() -> None:
+    assert to_timestamped(CUES[:2]) == (
+        "[00:00:00.000 → 00:00:02.500] And so my fellow Americans,\n"
+        "[00:00:02.500 → 00:00:05.250] ask not what your country can do for you,\n"
+    )
