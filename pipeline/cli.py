@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="one JSON document on stdout")
     show = sub.add_parser("show", help="one audio file and its transcript")
     show.add_argument("id", help="audio id or a unique prefix of it")
-    show.add_argument("--format", choices=["timestamps", "txt", "srt", "vtt", "json"],
-                      default="timestamps")
+    show.add_argument(
+        "--format", choices=["timestamps", "txt", "srt", "vtt", "json"], default="timestamps"
+    )
     show.add_argument("--json", action="store_true", help="same as --format json")
     status = sub.add_parser("status", help="counts by state, queue depth, hours transcribed")
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -54,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"ai2text: invalid configuration: {exc}\n")
         return 2
     configure_logging(fmt=settings.log_format, level=settings.log_level)
-    command: Callable[[Settings, argparse.Namespace], Awaitable[int]] = COMMANDS[args.command]
+    command = COMMANDS[args.command]
+    code: int
     try:
         code = asyncio.run(command(settings, args))
     except Ai2TextError as exc:
@@ -123,7 +125,9 @@ async def cmd_ls(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     async def fetch(conn: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
         audio_id = await queries.resolve_audio_id(conn, args.id)
-        return await queries.audio_detail(conn, audio_id), await queries.transcript_of(conn, audio_id)
+        return await queries.audio_detail(conn, audio_id), await queries.transcript_of(
+            conn, audio_id
+        )
 
     audio, transcript = await _query(settings, fetch)
     fmt = "json" if args.json else args.format
@@ -148,7 +152,9 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
 def _describe_missing(audio: dict[str, Any], out: TextIO) -> None:
     state = audio["state"]
     detail = f": {audio['error']}" if audio.get("error") else ""
-    out.write(f"no transcript for {audio['original_name']} ({audio['id']}); state {state}{detail}\n")
+    out.write(
+        f"no transcript for {audio['original_name']} ({audio['id']}); state {state}{detail}\n"
+    )
 
 
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -160,8 +166,10 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     out.write("audio:   " + _counts(status["audio"]) + "\n")
     out.write("jobs:    " + _counts(status["jobs"]) + "\n")
     out.write(f"queue depth: {status['queue_depth']}\n")
-    out.write(f"hours transcribed: {status['hours_transcribed']:.3f}"
-              f" ({status['transcripts']} transcripts)\n")
+    out.write(
+        f"hours transcribed: {status['hours_transcribed']:.3f}"
+        f" ({status['transcripts']} transcripts)\n"
+    )
     rtf = status["average_real_time_factor"]
     out.write(f"average real-time factor: {rtf:.3f}\n" if rtf is not None else "")
     return 0
@@ -176,7 +184,7 @@ def _print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "up": cmd_up,
     "worker": cmd_worker,
     "watch": cmd_watch,

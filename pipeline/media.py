@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import av
 import numpy as np
@@ -52,7 +52,7 @@ def check_wav_header(source: BinaryIO, size: int) -> None:
         head = source.read(12)
         if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
             return
-        order = "little" if head[:4] == b"RIFF" else "big"
+        order: Literal["little", "big"] = "little" if head[:4] == b"RIFF" else "big"
         offset = 12
         for _ in range(64):
             chunk = source.read(8)
@@ -110,7 +110,8 @@ def probe(source: BinaryIO, *, max_duration_s: float) -> AudioInfo:
         claimed = _claimed_duration(container, stream)
         if claimed is not None and claimed > max_duration_s:
             raise RejectedInput(
-                f"audio is {claimed:.0f} s long by its header, over the limit of {max_duration_s:.0f} s"
+                f"audio is {claimed:.1f} s long by its header,"
+                f" over the limit of {max_duration_s:g} s"
             )
         decoded = _decoded_seconds(container, stream, sample_rate, max_duration_s)
         info = AudioInfo(
@@ -145,9 +146,7 @@ def _decoded_seconds(container: Any, stream: Any, sample_rate: int, max_duration
         for frame in container.decode(stream):
             samples += frame.samples
             if samples > limit:
-                raise RejectedInput(
-                    f"audio is longer than the limit of {max_duration_s:.0f} s"
-                )
+                raise RejectedInput(f"audio is longer than the limit of {max_duration_s:g} s")
     except av.error.FFmpegError as exc:
         if samples == 0:
             raise RejectedInput("audio data cannot be decoded (corrupt file)") from exc

@@ -173,12 +173,13 @@ async def release(conn: AsyncConn, job: ClaimedJob) -> bool:
 
 async def reap_exhausted(conn: AsyncConn) -> int:
     """Jobs whose last allowed attempt lost its worker end ``dead``."""
+    # No parameters are passed, so the %s below reach PostgreSQL's format() untouched.
     async with conn.transaction():
         cur = await conn.execute(
             "WITH dead AS ("
             " UPDATE jobs SET state = 'dead', finished_at = now(), updated_at = now(),"
             "  last_error = coalesce(last_error || '; ', '') ||"
-            "   format('worker %%s stopped responding (lease expired) on attempt %%s of %%s',"
+            "   format('worker %s stopped responding (lease expired) on attempt %s of %s',"
             "          worker_id, attempts, max_attempts),"
             "  lease_token = NULL, lease_expires_at = NULL"
             " WHERE state = 'running' AND lease_expires_at < now() AND attempts >= max_attempts"

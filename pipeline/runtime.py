@@ -44,7 +44,9 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
         if stop.is_set():
             log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
             os._exit(EXIT_ON_SECOND_SIGNAL)
-        log.info("stopping: finishing or releasing current work", signal=signal.Signals(signum).name)
+        log.info(
+            "stopping: finishing or releasing current work", signal=signal.Signals(signum).name
+        )
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):

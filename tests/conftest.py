@@ -57,8 +57,12 @@ def make_settings(tmp_path: Path, database_url: str) -> Any:
             "data_dir": tmp_path / "data",
             "database": {"url": database_url},
             "watch": {"inbox": tmp_path / "inbox", "quiet_period_s": 0.5, "min_free_bytes": 0},
-            "queue": {"lease_s": 5, "poll_interval_s": 1, "backoff_base_s": 0.1,
-                      "backoff_max_s": 0.5},
+            "queue": {
+                "lease_s": 5,
+                "poll_interval_s": 1,
+                "backoff_base_s": 0.1,
+                "backoff_max_s": 0.5,
+            },
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(base.get(key), dict):

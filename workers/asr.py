@@ -114,8 +114,11 @@ class WhisperTranscriber:
         except (OSError, ValueError, RuntimeError) as exc:
             raise ConfigError(f"cannot load Whisper model {self.model_name!r}: {exc}") from exc
         log.info(
-            "model loaded", model=self.model_name, device=self.device,
-            compute_type=self.compute_type, seconds=round(time.monotonic() - started, 2),
+            "model loaded",
+            model=self.model_name,
+            device=self.device,
+            compute_type=self.compute_type,
+            seconds=round(time.monotonic() - started, 2),
         )
 
     def transcribe(self, audio_path: Path, cancel: threading.Event) -> Transcription:

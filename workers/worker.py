@@ -118,7 +118,9 @@ class AsrWorker:
         await conn.execute(f"LISTEN {queue.JOBS_CHANNEL}")
         return conn
 
-    async def _wait_for_work(self, listener: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
+    async def _wait_for_work(
+        self, listener: psycopg.AsyncConnection[Any], stop: asyncio.Event
+    ) -> None:
         """Sleep until a NOTIFY, the polling interval, or shutdown, whichever is first."""
         deadline = time.monotonic() + self.settings.queue.poll_interval_s
         while not stop.is_set():
@@ -174,9 +176,10 @@ class AsrWorker:
         cancel: threading.Event,
     ) -> Transcription | None:
         """The transcription, or ``None`` when shutdown released the job instead."""
-        stopping = asyncio.ensure_future(stop.wait())
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        pending: set[asyncio.Future[Any]] = {work, stopping}
         try:
-            await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
         if not work.done():
@@ -188,8 +191,9 @@ class AsrWorker:
                 work.add_done_callback(lambda f: f.cancelled() or f.exception())
                 async with self.db.connection() as conn:
                     released = await queue.release(conn, job)
-                log.warning("shutdown grace ran out: job released for another worker",
-                            released=released)
+                log.warning(
+                    "shutdown grace ran out: job released for another worker", released=released
+                )
                 return None
         return work.result()
 
@@ -230,15 +234,24 @@ class AsrWorker:
         json_key = transcript_key(job.audio_id, job.lease_token)
         manifest_key = shard_key(job.audio_id, job.lease_token)
         document = transcript_document(
-            audio_id=job.audio_id, model=self.transcriber.model_name, language=result.language,
-            duration=result.audio_duration_s, text=result.text, segments=segments,
+            audio_id=job.audio_id,
+            model=self.transcriber.model_name,
+            language=result.language,
+            duration=result.audio_duration_s,
+            text=result.text,
+            segments=segments,
         )
         line = manifest_line(
-            audio_filepath=self.store.uri(job.storage_key), duration=result.audio_duration_s,
-            text=result.text, lang=result.language, audio_id=job.audio_id,
+            audio_filepath=self.store.uri(job.storage_key),
+            duration=result.audio_duration_s,
+            text=result.text,
+            lang=result.language,
+            audio_id=job.audio_id,
         )
         await asyncio.to_thread(self.store.put_bytes, json_key, document, "application/json")
-        await asyncio.to_thread(self.store.put_bytes, manifest_key, line.encode(), "application/jsonl")
+        await asyncio.to_thread(
+            self.store.put_bytes, manifest_key, line.encode(), "application/jsonl"
+        )
         try:
             await self._commit(job, result, json_key, manifest_key)
         except BaseException:
@@ -247,9 +260,12 @@ class AsrWorker:
                     await asyncio.to_thread(self.store.delete, key)
             raise
         log.info(
-            "transcribed", file=job.original_name, language=result.language,
+            "transcribed",
+            file=job.original_name,
+            language=result.language,
             duration_s=round(result.audio_duration_s, 2),
-            processing_s=round(result.processing_s, 2), rtf=round(result.real_time_factor, 3),
+            processing_s=round(result.processing_s, 2),
+            rtf=round(result.real_time_factor, 3),
             segments=len(result.segments),
         )
 
@@ -265,11 +281,21 @@ class AsrWorker:
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " RETURNING id",
                 (
-                    job.audio_id, job.id, job.attempt, self.worker_id, result.language,
-                    result.language_probability, result.text, self.transcriber.model_name,
-                    self.transcriber.device, self.transcriber.compute_type,
-                    result.audio_duration_s, result.processing_s, result.real_time_factor,
-                    json_key, manifest_key,
+                    job.audio_id,
+                    job.id,
+                    job.attempt,
+                    self.worker_id,
+                    result.language,
+                    result.language_probability,
+                    result.text,
+                    self.transcriber.model_name,
+                    self.transcriber.device,
+                    self.transcriber.compute_type,
+                    result.audio_duration_s,
+                    result.processing_s,
+                    result.real_time_factor,
+                    json_key,
+                    manifest_key,
                 ),
             )
             row = await cur.fetchone()
@@ -281,8 +307,14 @@ class AsrWorker:
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [
                         (
-                            row["id"], i, s.start, s.end, s.text, s.avg_logprob,
-                            s.no_speech_prob, s.compression_ratio,
+                            row["id"],
+                            i,
+                            s.start,
+                            s.end,
+                            s.text,
+                            s.avg_logprob,
+                            s.no_speech_prob,
+                            s.compression_ratio,
                             Jsonb(s.words) if s.words is not None else None,
                         )
                         for i, s in enumerate(result.segments)
@@ -297,8 +329,14 @@ class AsrWorker:
         except LeaseLost:
             log.warning("lease lost before the failure could be recorded", error=error)
             return
-        log.error("job failed", file=job.original_name, error=error, next_state=state,
-                  attempt=job.attempt, max_attempts=job.max_attempts)
+        log.error(
+            "job failed",
+            file=job.original_name,
+            error=error,
+            next_state=state,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+        )
 
 
 def _describe(exc: BaseException) -> str:

@@ -39,7 +39,10 @@ class Database:
             self.conninfo,
             min_size=min(self.settings.pool_min_size, pool_max_size or self.settings.pool_max_size),
             max_size=pool_max_size or self.settings.pool_max_size,
-            kwargs={"row_factory": dict_row, "connect_timeout": int(self.settings.connect_timeout_s)},
+            kwargs={
+                "row_factory": dict_row,
+                "connect_timeout": int(self.settings.connect_timeout_s),
+            },
             open=False,
             timeout=self.settings.connect_timeout_s * 3,
         )

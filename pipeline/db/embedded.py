@@ -37,9 +37,13 @@ class EmbeddedPostgres:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         _prune_dead_holders(self.pgdata)
         try:
-            self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            self._server = pgserver.get_server(  # type: ignore[attr-defined]
+                self.pgdata, cleanup_mode="stop"
+            )
         except Exception as exc:  # noqa: BLE001 - pgserver raises many kinds; one message
-            raise TransientError(f"embedded PostgreSQL failed to start in {self.pgdata}: {exc}") from exc
+            raise TransientError(
+                f"embedded PostgreSQL failed to start in {self.pgdata}: {exc}"
+            ) from exc
         uri: str = self._server.get_uri()
         log.info("embedded database ready", pgdata=str(self.pgdata))
         return uri

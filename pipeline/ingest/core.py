@@ -89,6 +89,9 @@ class Ingestor:
         unchanged: Callable[[], bool] | None = None,
     ) -> IngestResult:
         """Ingest ``size`` bytes of ``source``; ``unchanged`` re-checks the source before commit."""
+        existing = await self.find_existing(arrival)
+        if existing is not None:
+            return existing
         try:
             info = await asyncio.to_thread(
                 validate,
@@ -108,7 +111,9 @@ class Ingestor:
             raise SourceChanged(f"{arrival.original_name} changed while it was read")
         return await self._record(arrival, info, sha256, key, size)
 
-    async def reject(self, arrival: Arrival, reason: str, *, size: int | None = None) -> IngestResult:
+    async def reject(
+        self, arrival: Arrival, reason: str, *, size: int | None = None
+    ) -> IngestResult:
         """Record that this arrival was refused and why."""
         async with self.db.connection() as conn:
             cur = await conn.execute(
@@ -116,6 +121,7 @@ class Ingestor:
                 " size_bytes, state, error) VALUES (%s, %s, %s, %s, %s, %s, 'rejected', %s)"
                 " ON CONFLICT (source_uri, source_version) WHERE source_version IS NOT NULL"
                 " DO UPDATE SET error = EXCLUDED.error, updated_at = now()"
+                " WHERE audio.state = 'rejected'"
                 " RETURNING id",
                 (
                     arrival.tenant,
@@ -128,7 +134,11 @@ class Ingestor:
                 ),
             )
             row = await cur.fetchone()
-        assert row is not None
+        if row is None:
+            # This very source version was accepted earlier; a later refusal must not mark it.
+            earlier = await self.find_existing(arrival)
+            assert earlier is not None
+            return earlier
         log.warning("rejected", file=arrival.original_name, reason=reason, audio_id=str(row["id"]))
         return IngestResult("rejected", row["id"], reason=reason)  # type: ignore[arg-type]
 
@@ -197,14 +207,19 @@ class Ingestor:
         if original:
             dup_of: uuid.UUID = original["id"]  # type: ignore[assignment]
             log.info(
-                "duplicate", file=arrival.original_name, audio_id=str(audio_id),
+                "duplicate",
+                file=arrival.original_name,
+                audio_id=str(audio_id),
                 duplicate_of=str(dup_of),
             )
             return IngestResult("duplicate", audio_id, duplicate_of=dup_of)
         await enqueue(conn, audio_id, max_attempts=self.settings.queue.max_attempts)
         log.info(
-            "ingested", file=arrival.original_name, audio_id=str(audio_id),
-            duration_s=round(info.duration_s, 2), codec=info.codec,
+            "ingested",
+            file=arrival.original_name,
+            audio_id=str(audio_id),
+            duration_s=round(info.duration_s, 2),
+            codec=info.codec,
         )
         return IngestResult("accepted", audio_id)
 

@@ -79,8 +79,14 @@ class HotFolder:
 
     async def _watch_events(self, stop: asyncio.Event) -> None:
         async for changes in awatch(
-            self.inbox, stop_event=stop, watch_filter=None, recursive=True,
-            debounce=200, step=50, yield_on_timeout=False, rust_timeout=1000,
+            self.inbox,
+            stop_event=stop,
+            watch_filter=None,
+            recursive=True,
+            debounce=200,
+            step=50,
+            yield_on_timeout=False,
+            rust_timeout=1000,
         ):
             for change, raw in changes:
                 path = Path(raw)
@@ -177,7 +183,8 @@ class HotFolder:
             if low:
                 log.warning(
                     "low disk space: not taking new files until space returns",
-                    free_bytes=free, floor_bytes=self.watch.min_free_bytes,
+                    free_bytes=free,
+                    floor_bytes=self.watch.min_free_bytes,
                 )
             else:
                 log.info("disk space back above the floor: taking files again", free_bytes=free)
@@ -230,8 +237,13 @@ class HotFolder:
                 self.tracker.observe(path, fp, time.monotonic())
                 return
             if not path.parent.resolve().is_relative_to(self.inbox):
-                await self._finish(path, rel, await self.ingestor.reject(
-                    self._arrival(rel, path, fp), "path resolves outside the watched folder"))
+                await self._finish(
+                    path,
+                    rel,
+                    await self.ingestor.reject(
+                        self._arrival(rel, path, fp), "path resolves outside the watched folder"
+                    ),
+                )
                 return
             arrival = self._arrival(rel, path, fp)
             result = await self.ingestor.find_existing(arrival)
@@ -252,9 +264,19 @@ class HotFolder:
         )
 
     async def _refuse_symlink(self, path: Path, rel: Path) -> None:
+        try:
+            arrival, reason = self._describe_symlink(path, rel)
+        except FileNotFoundError:
+            return
+        result = await self.ingestor.find_existing(arrival) or await self.ingestor.reject(
+            arrival, reason
+        )
+        await self._finish(path, rel, result)
+
+    def _describe_symlink(self, path: Path, rel: Path) -> tuple[Arrival, str]:
         target = os.readlink(path)
-        resolved = path.resolve()
-        where = "outside the watched folder" if not resolved.is_relative_to(self.inbox) else "elsewhere"
+        inside = path.resolve().is_relative_to(self.inbox)
+        where = "a file inside the watched folder" if inside else "outside the watched folder"
         st = path.lstat()
         arrival = Arrival(
             source="folder",
@@ -267,10 +289,7 @@ class HotFolder:
             f"symbolic link to {where} ({target}): links are not followed;"
             " put the file itself in the inbox"
         )
-        result = await self.ingestor.find_existing(arrival) or await self.ingestor.reject(
-            arrival, reason
-        )
-        await self._finish(path, rel, result)
+        return arrival, reason
 
     # -- after ingest --------------------------------------------------------
 

@@ -30,8 +30,10 @@ class ObjectInfo:
 def check_key(key: str) -> str:
     """Refuse keys that could escape the store's root or confuse a backend."""
     parts = key.split("/")
-    if not key or key.startswith("/") or any(
-        p in ("", ".", "..") or not _KEY_PART.fullmatch(p) for p in parts
+    if (
+        not key
+        or key.startswith("/")
+        or any(p in ("", ".", "..") or not _KEY_PART.fullmatch(p) for p in parts)
     ):
         raise ValueError(f"invalid object key: {key!r}")
     return key

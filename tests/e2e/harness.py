@@ -16,7 +16,9 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def wait_until(check: Callable[[], T | None], *, timeout: float, what: str, every: float = 0.1) -> T:
+def wait_until(
+    check: Callable[[], T | None], *, timeout: float, what: str, every: float = 0.1
+) -> T:
     """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -42,7 +44,10 @@ class Service:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline", self.role],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
         log.close()
         return self
@@ -67,9 +72,7 @@ class Service:
     ) -> dict[str, Any]:
         def find() -> dict[str, Any] | None:
             self.check_alive()
-            return next(
-                (e for e in self.events() if e.get("event") == event and where(e)), None
-            )
+            return next((e for e in self.events() if e.get("event") == event and where(e)), None)
 
         return wait_until(find, timeout=timeout, what=f"{self.role} to log {event!r}")
 
@@ -78,9 +81,8 @@ class Service:
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(
-                f"{self.role} exited with {self.proc.returncode}:\n{self.log_path.read_text()[-4000:]}"
-            )
+            tail = self.log_path.read_text()[-4000:]
+            raise AssertionError(f"{self.role} exited with {self.proc.returncode}:\n{tail}")
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None
@@ -103,7 +105,11 @@ def cli_json(env: dict[str, str], *args: str) -> Any:
     """Run an ``ai2text`` query command with ``--json`` and parse its stdout."""
     done = subprocess.run(
         [sys.executable, "-m", "pipeline", *args, "--json"],
-        env={**os.environ, **env}, capture_output=True, timeout=120, cwd=REPO, check=False,
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
     )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     return json.loads(done.stdout)
@@ -112,7 +118,11 @@ def cli_json(env: dict[str, str], *args: str) -> Any:
 def cli_text(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
-        env={**os.environ, **env}, capture_output=True, timeout=120, cwd=REPO, check=False,
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
     )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     return done.stdout.decode()

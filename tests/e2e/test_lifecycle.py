@@ -54,8 +54,11 @@ def test_file_dropped_while_stopped_is_transcribed_after_start(tmp_path: Path) -
     shutil.copy(DATA / "jfk.flac", tmp_path / "inbox" / "while-down.flac")
     second = Service("up", env, tmp_path / "second.log").start()
     try:
-        row = wait_until(lambda: row_named(env, "while-down.flac", ("transcribed",)),
-                         timeout=120, what="file dropped while stopped to be transcribed")
+        row = wait_until(
+            lambda: row_named(env, "while-down.flac", ("transcribed",)),
+            timeout=120,
+            what="file dropped while stopped to be transcribed",
+        )
         assert "country" in cli_json(env, "show", row["id"])["transcript"]["text"].lower()
     finally:
         assert second.stop() == 0
@@ -69,8 +72,11 @@ def test_sigterm_mid_transcription_exits_in_grace_and_transcribes_once_after_res
     first = Service("up", env, tmp_path / "first.log").start()
     first.wait_for_event("worker ready", timeout=120)
     shutil.copy(long_speech, tmp_path / "inbox" / "long.wav")
-    wait_until(lambda: row_named(env, "long.wav", ("processing",)), timeout=120,
-               what="transcription to start")
+    wait_until(
+        lambda: row_named(env, "long.wav", ("processing",)),
+        timeout=120,
+        what="transcription to start",
+    )
     signalled = time.monotonic()
     first.signal(signal.SIGTERM)
     assert first.proc is not None
@@ -85,8 +91,11 @@ def test_sigterm_mid_transcription_exits_in_grace_and_transcribes_once_after_res
 
     second = Service("up", env, tmp_path / "second.log").start()
     try:
-        wait_until(lambda: row_named(env, "long.wav", ("transcribed",)), timeout=240,
-                   what="the job to be transcribed after restart")
+        wait_until(
+            lambda: row_named(env, "long.wav", ("transcribed",)),
+            timeout=240,
+            what="the job to be transcribed after restart",
+        )
         assert cli_json(env, "status")["transcripts"] == 1
         assert first.count("transcribed") + second.count("transcribed") == 1
     finally:
@@ -135,16 +144,22 @@ def _transcripts(db: psycopg.Connection[dict[str, Any]], audio_id: str) -> list[
 
 
 def test_worker_killed_mid_job_is_replaced_after_its_lease_expires(
-    make_settings: Any, database_url: str, db: psycopg.Connection[dict[str, Any]],
-    long_speech: Path, tmp_path: Path,
+    make_settings: Any,
+    database_url: str,
+    db: psycopg.Connection[dict[str, Any]],
+    long_speech: Path,
+    tmp_path: Path,
 ) -> None:
     settings = make_settings()
     audio_id = _ingest(settings, long_speech)
     env = _shared_env(settings, database_url, lease_s=2)
     doomed = Service("worker", env, tmp_path / "doomed.log").start()
     try:
-        wait_until(lambda: _job(db, audio_id)["state"] == "running", timeout=120,
-                   what="the first worker to claim the job")
+        wait_until(
+            lambda: _job(db, audio_id)["state"] == "running",
+            timeout=120,
+            what="the first worker to claim the job",
+        )
         doomed.signal(signal.SIGKILL)
         assert doomed.proc is not None
         doomed.proc.wait(timeout=10)
@@ -154,8 +169,11 @@ def test_worker_killed_mid_job_is_replaced_after_its_lease_expires(
 
     rescuer = Service("worker", env, tmp_path / "rescuer.log").start()
     try:
-        wait_until(lambda: _job(db, audio_id)["state"] == "done", timeout=240,
-                   what="another worker to finish the job")
+        wait_until(
+            lambda: _job(db, audio_id)["state"] == "done",
+            timeout=240,
+            what="another worker to finish the job",
+        )
     finally:
         assert rescuer.stop() == 0
     (transcript,) = _transcripts(db, audio_id)
@@ -165,8 +183,11 @@ def test_worker_killed_mid_job_is_replaced_after_its_lease_expires(
 
 
 def test_paused_worker_cannot_overwrite_the_result_of_the_worker_that_took_over(
-    make_settings: Any, database_url: str, db: psycopg.Connection[dict[str, Any]],
-    long_speech: Path, tmp_path: Path,
+    make_settings: Any,
+    database_url: str,
+    db: psycopg.Connection[dict[str, Any]],
+    long_speech: Path,
+    tmp_path: Path,
 ) -> None:
     settings = make_settings()
     audio_id = _ingest(settings, long_speech)
@@ -174,8 +195,11 @@ def test_paused_worker_cannot_overwrite_the_result_of_the_worker_that_took_over(
     paused = Service("worker", env, tmp_path / "paused.log").start()
     rescuer = Service("worker", env, tmp_path / "rescuer.log")
     try:
-        wait_until(lambda: _job(db, audio_id)["state"] == "running", timeout=120,
-                   what="the first worker to claim the job")
+        wait_until(
+            lambda: _job(db, audio_id)["state"] == "running",
+            timeout=120,
+            what="the first worker to claim the job",
+        )
         paused.signal(signal.SIGSTOP)
         first_token = _job(db, audio_id)["lease_token"]
         wait_until(
@@ -183,17 +207,22 @@ def test_paused_worker_cannot_overwrite_the_result_of_the_worker_that_took_over(
                 "SELECT lease_expires_at < now() AS expired FROM jobs WHERE audio_id = %s",
                 (audio_id,),
             ).fetchone()["expired"],  # type: ignore[index]
-            timeout=30, what="the paused worker's lease to expire",
+            timeout=30,
+            what="the paused worker's lease to expire",
         )
         rescuer.start()
-        wait_until(lambda: _job(db, audio_id)["state"] == "done", timeout=240,
-                   what="the second worker to finish the job")
+        wait_until(
+            lambda: _job(db, audio_id)["state"] == "done",
+            timeout=240,
+            what="the second worker to finish the job",
+        )
         (winner,) = _transcripts(db, audio_id)
         assert winner["worker_id"].split(":")[1] == str(rescuer.pid)
 
         paused.signal(signal.SIGCONT)
         paused.wait_for_event(
-            "lease lost: another worker owns this job now", timeout=120,
+            "lease lost: another worker owns this job now",
+            timeout=120,
         )
         # The late worker gave up; the winner's transcript and objects stand.
         (after,) = _transcripts(db, audio_id)
@@ -203,8 +232,9 @@ def test_paused_worker_cannot_overwrite_the_result_of_the_worker_that_took_over(
         assert first_token is not None
         store = FilesystemStore(settings.data_dir / "objects")
         assert store.stat(after["json_key"]) is not None
-        assert not list((settings.data_dir / "objects" / "transcripts" / audio_id).glob(
-            f"{first_token}*"))
+        assert not list(
+            (settings.data_dir / "objects" / "transcripts" / audio_id).glob(f"{first_token}*")
+        )
     finally:
         if paused.proc is not None and paused.proc.poll() is None:
             os.kill(paused.pid, signal.SIGCONT)

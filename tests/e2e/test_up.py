@@ -67,8 +67,11 @@ def row_named(env: dict[str, str], name: str, states: tuple[str, ...]) -> dict[s
 def test_dropped_flac_becomes_an_accurate_transcript(up: Any) -> None:
     service, env, inbox = up
     shutil.copy(DATA / "jfk.flac", inbox / "jfk.flac")
-    row = wait_until(lambda: row_named(env, "jfk.flac", ("transcribed",)), timeout=120,
-                     what="jfk.flac transcribed")
+    row = wait_until(
+        lambda: row_named(env, "jfk.flac", ("transcribed",)),
+        timeout=120,
+        what="jfk.flac transcribed",
+    )
     assert row["language"] == "en"
     assert row["duration_s"] == pytest.approx(11.0, abs=0.1)
 
@@ -100,11 +103,13 @@ def test_same_audio_under_two_names_gives_one_transcript(up: Any) -> None:
     shutil.copy(DATA / "hotwords.mp3", inbox / "first.mp3")
     shutil.copy(DATA / "hotwords.mp3", inbox / "second name.mp3")
     first = wait_until(
-        lambda: row_named(env, "first.mp3", ("transcribed", "duplicate")), timeout=120,
+        lambda: row_named(env, "first.mp3", ("transcribed", "duplicate")),
+        timeout=120,
         what="first.mp3 done",
     )
     second = wait_until(
-        lambda: row_named(env, "second name.mp3", ("transcribed", "duplicate")), timeout=120,
+        lambda: row_named(env, "second name.mp3", ("transcribed", "duplicate")),
+        timeout=120,
         what="second name.mp3 done",
     )
     states = sorted([first["state"], second["state"]])
@@ -153,8 +158,9 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_service_keeps_running(
         "link.wav": "symbolic link",
     }
     for name, words in expected.items():
-        row = wait_until(lambda n=name: row_named(env, n, ("rejected",)), timeout=60,
-                         what=f"{name} rejected")
+        row = wait_until(
+            lambda n=name: row_named(env, n, ("rejected",)), timeout=60, what=f"{name} rejected"
+        )
         assert words in row["error"].lower(), row["error"]
         moved = inbox / "rejected" / name
         assert moved.exists() or moved.is_symlink(), f"{name} not moved to rejected/"
@@ -166,8 +172,11 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_service_keeps_running(
 
     # Still alive and still working.
     shutil.copy(DATA / "stereo_diarization.wav", inbox / "after-bad.wav")
-    wait_until(lambda: row_named(env, "after-bad.wav", ("transcribed",)), timeout=120,
-               what="a good file after the bad ones")
+    wait_until(
+        lambda: row_named(env, "after-bad.wav", ("transcribed",)),
+        timeout=120,
+        what="a good file after the bad ones",
+    )
     service.check_alive()
 
 
@@ -186,7 +195,8 @@ def test_slowly_written_file_is_taken_only_after_its_last_byte(up: Any) -> None:
     finished_writing = time.time()
     row = wait_until(
         lambda: row_named(env, "slow.flac", ("transcribed", "duplicate", "rejected")),
-        timeout=120, what="slow.flac ingested",
+        timeout=120,
+        what="slow.flac ingested",
     )
     assert row["state"] != "rejected", row["error"]
     assert row["size_bytes"] == len(data)
@@ -232,8 +242,9 @@ def test_playlists_disguised_as_wav_are_rejected_without_fetching_anything(up: A
         )
         (inbox / "concat.wav").write_text(f"ffconcat version 1.0\nfile '{local}'\nfile '{url}'\n")
         for name in ("playlist.wav", "concat.wav"):
-            row = wait_until(lambda n=name: row_named(env, n, ("rejected",)), timeout=60,
-                             what=f"{name} rejected")
+            row = wait_until(
+                lambda n=name: row_named(env, n, ("rejected",)), timeout=60, what=f"{name} rejected"
+            )
             assert row["error"]
         assert _Recorder.hits == []
     finally:

@@ -87,7 +87,10 @@ def test_ingest_accepts_audio_stores_it_and_queues_one_job(
     assert row["sample_rate"] == 44100
     assert row["channels"] == 2
     assert (row["source"], row["original_name"], row["source_uri"], row["source_version"]) == (
-        "folder", "jfk.flac", "/inbox/jfk.flac", "v1",
+        "folder",
+        "jfk.flac",
+        "/inbox/jfk.flac",
+        "v1",
     )
     assert row["error"] is None and row["duplicate_of"] is None
     assert row["storage_key"] == content_key(sha, "flac")
@@ -147,7 +150,9 @@ def test_same_bytes_under_another_name_is_a_duplicate_without_a_job(
     row = db.execute("SELECT * FROM audio WHERE id = %s", (second.audio_id,)).fetchone()
     assert row is not None
     assert (row["state"], row["duplicate_of"], row["original_name"]) == (
-        "duplicate", first.audio_id, "kennedy.flac",
+        "duplicate",
+        first.audio_id,
+        "kennedy.flac",
     )
     assert row["sha256"] == sha256_of(JFK)
     jobs = db.execute("SELECT audio_id FROM jobs").fetchall()
@@ -180,16 +185,16 @@ def test_same_arrival_again_is_already_ingested(
     assert again.audio_id == first.audio_id
     assert found is not None
     assert (found.outcome, found.audio_id, found.reason) == (
-        "already_ingested", first.audio_id, None,
+        "already_ingested",
+        first.audio_id,
+        None,
     )
     assert other_version is None
     assert db.execute("SELECT count(*) AS n FROM audio").fetchone() == {"n": 1}
     assert db.execute("SELECT count(*) AS n FROM jobs").fetchone() == {"n": 1}
 
 
-def test_find_existing_without_source_version_is_none(
-    make_settings: Any, tmp_path: Path
-) -> None:
+def test_find_existing_without_source_version_is_none(make_settings: Any, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with ingestor(make_settings(), tmp_path / "objects") as ing:
             arrival = arrival_for(JFK, version=None)
@@ -221,7 +226,9 @@ def test_text_file_named_wav_is_rejected_without_object_or_job(
     row = db.execute("SELECT * FROM audio WHERE id = %s", (result.audio_id,)).fetchone()
     assert row is not None
     assert (row["state"], row["error"], row["original_name"]) == (
-        "rejected", result.reason, "notes.wav",
+        "rejected",
+        result.reason,
+        "notes.wav",
     )
     assert row["sha256"] is None and row["storage_key"] is None
     assert row["size_bytes"] == fake.stat().st_size
@@ -229,7 +236,9 @@ def test_text_file_named_wav_is_rejected_without_object_or_job(
     assert db.execute("SELECT count(*) AS n FROM jobs").fetchone() == {"n": 0}
     assert found is not None
     assert (found.outcome, found.audio_id, found.reason) == (
-        "rejected", result.audio_id, result.reason,
+        "rejected",
+        result.audio_id,
+        result.reason,
     )
 
 
@@ -263,9 +272,7 @@ def test_concurrent_ingests_of_same_content_accept_exactly_one(
 
     async def scenario() -> list[IngestResult]:
         async with ingestor(make_settings(), objects) as ing:
-            return list(
-                await asyncio.gather(*(ingest_file(ing, p, arrival_for(p)) for p in paths))
-            )
+            return list(await asyncio.gather(*(ingest_file(ing, p, arrival_for(p)) for p in paths)))
 
     results = asyncio.run(scenario())
 
@@ -335,12 +342,6 @@ def test_ingests_racing_past_the_duplicate_lookup_still_accept_exactly_one(
     assert db.execute("SELECT count(*) AS n FROM audio").fetchone() == {"n": 2}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pipeline/ingest/core.py: ingest() validates before checking the source version;"
-    " the rejection's ON CONFLICT DO UPDATE then writes an error onto the accepted row and"
-    " reports 'rejected' for audio that is queued",
-)
 def test_reingesting_an_accepted_arrival_under_stricter_limits_is_a_no_op(
     make_settings: Any, db: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
@@ -396,4 +397,3 @@ def test_source_changed_leaves_no_rows(
     asyncio.run(scenario())
     assert db.execute("SELECT count(*) AS n FROM audio").fetchone() == {"n": 0}
     assert db.execute("SELECT count(*) AS n FROM jobs").fetchone() == {"n": 0}
-

@@ -71,8 +71,7 @@ def test_migrate_releases_its_advisory_lock(database_url: str, db: psycopg.Conne
     with psycopg.connect(database_url) as conn:
         migrate(conn)
         held = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-            " AND pid = pg_backend_pid()"
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
         ).fetchone()
         assert held == (0,)
 

@@ -259,9 +259,7 @@ def test_expired_lease_is_claimed_again_and_old_holder_is_fenced(make_settings: 
                 await queue.heartbeat(c1, old, lease_s=LONG)
             with pytest.raises(LeaseLost):
                 async with c1.transaction():
-                    await c1.execute(
-                        "UPDATE audio SET language = 'xx' WHERE id = %s", (audio_id,)
-                    )
+                    await c1.execute("UPDATE audio SET language = 'xx' WHERE id = %s", (audio_id,))
                     await queue.mark_done(c1, old, language="xx")
             with pytest.raises(LeaseLost):
                 await queue.fail(c1, old, "late", transient=False, policy=NO_BACKOFF)
@@ -280,7 +278,9 @@ def test_expired_lease_is_claimed_again_and_old_holder_is_fenced(make_settings: 
             assert row["finished_at"] is not None
             audio = await audio_row(c2, audio_id)
             assert (audio["state"], audio["language"], audio["error"]) == (
-                "transcribed", "en", None,
+                "transcribed",
+                "en",
+                None,
             )
             # Done is final: neither holder can touch it again, nobody can claim it.
             with pytest.raises(LeaseLost):
@@ -358,7 +358,9 @@ def test_permanent_failure_is_dead_at_once(make_settings: Any) -> None:
             assert state == "dead"
             row = await job_row(conn, job.id)
             assert (row["state"], row["last_error"], row["attempts"]) == (
-                "dead", "undecodable audio", 1,
+                "dead",
+                "undecodable audio",
+                1,
             )
             assert row["finished_at"] is not None and row["lease_token"] is None
             audio = await audio_row(conn, audio_id)
@@ -455,11 +457,6 @@ def test_reap_exhausted_marks_dead_a_job_whose_last_lease_expired(make_settings:
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pipeline/queue.py reap_exhausted: '%%s' in a query run without params is sent"
-    " verbatim, so format() yields a literal '%s' instead of the worker id and attempt counts",
-)
 def test_reap_exhausted_error_names_the_worker_and_attempts(make_settings: Any) -> None:
     async def scenario() -> None:
         async with opened(make_settings()) as database, connections(database, 1) as (conn,):
