@@ -54,7 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValidationError, Ai2TextError) as exc:
         sys.stderr.write(f"ai2text: invalid configuration: {exc}\n")
         return 2
-    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    level = settings.log_level
+    if args.command in QUERY_COMMANDS and level in ("debug", "info"):
+        level = "warning"  # queries print results, not the embedded database's comings and goings
+    configure_logging(fmt=settings.log_format, level=level)
     command = COMMANDS[args.command]
     code: int
     try:
@@ -183,6 +186,8 @@ def _print_json(value: Any) -> None:
     json.dump(value, sys.stdout, default=str, indent=2)
     sys.stdout.write("\n")
 
+
+QUERY_COMMANDS = frozenset({"ls", "show", "status"})
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "up": cmd_up,

@@ -16,7 +16,6 @@ import shutil
 import stat
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -26,6 +25,7 @@ from pipeline.config import Settings
 from pipeline.errors import TransientError
 from pipeline.ingest.core import Arrival, Ingestor, IngestResult
 from pipeline.ingest.stability import Fingerprint, StabilityTracker
+from pipeline.ingest.tidy import fingerprint_of, tidy_after_ingest
 
 log = structlog.get_logger(__name__)
 
@@ -35,10 +35,6 @@ TEMPORARY_SUFFIXES = (".part", ".tmp", ".crdownload")
 def is_ignored_name(name: str) -> bool:
     """Hidden files and the names browsers and copy tools use while writing."""
     return name.startswith((".", "~")) or name.lower().endswith(TEMPORARY_SUFFIXES)
-
-
-def fingerprint_of(st: os.stat_result) -> Fingerprint:
-    return Fingerprint(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
 
 
 class HotFolder:
@@ -294,38 +290,10 @@ class HotFolder:
     # -- after ingest --------------------------------------------------------
 
     async def _finish(self, path: Path, rel: Path, result: IngestResult) -> None:
-        await asyncio.to_thread(self._tidy, path, rel, result)
-
-    def _tidy(self, path: Path, rel: Path, result: IngestResult) -> None:
         try:
-            if result.outcome == "rejected":
-                dest = _move_unique(path, self.watch.rejected_path / rel, result)
-                note = dest.with_name(dest.name + ".error.txt")
-                note.write_text(
-                    f"{result.reason}\n\naudio id: {result.audio_id}\n"
-                    f"rejected at: {datetime.now(UTC).isoformat(timespec='seconds')}\n",
-                    encoding="utf-8",
-                )
-            elif self.watch.after_ingest == "move":
-                _move_unique(path, self.watch.processed_path / rel, result)
-            elif self.watch.after_ingest == "delete":
-                path.unlink(missing_ok=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    self._kept[path] = fingerprint_of(path.lstat())
+            kept = await asyncio.to_thread(tidy_after_ingest, path, rel, result, self.watch)
         except OSError as exc:
             log.error("could not tidy file after ingest", file=str(path), error=str(exc))
-
-
-def _move_unique(path: Path, dest: Path, result: IngestResult) -> Path:
-    """Move ``path`` to ``dest``, adding the audio id to the name if ``dest`` exists."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists() or dest.is_symlink():
-        dest = dest.with_name(f"{dest.stem}.{str(result.audio_id)[:8]}{dest.suffix}")
-    try:
-        os.rename(path, dest)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        shutil.move(path, dest)
-    return dest
+            return
+        if kept is not None:
+            self._kept[path] = kept
