@@ -16,6 +16,8 @@ from pipeline.db.database import AsyncConn
 from pipeline.errors import LeaseLost
 
 JOBS_CHANNEL = "ai2text_jobs"
+# Sent when a transcript is committed (the dataset orchestrator listens).
+TRANSCRIPTS_CHANNEL = "ai2text_transcripts"
 
 
 @dataclass(frozen=True, slots=True)

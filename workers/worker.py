@@ -15,27 +15,24 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 import structlog
-from psycopg.types.json import Jsonb
 
 from pipeline import queue
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.errors import LeaseLost, PermanentError, TransientError
 from pipeline.ingest.validation import extension_of
-from pipeline.manifests import manifest_line, shard_key, transcript_document, transcript_key
 from pipeline.storage import ObjectNotFound, ObjectStore
 from workers.asr import Cancelled, Transcriber, Transcription
+from workers.results import save_transcription
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-TRANSCRIPTS_CHANNEL = "ai2text_transcripts"
 
 
 def make_worker_id(index: int = 0) -> str:
@@ -230,35 +227,14 @@ class AsrWorker:
             path.unlink(missing_ok=True)
 
     async def _store(self, job: queue.ClaimedJob, result: Transcription) -> None:
-        segments = [asdict(s) for s in result.segments]
-        json_key = transcript_key(job.audio_id, job.lease_token)
-        manifest_key = shard_key(job.audio_id, job.lease_token)
-        document = transcript_document(
-            audio_id=job.audio_id,
-            model=self.transcriber.model_name,
-            language=result.language,
-            duration=result.audio_duration_s,
-            text=result.text,
-            segments=segments,
+        await save_transcription(
+            self.db,
+            self.store,
+            job,
+            result,
+            transcriber=self.transcriber,
+            worker_id=self.worker_id,
         )
-        line = manifest_line(
-            audio_filepath=self.store.uri(job.storage_key),
-            duration=result.audio_duration_s,
-            text=result.text,
-            lang=result.language,
-            audio_id=job.audio_id,
-        )
-        await asyncio.to_thread(self.store.put_bytes, json_key, document, "application/json")
-        await asyncio.to_thread(
-            self.store.put_bytes, manifest_key, line.encode(), "application/jsonl"
-        )
-        try:
-            await self._commit(job, result, json_key, manifest_key)
-        except BaseException:
-            for key in (json_key, manifest_key):
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.store.delete, key)
-            raise
         log.info(
             "transcribed",
             file=job.original_name,
@@ -268,59 +244,6 @@ class AsrWorker:
             rtf=round(result.real_time_factor, 3),
             segments=len(result.segments),
         )
-
-    async def _commit(
-        self, job: queue.ClaimedJob, result: Transcription, json_key: str, manifest_key: str
-    ) -> None:
-        async with self.db.connection() as conn, conn.transaction():
-            await queue.mark_done(conn, job, language=result.language)
-            cur = await conn.execute(
-                "INSERT INTO transcripts (audio_id, job_id, attempt, worker_id, language,"
-                " language_probability, text, model, device, compute_type, audio_duration_s,"
-                " processing_s, real_time_factor, json_key, manifest_key)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " RETURNING id",
-                (
-                    job.audio_id,
-                    job.id,
-                    job.attempt,
-                    self.worker_id,
-                    result.language,
-                    result.language_probability,
-                    result.text,
-                    self.transcriber.model_name,
-                    self.transcriber.device,
-                    self.transcriber.compute_type,
-                    result.audio_duration_s,
-                    result.processing_s,
-                    result.real_time_factor,
-                    json_key,
-                    manifest_key,
-                ),
-            )
-            row = await cur.fetchone()
-            assert row is not None
-            async with conn.cursor() as seg_cur:
-                await seg_cur.executemany(
-                    "INSERT INTO segments (transcript_id, idx, start_s, end_s, text, avg_logprob,"
-                    " no_speech_prob, compression_ratio, words)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    [
-                        (
-                            row["id"],
-                            i,
-                            s.start,
-                            s.end,
-                            s.text,
-                            s.avg_logprob,
-                            s.no_speech_prob,
-                            s.compression_ratio,
-                            Jsonb(s.words) if s.words is not None else None,
-                        )
-                        for i, s in enumerate(result.segments)
-                    ],
-                )
-            await conn.execute(f"NOTIFY {TRANSCRIPTS_CHANNEL}")
 
     async def _record_failure(self, job: queue.ClaimedJob, error: str, *, transient: bool) -> None:
         try:

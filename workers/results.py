@@ -1,0 +1,118 @@
+"""Saving a finished transcription: objects first, then one fenced transaction.
+
+The transcript JSON and manifest shard are written under keys that include the
+lease token, so a worker that lost its lease can never overwrite the winner's
+copies; if the commit is refused (fencing) its own copies are removed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import asdict
+
+from psycopg.types.json import Jsonb
+
+from pipeline import queue
+from pipeline.db.database import Database
+from pipeline.manifests import manifest_line, shard_key, transcript_document, transcript_key
+from pipeline.storage import ObjectStore
+from workers.asr import Transcriber, Transcription
+
+
+async def save_transcription(
+    db: Database,
+    store: ObjectStore,
+    job: queue.ClaimedJob,
+    result: Transcription,
+    *,
+    transcriber: Transcriber,
+    worker_id: str,
+) -> None:
+    """Store ``result`` for ``job``; raises ``LeaseLost`` if the job is no longer ours."""
+    json_key = transcript_key(job.audio_id, job.lease_token)
+    manifest_key = shard_key(job.audio_id, job.lease_token)
+    document = transcript_document(
+        audio_id=job.audio_id,
+        model=transcriber.model_name,
+        language=result.language,
+        duration=result.audio_duration_s,
+        text=result.text,
+        segments=[asdict(s) for s in result.segments],
+    )
+    line = manifest_line(
+        audio_filepath=store.uri(job.storage_key),
+        duration=result.audio_duration_s,
+        text=result.text,
+        lang=result.language,
+        audio_id=job.audio_id,
+    )
+    await asyncio.to_thread(store.put_bytes, json_key, document, "application/json")
+    await asyncio.to_thread(store.put_bytes, manifest_key, line.encode(), "application/jsonl")
+    try:
+        await _commit(db, job, result, transcriber, worker_id, json_key, manifest_key)
+    except BaseException:
+        for key in (json_key, manifest_key):
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(store.delete, key)
+        raise
+
+
+async def _commit(
+    db: Database,
+    job: queue.ClaimedJob,
+    result: Transcription,
+    transcriber: Transcriber,
+    worker_id: str,
+    json_key: str,
+    manifest_key: str,
+) -> None:
+    async with db.connection() as conn, conn.transaction():
+        await queue.mark_done(conn, job, language=result.language)
+        cur = await conn.execute(
+            "INSERT INTO transcripts (audio_id, job_id, attempt, worker_id, language,"
+            " language_probability, text, model, device, compute_type, audio_duration_s,"
+            " processing_s, real_time_factor, json_key, manifest_key)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING id",
+            (
+                job.audio_id,
+                job.id,
+                job.attempt,
+                worker_id,
+                result.language,
+                result.language_probability,
+                result.text,
+                transcriber.model_name,
+                transcriber.device,
+                transcriber.compute_type,
+                result.audio_duration_s,
+                result.processing_s,
+                result.real_time_factor,
+                json_key,
+                manifest_key,
+            ),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        async with conn.cursor() as seg_cur:
+            await seg_cur.executemany(
+                "INSERT INTO segments (transcript_id, idx, start_s, end_s, text, avg_logprob,"
+                " no_speech_prob, compression_ratio, words)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        row["id"],
+                        i,
+                        s.start,
+                        s.end,
+                        s.text,
+                        s.avg_logprob,
+                        s.no_speech_prob,
+                        s.compression_ratio,
+                        Jsonb(s.words) if s.words is not None else None,
+                    )
+                    for i, s in enumerate(result.segments)
+                ],
+            )
+        await conn.execute(f"NOTIFY {queue.TRANSCRIPTS_CHANNEL}")
