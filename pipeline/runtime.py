@@ -19,6 +19,7 @@ import structlog
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.embedded import EmbeddedPostgres
+from pipeline.errors import TransientError
 from pipeline.ingest.core import Ingestor
 from pipeline.ingest.hotfolder import HotFolder
 from pipeline.storage import ObjectStore, open_store
@@ -64,6 +65,10 @@ async def run_roles(settings: Settings, roles: set[Role]) -> int:
         if stop.is_set():
             return 0
         store = open_store(settings)
+        try:
+            await asyncio.to_thread(store.check)  # also creates a missing S3 bucket
+        except TransientError as exc:
+            log.warning("object store not reachable yet; work will be retried", error=str(exc))
         coros: list[Coroutine[Any, Any, None]] = []
         if "watch" in roles:
             coros.append(HotFolder(settings, Ingestor(settings, db, store)).run(stop))

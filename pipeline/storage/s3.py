@@ -242,6 +242,10 @@ class S3Store:
             raise PermanentError(f"object {key} changed since it was ingested") from exc
         if code == "NoSuchBucket":
             self._bucket_ready = False  # deleted behind our back: recreate on the next put
+            if action == "download":
+                # A missing bucket is a configuration or outage problem, not a missing object:
+                # jobs must wait for it to be fixed, not die.
+                raise TransientError(f"cannot {what}: bucket {self.bucket} does not exist") from exc
         if action in _READ_ACTIONS and (code in _MISSING_CODES or status == 404):
             raise ObjectNotFound(f"object not found: {key}") from exc
         if isinstance(exc, S3Error):

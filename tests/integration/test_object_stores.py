@@ -60,7 +60,17 @@ def fs_store(tmp_path: Path) -> FilesystemStore:
 @pytest.fixture
 def s3_store(moto_endpoint: str) -> S3Store:
     # The scheme in the endpoint overrides the default secure=True.
-    return _s3_store(f"http://{moto_endpoint}", f"test-{uuid.uuid4().hex[:20]}")
+    store = _s3_store(f"http://{moto_endpoint}", f"test-{uuid.uuid4().hex[:20]}")
+    store.check()  # creates the bucket, as the services do at start-up
+    return store
+
+
+def test_download_from_a_missing_bucket_is_transient_not_a_missing_object(
+    moto_endpoint: str,
+) -> None:
+    store = _s3_store(f"http://{moto_endpoint}", f"absent-{uuid.uuid4().hex[:20]}")
+    with pytest.raises(TransientError, match="does not exist"):
+        store.download("audio/sha256/ab/abc.flac", io.BytesIO())
 
 
 @pytest.fixture(params=["filesystem", "s3"])
@@ -302,7 +312,8 @@ def test_s3_uri_names_bucket_and_key(s3_store: S3Store) -> None:
     assert s3_store.uri("audio/x.flac") == f"s3://{s3_store.bucket}/audio/x.flac"
 
 
-def test_s3_check_creates_a_missing_bucket(s3_store: S3Store) -> None:
+def test_s3_check_creates_a_missing_bucket(moto_endpoint: str) -> None:
+    s3_store = _s3_store(f"http://{moto_endpoint}", f"test-{uuid.uuid4().hex[:20]}")
     assert not s3_store.client.bucket_exists(s3_store.bucket)
     s3_store.check()
     assert s3_store.client.bucket_exists(s3_store.bucket)

@@ -1,0 +1,247 @@
+"""The whole pipeline on the S3 backend: hot folder → ingest → queue → real model → bucket.
+
+The object store is an in-process moto server on 127.0.0.1 reached through the
+minio SDK; PostgreSQL is real; the watcher and the worker share one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pipeline.config import Settings
+from pipeline.db.database import Database
+from pipeline.ingest.core import Arrival, Ingestor
+from pipeline.ingest.hotfolder import HotFolder
+from pipeline.storage import open_store
+from pipeline.storage.s3 import S3Store
+from tests.integration.s3_server import moto_s3_server
+from workers.asr import WhisperTranscriber
+from workers.worker import AsrWorker
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+JFK = DATA / "jfk.flac"
+Row = dict[str, Any]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    with moto_s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def transcriber() -> WhisperTranscriber:
+    from pipeline.config import AsrSettings
+
+    t = WhisperTranscriber(AsrSettings())
+    t.load()
+    return t
+
+
+def s3_settings(make_settings: Any, endpoint: str) -> Settings:
+    bucket = f"ai2text-{uuid.uuid4().hex[:12]}"
+    settings: Settings = make_settings(
+        storage={
+            "endpoint": endpoint,
+            "access_key": "testing",
+            "secret_key": "testing",
+            "secure": False,
+            "bucket": bucket,
+        },
+        queue={"poll_interval_s": 0.5},
+    )
+    return settings
+
+
+async def wait_for(
+    check: Callable[[], Any], *, timeout: float, what: str, tasks: list[asyncio.Task[None]]
+) -> Any:
+    """Poll ``check`` until truthy; fail early if a background task died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        for task in tasks:
+            if task.done():
+                task.result()
+                raise AssertionError(f"a background task stopped while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def download(store: S3Store, key: str) -> bytes:
+    buf = io.BytesIO()
+    store.download(key, buf)
+    return buf.getvalue()
+
+
+def test_folder_to_transcript_on_s3(
+    make_settings: Any,
+    db: psycopg.Connection[Row],
+    moto_endpoint: str,
+    transcriber: WhisperTranscriber,
+) -> None:
+    settings = s3_settings(make_settings, moto_endpoint)
+    store = open_store(settings)
+    assert isinstance(store, S3Store)
+    bucket = settings.storage.bucket
+    inbox = settings.watch.inbox
+
+    async def scenario() -> None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)  # as the runtime does
+        database = Database(settings.database, embedded=None)
+        await database.open()
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            hotfolder = HotFolder(settings, Ingestor(settings, database, store))
+            worker = AsrWorker(settings, database, store, transcriber, worker_id="s3-test:0")
+            tasks = [
+                asyncio.create_task(hotfolder.run(stop)),
+                asyncio.create_task(worker.run(stop)),
+            ]
+            await wait_for(
+                lambda: settings.watch.rejected_path.is_dir(),
+                timeout=10,
+                what="watcher start",
+                tasks=tasks,
+            )
+            staged = settings.data_dir / "jfk.flac.part"
+            shutil.copyfile(JFK, staged)
+            staged.rename(inbox / "jfk.flac")
+            await wait_for(
+                lambda: db.execute(
+                    "SELECT 1 FROM transcripts t JOIN audio a ON a.id = t.audio_id"
+                    " WHERE a.original_name = 'jfk.flac'"
+                ).fetchone(),
+                timeout=180,
+                what="jfk.flac transcribed",
+                tasks=tasks,
+            )
+        finally:
+            stop.set()
+            if tasks:
+                await asyncio.wait_for(asyncio.gather(*tasks), 60)
+            await database.close()
+
+    asyncio.run(scenario())
+
+    audio = db.execute("SELECT * FROM audio WHERE original_name = 'jfk.flac'").fetchone()
+    assert audio is not None
+    assert audio["state"] == "transcribed"
+    assert audio["source"] == "folder"
+    jfk = JFK.read_bytes()
+    assert audio["sha256"] == hashlib.sha256(jfk).hexdigest()
+    job = db.execute("SELECT * FROM jobs WHERE audio_id = %s", (audio["id"],)).fetchone()
+    assert job is not None and job["state"] == "done" and job["attempts"] == 1
+    transcript = db.execute(
+        "SELECT * FROM transcripts WHERE audio_id = %s", (audio["id"],)
+    ).fetchone()
+    assert transcript is not None
+    assert "country" in transcript["text"].lower()
+
+    # The audio object, at the row's key, with the row's content.
+    key = audio["storage_key"]
+    info = store.stat(key)
+    assert info is not None and info.size == len(jfk) == audio["size_bytes"]
+    stored = download(store, key)
+    assert hashlib.sha256(stored).hexdigest() == audio["sha256"]
+
+    # The transcript document and the manifest shard, next to it in the bucket.
+    assert transcript["json_key"] and transcript["manifest_key"]
+    document = json.loads(store.get_bytes(transcript["json_key"]))
+    assert document["audio_id"] == str(audio["id"])
+    assert document["text"] == transcript["text"]
+    assert document["segments"]
+    shard = store.get_bytes(transcript["manifest_key"]).decode()
+    lines = shard.splitlines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["audio_filepath"] == f"s3://{bucket}/{key}"
+    assert entry["audio_id"] == str(audio["id"])
+    assert entry["text"] == transcript["text"]
+    assert entry["duration"] == pytest.approx(11.0, abs=0.2)
+
+    # The source went to processed/, nothing else left in the inbox.
+    assert (inbox / "processed" / "jfk.flac").read_bytes() == jfk
+    assert not (inbox / "jfk.flac").exists()
+
+
+def test_job_whose_object_vanished_from_bucket_ends_dead_after_one_attempt(
+    make_settings: Any,
+    db: psycopg.Connection[Row],
+    moto_endpoint: str,
+    transcriber: WhisperTranscriber,
+) -> None:
+    settings = s3_settings(make_settings, moto_endpoint)
+    store = open_store(settings)
+    assert isinstance(store, S3Store)
+
+    async def scenario() -> uuid.UUID:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        database = Database(settings.database, embedded=None)
+        await database.open()
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            ingestor = Ingestor(settings, database, store)
+            with open(JFK, "rb") as source:
+                result = await ingestor.ingest(
+                    Arrival("folder", "jfk.flac", JFK.as_uri(), "v1"),
+                    source,
+                    JFK.stat().st_size,
+                )
+            assert result.outcome == "accepted"
+            row = db.execute(
+                "SELECT storage_key FROM audio WHERE id = %s", (result.audio_id,)
+            ).fetchone()
+            assert row is not None
+            assert store.stat(row["storage_key"]) is not None
+            store.delete(row["storage_key"])
+            assert store.stat(row["storage_key"]) is None
+
+            worker = AsrWorker(settings, database, store, transcriber, worker_id="s3-test:1")
+            tasks = [asyncio.create_task(worker.run(stop))]
+            await wait_for(
+                lambda: db.execute(
+                    "SELECT 1 FROM jobs WHERE audio_id = %s AND state IN ('dead', 'done')",
+                    (result.audio_id,),
+                ).fetchone(),
+                timeout=60,
+                what="the job to finish",
+                tasks=tasks,
+            )
+            return result.audio_id
+        finally:
+            stop.set()
+            if tasks:
+                await asyncio.wait_for(asyncio.gather(*tasks), 60)
+            await database.close()
+
+    audio_id = asyncio.run(scenario())
+
+    job = db.execute("SELECT * FROM jobs WHERE audio_id = %s", (audio_id,)).fetchone()
+    assert job is not None
+    assert job["state"] == "dead"
+    assert job["attempts"] == 1
+    assert job["max_attempts"] > 1  # dead because the failure is permanent, not exhausted
+    assert "missing" in job["last_error"]
+    audio = db.execute("SELECT state, error FROM audio WHERE id = %s", (audio_id,)).fetchone()
+    assert audio == {"state": "failed", "error": job["last_error"]}
+    assert db.execute("SELECT count(*) AS n FROM transcripts").fetchone() == {"n": 0}
