@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="run every role in one process (watcher + worker)")
     sub.add_parser("worker", help="run the ASR worker role only")
     sub.add_parser("watch", help="run the hot-folder watcher role only")
+    sub.add_parser("gateway", help="run the HTTP gateway (S3 webhook receiver) only")
+    sub.add_parser("s3", help="run S3 ingestion only: event processing, reconcile, listeners")
     ls = sub.add_parser("ls", help="recent audio with its state")
     ls.add_argument("-n", "--limit", type=int, default=50)
     ls.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -82,7 +84,15 @@ def _exit_past_stuck_threads(code: int) -> None:
 
 
 async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    return await run_roles(settings, {"watch", "worker"})
+    return await run_roles(settings, {"watch", "worker", "gateway", "s3"})
+
+
+async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    return await run_roles(settings, {"gateway"})
+
+
+async def cmd_s3(settings: Settings, args: argparse.Namespace) -> int:
+    return await run_roles(settings, {"s3"})
 
 
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -193,6 +203,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "up": cmd_up,
     "worker": cmd_worker,
     "watch": cmd_watch,
+    "gateway": cmd_gateway,
+    "s3": cmd_s3,
     "ls": cmd_ls,
     "show": cmd_show,
     "status": cmd_status,

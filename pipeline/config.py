@@ -122,6 +122,51 @@ class AsrSettings(_Section):
     concurrency: int = Field(default=1, ge=0)
 
 
+class S3SourceSettings(_Section):
+    """A watched bucket/prefix. Connection fields default to the ``storage`` group's."""
+
+    bucket: str
+    prefix: str = ""
+    suffixes: tuple[str, ...] | None = None
+    tenant: str = "default"
+    listen: bool = False
+    reconcile_interval_s: float = Field(default=300.0, gt=0)
+    quiet_period_s: float = Field(default=2.0, ge=0)
+    endpoint: str | None = None
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    region: str | None = None
+    secure: bool | None = None
+
+    def connection(self, storage: StorageSettings) -> StorageSettings:
+        """Connection settings for this bucket, filled in from ``storage``."""
+        return storage.model_copy(
+            update={
+                "endpoint": self.endpoint or storage.endpoint,
+                "access_key": self.access_key or storage.access_key,
+                "secret_key": self.secret_key or storage.secret_key,
+                "region": self.region or storage.region,
+                "secure": storage.secure if self.secure is None else self.secure,
+                "bucket": self.bucket,
+            }
+        )
+
+
+class WebhookSettings(_Section):
+    """The S3 notification receiver (``POST /v1/events/s3``)."""
+
+    token: SecretStr | None = None
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+
+class GatewaySettings(_Section):
+    """The HTTP server."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     """Everything ai2text can be told; see README for each variable."""
 
@@ -142,6 +187,9 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     queue: QueueSettings = QueueSettings()
     asr: AsrSettings = AsrSettings()
+    s3_sources: list[S3SourceSettings] = Field(default_factory=list)
+    webhook: WebhookSettings = WebhookSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Settings:

@@ -8,6 +8,7 @@ nested I/O restricted to the ``file`` protocol, so such playlists fail to open.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
@@ -129,6 +130,45 @@ def probe(source: BinaryIO, *, max_duration_s: float) -> AudioInfo:
             f" but only {decoded:.1f} s of audio can be decoded"
         )
     return info
+
+
+@dataclass(frozen=True, slots=True)
+class HeadInfo:
+    """What the first bytes of a file tell about it (duration only if the header says)."""
+
+    container: str
+    codec: str
+    sample_rate: int
+    channels: int
+    duration_s: float | None
+
+
+def probe_head(head: bytes, *, max_duration_s: float) -> HeadInfo:
+    """Check that the start of a file is a supported container with an audio stream."""
+    with open_container(io.BytesIO(head)) as container:
+        stream = next((s for s in container.streams if s.type == "audio"), None)
+        if stream is None:
+            raise RejectedInput("no audio stream in the file")
+        ctx = stream.codec_context
+        claimed = _claimed_duration(container, stream)
+        if claimed is not None and claimed > max_duration_s:
+            raise RejectedInput(
+                f"audio is {claimed:.1f} s long by its header,"
+                f" over the limit of {max_duration_s:g} s"
+            )
+        try:
+            next(iter(container.decode(stream)))
+        except StopIteration:
+            raise RejectedInput("the file holds no decodable audio") from None
+        except av.error.FFmpegError as exc:
+            raise RejectedInput("audio data cannot be decoded (corrupt file)") from exc
+        return HeadInfo(
+            container=str(container.format.name),
+            codec=str(ctx.name),
+            sample_rate=int(ctx.sample_rate or 0),
+            channels=int(ctx.channels or 0),
+            duration_s=claimed,
+        )
 
 
 def _claimed_duration(container: Any, stream: Any) -> float | None:

@@ -27,10 +27,13 @@ class ClaimedJob:
     attempt: int
     max_attempts: int
     lease_token: uuid.UUID
-    storage_key: str
+    storage_key: str | None
     original_name: str
     duration_s: float
     tenant: str
+    source_bucket: str | None = None
+    source_key: str | None = None
+    source_etag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +74,12 @@ WITH next AS (
 ), touched AS (
     UPDATE audio a SET state = 'processing', updated_at = now()
     FROM claimed WHERE a.id = claimed.audio_id
-    RETURNING a.id, a.storage_key, a.original_name, a.duration_s, a.tenant
+    RETURNING a.id, a.storage_key, a.original_name, a.duration_s, a.tenant,
+              a.source_bucket, a.source_key, a.source_etag
 )
 SELECT c.id, c.audio_id, c.attempts, c.max_attempts, c.lease_token,
-       t.storage_key, t.original_name, t.duration_s, t.tenant
+       t.storage_key, t.original_name, t.duration_s, t.tenant,
+       t.source_bucket, t.source_key, t.source_etag
 FROM claimed c JOIN touched t ON t.id = c.audio_id
 """
 
@@ -92,10 +97,13 @@ async def claim(conn: AsyncConn, *, worker_id: str, lease_s: float) -> ClaimedJo
         attempt=int(row["attempts"]),  # type: ignore[call-overload]
         max_attempts=int(row["max_attempts"]),  # type: ignore[call-overload]
         lease_token=row["lease_token"],  # type: ignore[arg-type]
-        storage_key=str(row["storage_key"]),
+        storage_key=row["storage_key"],  # type: ignore[arg-type]
         original_name=str(row["original_name"]),
         duration_s=float(row["duration_s"] or 0.0),  # type: ignore[arg-type]
         tenant=str(row["tenant"]),
+        source_bucket=row["source_bucket"],  # type: ignore[arg-type]
+        source_key=row["source_key"],  # type: ignore[arg-type]
+        source_etag=row["source_etag"],  # type: ignore[arg-type]
     )
 
 
@@ -116,6 +124,16 @@ async def mark_done(conn: AsyncConn, job: ClaimedJob, *, language: str | None) -
     Raises ``LeaseLost`` (so the caller's transaction rolls back) unless this
     worker still holds the lease: the fencing check.
     """
+    await finish_without_transcript(conn, job)
+    await conn.execute(
+        "UPDATE audio SET state = 'transcribed', error = NULL, language = %s, updated_at = now()"
+        " WHERE id = %s",
+        (language, job.audio_id),
+    )
+
+
+async def finish_without_transcript(conn: AsyncConn, job: ClaimedJob) -> None:
+    """Close the job (fenced) when there is nothing to transcribe, e.g. a duplicate."""
     cur = await conn.execute(
         "UPDATE jobs SET state = 'done', finished_at = now(), updated_at = now(),"
         " lease_token = NULL, lease_expires_at = NULL, last_error = NULL"
@@ -124,11 +142,6 @@ async def mark_done(conn: AsyncConn, job: ClaimedJob, *, language: str | None) -
     )
     if cur.rowcount != 1:
         raise LeaseLost(f"job {job.id} lease lost before completion")
-    await conn.execute(
-        "UPDATE audio SET state = 'transcribed', error = NULL, language = %s, updated_at = now()"
-        " WHERE id = %s",
-        (language, job.audio_id),
-    )
 
 
 async def fail(

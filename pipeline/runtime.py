@@ -22,11 +22,12 @@ from pipeline.db.embedded import EmbeddedPostgres
 from pipeline.errors import TransientError
 from pipeline.ingest.core import Ingestor
 from pipeline.ingest.hotfolder import HotFolder
+from pipeline.sources.registry import SourceRegistry
 from pipeline.storage import ObjectStore, open_store
 
 log = structlog.get_logger(__name__)
 
-Role = Literal["watch", "worker"]
+Role = Literal["watch", "worker", "gateway", "s3"]
 EXIT_ON_SECOND_SIGNAL = 130
 
 
@@ -70,17 +71,64 @@ async def run_roles(settings: Settings, roles: set[Role]) -> int:
         except TransientError as exc:
             log.warning("object store not reachable yet; work will be retried", error=str(exc))
         coros: list[Coroutine[Any, Any, None]] = []
+        ingestor = Ingestor(settings, db, store)
+        sources = SourceRegistry(settings)
         if "watch" in roles:
-            coros.append(HotFolder(settings, Ingestor(settings, db, store)).run(stop))
+            coros.append(HotFolder(settings, ingestor).run(stop))
+        if "s3" in roles and sources:
+            coros.extend(_s3_roles(settings, db, ingestor, sources, stop))
+        if "gateway" in roles and settings.gateway.enabled:
+            coros.append(_serve_http(settings, db, stop))
         if "worker" in roles and settings.asr.concurrency > 0:
-            coros.extend(await _workers(settings, db, store, stop))
+            coros.extend(await _workers(settings, db, store, sources, stop))
         return await _supervise(coros, stop)
     finally:
         await db.close()
 
 
+def _s3_roles(
+    settings: Settings,
+    db: Database,
+    ingestor: Ingestor,
+    sources: SourceRegistry,
+    stop: asyncio.Event,
+) -> list[Coroutine[Any, Any, None]]:
+    from pipeline.sources.listener import run_listener
+    from pipeline.sources.processor import S3EventProcessor
+    from pipeline.sources.reconcile import run_reconcile
+
+    coros: list[Coroutine[Any, Any, None]] = [
+        S3EventProcessor(settings, db, ingestor, sources).run(stop),
+        run_reconcile(db, sources, stop),
+    ]
+    coros.extend(run_listener(db, s, stop) for s in sources.sources if s.settings.listen)
+    return coros
+
+
+async def _serve_http(settings: Settings, db: Database, stop: asyncio.Event) -> None:
+    from gateway.app import bind_socket, create_app, make_server
+
+    sock = bind_socket(settings.gateway.host, settings.gateway.port)
+    host, port = sock.getsockname()[:2]
+    server = make_server(settings, create_app(settings, db))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    log.info("gateway listening", url=f"http://{host}:{port}")
+    stop_wait = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({serving, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        server.should_exit = True
+        stop_wait.cancel()
+        await serving
+        sock.close()
+
+
 async def _workers(
-    settings: Settings, db: Database, store: ObjectStore, stop: asyncio.Event
+    settings: Settings,
+    db: Database,
+    store: ObjectStore,
+    sources: SourceRegistry,
+    stop: asyncio.Event,
 ) -> list[Coroutine[Any, Any, None]]:
     from workers.asr import WhisperTranscriber
     from workers.worker import AsrWorker, make_worker_id
@@ -88,7 +136,9 @@ async def _workers(
     transcriber = WhisperTranscriber(settings.asr, num_workers=settings.asr.concurrency)
     await asyncio.to_thread(transcriber.load)
     return [
-        AsrWorker(settings, db, store, transcriber, worker_id=make_worker_id(i)).run(stop)
+        AsrWorker(
+            settings, db, store, transcriber, worker_id=make_worker_id(i), sources=sources
+        ).run(stop)
         for i in range(settings.asr.concurrency)
     ]
 

@@ -26,6 +26,7 @@ async def save_transcription(
     job: queue.ClaimedJob,
     result: Transcription,
     *,
+    storage_key: str,
     transcriber: Transcriber,
     worker_id: str,
 ) -> None:
@@ -41,7 +42,7 @@ async def save_transcription(
         segments=[asdict(s) for s in result.segments],
     )
     line = manifest_line(
-        audio_filepath=store.uri(job.storage_key),
+        audio_filepath=store.uri(storage_key),
         duration=result.audio_duration_s,
         text=result.text,
         lang=result.language,

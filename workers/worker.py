@@ -11,11 +11,9 @@ import asyncio
 import contextlib
 import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -24,10 +22,12 @@ import structlog
 from pipeline import queue
 from pipeline.config import Settings
 from pipeline.db.database import Database
+from pipeline.db.notify import wait_for_notify
 from pipeline.errors import LeaseLost, PermanentError, TransientError
-from pipeline.ingest.validation import extension_of
-from pipeline.storage import ObjectNotFound, ObjectStore
+from pipeline.sources.registry import SourceRegistry
+from pipeline.storage import ObjectStore
 from workers.asr import Cancelled, Transcriber, Transcription
+from workers.fetch import Fetched, adopt, fetch
 from workers.results import save_transcription
 
 log = structlog.get_logger(__name__)
@@ -71,12 +71,14 @@ class AsrWorker:
         transcriber: Transcriber,
         *,
         worker_id: str | None = None,
+        sources: SourceRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.store = store
         self.transcriber = transcriber
         self.worker_id = worker_id or make_worker_id()
+        self.sources = sources or SourceRegistry(settings)
         self.policy = queue.RetryPolicy(settings.queue.backoff_base_s, settings.queue.backoff_max_s)
         self._last_reap = 0.0
 
@@ -95,7 +97,7 @@ class AsrWorker:
                             conn, worker_id=self.worker_id, lease_s=self.settings.queue.lease_s
                         )
                     if job is None:
-                        await self._wait_for_work(listener, stop)
+                        await wait_for_notify(listener, stop, self.settings.queue.poll_interval_s)
                     else:
                         await self._process(job, stop)
                 except (psycopg.OperationalError, TransientError) as exc:
@@ -115,18 +117,6 @@ class AsrWorker:
         await conn.execute(f"LISTEN {queue.JOBS_CHANNEL}")
         return conn
 
-    async def _wait_for_work(
-        self, listener: psycopg.AsyncConnection[Any], stop: asyncio.Event
-    ) -> None:
-        """Sleep until a NOTIFY, the polling interval, or shutdown, whichever is first."""
-        deadline = time.monotonic() + self.settings.queue.poll_interval_s
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            async for _ in listener.notifies(timeout=min(remaining, 0.5), stop_after=1):
-                return
-
     async def _reap_if_due(self) -> None:
         now = time.monotonic()
         if now - self._last_reap < min(self.settings.queue.lease_s, 30.0):
@@ -142,14 +132,25 @@ class AsrWorker:
         cancel = threading.Event()
         lost = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(job, cancel, lost))
-        work = run_in_daemon_thread(lambda: self._transcribe(job, cancel), f"asr-job-{job.id}")
+        fetched: Fetched | None = None
         try:
-            result = await self._await_work(job, work, stop, cancel)
+            fetched = await self._blocking(
+                lambda: fetch(job, settings=self.settings, store=self.store, sources=self.sources),
+                job,
+                stop,
+                cancel,
+            )
+            if fetched is None or await self._is_duplicate(job, fetched):
+                return
+            path = fetched.path
+            result = await self._blocking(
+                lambda: self.transcriber.transcribe(path, cancel), job, stop, cancel
+            )
             if result is None:
                 return
             if lost.is_set():
                 raise LeaseLost(f"job {job.id} lease lost during transcription")
-            await self._store(job, result)
+            await self._store(job, result, fetched.storage_key or job.storage_key)
         except LeaseLost as exc:
             log.warning("lease lost; result discarded", error=str(exc))
         except Cancelled:
@@ -160,19 +161,32 @@ class AsrWorker:
             log.exception("job failed")
             await self._record_failure(job, _describe(exc), transient=True)
         finally:
+            if fetched is not None:
+                fetched.path.unlink(missing_ok=True)
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
             structlog.contextvars.unbind_contextvars("job_id", "audio_id")
 
-    async def _await_work(
+    async def _is_duplicate(self, job: queue.ClaimedJob, fetched: Fetched) -> bool:
+        """For audio fetched from a source bucket: record it, and stop if seen before."""
+        if fetched.sha256 is None:
+            return False
+        original = await adopt(self.db, job, fetched)
+        if original is None:
+            return False
+        log.info("duplicate", file=job.original_name, duplicate_of=str(original))
+        return True
+
+    async def _blocking(
         self,
+        fn: Callable[[], T],
         job: queue.ClaimedJob,
-        work: asyncio.Future[Transcription],
         stop: asyncio.Event,
         cancel: threading.Event,
-    ) -> Transcription | None:
-        """The transcription, or ``None`` when shutdown released the job instead."""
+    ) -> T | None:
+        """Run ``fn`` in a daemon thread; ``None`` when shutdown released the job instead."""
+        work = run_in_daemon_thread(fn, f"asr-job-{job.id}")
         stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         pending: set[asyncio.Future[Any]] = {work, stopping}
         try:
@@ -211,27 +225,16 @@ class AsrWorker:
             except (psycopg.OperationalError, TransientError) as exc:
                 log.warning("heartbeat failed; will try again", error=str(exc))
 
-    def _transcribe(self, job: queue.ClaimedJob, cancel: threading.Event) -> Transcription:
-        """Blocking: fetch the object into a private temp file, transcribe, always clean up."""
-        suffix = "." + extension_of(job.storage_key) if extension_of(job.storage_key) else ""
-        fd, name = tempfile.mkstemp(prefix="ai2text-", suffix=suffix, dir=self.settings.temp_dir)
-        path = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as tmp:
-                try:
-                    self.store.download(job.storage_key, tmp)
-                except ObjectNotFound as exc:
-                    raise PermanentError(f"stored audio is missing: {job.storage_key}") from exc
-            return self.transcriber.transcribe(path, cancel)
-        finally:
-            path.unlink(missing_ok=True)
-
-    async def _store(self, job: queue.ClaimedJob, result: Transcription) -> None:
+    async def _store(
+        self, job: queue.ClaimedJob, result: Transcription, storage_key: str | None
+    ) -> None:
+        assert storage_key is not None
         await save_transcription(
             self.db,
             self.store,
             job,
             result,
+            storage_key=storage_key,
             transcriber=self.transcriber,
             worker_id=self.worker_id,
         )

@@ -21,7 +21,7 @@ from pipeline.config import Settings
 from pipeline.db.database import AsyncConn, Database
 from pipeline.errors import RejectedInput, TransientError
 from pipeline.ingest.validation import extension_of, validate
-from pipeline.media import AudioInfo
+from pipeline.media import AudioInfo, HeadInfo
 from pipeline.queue import enqueue
 from pipeline.storage import ObjectStore, content_key
 
@@ -44,6 +44,16 @@ class Arrival:
     source_uri: str
     source_version: str | None
     tenant: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteObject:
+    """An object version in a source bucket."""
+
+    bucket: str
+    key: str
+    etag: str | None
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +151,48 @@ class Ingestor:
             return earlier
         log.warning("rejected", file=arrival.original_name, reason=reason, audio_id=str(row["id"]))
         return IngestResult("rejected", row["id"], reason=reason)  # type: ignore[arg-type]
+
+    async def record_remote(
+        self, arrival: Arrival, where: RemoteObject, info: HeadInfo
+    ) -> IngestResult:
+        """Queue an object that stays in its source bucket until a worker fetches it.
+
+        Content dedupe happens when the worker has the bytes and their sha256.
+        """
+        async with self.db.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO audio (tenant, source, original_name, source_uri, source_version,"
+                " source_bucket, source_key, source_etag, size_bytes, duration_s, sample_rate,"
+                " channels, codec, container, state)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'queued')"
+                " ON CONFLICT (source_uri, source_version) WHERE source_version IS NOT NULL"
+                " DO NOTHING RETURNING id",
+                (
+                    arrival.tenant,
+                    arrival.source,
+                    arrival.original_name,
+                    arrival.source_uri,
+                    arrival.source_version,
+                    where.bucket,
+                    where.key,
+                    where.etag,
+                    where.size,
+                    info.duration_s,
+                    info.sample_rate,
+                    info.channels,
+                    info.codec,
+                    info.container,
+                ),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                earlier = await self.find_existing(arrival)
+                assert earlier is not None
+                return earlier
+            audio_id: uuid.UUID = row["id"]  # type: ignore[assignment]
+            await enqueue(conn, audio_id, max_attempts=self.settings.queue.max_attempts)
+        log.info("ingested", file=arrival.source_uri, audio_id=str(audio_id), size=where.size)
+        return IngestResult("accepted", audio_id)
 
     async def _record(
         self, arrival: Arrival, info: AudioInfo, sha256: str, key: str, size: int

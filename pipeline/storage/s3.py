@@ -120,6 +120,10 @@ class S3Store:
         )
         return cls(client, s.bucket, chunk_bytes=s.chunk_bytes, region=s.region, endpoint=endpoint)
 
+    def _check_key(self, key: str) -> str:
+        """Our own keys follow the strict store format (see ``check_key``)."""
+        return check_key(key)
+
     # -- bucket ---------------------------------------------------------------
 
     def ensure_bucket(self) -> None:
@@ -146,7 +150,7 @@ class S3Store:
         self, key: str, stream: BinaryIO, size: int, content_type: str | None = None
     ) -> ObjectInfo:
         """Upload exactly ``size`` bytes; multipart in ``part_size`` pieces when large."""
-        check_key(key)
+        self._check_key(key)
         self.ensure_bucket()
         reader = _ExactReader(stream, size)
         try:
@@ -166,7 +170,7 @@ class S3Store:
             raise TransientError(
                 f"source ended after {reader.consumed} of {size} bytes while storing {key}"
             ) from None
-        return ObjectInfo(key=key, size=size, etag=_clean_etag(result.etag))
+        return ObjectInfo(key=key, size=size, etag=clean_etag(result.etag))
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
         """Store a small document."""
@@ -174,8 +178,8 @@ class S3Store:
 
     def download(self, key: str, dest: BinaryIO, *, etag: str | None = None) -> int:
         """Stream the object into ``dest``; pinned to ``etag`` when given."""
-        check_key(key)
-        headers: DictType | None = {"If-Match": f'"{_clean_etag(etag)}"'} if etag else None
+        self._check_key(key)
+        headers: DictType | None = {"If-Match": f'"{clean_etag(etag)}"'} if etag else None
         total = 0
         with self._translate("download", key):
             response = self.client.get_object(self.bucket, key, request_headers=headers)
@@ -196,17 +200,17 @@ class S3Store:
 
     def stat(self, key: str) -> ObjectInfo | None:
         """Size and etag, or ``None`` if the object (or bucket) does not exist."""
-        check_key(key)
+        self._check_key(key)
         try:
             with self._translate("stat", key):
                 obj = self.client.stat_object(self.bucket, key)
         except ObjectNotFound:
             return None
-        return ObjectInfo(key=key, size=obj.size or 0, etag=_clean_etag(obj.etag))
+        return ObjectInfo(key=key, size=obj.size or 0, etag=clean_etag(obj.etag))
 
     def delete(self, key: str) -> None:
         """Remove the object; a missing object is not an error."""
-        check_key(key)
+        self._check_key(key)
         try:
             with self._translate("delete", key):
                 self.client.remove_object(self.bucket, key)
@@ -215,7 +219,7 @@ class S3Store:
 
     def uri(self, key: str) -> str:
         """``s3://bucket/key``."""
-        return f"s3://{self.bucket}/{check_key(key)}"
+        return f"s3://{self.bucket}/{self._check_key(key)}"
 
     def check(self) -> None:
         """Raise ``TransientError`` unless the endpoint answers; creates a missing bucket."""
@@ -272,7 +276,7 @@ def _split_endpoint(endpoint: str, secure: bool) -> tuple[str, bool]:
     return endpoint.rstrip("/"), secure
 
 
-def _clean_etag(etag: str | None) -> str | None:
+def clean_etag(etag: str | None) -> str | None:
     return etag.strip('"') if etag else None
 
 

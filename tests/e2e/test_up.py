@@ -35,6 +35,7 @@ def embedded_env(root: Path) -> dict[str, str]:
         "AI2TEXT_WATCH__QUIET_PERIOD_S": str(QUIET_S),
         "AI2TEXT_WATCH__MIN_FREE_BYTES": "0",
         "AI2TEXT_QUEUE__POLL_INTERVAL_S": "1",
+        "AI2TEXT_GATEWAY__PORT": "0",
         "AI2TEXT_DATABASE__URL": "",
     }
 

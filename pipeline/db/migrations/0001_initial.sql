@@ -8,6 +8,10 @@ CREATE TABLE audio (
     source_uri      text NOT NULL,
     -- what identifies this version of the source: size:mtime for files, etag for objects
     source_version  text,
+    -- where an S3-sourced object lives; the worker fetches it pinned to source_etag
+    source_bucket   text,
+    source_key      text,
+    source_etag     text,
     sha256          text CHECK (sha256 ~ '^[0-9a-f]{64}$'),
     size_bytes      bigint CHECK (size_bytes >= 0),
     duration_s      double precision CHECK (duration_s >= 0),
@@ -24,7 +28,10 @@ CREATE TABLE audio (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     CHECK (state <> 'duplicate' OR duplicate_of IS NOT NULL),
-    CHECK (state IN ('rejected', 'duplicate') OR (sha256 IS NOT NULL AND storage_key IS NOT NULL))
+    -- Accepted audio is content-addressed once its bytes are known: at ingest for
+    -- files, when the worker has fetched it for objects left in a source bucket.
+    CHECK (state NOT IN ('transcribed', 'duplicate') OR sha256 IS NOT NULL),
+    CHECK (state IN ('rejected', 'failed') OR storage_key IS NOT NULL OR source_key IS NOT NULL)
 );
 
 -- One accepted audio row per content; duplicates and rejections point elsewhere.
@@ -92,3 +99,28 @@ CREATE TABLE segments (
     PRIMARY KEY (transcript_id, idx),
     CHECK (end_s >= start_s)
 );
+
+-- S3 notifications, recorded durably before they are acknowledged, then processed.
+CREATE TABLE s3_events (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    origin        text NOT NULL CHECK (origin IN ('webhook', 'listen', 'reconcile')),
+    bucket        text NOT NULL,
+    key           text NOT NULL,
+    event_name    text NOT NULL,
+    size_bytes    bigint,
+    etag          text,
+    version_id    text,
+    sequencer     text,
+    state         text NOT NULL DEFAULT 'pending'
+                      CHECK (state IN ('pending', 'done', 'skipped', 'failed')),
+    attempts      integer NOT NULL DEFAULT 0,
+    run_after     timestamptz NOT NULL DEFAULT now(),
+    seen_etag     text,
+    audio_id      uuid REFERENCES audio (id) ON DELETE SET NULL,
+    error         text,
+    received_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX s3_events_pending ON s3_events (run_after, id) WHERE state = 'pending';
+CREATE INDEX s3_events_object ON s3_events (bucket, key);

@@ -1,0 +1,90 @@
+"""``POST /v1/events/s3``: MinIO webhook and AWS S3 notifications, recorded durably.
+
+The sender gets 2xx only after the events are committed to PostgreSQL, so a
+failed write makes it retry. Authentication is a configured bearer token
+compared in constant time (MinIO sends its ``auth_token`` as ``Bearer …``).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import psycopg
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from gateway.problems import problem
+from pipeline.config import WebhookSettings
+from pipeline.db.database import Database
+from pipeline.sources import inbox
+from pipeline.sources.events import MalformedEvent, parse_notification
+
+log = structlog.get_logger(__name__)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def events_router(settings: WebhookSettings, db: Database) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/events/s3", status_code=200, response_model=None)
+    async def receive_s3_events(request: Request) -> Response:
+        if not _authorised(request, settings):
+            return problem(
+                401,
+                "unauthorized",
+                "Missing or wrong bearer token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        try:
+            body = await _read_limited(request, settings.max_body_bytes)
+        except _TooLarge:
+            return problem(
+                413,
+                "body-too-large",
+                "Request body too large",
+                f"the limit is {settings.max_body_bytes} bytes",
+            )
+        try:
+            events = [e for e in parse_notification(body) if e.is_created]
+        except MalformedEvent as exc:
+            log.warning("malformed S3 event rejected", reason=exc.reason)
+            return problem(400, "malformed-event", "Malformed S3 event", exc.reason)
+        try:
+            async with db.connection() as conn:
+                recorded = await inbox.record_events(conn, events, "webhook")
+        except psycopg.Error as exc:
+            log.error("could not record S3 events; the sender will retry", error=str(exc))
+            return problem(503, "unavailable", "Events could not be recorded; retry later")
+        return JSONResponse({"recorded": recorded})
+
+    return router
+
+
+def _authorised(request: Request, settings: WebhookSettings) -> bool:
+    if settings.token is None:
+        return False  # no token configured: the receiver accepts nothing
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential:
+        return False
+    return secrets.compare_digest(
+        credential.strip().encode(), settings.token.get_secret_value().encode()
+    )
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,166 @@
+"""Turning recorded S3 events into queued audio, through the shared ingest path.
+
+Per event: is the object watched, still there, settled (older than the quiet
+period, or the same etag seen twice), named and sized like audio, and do its
+first bytes hold a supported audio stream? Then one audio row per
+(bucket, key, etag/version) and one job. The object itself is never modified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import UTC, datetime
+
+import structlog
+
+from pipeline.config import Settings
+from pipeline.db.database import Database
+from pipeline.db.notify import wait_for_notify
+from pipeline.errors import RejectedInput, TransientError
+from pipeline.ingest.core import Arrival, Ingestor, IngestResult, RemoteObject
+from pipeline.ingest.validation import check_extension, check_size
+from pipeline.media import HeadInfo, check_wav_header, probe_head
+from pipeline.sources import inbox
+from pipeline.sources.backoff import Backoff
+from pipeline.sources.registry import SourceRegistry, WatchedSource
+from pipeline.sources.s3_bucket import SourceObject
+
+log = structlog.get_logger(__name__)
+
+HEAD_BYTES = 1024 * 1024
+# Containers whose index may sit at the end of the file (MP4 "moov" last): the
+# first bytes alone cannot prove them wrong, the worker's full check will.
+_INDEX_AT_END = ("m4a", "mp4")
+
+
+class S3EventProcessor:
+    def __init__(
+        self, settings: Settings, db: Database, ingestor: Ingestor, registry: SourceRegistry
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.ingestor = ingestor
+        self.registry = registry
+        self.backoff = Backoff("S3 event processing")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener = await self.db.listen_connection()
+        try:
+            await listener.execute(f"LISTEN {inbox.EVENTS_CHANNEL}")
+            while not stop.is_set():
+                handled = await self.process_one()
+                if not handled:
+                    await wait_for_notify(listener, stop, self.settings.queue.poll_interval_s)
+        finally:
+            await listener.close()
+
+    async def process_one(self) -> bool:
+        """Handle the next due event; False when none is due."""
+        async with self.db.connection() as conn:
+            event = await inbox.claim_event(conn)
+        if event is None:
+            return False
+        try:
+            await self._handle(event)
+            self.backoff.succeeded()
+        except TransientError as exc:
+            delay = self.backoff.failed(str(exc))
+            async with self.db.connection() as conn:
+                await inbox.defer_event(
+                    conn, event.id, delay_s=delay, seen_etag=event.seen_etag, error=str(exc)
+                )
+        return True
+
+    async def _handle(self, event: inbox.PendingEvent) -> None:
+        source = self.registry.match(event.bucket, event.key)
+        if source is None or not event.event_name or "ObjectCreated" not in event.event_name:
+            await self._finish(event, "skipped", error="not a watched bucket, prefix or event")
+            return
+        async with self.db.connection() as conn:
+            if await inbox.newer_event_done(conn, event):
+                await inbox.finish_event(conn, event.id, "skipped", error="superseded")
+                return
+        obj = await asyncio.to_thread(source.bucket.describe, event.key)
+        arrival = _arrival(event, source, obj)
+        if obj is None:
+            result = await self.ingestor.reject(
+                arrival, "object no longer exists (deleted before it could be ingested)"
+            )
+            await self._finish(event, "failed", result=result, error=result.reason)
+            return
+        if not self._settled(event, obj, source):
+            async with self.db.connection() as conn:
+                await inbox.defer_event(
+                    conn,
+                    event.id,
+                    delay_s=max(source.settings.quiet_period_s, 0.2),
+                    seen_etag=obj.etag,
+                    error=None,
+                )
+            return
+        earlier = await self.ingestor.find_existing(arrival)
+        result = earlier or await self._ingest(arrival, source, obj)
+        await self._finish(event, "done", result=result)
+
+    def _settled(self, event: inbox.PendingEvent, obj: SourceObject, source: WatchedSource) -> bool:
+        if event.seen_etag is not None and event.seen_etag == obj.etag:
+            return True
+        if obj.last_modified is None:
+            return False
+        age = (datetime.now(UTC) - obj.last_modified).total_seconds()
+        return age >= source.settings.quiet_period_s
+
+    async def _ingest(
+        self, arrival: Arrival, source: WatchedSource, obj: SourceObject
+    ) -> IngestResult:
+        try:
+            info = await asyncio.to_thread(self._check_head, source, obj)
+        except RejectedInput as rejection:
+            return await self.ingestor.reject(arrival, rejection.reason, size=obj.size)
+        where = RemoteObject(bucket=obj.bucket, key=obj.key, etag=obj.etag, size=obj.size)
+        return await self.ingestor.record_remote(arrival, where, info)
+
+    def _check_head(self, source: WatchedSource, obj: SourceObject) -> HeadInfo:
+        validation = self.settings.validation
+        ext = check_extension(obj.key, validation)
+        check_size(obj.size, validation)
+        head = source.bucket.read_head(obj.key, HEAD_BYTES, etag=obj.etag)
+        if ext == "wav":
+            check_wav_header(io.BytesIO(head), obj.size)
+        try:
+            return probe_head(head, max_duration_s=validation.max_duration_s)
+        except RejectedInput:
+            if ext in _INDEX_AT_END and obj.size > len(head):
+                return HeadInfo(
+                    container=ext, codec="unknown", sample_rate=0, channels=0, duration_s=None
+                )
+            raise
+
+    async def _finish(
+        self,
+        event: inbox.PendingEvent,
+        state: inbox.EventOutcome,
+        *,
+        result: IngestResult | None = None,
+        error: str | None = None,
+    ) -> None:
+        async with self.db.connection() as conn:
+            await inbox.finish_event(
+                conn, event.id, state, audio_id=result.audio_id if result else None, error=error
+            )
+
+
+def _arrival(event: inbox.PendingEvent, source: WatchedSource, obj: SourceObject | None) -> Arrival:
+    version = None
+    if obj is not None:
+        version = obj.version_id or obj.etag
+    else:
+        version = event.version_id or event.etag
+    return Arrival(
+        source="s3",
+        original_name=event.key,
+        source_uri=f"s3://{event.bucket}/{event.key}",
+        source_version=version,
+        tenant=source.settings.tenant,
+    )

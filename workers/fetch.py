@@ -1,0 +1,155 @@
+"""Getting a job's audio onto local disk, and adopting objects fetched from a source bucket.
+
+Audio already in the object store is streamed into a private temp file. Audio
+that was left in a user's bucket is streamed from there pinned to the ingested
+etag, hashed on the way, fully validated, copied into the content-addressed
+store, and then either adopted (sha256 recorded) or marked a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import psycopg
+
+from pipeline import queue
+from pipeline.config import Settings
+from pipeline.db.database import Database
+from pipeline.errors import PermanentError, RejectedInput, TransientError
+from pipeline.ingest.validation import extension_of, validate
+from pipeline.media import AudioInfo
+from pipeline.sources.registry import SourceRegistry
+from pipeline.storage import ObjectNotFound, ObjectStore, content_key
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    path: Path
+    # Set only for audio fetched from a source bucket: what the database must learn.
+    sha256: str | None = None
+    storage_key: str | None = None
+    info: AudioInfo | None = None
+
+
+class _HashingWriter:
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.out.write(data)
+
+
+def fetch(
+    job: queue.ClaimedJob, *, settings: Settings, store: ObjectStore, sources: SourceRegistry
+) -> Fetched:
+    """Blocking: put the job's audio in a private temp file (the caller removes it)."""
+    ext = extension_of(job.storage_key or job.source_key or "")
+    fd, name = tempfile.mkstemp(
+        prefix="ai2text-", suffix=f".{ext}" if ext else "", dir=settings.temp_dir
+    )
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            if job.storage_key is not None:
+                try:
+                    store.download(job.storage_key, tmp)
+                except ObjectNotFound as exc:
+                    raise PermanentError(f"stored audio is missing: {job.storage_key}") from exc
+                return Fetched(path)
+            sha256 = _download_from_source(job, tmp, sources)
+        return _validate_and_store(job, path, sha256, ext, settings=settings, store=store)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _download_from_source(job: queue.ClaimedJob, tmp: BinaryIO, sources: SourceRegistry) -> str:
+    assert job.source_bucket is not None and job.source_key is not None
+    bucket = sources.bucket(job.source_bucket)
+    if bucket is None:
+        raise TransientError(f"this worker has no connection for bucket {job.source_bucket}")
+    writer = _HashingWriter(tmp)
+    try:
+        bucket.download(job.source_key, writer, etag=job.source_etag)  # type: ignore[arg-type]
+    except ObjectNotFound as exc:
+        raise PermanentError(
+            f"source object s3://{job.source_bucket}/{job.source_key} was deleted before"
+            " it could be transcribed"
+        ) from exc
+    return writer.digest.hexdigest()
+
+
+def _validate_and_store(
+    job: queue.ClaimedJob,
+    path: Path,
+    sha256: str,
+    ext: str,
+    *,
+    settings: Settings,
+    store: ObjectStore,
+) -> Fetched:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        try:
+            info = validate(
+                f, name=job.source_key or path.name, size=size, settings=settings.validation
+            )
+        except RejectedInput as exc:
+            raise PermanentError(f"not acceptable audio: {exc.reason}") from exc
+        key = content_key(sha256, ext)
+        if store.stat(key) is None:
+            f.seek(0)
+            store.put_stream(key, f, size)
+    return Fetched(path, sha256=sha256, storage_key=key, info=info)
+
+
+async def adopt(db: Database, job: queue.ClaimedJob, fetched: Fetched) -> uuid.UUID | None:
+    """Record the fetched content on the audio row; return the original if it is a duplicate.
+
+    A duplicate's job is finished here (fenced by the lease) and needs no transcription.
+    """
+    assert fetched.sha256 is not None and fetched.info is not None
+    info = fetched.info
+    for _ in range(3):
+        try:
+            async with db.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT id FROM audio WHERE sha256 = %s AND id <> %s"
+                    " AND state NOT IN ('rejected', 'duplicate')",
+                    (fetched.sha256, job.audio_id),
+                )
+                original = await cur.fetchone()
+                await conn.execute(
+                    "UPDATE audio SET sha256 = %s, storage_key = %s, duration_s = %s,"
+                    " sample_rate = %s, channels = %s, codec = %s, container = %s,"
+                    " state = CASE WHEN %s::uuid IS NULL THEN state ELSE 'duplicate' END,"
+                    " duplicate_of = %s, updated_at = now() WHERE id = %s",
+                    (
+                        fetched.sha256,
+                        fetched.storage_key,
+                        info.duration_s,
+                        info.sample_rate,
+                        info.channels,
+                        info.codec,
+                        info.container,
+                        original["id"] if original else None,
+                        original["id"] if original else None,
+                        job.audio_id,
+                    ),
+                )
+                if original is None:
+                    return None
+                await queue.finish_without_transcript(conn, job)
+                dup_of: uuid.UUID = original["id"]  # type: ignore[assignment]
+                return dup_of
+        except psycopg.errors.UniqueViolation:
+            continue  # the same content was adopted concurrently: now it is a duplicate
+    raise TransientError("could not record fetched audio: concurrent updates")
