@@ -67,13 +67,16 @@ def events_router(settings: WebhookSettings, db: Database) -> APIRouter:
 def _authorised(request: Request, settings: WebhookSettings) -> bool:
     if settings.token is None:
         return False  # no token configured: the receiver accepts nothing
-    header = request.headers.get("authorization", "")
+    header = request.headers.get("authorization", "").strip()
     scheme, _, credential = header.partition(" ")
-    if scheme.lower() != "bearer" or not credential:
+    if scheme.lower() == "bearer" and credential:
+        offered = credential.strip()
+    else:
+        # Recent MinIO releases send auth_token exactly as configured, without a scheme.
+        offered = header
+    if not offered:
         return False
-    return secrets.compare_digest(
-        credential.strip().encode(), settings.token.get_secret_value().encode()
-    )
+    return secrets.compare_digest(offered.encode(), settings.token.get_secret_value().encode())
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
