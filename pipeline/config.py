@@ -59,7 +59,7 @@ class WatchSettings(_Section):
 
     inbox: Path = Path("inbox")
     quiet_period_s: float = Field(default=2.0, ge=0)
-    recheck_interval_s: float = Field(default=0.25, gt=0)
+    recheck_interval_s: float = Field(default=0.1, gt=0)
     rescan_interval_s: float = Field(default=60.0, gt=0)
     ingest_concurrency: int = Field(default=2, ge=1)
     after_ingest: Literal["move", "delete", "keep"] = "move"

@@ -89,6 +89,12 @@ class S3EventProcessor:
             )
             await self._finish(event, "failed", result=result, error=result.reason)
             return
+        changed = _changed_since_event(event, obj)
+        if changed is not None:
+            # A newer version replaced what this event announced; that version has its own
+            # event (or reconcile will find it), so this one is not ingested.
+            await self._finish(event, "skipped", error=changed)
+            return
         if not self._settled(event, obj, source):
             async with self.db.connection() as conn:
                 await inbox.defer_event(
@@ -149,6 +155,14 @@ class S3EventProcessor:
             await inbox.finish_event(
                 conn, event.id, state, audio_id=result.audio_id if result else None, error=error
             )
+
+
+def _changed_since_event(event: inbox.PendingEvent, obj: SourceObject) -> str | None:
+    if event.etag and obj.etag and event.etag != obj.etag:
+        return f"object changed since this event (etag {event.etag} is now {obj.etag})"
+    if event.size is not None and event.size != obj.size:
+        return f"object changed since this event (size {event.size} is now {obj.size})"
+    return None
 
 
 def _arrival(event: inbox.PendingEvent, source: WatchedSource, obj: SourceObject | None) -> Arrival:
