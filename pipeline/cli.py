@@ -179,6 +179,8 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     out.write("audio:   " + _counts(status["audio"]) + "\n")
     out.write("jobs:    " + _counts(status["jobs"]) + "\n")
     out.write(f"queue depth: {status['queue_depth']}\n")
+    if status["s3_events"]:
+        out.write("s3 events: " + _counts(status["s3_events"]) + "\n")
     out.write(
         f"hours transcribed: {status['hours_transcribed']:.3f}"
         f" ({status['transcripts']} transcripts)\n"

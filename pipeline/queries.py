@@ -80,6 +80,10 @@ async def pipeline_status(conn: AsyncConn) -> dict[str, Any]:
     cur = await conn.execute("SELECT state, count(*) AS n FROM jobs GROUP BY state ORDER BY state")
     jobs_by_state = {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
     cur = await conn.execute(
+        "SELECT state, count(*) AS n FROM s3_events GROUP BY state ORDER BY state"
+    )
+    events_by_state = {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
+    cur = await conn.execute(
         "SELECT coalesce(sum(audio_duration_s), 0) / 3600.0 AS hours,"
         " avg(real_time_factor) AS avg_rtf, count(*) AS transcripts FROM transcripts"
     )
@@ -89,6 +93,7 @@ async def pipeline_status(conn: AsyncConn) -> dict[str, Any]:
         "audio": audio_by_state,
         "jobs": jobs_by_state,
         "queue_depth": jobs_by_state.get("queued", 0) + jobs_by_state.get("running", 0),
+        "s3_events": events_by_state,
         "hours_transcribed": float(totals["hours"]),  # type: ignore[arg-type]
         "transcripts": int(totals["transcripts"]),  # type: ignore[call-overload]
         "average_real_time_factor": (
