@@ -165,6 +165,42 @@ class GatewaySettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    cors_origins: tuple[str, ...] = ()
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    transcription_wait_s: float = Field(default=120.0, ge=0)
+    page_size_max: int = Field(default=200, ge=1)
+
+
+class AuthSettings(_Section):
+    """Bearer JWT verification (gateway) and local token minting (``ai2text token``).
+
+    Keys come from ``public_key_file`` (PEM), ``jwks_file`` or ``jwks_url``; with none
+    of them and ``dev_keys`` on, a key pair is created under ``<data_dir>/keys``.
+    """
+
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    audience: str = "ai2text"
+    issuer: str = "ai2text"
+    leeway_s: float = Field(default=30.0, ge=0)
+    public_key_file: Path | None = None
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    jwks_cache_s: float = Field(default=300.0, gt=0)
+    jwks_timeout_s: float = Field(default=5.0, gt=0)
+    hs256_secret: SecretStr | None = None
+    private_key_file: Path | None = None
+    dev_keys: bool = True
+
+    @model_validator(mode="after")
+    def _hs256_needs_a_long_secret(self) -> AuthSettings:
+        if "HS256" in self.algorithms:
+            secret = self.hs256_secret.get_secret_value() if self.hs256_secret else ""
+            if len(secret.encode()) < 32:
+                raise ValueError("auth.hs256_secret must be at least 32 bytes to allow HS256")
+        unknown = set(self.algorithms) - {"RS256", "ES256", "EdDSA", "HS256"}
+        if unknown:
+            raise ValueError(f"unsupported JWT algorithms: {sorted(unknown)}")
+        return self
 
 
 class Settings(BaseSettings):
@@ -190,6 +226,7 @@ class Settings(BaseSettings):
     s3_sources: list[S3SourceSettings] = Field(default_factory=list)
     webhook: WebhookSettings = WebhookSettings()
     gateway: GatewaySettings = GatewaySettings()
+    auth: AuthSettings = AuthSettings()
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Settings:
