@@ -10,7 +10,10 @@ is claimable again; one that used up its attempts ends ``dead`` with its error.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg.types.json import Jsonb
 
 from pipeline.db.database import AsyncConn
 from pipeline.errors import LeaseLost
@@ -34,6 +37,7 @@ class ClaimedJob:
     source_bucket: str | None = None
     source_key: str | None = None
     source_etag: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +50,18 @@ class RetryPolicy:
         return float(min(self.max_s, self.base_s * 2.0 ** min(max(0, attempt - 1), 64)))
 
 
-async def enqueue(conn: AsyncConn, audio_id: uuid.UUID, *, max_attempts: int) -> None:
+async def enqueue(
+    conn: AsyncConn,
+    audio_id: uuid.UUID,
+    *,
+    max_attempts: int,
+    options: dict[str, object] | None = None,
+) -> None:
     """Queue transcription of ``audio_id`` (once) and wake the workers on commit."""
     await conn.execute(
-        "INSERT INTO jobs (audio_id, max_attempts) VALUES (%s, %s)"
+        "INSERT INTO jobs (audio_id, max_attempts, options) VALUES (%s, %s, %s)"
         " ON CONFLICT (audio_id, kind) DO NOTHING",
-        (audio_id, max_attempts),
+        (audio_id, max_attempts, Jsonb(options or {})),
     )
     await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
 
@@ -70,14 +80,14 @@ WITH next AS (
         lease_expires_at = now() + make_interval(secs => %(lease_s)s),
         worker_id = %(worker_id)s, started_at = now(), updated_at = now()
     FROM next WHERE j.id = next.id
-    RETURNING j.id, j.audio_id, j.attempts, j.max_attempts, j.lease_token
+    RETURNING j.id, j.audio_id, j.attempts, j.max_attempts, j.lease_token, j.options
 ), touched AS (
     UPDATE audio a SET state = 'processing', updated_at = now()
     FROM claimed WHERE a.id = claimed.audio_id
     RETURNING a.id, a.storage_key, a.original_name, a.duration_s, a.tenant,
               a.source_bucket, a.source_key, a.source_etag
 )
-SELECT c.id, c.audio_id, c.attempts, c.max_attempts, c.lease_token,
+SELECT c.id, c.audio_id, c.attempts, c.max_attempts, c.lease_token, c.options,
        t.storage_key, t.original_name, t.duration_s, t.tenant,
        t.source_bucket, t.source_key, t.source_etag
 FROM claimed c JOIN touched t ON t.id = c.audio_id
@@ -104,6 +114,7 @@ async def claim(conn: AsyncConn, *, worker_id: str, lease_s: float) -> ClaimedJo
         source_bucket=row["source_bucket"],  # type: ignore[arg-type]
         source_key=row["source_key"],  # type: ignore[arg-type]
         source_etag=row["source_etag"],  # type: ignore[arg-type]
+        options=dict(row["options"] or {}),  # type: ignore[call-overload]
     )
 
 
@@ -165,7 +176,14 @@ async def fail(
             "UPDATE audio SET state = %s, error = %s, updated_at = now() WHERE id = %s",
             ("queued" if retry else "failed", error, job.audio_id),
         )
+        if not retry:
+            await notify_finished(conn, job.audio_id)
     return new_state
+
+
+async def notify_finished(conn: AsyncConn, audio_id: uuid.UUID) -> None:
+    """Tell waiters (e.g. a synchronous API call) that this audio's job has ended."""
+    await conn.execute("SELECT pg_notify(%s, %s)", (TRANSCRIPTS_CHANNEL, str(audio_id)))
 
 
 async def release(conn: AsyncConn, job: ClaimedJob) -> bool:

@@ -51,6 +51,26 @@ class Transcription:
         return self.processing_s / self.audio_duration_s if self.audio_duration_s > 0 else 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class TranscribeOptions:
+    """Per-job choices (from an API upload); unset fields use the worker's settings."""
+
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float | None = None
+    word_timestamps: bool = False
+
+    @classmethod
+    def from_job(cls, options: dict[str, Any]) -> TranscribeOptions:
+        temperature = options.get("temperature")
+        return cls(
+            language=options.get("language") or None,
+            prompt=options.get("prompt") or None,
+            temperature=float(temperature) if temperature is not None else None,
+            word_timestamps=bool(options.get("word_timestamps", False)),
+        )
+
+
 class Transcriber(Protocol):
     model_name: str
     device: str
@@ -58,7 +78,9 @@ class Transcriber(Protocol):
 
     def load(self) -> None: ...
 
-    def transcribe(self, audio_path: Path, cancel: threading.Event) -> Transcription: ...
+    def transcribe(
+        self, audio_path: Path, cancel: threading.Event, options: TranscribeOptions | None = None
+    ) -> Transcription: ...
 
 
 def default_model_path() -> str:
@@ -121,7 +143,10 @@ class WhisperTranscriber:
             seconds=round(time.monotonic() - started, 2),
         )
 
-    def transcribe(self, audio_path: Path, cancel: threading.Event) -> Transcription:
+    def transcribe(
+        self, audio_path: Path, cancel: threading.Event, options: TranscribeOptions | None = None
+    ) -> Transcription:
+        opts = options or TranscribeOptions()
         if self._model is None:
             self.load()
         started = time.monotonic()
@@ -133,12 +158,17 @@ class WhisperTranscriber:
         if audio.size == 0:
             raise PermanentError("audio cannot be decoded: no samples")
         try:
+            extra: dict[str, Any] = {}
+            if opts.temperature is not None:
+                extra["temperature"] = opts.temperature
             pieces, info = self._model.transcribe(
                 audio,
                 beam_size=self.settings.beam_size,
-                language=self.settings.language,
+                language=opts.language or self.settings.language,
+                initial_prompt=opts.prompt,
                 vad_filter=self.settings.vad_filter,
-                word_timestamps=self.settings.word_timestamps,
+                word_timestamps=opts.word_timestamps or self.settings.word_timestamps,
+                **extra,
             )
             segments = []
             for piece in pieces:  # the generator does the decoding work

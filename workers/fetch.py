@@ -148,6 +148,7 @@ async def adopt(db: Database, job: queue.ClaimedJob, fetched: Fetched) -> uuid.U
                 if original is None:
                     return None
                 await queue.finish_without_transcript(conn, job)
+                await queue.notify_finished(conn, job.audio_id)
                 dup_of: uuid.UUID = original["id"]  # type: ignore[assignment]
                 return dup_of
         except psycopg.errors.UniqueViolation:

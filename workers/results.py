@@ -116,4 +116,4 @@ async def _commit(
                     for i, s in enumerate(result.segments)
                 ],
             )
-        await conn.execute(f"NOTIFY {queue.TRANSCRIPTS_CHANNEL}")
+        await queue.notify_finished(conn, job.audio_id)

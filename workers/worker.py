@@ -26,7 +26,7 @@ from pipeline.db.notify import wait_for_notify
 from pipeline.errors import LeaseLost, PermanentError, TransientError
 from pipeline.sources.registry import SourceRegistry
 from pipeline.storage import ObjectStore
-from workers.asr import Cancelled, Transcriber, Transcription
+from workers.asr import Cancelled, TranscribeOptions, Transcriber, Transcription
 from workers.fetch import Fetched, adopt, fetch
 from workers.results import save_transcription
 
@@ -143,8 +143,9 @@ class AsrWorker:
             if fetched is None or await self._is_duplicate(job, fetched):
                 return
             path = fetched.path
+            options = TranscribeOptions.from_job(job.options)
             result = await self._blocking(
-                lambda: self.transcriber.transcribe(path, cancel), job, stop, cancel
+                lambda: self.transcriber.transcribe(path, cancel, options), job, stop, cancel
             )
             if result is None:
                 return

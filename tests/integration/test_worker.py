@@ -17,7 +17,7 @@ from pipeline.db.database import Database
 from pipeline.errors import TransientError
 from pipeline.ingest.core import Arrival, Ingestor
 from pipeline.storage import FilesystemStore
-from workers.asr import Transcription, WhisperTranscriber
+from workers.asr import TranscribeOptions, Transcription, WhisperTranscriber
 from workers.worker import AsrWorker
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -43,12 +43,14 @@ class FailsFor:
     def load(self) -> None:
         self.real.load()
 
-    def transcribe(self, audio_path: Path, cancel: threading.Event) -> Transcription:
+    def transcribe(
+        self, audio_path: Path, cancel: threading.Event, options: TranscribeOptions | None = None
+    ) -> Transcription:
         self.calls.append(audio_path.suffix)
         if audio_path.suffix == self.doomed:
             self.doomed_at.append(time.monotonic())
             raise TransientError("storage timed out (injected)")
-        return self.real.transcribe(audio_path, cancel)
+        return self.real.transcribe(audio_path, cancel, options)
 
 
 async def _ingest_all(settings: Settings, db: Database, names: list[str]) -> dict[str, uuid.UUID]:
