@@ -44,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["timestamps", "txt", "srt", "vtt", "json"], default="timestamps"
     )
     show.add_argument("--json", action="store_true", help="same as --format json")
+    token = sub.add_parser("token", help="mint a JWT for the gateway from the local private key")
+    token.add_argument("--subject", "--sub", default="local-user", help="the token's sub claim")
+    token.add_argument(
+        "--scope",
+        action="append",
+        dest="scopes",
+        help="a scope to grant (repeat); default: audio:read audio:write transcripts:read",
+    )
+    token.add_argument("--tenant", help="limit the token to this tenant")
+    token.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds")
     status = sub.add_parser("status", help="counts by state, queue depth, hours transcribed")
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return parser
@@ -162,6 +172,19 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.keys import mint_token, resolve_key_files
+
+    private, _public = resolve_key_files(settings)
+    scopes = args.scopes or ["audio:read", "audio:write", "transcripts:read"]
+    token = mint_token(
+        settings, subject=args.subject, scopes=scopes, tenant=args.tenant, ttl_s=args.ttl
+    )
+    sys.stderr.write(f"signed with {private}; valid {args.ttl:.0f} s; scopes {' '.join(scopes)}\n")
+    sys.stdout.write(token + "\n")
+    return 0
+
+
 def _describe_missing(audio: dict[str, Any], out: TextIO) -> None:
     state = audio["state"]
     detail = f": {audio['error']}" if audio.get("error") else ""
@@ -199,7 +222,7 @@ def _print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-QUERY_COMMANDS = frozenset({"ls", "show", "status"})
+QUERY_COMMANDS = frozenset({"ls", "show", "status", "token"})
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "up": cmd_up,
@@ -210,4 +233,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "ls": cmd_ls,
     "show": cmd_show,
     "status": cmd_status,
+    "token": cmd_token,
 }

@@ -78,7 +78,7 @@ async def run_roles(settings: Settings, roles: set[Role]) -> int:
         if "s3" in roles and sources:
             coros.extend(_s3_roles(settings, db, ingestor, sources, stop))
         if "gateway" in roles and settings.gateway.enabled:
-            coros.append(_serve_http(settings, db, stop))
+            coros.append(_serve_http(settings, db, store, ingestor, stop))
         if "worker" in roles and settings.asr.concurrency > 0:
             coros.extend(await _workers(settings, db, store, sources, stop))
         return await _supervise(coros, stop)
@@ -105,22 +105,16 @@ def _s3_roles(
     return coros
 
 
-async def _serve_http(settings: Settings, db: Database, stop: asyncio.Event) -> None:
-    from gateway.app import bind_socket, create_app, make_server
+async def _serve_http(
+    settings: Settings, db: Database, store: ObjectStore, ingestor: Ingestor, stop: asyncio.Event
+) -> None:
+    from gateway.app import bind_socket, create_app, serve
 
+    app = create_app(settings, db, store, ingestor)
     sock = bind_socket(settings.gateway.host, settings.gateway.port)
     host, port = sock.getsockname()[:2]
-    server = make_server(settings, create_app(settings, db))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
     log.info("gateway listening", url=f"http://{host}:{port}")
-    stop_wait = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({serving, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        server.should_exit = True
-        stop_wait.cancel()
-        await serving
-        sock.close()
+    await serve(app, sock, stop)
 
 
 async def _workers(

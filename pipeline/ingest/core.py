@@ -12,7 +12,7 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import psycopg
 import structlog
@@ -57,6 +57,16 @@ class RemoteObject:
 
 
 @dataclass(frozen=True, slots=True)
+class _Content:
+    """What is known about accepted bytes once they are validated, hashed and stored."""
+
+    info: AudioInfo
+    sha256: str
+    key: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class IngestResult:
     outcome: Outcome
     audio_id: uuid.UUID
@@ -97,6 +107,7 @@ class Ingestor:
         size: int,
         *,
         unchanged: Callable[[], bool] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> IngestResult:
         """Ingest ``size`` bytes of ``source``; ``unchanged`` re-checks the source before commit."""
         existing = await self.find_existing(arrival)
@@ -119,7 +130,8 @@ class Ingestor:
             await asyncio.to_thread(self.store.put_stream, key, source, size)
         if unchanged is not None and not unchanged():
             raise SourceChanged(f"{arrival.original_name} changed while it was read")
-        return await self._record(arrival, info, sha256, key, size)
+        content = _Content(info=info, sha256=sha256, key=key, size=size)
+        return await self._record(arrival, content, options or {})
 
     async def reject(
         self, arrival: Arrival, reason: str, *, size: int | None = None
@@ -195,27 +207,22 @@ class Ingestor:
         return IngestResult("accepted", audio_id)
 
     async def _record(
-        self, arrival: Arrival, info: AudioInfo, sha256: str, key: str, size: int
+        self, arrival: Arrival, content: _Content, options: dict[str, Any]
     ) -> IngestResult:
         async with self.db.connection() as conn:
             for _ in range(3):
                 try:
                     async with conn.transaction():
-                        return await self._insert(conn, arrival, info, sha256, key, size)
+                        return await self._insert(conn, arrival, content, options)
                 except psycopg.errors.UniqueViolation:
                     # Another ingester recorded the same content or source meanwhile: look again.
                     continue
         raise TransientError(f"could not record {arrival.original_name}: concurrent ingest")
 
     async def _insert(
-        self,
-        conn: AsyncConn,
-        arrival: Arrival,
-        info: AudioInfo,
-        sha256: str,
-        key: str,
-        size: int,
+        self, conn: AsyncConn, arrival: Arrival, content: _Content, options: dict[str, Any]
     ) -> IngestResult:
+        info, sha256, key, size = content.info, content.sha256, content.key, content.size
         if arrival.source_version is not None:
             cur = await conn.execute(
                 "SELECT id FROM audio WHERE source_uri = %s AND source_version = %s",
@@ -265,7 +272,9 @@ class Ingestor:
                 duplicate_of=str(dup_of),
             )
             return IngestResult("duplicate", audio_id, duplicate_of=dup_of)
-        await enqueue(conn, audio_id, max_attempts=self.settings.queue.max_attempts)
+        await enqueue(
+            conn, audio_id, max_attempts=self.settings.queue.max_attempts, options=options
+        )
         log.info(
             "ingested",
             file=arrival.original_name,

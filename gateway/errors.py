@@ -1,0 +1,80 @@
+"""API errors as RFC 9457 problem documents, never stack traces or library text."""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.problems import problem
+
+log = structlog.get_logger(__name__)
+
+_TITLES = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Authentication required"),
+    403: ("forbidden", "Missing scope"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    409: ("conflict", "Conflict"),
+    413: ("body-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("unprocessable", "Input not acceptable"),
+    429: ("rate-limited", "Too many requests"),
+    503: ("unavailable", "Service unavailable"),
+}
+
+
+class ApiError(Exception):
+    """An error meant for the caller: status, a stable kind, and a safe detail."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str | None = None,
+        *,
+        kind: str | None = None,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        default_kind, default_title = _TITLES.get(status, ("error", "Error"))
+        super().__init__(detail or default_title)
+        self.status = status
+        self.kind = kind or default_kind
+        self.title = title or default_title
+        self.detail = detail
+        self.headers = headers
+
+
+def unauthorized() -> ApiError:
+    """The one answer to every failed authentication: it reveals nothing."""
+    return ApiError(
+        401,
+        "a valid bearer token is required",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return problem(exc.status, exc.kind, exc.title, exc.detail, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        kind, title = _TITLES.get(exc.status_code, ("error", "Error"))
+        return problem(exc.status_code, kind, title, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        fields = sorted(
+            {".".join(str(p) for p in e.get("loc", ())[1:]) or "body" for e in exc.errors()}
+        )
+        return problem(400, "invalid-request", "Invalid request", f"check: {', '.join(fields)}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error in request", path=request.url.path, exc_info=exc)
+        return problem(500, "internal-error", "Internal error")

@@ -1,0 +1,220 @@
+"""``/v1/audio``: list, show, upload, transcripts; ``/v1/jobs``, ``/v1/stats``, ``/v1/search``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from pathlib import PurePath
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from gateway.auth import Principal
+from gateway.context import AppContext, get_context
+from gateway.errors import ApiError
+from gateway.pagination import BadCursor, decode_cursor, decode_uuid_cursor, encode_cursor
+from gateway.security import require
+from pipeline import catalog
+from pipeline.formats import Cue, to_srt, to_txt, to_vtt
+from pipeline.ingest.core import Arrival, IngestResult
+
+router = APIRouter(prefix="/v1")
+
+Ctx = Annotated[AppContext, Depends(get_context)]
+AudioReader = Annotated[Principal, Depends(require("audio:read"))]
+AudioWriter = Annotated[Principal, Depends(require("audio:write"))]
+TranscriptReader = Annotated[Principal, Depends(require("transcripts:read"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+
+AudioState = Literal["queued", "processing", "transcribed", "failed", "rejected", "duplicate"]
+JobState = Literal["queued", "running", "done", "failed", "dead"]
+
+
+def _limit(ctx: AppContext, limit: int) -> int:
+    return max(1, min(limit, ctx.settings.gateway.page_size_max))
+
+
+def _parse_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ApiError(404, "no such audio") from None
+
+
+@router.get("/audio")
+async def list_audio(
+    ctx: Ctx,
+    principal: AudioReader,
+    state: AudioState | None = None,
+    source: Literal["folder", "s3", "upload"] | None = None,
+    language: Annotated[str | None, Query(max_length=16)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=256)] = None,
+    limit: int = 50,
+) -> dict[str, Any]:
+    """Audio newest first, filtered; follow ``next_cursor`` for the next page."""
+    try:
+        after = decode_uuid_cursor(cursor) if cursor else None
+    except BadCursor:
+        raise ApiError(400, "invalid cursor") from None
+    size = _limit(ctx, limit)
+    async with ctx.db.connection() as conn:
+        rows = await catalog.list_audio(
+            conn,
+            tenant=principal.tenant_filter(),
+            filters=catalog.AudioFilter(state, source, language, since, until),
+            after=after,
+            limit=size,
+        )
+    next_cursor = (
+        encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if len(rows) == size else None
+    )
+    return {"items": rows, "next_cursor": next_cursor}
+
+
+@router.get("/audio/{audio_id}")
+async def get_audio(ctx: Ctx, principal: AudioReader, audio_id: str) -> dict[str, Any]:
+    """Metadata, state, error and duplicate-of for one audio file."""
+    async with ctx.db.connection() as conn:
+        row = await catalog.get_audio(
+            conn, tenant=principal.tenant_filter(), audio_id=_parse_id(audio_id)
+        )
+    if row is None:
+        raise ApiError(404, "no such audio")
+    return row
+
+
+@router.post("/audio", status_code=201)
+async def upload_audio(
+    ctx: Ctx, principal: AudioWriter, file: Annotated[UploadFile, File()]
+) -> JSONResponse:
+    """Upload a file; it goes through the same validation and dedupe as the hot folder."""
+    result = await ingest_upload(ctx, principal, file)
+    body = {"id": str(result.audio_id), "outcome": result.outcome}
+    if result.duplicate_of:
+        body["duplicate_of"] = str(result.duplicate_of)
+    return JSONResponse(body, status_code=201 if result.outcome == "accepted" else 200)
+
+
+async def ingest_upload(
+    ctx: AppContext, principal: Principal, file: UploadFile, options: dict[str, Any] | None = None
+) -> IngestResult:
+    name = PurePath((file.filename or "upload").replace("\\", "/")).name[:255] or "upload"
+    size = file.size if file.size is not None else _size_of(file)
+    arrival = Arrival(
+        source="upload",
+        original_name=name,
+        source_uri=f"upload://{principal.subject}/{uuid.uuid4()}",
+        source_version=None,
+        tenant=principal.tenant or "default",
+    )
+    result = await ctx.ingestor.ingest(arrival, file.file, size, options=options)
+    if result.outcome == "rejected":
+        raise ApiError(422, result.reason, kind="rejected-audio", title="Audio rejected")
+    return result
+
+
+def _size_of(file: UploadFile) -> int:
+    file.file.seek(0, 2)
+    size = file.file.tell()
+    file.file.seek(0)
+    return size
+
+
+@router.get("/audio/{audio_id}/transcript", response_model=None)
+async def get_transcript(
+    ctx: Ctx,
+    principal: TranscriptReader,
+    audio_id: str,
+    format: Literal["json", "txt", "srt", "vtt"] = "json",  # noqa: A002 - the API's name
+) -> Response | dict[str, Any]:
+    """The transcript as JSON (with segments), plain text, SRT or WebVTT."""
+    ident = _parse_id(audio_id)
+    tenant = principal.tenant_filter()
+    async with ctx.db.connection() as conn:
+        transcript = await catalog.get_transcript(conn, tenant=tenant, audio_id=ident)
+        if transcript is None:
+            audio = await catalog.get_audio(conn, tenant=tenant, audio_id=ident)
+    if transcript is None:
+        if audio is None:
+            raise ApiError(404, "no such audio")
+        raise ApiError(
+            409,
+            f"no transcript yet: the audio is {audio['state']}",
+            kind="transcript-not-ready",
+            title="Transcript not ready",
+        )
+    if format == "json":
+        return transcript
+    cues = [Cue(s["start_s"], s["end_s"], s["text"]) for s in transcript["segments"]]
+    if format == "txt":
+        return PlainTextResponse(to_txt(cues))
+    if format == "srt":
+        return PlainTextResponse(to_srt(cues), media_type="application/x-subrip")
+    return PlainTextResponse(to_vtt(cues), media_type="text/vtt")
+
+
+@router.get("/search")
+async def search(
+    ctx: Ctx,
+    principal: TranscriptReader,
+    q: Annotated[str, Query(min_length=1, max_length=500)],
+    limit: int = 20,
+) -> dict[str, Any]:
+    """Full-text search over transcript segments, ranked, with highlighted snippets."""
+    async with ctx.db.connection() as conn:
+        rows = await catalog.search(
+            conn, tenant=principal.tenant_filter(), query=q, limit=_limit(ctx, limit)
+        )
+    return {"items": rows}
+
+
+@router.get("/jobs")
+async def list_jobs(
+    ctx: Ctx,
+    principal: AudioReader,
+    state: JobState | None = None,
+    cursor: Annotated[str | None, Query(max_length=256)] = None,
+    limit: int = 50,
+) -> dict[str, Any]:
+    """Jobs newest first with state, attempts and last error."""
+    try:
+        after = None
+        if cursor:
+            stamp, raw_id = decode_cursor(cursor)
+            after = (stamp, int(raw_id))
+    except (BadCursor, ValueError):
+        raise ApiError(400, "invalid cursor") from None
+    size = _limit(ctx, limit)
+    async with ctx.db.connection() as conn:
+        rows = await catalog.list_jobs(
+            conn, tenant=principal.tenant_filter(), state=state, after=after, limit=size
+        )
+    next_cursor = (
+        encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if len(rows) == size else None
+    )
+    return {"items": rows, "next_cursor": next_cursor}
+
+
+@router.post("/jobs/{job_id}/retry")
+async def retry_job(ctx: Ctx, principal: Admin, job_id: int) -> dict[str, Any]:
+    """Put a dead job back in the queue with its attempts reset (admin only)."""
+    async with ctx.db.connection() as conn:
+        row = await catalog.retry_job(conn, job_id)
+    if row is None:
+        raise ApiError(
+            409,
+            "only dead or failed jobs can be retried",
+            kind="not-retryable",
+            title="Job not retryable",
+        )
+    return row
+
+
+@router.get("/stats")
+async def stats(ctx: Ctx, principal: AudioReader) -> dict[str, Any]:
+    """Counts by state, queue depth, hours transcribed, average real-time factor."""
+    async with ctx.db.connection() as conn:
+        return await catalog.stats(conn, tenant=principal.tenant_filter())

@@ -1,0 +1,148 @@
+"""``POST /v1/audio/transcriptions`` in OpenAI's shapes, so the ``openai`` client works.
+
+The file is ingested like any other upload (stored, deduplicated, counted in the
+dataset); the call then waits for its transcript up to the configured timeout
+and answers 202 with the audio id if it is not done by then.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from gateway.auth import Principal
+from gateway.context import AppContext, get_context
+from gateway.errors import ApiError
+from gateway.routes.audio import ingest_upload
+from gateway.security import require
+from pipeline import catalog
+from pipeline.formats import Cue, to_srt, to_vtt
+
+router = APIRouter(prefix="/v1")
+
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+# OpenAI's verbose_json names the language in English; Whisper reports a code.
+_LANGUAGE_NAMES = {
+    "en": "english",
+    "de": "german",
+    "fr": "french",
+    "es": "spanish",
+    "it": "italian",
+    "pt": "portuguese",
+    "nl": "dutch",
+    "ru": "russian",
+    "zh": "chinese",
+    "ja": "japanese",
+    "ko": "korean",
+    "pl": "polish",
+    "tr": "turkish",
+    "uk": "ukrainian",
+    "sv": "swedish",
+}
+
+
+@router.post("/audio/transcriptions", response_model=None)
+async def create_transcription(
+    ctx: Annotated[AppContext, Depends(get_context)],
+    principal: Annotated[Principal, Depends(require("audio:write"))],
+    file: Annotated[UploadFile, File()],
+    model: Annotated[str, Form(max_length=100)] = "whisper-1",
+    language: Annotated[str | None, Form(max_length=8)] = None,
+    prompt: Annotated[str | None, Form(max_length=2000)] = None,
+    temperature: Annotated[float | None, Form(ge=0.0, le=1.0)] = None,
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    timestamp_granularities: Annotated[
+        list[Literal["word", "segment"]] | None, Form(alias="timestamp_granularities[]")
+    ] = None,
+) -> Response:
+    if language is not None and not _LANGUAGE.match(language):
+        raise ApiError(400, "language must be an ISO-639-1 code such as 'en'")
+    granularities: set[str] = set(timestamp_granularities or [])
+    options: dict[str, Any] = {
+        "language": language,
+        "prompt": prompt,
+        "temperature": temperature,
+        "word_timestamps": "word" in granularities,
+    }
+    result = await ingest_upload(ctx, principal, file, options)
+    transcript = await _wait_for_transcript(ctx, principal, result.audio_id)
+    if transcript is None:
+        return JSONResponse(
+            {"id": str(result.audio_id), "status": "processing"},
+            status_code=202,
+            headers={"Location": f"/v1/audio/{result.audio_id}"},
+        )
+    return _render(transcript, response_format, granularities)
+
+
+async def _wait_for_transcript(
+    ctx: AppContext, principal: Principal, audio_id: uuid.UUID
+) -> dict[str, Any] | None:
+    deadline = time.monotonic() + ctx.settings.gateway.transcription_wait_s
+    tenant = principal.tenant_filter()
+    while True:
+        async with ctx.db.connection() as conn:
+            transcript = await catalog.get_transcript(conn, tenant=tenant, audio_id=audio_id)
+            if transcript is not None:
+                return transcript
+            audio = await catalog.get_audio(conn, tenant=tenant, audio_id=audio_id)
+        if audio is not None and audio["state"] in ("failed", "rejected"):
+            raise ApiError(
+                422,
+                audio["error"] or "transcription failed",
+                kind="transcription-failed",
+                title="Transcription failed",
+            )
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        await ctx.waiter.wait(audio_id, min(remaining, 5.0))
+
+
+def _render(transcript: dict[str, Any], fmt: ResponseFormat, granularities: set[str]) -> Response:
+    segments = transcript["segments"]
+    cues = [Cue(s["start_s"], s["end_s"], s["text"]) for s in segments]
+    text = transcript["text"]
+    if fmt == "text":
+        return PlainTextResponse(text + "\n")
+    if fmt == "srt":
+        return PlainTextResponse(to_srt(cues))
+    if fmt == "vtt":
+        return PlainTextResponse(to_vtt(cues))
+    if fmt == "json":
+        return JSONResponse({"text": text})
+    body: dict[str, Any] = {
+        "task": "transcribe",
+        "language": _LANGUAGE_NAMES.get(transcript["language"] or "", transcript["language"]),
+        "duration": transcript["audio_duration_s"],
+        "text": text,
+    }
+    if not granularities or "segment" in granularities:
+        body["segments"] = [
+            {
+                "id": s["idx"],
+                "seek": 0,
+                "start": s["start_s"],
+                "end": s["end_s"],
+                "text": s["text"],
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": s["avg_logprob"],
+                "compression_ratio": s["compression_ratio"],
+                "no_speech_prob": s["no_speech_prob"],
+            }
+            for s in segments
+        ]
+    if "word" in granularities:
+        body["words"] = [
+            {"word": w["word"].strip(), "start": w["start"], "end": w["end"]}
+            for s in segments
+            for w in (s["words"] or [])
+        ]
+    return JSONResponse(body)

@@ -1,0 +1,199 @@
+"""Tenant-aware questions the HTTP API asks: audio, transcripts, search, jobs, stats.
+
+Every query takes ``tenant``: a tenant name limits rows to that tenant, ``None``
+(an admin) sees all. Rows of another tenant simply do not exist for the caller.
+All SQL is parameterised; user text reaches PostgreSQL only as parameters.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pipeline.db.database import AsyncConn
+
+# Every query limits rows with: (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFilter:
+    state: str | None = None
+    source: str | None = None
+    language: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def list_audio(
+    conn: AsyncConn,
+    *,
+    tenant: str | None,
+    filters: AudioFilter,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        "SELECT a.id, a.tenant, a.source, a.original_name, a.state, a.error, a.duration_s,"
+        " a.language, a.size_bytes, a.duplicate_of, a.created_at, a.updated_at"
+        " FROM audio a WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
+        " AND (%(state)s::text IS NULL OR a.state = %(state)s)"
+        " AND (%(source)s::text IS NULL OR a.source = %(source)s)"
+        " AND (%(language)s::text IS NULL OR a.language = %(language)s)"
+        " AND (%(since)s::timestamptz IS NULL OR a.created_at >= %(since)s)"
+        " AND (%(until)s::timestamptz IS NULL OR a.created_at < %(until)s)"
+        " AND (%(after_ts)s::timestamptz IS NULL"
+        "      OR (a.created_at, a.id) < (%(after_ts)s, %(after_id)s))"
+        " ORDER BY a.created_at DESC, a.id DESC LIMIT %(limit)s",
+        {
+            "tenant": tenant,
+            "state": filters.state,
+            "source": filters.source,
+            "language": filters.language,
+            "since": filters.since,
+            "until": filters.until,
+            "after_ts": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit,
+        },
+    )
+    return await cur.fetchall()
+
+
+async def get_audio(
+    conn: AsyncConn, *, tenant: str | None, audio_id: uuid.UUID
+) -> dict[str, Any] | None:
+    cur = await conn.execute(
+        "SELECT a.id, a.tenant, a.source, a.original_name, a.source_uri, a.state, a.error,"
+        " a.duration_s, a.sample_rate, a.channels, a.codec, a.container, a.language,"
+        " a.size_bytes, a.sha256, a.duplicate_of, a.created_at, a.updated_at,"
+        " j.id AS job_id, j.state AS job_state, j.attempts, j.max_attempts, j.last_error"
+        " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id"
+        " WHERE a.id = %(id)s AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)",
+        {"id": audio_id, "tenant": tenant},
+    )
+    return await cur.fetchone()
+
+
+async def get_transcript(
+    conn: AsyncConn, *, tenant: str | None, audio_id: uuid.UUID
+) -> dict[str, Any] | None:
+    """The transcript with segments; a duplicate answers with its original's."""
+    cur = await conn.execute(
+        "SELECT t.id, t.audio_id, t.language, t.language_probability, t.text, t.model,"
+        " t.audio_duration_s, t.processing_s, t.real_time_factor, t.created_at"
+        " FROM audio a JOIN transcripts t ON t.audio_id = coalesce(a.duplicate_of, a.id)"
+        " WHERE a.id = %(id)s AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)",
+        {"id": audio_id, "tenant": tenant},
+    )
+    transcript = await cur.fetchone()
+    if transcript is None:
+        return None
+    cur = await conn.execute(
+        "SELECT idx, start_s, end_s, text, avg_logprob, no_speech_prob, compression_ratio, words"
+        " FROM segments WHERE transcript_id = %s ORDER BY idx",
+        (transcript["id"],),
+    )
+    transcript["segments"] = await cur.fetchall()
+    return transcript
+
+
+async def search(
+    conn: AsyncConn, *, tenant: str | None, query: str, limit: int
+) -> list[dict[str, Any]]:
+    """Ranked segment matches with a highlighted snippet and the segment's start time."""
+    cur = await conn.execute(
+        "WITH q AS (SELECT websearch_to_tsquery('simple', %(q)s) AS query)"
+        " SELECT a.id AS audio_id, a.original_name, s.idx AS segment, s.start_s, s.end_s,"
+        "  ts_rank(s.tsv, q.query) AS rank,"
+        "  ts_headline('simple', s.text, q.query,"
+        "   'StartSel=<mark>, StopSel=</mark>, MaxFragments=1, MaxWords=30, MinWords=5')"
+        "   AS snippet"
+        " FROM q, segments s JOIN transcripts t ON t.id = s.transcript_id"
+        " JOIN audio a ON a.id = t.audio_id"
+        " WHERE s.tsv @@ q.query AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
+        " ORDER BY rank DESC, a.created_at DESC, s.idx LIMIT %(limit)s",
+        {"q": query, "tenant": tenant, "limit": limit},
+    )
+    return await cur.fetchall()
+
+
+async def list_jobs(
+    conn: AsyncConn,
+    *,
+    tenant: str | None,
+    state: str | None,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        "SELECT j.id, j.audio_id, j.state, j.attempts, j.max_attempts, j.last_error,"
+        " j.run_after, j.worker_id, j.created_at, j.started_at, j.finished_at"
+        " FROM jobs j JOIN audio a ON a.id = j.audio_id"
+        " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
+        " AND (%(state)s::text IS NULL OR j.state = %(state)s)"
+        " AND (%(after_ts)s::timestamptz IS NULL"
+        "      OR (j.created_at, j.id) < (%(after_ts)s, %(after_id)s))"
+        " ORDER BY j.created_at DESC, j.id DESC LIMIT %(limit)s",
+        {
+            "tenant": tenant,
+            "state": state,
+            "after_ts": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit,
+        },
+    )
+    return await cur.fetchall()
+
+
+async def stats(conn: AsyncConn, *, tenant: str | None) -> dict[str, Any]:
+    params = {"tenant": tenant}
+    cur = await conn.execute(
+        "SELECT a.state, count(*) AS n FROM audio a"
+        " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s) GROUP BY a.state",
+        params,
+    )
+    audio = {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
+    cur = await conn.execute(
+        "SELECT j.state, count(*) AS n FROM jobs j JOIN audio a ON a.id = j.audio_id"
+        " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s) GROUP BY j.state",
+        params,
+    )
+    jobs = {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
+    cur = await conn.execute(
+        "SELECT coalesce(sum(t.audio_duration_s), 0) / 3600.0 AS hours,"
+        " avg(t.real_time_factor) AS rtf FROM transcripts t JOIN audio a ON a.id = t.audio_id"
+        " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)",
+        params,
+    )
+    totals = await cur.fetchone()
+    assert totals is not None
+    return {
+        "audio_by_state": audio,
+        "jobs_by_state": jobs,
+        "queue_depth": jobs.get("queued", 0) + jobs.get("running", 0),
+        "hours_transcribed": float(totals["hours"]),  # type: ignore[arg-type]
+        "average_real_time_factor": (
+            float(totals["rtf"]) if totals["rtf"] is not None else None  # type: ignore[arg-type]
+        ),
+    }
+
+
+async def retry_job(conn: AsyncConn, job_id: int) -> dict[str, Any] | None:
+    """Put a dead or failed job back in the queue with fresh attempts (admin)."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE jobs SET state = 'queued', attempts = 0, run_after = now(), last_error = NULL,"
+            " lease_token = NULL, lease_expires_at = NULL, finished_at = NULL, updated_at = now()"
+            " WHERE id = %s AND state IN ('dead', 'failed') RETURNING id, audio_id, state",
+            (job_id,),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            await conn.execute(
+                "UPDATE audio SET state = 'queued', error = NULL, updated_at = now() WHERE id = %s",
+                (row["audio_id"],),
+            )
+            await conn.execute("NOTIFY ai2text_jobs")
+    return row
