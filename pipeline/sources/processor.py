@@ -74,7 +74,11 @@ class S3EventProcessor:
 
     async def _handle(self, event: inbox.PendingEvent) -> None:
         source = self.registry.match(event.bucket, event.key)
-        if source is None or not event.event_name or "ObjectCreated" not in event.event_name:
+        if (
+            source is None
+            or not source.wants(event.key)
+            or "ObjectCreated" not in (event.event_name or "")
+        ):
             await self._finish(event, "skipped", error="not a watched bucket, prefix or event")
             return
         async with self.db.connection() as conn:
@@ -166,11 +170,13 @@ def _changed_since_event(event: inbox.PendingEvent, obj: SourceObject) -> str | 
 
 
 def _arrival(event: inbox.PendingEvent, source: WatchedSource, obj: SourceObject | None) -> Arrival:
-    version = None
     if obj is not None:
         version = obj.version_id or obj.etag
     else:
-        version = event.version_id or event.etag
+        # Recorded under its own name, so the same bytes uploaded again later are not
+        # mistaken for this vanished delivery; repeats of this event still dedupe.
+        announced = event.version_id or event.etag
+        version = f"vanished:{announced}" if announced else None
     return Arrival(
         source="s3",
         original_name=event.key,
