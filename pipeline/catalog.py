@@ -180,6 +180,21 @@ async def stats(conn: AsyncConn, *, tenant: str | None) -> dict[str, Any]:
     }
 
 
+async def request_word_timestamps(conn: AsyncConn, audio_id: uuid.UUID) -> bool:
+    """Transcribe finished audio again with word timestamps; the new transcript replaces it."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE jobs SET state = 'queued', attempts = 0, run_after = now(), finished_at = NULL,"
+            " options = options || '{\"word_timestamps\": true}'::jsonb, updated_at = now()"
+            " WHERE audio_id = %s AND state = 'done' RETURNING id",
+            (audio_id,),
+        )
+        requeued = await cur.fetchone() is not None
+        if requeued:
+            await conn.execute("NOTIFY ai2text_jobs")
+    return requeued
+
+
 async def retry_job(conn: AsyncConn, job_id: int) -> dict[str, Any] | None:
     """Put a dead or failed job back in the queue with fresh attempts (admin)."""
     async with conn.transaction():

@@ -203,6 +203,50 @@ class AuthSettings(_Section):
         return self
 
 
+class DatasetSettings(_Section):
+    """Which transcripts make training data, and how it is cut and split."""
+
+    name: str = "default"
+    max_no_speech_prob: float = Field(default=0.6, ge=0, le=1)
+    min_avg_logprob: float = -1.0
+    max_compression_ratio: float = Field(default=2.4, gt=0)
+    min_segment_s: float = Field(default=0.3, ge=0)
+    max_segment_s: float = Field(default=30.0, gt=0)
+    max_utterance_s: float = Field(default=30.0, gt=0)
+    train_ratio: float = Field(default=0.90, ge=0, le=1)
+    dev_ratio: float = Field(default=0.05, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ratios_fit(self) -> DatasetSettings:
+        if self.train_ratio + self.dev_ratio > 1.0 + 1e-9:
+            raise ValueError("dataset.train_ratio + dataset.dev_ratio must not exceed 1")
+        return self
+
+
+class TrainingSettings(_Section):
+    """When to train and how to hand a frozen version to a trainer."""
+
+    enabled: bool = False
+    threshold_hours: float = Field(default=100.0, gt=0)
+    min_new_hours: float | None = Field(default=None, ge=0)
+    check_interval_s: float = Field(default=60.0, gt=0)
+    launcher: Literal["command", "http"] = "command"
+    command: tuple[str, ...] = ()
+    command_timeout_s: float = Field(default=24 * 3600.0, gt=0)
+    command_env: dict[str, str] = Field(default_factory=dict)
+    http_url: str | None = None
+    http_token: SecretStr | None = None
+    http_timeout_s: float = Field(default=30.0, gt=0)
+    http_attempts: int = Field(default=5, ge=1)
+    materialize_dir: Path | None = None
+    min_free_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
+    heartbeat_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def new_hours_needed(self) -> float:
+        return self.threshold_hours if self.min_new_hours is None else self.min_new_hours
+
+
 class Settings(BaseSettings):
     """Everything ai2text can be told; see README for each variable."""
 
@@ -227,6 +271,8 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = WebhookSettings()
     gateway: GatewaySettings = GatewaySettings()
     auth: AuthSettings = AuthSettings()
+    dataset: DatasetSettings = DatasetSettings()
+    training: TrainingSettings = TrainingSettings()
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Settings:

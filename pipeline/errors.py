@@ -4,6 +4,7 @@
     ├── ConfigError            settings that cannot work (bad path, bad model name)
     ├── RejectedInput          input that will never be accepted; carries a readable reason
     ├── TransientError         worth retrying: timeouts, storage or database down, GPU OOM
+    │   └── StorageUnavailable the object store cannot be reached at all: wait, don't count it
     ├── PermanentError         retrying cannot help: undecodable audio, object vanished
     └── LeaseLost              another worker owns the job now; our result must be dropped
 
@@ -31,6 +32,14 @@ class RejectedInput(Ai2TextError):
 
 class TransientError(Ai2TextError):
     """A failure that may succeed when tried again later."""
+
+
+class StorageUnavailable(TransientError):
+    """The object store is unreachable or failing; nothing is wrong with the job itself.
+
+    Workers put such jobs back without spending an attempt, so an outage of any
+    length never turns good audio into dead jobs.
+    """
 
 
 class PermanentError(Ai2TextError):

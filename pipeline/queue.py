@@ -186,14 +186,22 @@ async def notify_finished(conn: AsyncConn, audio_id: uuid.UUID) -> None:
     await conn.execute("SELECT pg_notify(%s, %s)", (TRANSCRIPTS_CHANNEL, str(audio_id)))
 
 
-async def release(conn: AsyncConn, job: ClaimedJob) -> bool:
-    """Give the lease back unfinished (shutdown); the attempt is not counted."""
+async def release(
+    conn: AsyncConn, job: ClaimedJob, *, delay_s: float = 0.0, error: str | None = None
+) -> bool:
+    """Give the lease back unfinished; the attempt is not counted.
+
+    Used on shutdown, and (with a delay and the error) while a dependency such as
+    the object store is down: the job waits instead of using up its attempts.
+    """
     async with conn.transaction():
         cur = await conn.execute(
             "UPDATE jobs SET state = 'queued', attempts = greatest(attempts - 1, 0),"
-            " lease_token = NULL, lease_expires_at = NULL, run_after = now(), updated_at = now()"
+            " lease_token = NULL, lease_expires_at = NULL,"
+            " run_after = now() + make_interval(secs => %s), updated_at = now(),"
+            " last_error = coalesce(%s, last_error)"
             " WHERE id = %s AND lease_token = %s AND state = 'running'",
-            (job.id, job.lease_token),
+            (delay_s, error, job.id, job.lease_token),
         )
         if cur.rowcount != 1:
             return False

@@ -36,6 +36,24 @@ def pg_server() -> Iterator[Any]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def public_tempdir(prefix: str) -> Path:
+    """A temp dir outside pytest's private (0700) tree.
+
+    As root, pgserver runs the embedded server as another user, who must be able to
+    reach its data directory; pytest re-locks its own temp root whenever a session
+    starts, which would cut a running server off.
+    """
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@pytest.fixture
+def embedded_root() -> Iterator[Path]:
+    """A private working directory for one ``ai2text up`` on the embedded database."""
+    root = public_tempdir("ai2text-e2e-")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture
 def database_url(pg_server: Any) -> Iterator[str]:
     """A new, empty database for one test; dropped afterwards."""

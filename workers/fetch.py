@@ -122,9 +122,9 @@ async def adopt(db: Database, job: queue.ClaimedJob, fetched: Fetched) -> uuid.U
         try:
             async with db.connection() as conn, conn.transaction():
                 cur = await conn.execute(
-                    "SELECT id FROM audio WHERE sha256 = %s AND id <> %s"
+                    "SELECT id FROM audio WHERE tenant = %s AND sha256 = %s AND id <> %s"
                     " AND state NOT IN ('rejected', 'duplicate')",
-                    (fetched.sha256, job.audio_id),
+                    (job.tenant, fetched.sha256, job.audio_id),
                 )
                 original = await cur.fetchone()
                 await conn.execute(

@@ -70,6 +70,8 @@ async def _commit(
 ) -> None:
     async with db.connection() as conn, conn.transaction():
         await queue.mark_done(conn, job, language=result.language)
+        # A re-run (e.g. for word timestamps) replaces the earlier transcript.
+        await conn.execute("DELETE FROM transcripts WHERE audio_id = %s", (job.audio_id,))
         cur = await conn.execute(
             "INSERT INTO transcripts (audio_id, job_id, attempt, worker_id, language,"
             " language_probability, text, model, device, compute_type, audio_duration_s,"

@@ -20,10 +20,11 @@ import psycopg
 import structlog
 
 from pipeline import queue
+from pipeline.backoff import Backoff
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.notify import wait_for_notify
-from pipeline.errors import LeaseLost, PermanentError, TransientError
+from pipeline.errors import LeaseLost, PermanentError, StorageUnavailable, TransientError
 from pipeline.sources.registry import SourceRegistry
 from pipeline.storage import ObjectStore
 from workers.asr import Cancelled, TranscribeOptions, Transcriber, Transcription
@@ -81,6 +82,7 @@ class AsrWorker:
         self.sources = sources or SourceRegistry(settings)
         self.policy = queue.RetryPolicy(settings.queue.backoff_base_s, settings.queue.backoff_max_s)
         self._last_reap = 0.0
+        self.outage = Backoff("object storage (worker)", base_s=1.0, cap_s=60.0)
 
     async def run(self, stop: asyncio.Event) -> None:
         self.settings.temp_dir.mkdir(parents=True, exist_ok=True)
@@ -152,12 +154,17 @@ class AsrWorker:
             if lost.is_set():
                 raise LeaseLost(f"job {job.id} lease lost during transcription")
             await self._store(job, result, fetched.storage_key or job.storage_key)
+            self.outage.succeeded()
         except LeaseLost as exc:
             log.warning("lease lost; result discarded", error=str(exc))
         except Cancelled:
             log.warning("transcription cancelled")
         except PermanentError as exc:
             await self._record_failure(job, str(exc), transient=False)
+        except StorageUnavailable as exc:
+            await self._wait_out_outage(job, str(exc))
+        except TransientError as exc:
+            await self._record_failure(job, str(exc), transient=True)
         except Exception as exc:  # noqa: BLE001 - any other failure is worth a retry
             log.exception("job failed")
             await self._record_failure(job, _describe(exc), transient=True)
@@ -248,6 +255,12 @@ class AsrWorker:
             rtf=round(result.real_time_factor, 3),
             segments=len(result.segments),
         )
+
+    async def _wait_out_outage(self, job: queue.ClaimedJob, error: str) -> None:
+        """Hand the job back for later without spending an attempt; back off while down."""
+        delay = self.outage.failed(error)
+        async with self.db.connection() as conn:
+            await queue.release(conn, job, delay_s=delay, error=error)
 
     async def _record_failure(self, job: queue.ClaimedJob, error: str, *, transient: bool) -> None:
         try:

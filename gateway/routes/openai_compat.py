@@ -71,7 +71,9 @@ async def create_transcription(
         "word_timestamps": "word" in granularities,
     }
     result = await ingest_upload(ctx, principal, file, options)
-    transcript = await _wait_for_transcript(ctx, principal, result.audio_id)
+    transcript = await _wait_for_transcript(
+        ctx, principal, result.audio_id, need_words="word" in granularities
+    )
     if transcript is None:
         return JSONResponse(
             {"id": str(result.audio_id), "status": "processing"},
@@ -82,16 +84,25 @@ async def create_transcription(
 
 
 async def _wait_for_transcript(
-    ctx: AppContext, principal: Principal, audio_id: uuid.UUID
+    ctx: AppContext, principal: Principal, audio_id: uuid.UUID, *, need_words: bool
 ) -> dict[str, Any] | None:
+    """The transcript once it exists (with word timings when asked), or None at the deadline.
+
+    Audio seen before may have been transcribed without word timings; then it is
+    transcribed again with them and the call waits for that.
+    """
     deadline = time.monotonic() + ctx.settings.gateway.transcription_wait_s
     tenant = principal.tenant_filter()
     while True:
         async with ctx.db.connection() as conn:
             transcript = await catalog.get_transcript(conn, tenant=tenant, audio_id=audio_id)
             if transcript is not None:
-                return transcript
+                if not need_words or _has_words(transcript):
+                    return transcript
+                await catalog.request_word_timestamps(conn, transcript["audio_id"])
             audio = await catalog.get_audio(conn, tenant=tenant, audio_id=audio_id)
+        # A duplicate's transcript is its original's: wait on the original's job.
+        waiting_on = audio["duplicate_of"] if audio and audio["duplicate_of"] else audio_id
         if audio is not None and audio["state"] in ("failed", "rejected"):
             raise ApiError(
                 422,
@@ -102,7 +113,11 @@ async def _wait_for_transcript(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        await ctx.waiter.wait(audio_id, min(remaining, 5.0))
+        await ctx.waiter.wait(waiting_on, min(remaining, 5.0))
+
+
+def _has_words(transcript: dict[str, Any]) -> bool:
+    return any(s["words"] for s in transcript["segments"])
 
 
 def _render(transcript: dict[str, Any], fmt: ResponseFormat, granularities: set[str]) -> Response:

@@ -2,7 +2,9 @@
 
 Idempotent twice over: a source version already recorded (same path and
 fingerprint, or same bucket/key/etag) is a no-op, and content already held
-(same sha256 under any name) becomes a ``duplicate`` row pointing at the first.
+(same sha256 under any name, within one tenant) becomes a ``duplicate`` row
+pointing at the first. Dedupe never crosses tenants: that would tell one tenant
+what another holds.
 """
 
 from __future__ import annotations
@@ -232,8 +234,9 @@ class Ingestor:
             if seen is not None:
                 return IngestResult("already_ingested", seen["id"])  # type: ignore[arg-type]
         cur = await conn.execute(
-            "SELECT id FROM audio WHERE sha256 = %s AND state NOT IN ('rejected', 'duplicate')",
-            (sha256,),
+            "SELECT id FROM audio WHERE tenant = %s AND sha256 = %s"
+            " AND state NOT IN ('rejected', 'duplicate')",
+            (arrival.tenant, sha256),
         )
         original = await cur.fetchone()
         state = "duplicate" if original else "queued"

@@ -16,9 +16,9 @@ import structlog
 from minio.error import MinioException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
+from pipeline.backoff import Backoff
 from pipeline.db.database import Database
 from pipeline.sources import inbox
-from pipeline.sources.backoff import Backoff
 from pipeline.sources.events import MalformedEvent, parse_notification
 from pipeline.sources.registry import WatchedSource
 

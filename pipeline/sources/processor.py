@@ -14,15 +14,15 @@ from datetime import UTC, datetime
 
 import structlog
 
+from pipeline.backoff import Backoff
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.notify import wait_for_notify
-from pipeline.errors import RejectedInput, TransientError
+from pipeline.errors import PermanentError, RejectedInput, TransientError
 from pipeline.ingest.core import Arrival, Ingestor, IngestResult, RemoteObject
 from pipeline.ingest.validation import check_extension, check_size
 from pipeline.media import HeadInfo, check_wav_header, probe_head
 from pipeline.sources import inbox
-from pipeline.sources.backoff import Backoff
 from pipeline.sources.registry import SourceRegistry, WatchedSource
 from pipeline.sources.s3_bucket import SourceObject
 
@@ -70,6 +70,13 @@ class S3EventProcessor:
                 await inbox.defer_event(
                     conn, event.id, delay_s=delay, seen_etag=event.seen_etag, error=str(exc)
                 )
+        except PermanentError as exc:
+            # E.g. the object was replaced between stat and read (412): its new version
+            # has its own event, and reconcile finds it if that event was lost.
+            await self._finish(event, "skipped", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop ingestion
+            log.exception("S3 event could not be processed", event_id=event.id)
+            await self._finish(event, "failed", error=f"internal error: {type(exc).__name__}")
         return True
 
     async def _handle(self, event: inbox.PendingEvent) -> None:

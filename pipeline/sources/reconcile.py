@@ -14,10 +14,10 @@ from itertools import islice
 
 import structlog
 
+from pipeline.backoff import Backoff
 from pipeline.db.database import Database
 from pipeline.errors import TransientError
 from pipeline.sources import inbox
-from pipeline.sources.backoff import Backoff
 from pipeline.sources.events import ObjectEvent
 from pipeline.sources.registry import SourceRegistry, WatchedSource
 from pipeline.sources.s3_bucket import SourceObject

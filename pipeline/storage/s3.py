@@ -23,7 +23,7 @@ from minio.helpers import DictType
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from pipeline.config import StorageSettings
-from pipeline.errors import PermanentError, TransientError
+from pipeline.errors import PermanentError, StorageUnavailable, TransientError
 from pipeline.storage.base import ObjectInfo, ObjectNotFound, check_key
 
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -249,18 +249,22 @@ class S3Store:
             if action == "download":
                 # A missing bucket is a configuration or outage problem, not a missing object:
                 # jobs must wait for it to be fixed, not die.
-                raise TransientError(f"cannot {what}: bucket {self.bucket} does not exist") from exc
+                raise StorageUnavailable(
+                    f"cannot {what}: bucket {self.bucket} does not exist"
+                ) from exc
         if action in _READ_ACTIONS and (code in _MISSING_CODES or status == 404):
             raise ObjectNotFound(f"object not found: {key}") from exc
         if isinstance(exc, S3Error):
             reason = f"{code}: {exc.message}" if exc.message else str(code)
-            if (status is not None and status >= 500) or code in _TRANSIENT_CODES:
+            if status is not None and status >= 500:
+                raise StorageUnavailable(f"cannot {what} in {where}: {reason}") from exc
+            if code in _TRANSIENT_CODES:
                 raise TransientError(f"cannot {what} in {where}: {reason}") from exc
             raise PermanentError(f"cannot {what} in {where}: {reason}") from exc
         if isinstance(exc, ServerError | InvalidResponseError):
-            raise TransientError(f"cannot {what} in {where}: HTTP {status}") from exc
+            raise StorageUnavailable(f"cannot {what} in {where}: HTTP {status}") from exc
         reason = _reason(exc)
-        raise TransientError(f"cannot {what} in {where}: {reason}") from exc
+        raise StorageUnavailable(f"cannot {what} in {where}: {reason}") from exc
 
 
 def _split_endpoint(endpoint: str, secure: bool) -> tuple[str, bool]:

@@ -45,7 +45,8 @@ def _env(root: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_file_dropped_while_stopped_is_transcribed_after_start(tmp_path: Path) -> None:
+def test_file_dropped_while_stopped_is_transcribed_after_start(embedded_root: Path) -> None:
+    tmp_path = embedded_root
     env = _env(tmp_path)
     first = Service("up", env, tmp_path / "first.log").start()
     first.wait_for_event("watching", timeout=120)
@@ -65,8 +66,9 @@ def test_file_dropped_while_stopped_is_transcribed_after_start(tmp_path: Path) -
 
 
 def test_sigterm_mid_transcription_exits_in_grace_and_transcribes_once_after_restart(
-    tmp_path: Path, long_speech: Path
+    embedded_root: Path, long_speech: Path
 ) -> None:
+    tmp_path = embedded_root
     grace_s = 1.0
     env = _env(tmp_path, AI2TEXT_SHUTDOWN_GRACE_S=str(grace_s))
     first = Service("up", env, tmp_path / "first.log").start()

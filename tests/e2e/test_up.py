@@ -16,6 +16,7 @@ from typing import Any
 import jiwer
 import pytest
 
+from tests.conftest import public_tempdir
 from tests.e2e.harness import Service, cli_json, cli_text, normalise, wait_until
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -41,9 +42,9 @@ def embedded_env(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, dict[str, str], Path]]:
+def up() -> Iterator[tuple[Service, dict[str, str], Path]]:
     """One running ``ai2text up`` shared by the tests of this module."""
-    root = tmp_path_factory.mktemp("up")
+    root = public_tempdir("ai2text-up-")
     env = embedded_env(root)
     env.pop("AI2TEXT_DATABASE__URL")
     os.environ.pop("AI2TEXT_DATABASE__URL", None)
@@ -52,6 +53,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, dict
     service.wait_for_event("watching", timeout=120)
     yield service, env, root / "inbox"
     assert service.stop() == 0
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def audio_rows(env: dict[str, str]) -> list[dict[str, Any]]:

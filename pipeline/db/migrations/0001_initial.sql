@@ -34,8 +34,9 @@ CREATE TABLE audio (
     CHECK (state IN ('rejected', 'failed') OR storage_key IS NOT NULL OR source_key IS NOT NULL)
 );
 
--- One accepted audio row per content; duplicates and rejections point elsewhere.
-CREATE UNIQUE INDEX audio_content_unique ON audio (sha256)
+-- One accepted audio row per content and tenant; duplicates and rejections point
+-- elsewhere. Dedupe never crosses tenants, so no tenant learns what another holds.
+CREATE UNIQUE INDEX audio_content_unique ON audio (tenant, sha256)
     WHERE state NOT IN ('rejected', 'duplicate');
 -- One row per version of a source, so a re-delivered event or re-scanned file is a no-op.
 CREATE UNIQUE INDEX audio_source_version_unique ON audio (source_uri, source_version)

@@ -1,0 +1,302 @@
+"""Freezing a dataset version: immutable manifests in object storage, recorded in the DB.
+
+The version number is reserved first (committed as ``freezing``), then the files
+are written under ``datasets/<name>/v<N>/``, then one transaction marks it
+``frozen`` with its items (and, for the orchestrator, its training run). A
+writer that dies leaves a ``freezing`` row that is later marked ``abandoned``;
+its number is never reused and nothing ever rewrites a frozen version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+from psycopg import sql
+
+from pipeline.config import Settings
+from pipeline.datasets.eligibility import ELIGIBLE_AUDIO, filter_params
+from pipeline.datasets.utterances import SegmentRow, Split, split_for, utterances
+from pipeline.db.database import AsyncConn, Database
+from pipeline.storage import ObjectStore
+
+log = structlog.get_logger(__name__)
+
+SPLITS: tuple[Split, ...] = ("train", "dev", "test")
+MANIFESTS = ("train.jsonl", "dev.jsonl", "test.jsonl", "metadata.jsonl")
+
+
+@dataclass(slots=True)
+class FrozenVersion:
+    id: int
+    name: str
+    version: int
+    prefix: str
+    audio_hours: float
+    utterance_hours: float
+    stats: dict[str, Any]
+    manifest_sha256: dict[str, str]
+    run_id: uuid.UUID | None = None
+    items: list[tuple[uuid.UUID, Split, int, float]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _SplitCount:
+    audio: int = 0
+    utterances: int = 0
+    seconds: float = 0.0
+    audio_seconds: float = 0.0
+
+
+class Freezer:
+    def __init__(self, settings: Settings, db: Database, store: ObjectStore) -> None:
+        self.settings = settings
+        self.rules = settings.dataset
+        self.db = db
+        self.store = store
+
+    async def freeze(self, *, run_launcher: str | None = None) -> FrozenVersion:
+        """Write and record a new version; with ``run_launcher``, create its run with it."""
+        version_id, number = await self._reserve()
+        prefix = f"datasets/{self.rules.name}/v{number}"
+        try:
+            with tempfile.TemporaryDirectory(prefix="ai2text-freeze-") as tmp:
+                frozen = await self._build(Path(tmp), version_id, number, prefix)
+                await asyncio.to_thread(_upload, self.store, Path(tmp), prefix)
+            await self._commit(frozen, run_launcher)
+        except BaseException:
+            await self._abandon(version_id)
+            raise
+        log.info(
+            "dataset version frozen",
+            name=frozen.name,
+            version=frozen.version,
+            audio_hours=round(frozen.audio_hours, 4),
+            utterances=frozen.stats["utterances"],
+        )
+        return frozen
+
+    async def _reserve(self) -> tuple[int, int]:
+        async with self.db.connection() as conn, conn.transaction():
+            # Serialise reservations per name; numbers of abandoned versions stay taken.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.rules.name,))
+            cur = await conn.execute(
+                "INSERT INTO dataset_versions (name, version, prefix)"
+                " SELECT %(name)s, coalesce(max(version), 0) + 1,"
+                "  'datasets/' || %(name)s || '/v' || (coalesce(max(version), 0) + 1)"
+                " FROM dataset_versions WHERE name = %(name)s RETURNING id, version",
+                {"name": self.rules.name},
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row["id"]), int(row["version"])  # type: ignore[call-overload]
+
+    async def _build(self, tmp: Path, version_id: int, number: int, prefix: str) -> FrozenVersion:
+        counts = {s: _SplitCount() for s in SPLITS}
+        items: list[tuple[uuid.UUID, Split, int, float]] = []
+        outputs = _open_outputs(tmp)
+        try:
+            async with self.db.connection() as conn:
+                async for audio, segments in _eligible_audio(conn, self.settings):
+                    split = split_for(str(audio["sha256"]), self.rules)
+                    cues = list(utterances(segments, self.rules))
+                    if not cues:
+                        continue
+                    _write_audio(outputs, split, audio, cues, self.store.uri(audio["storage_key"]))
+                    seconds = sum(c.duration for c in cues)
+                    items.append((audio["id"], split, len(cues), seconds))
+                    count = counts[split]
+                    count.audio += 1
+                    count.utterances += len(cues)
+                    count.seconds += seconds
+                    count.audio_seconds += float(audio["duration_s"])
+        finally:
+            for f in outputs.values():
+                f.close()
+        checksums = {name: _sha256(tmp / name) for name in MANIFESTS}
+        audio_hours = sum(c.audio_seconds for c in counts.values()) / 3600.0
+        utterance_hours = sum(c.seconds for c in counts.values()) / 3600.0
+        stats = {
+            "audio": sum(c.audio for c in counts.values()),
+            "utterances": sum(c.utterances for c in counts.values()),
+            "splits": {
+                s: {
+                    "audio": c.audio,
+                    "utterances": c.utterances,
+                    "hours": c.seconds / 3600.0,
+                    "audio_hours": c.audio_seconds / 3600.0,
+                }
+                for s, c in counts.items()
+            },
+        }
+        description = {
+            "name": self.rules.name,
+            "version": number,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "audio_hours": audio_hours,
+            "utterance_hours": utterance_hours,
+            "stats": stats,
+            "asr_model": await self._models(),
+            "filters": self.rules.model_dump(),
+            "manifest_sha256": checksums,
+            "manifest_format": "NeMo (audio_filepath, offset, duration, text, lang, audio_id)",
+        }
+        (tmp / "dataset.json").write_text(json.dumps(description, indent=2) + "\n")
+        return FrozenVersion(
+            id=version_id,
+            name=self.rules.name,
+            version=number,
+            prefix=prefix,
+            audio_hours=audio_hours,
+            utterance_hours=utterance_hours,
+            stats=stats,
+            manifest_sha256=checksums,
+            items=items,
+        )
+
+    async def _models(self) -> list[str]:
+        async with self.db.connection() as conn:
+            cur = await conn.execute("SELECT DISTINCT model FROM transcripts ORDER BY model")
+            return [str(r["model"]) for r in await cur.fetchall()]
+
+    async def _commit(self, frozen: FrozenVersion, run_launcher: str | None) -> None:
+        from psycopg.types.json import Jsonb
+
+        async with self.db.connection() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE dataset_versions SET state = 'frozen', frozen_at = now(),"
+                " audio_hours = %s, utterance_hours = %s, stats = %s, filters = %s,"
+                " manifest_sha256 = %s, model = %s WHERE id = %s AND state = 'freezing'",
+                (
+                    frozen.audio_hours,
+                    frozen.utterance_hours,
+                    Jsonb(frozen.stats),
+                    Jsonb(self.rules.model_dump()),
+                    Jsonb(frozen.manifest_sha256),
+                    ", ".join(await _models_in(conn)),
+                    frozen.id,
+                ),
+            )
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO dataset_items (version_id, audio_id, split, utterances, seconds)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    [(frozen.id, *item) for item in frozen.items],
+                )
+            if run_launcher is not None:
+                cur2 = await conn.execute(
+                    "INSERT INTO training_runs (version_id, launcher, heartbeat_at)"
+                    " VALUES (%s, %s, now()) RETURNING id",
+                    (frozen.id, run_launcher),
+                )
+                row = await cur2.fetchone()
+                assert row is not None
+                frozen.run_id = row["id"]  # type: ignore[assignment]
+
+    async def _abandon(self, version_id: int) -> None:
+        try:
+            async with self.db.connection() as conn:
+                await conn.execute(
+                    "UPDATE dataset_versions SET state = 'abandoned' WHERE id = %s"
+                    " AND state = 'freezing'",
+                    (version_id,),
+                )
+        except Exception:  # noqa: BLE001 - the original error matters more; a reaper retries
+            log.exception("could not mark dataset version abandoned", version_id=version_id)
+
+
+async def _models_in(conn: AsyncConn) -> list[str]:
+    cur = await conn.execute("SELECT DISTINCT model FROM transcripts ORDER BY model")
+    return [str(r["model"]) for r in await cur.fetchall()]
+
+
+async def _eligible_audio(conn: AsyncConn, settings: Settings) -> Any:
+    """Yield (audio row, its segments) for every eligible audio, oldest first, streamed."""
+    query = sql.SQL(
+        "SELECT a.id, a.sha256, a.storage_key, a.duration_s, a.language, a.original_name,"
+        " t.id AS transcript_id, t.language AS t_language"
+        " FROM audio a JOIN transcripts t ON t.audio_id = a.id WHERE {}"
+        " ORDER BY a.created_at, a.id"
+    ).format(ELIGIBLE_AUDIO)
+    async with conn.cursor(name="eligible_audio") as cur:
+        await cur.execute(query, filter_params(settings.dataset))
+        async for audio in cur:
+            async with conn.cursor() as seg_cur:
+                await seg_cur.execute(
+                    "SELECT start_s, end_s, text, avg_logprob, no_speech_prob, compression_ratio"
+                    " FROM segments WHERE transcript_id = %s ORDER BY idx",
+                    (audio["transcript_id"],),
+                )
+                rows = await seg_cur.fetchall()
+            yield (
+                audio,
+                [
+                    SegmentRow(
+                        float(r["start_s"]),  # type: ignore[arg-type]
+                        float(r["end_s"]),  # type: ignore[arg-type]
+                        str(r["text"]),
+                        _maybe_float(r["avg_logprob"]),
+                        _maybe_float(r["no_speech_prob"]),
+                        _maybe_float(r["compression_ratio"]),
+                    )
+                    for r in rows
+                ],
+            )
+
+
+def _write_audio(
+    outputs: dict[str, IO[str]], split: Split, audio: dict[str, Any], cues: list[Any], uri: str
+) -> None:
+    lang = audio["t_language"] or audio["language"]
+    for cue in cues:
+        line = {
+            "audio_filepath": uri,
+            "offset": cue.offset,
+            "duration": cue.duration,
+            "text": cue.text,
+            "lang": lang,
+            "audio_id": str(audio["id"]),
+        }
+        outputs[f"{split}.jsonl"].write(json.dumps(line, ensure_ascii=False) + "\n")
+        meta = {
+            "file_name": uri,
+            "transcription": cue.text,
+            "offset": cue.offset,
+            "duration": cue.duration,
+            "split": split,
+            "language": lang,
+            "audio_id": str(audio["id"]),
+        }
+        outputs["metadata.jsonl"].write(json.dumps(meta, ensure_ascii=False) + "\n")
+
+
+def _maybe_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _open_outputs(tmp: Path) -> dict[str, IO[str]]:
+    return {name: open(tmp / name, "w", encoding="utf-8") for name in MANIFESTS}  # noqa: SIM115
+
+
+def _upload(store: ObjectStore, tmp: Path, prefix: str) -> None:
+    """Manifests first, ``dataset.json`` last: its presence means the version is whole."""
+    for name in (*MANIFESTS, "dataset.json"):
+        path = tmp / name
+        with open(path, "rb") as f:
+            store.put_stream(f"{prefix}/{name}", f, path.stat().st_size)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
