@@ -35,6 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("watch", help="run the hot-folder watcher role only")
     sub.add_parser("gateway", help="run the HTTP gateway (S3 webhook receiver) only")
     sub.add_parser("s3", help="run S3 ingestion only: event processing, reconcile, listeners")
+    sub.add_parser("orchestrator", help="run the training orchestrator only")
+    dataset = sub.add_parser("dataset", help="dataset versions")
+    dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True)
+    stats = dataset_sub.add_parser("stats", help="eligible hours now and every frozen version")
+    stats.add_argument("--json", action="store_true")
+    freeze = dataset_sub.add_parser("freeze", help="freeze a new immutable version now")
+    freeze.add_argument(
+        "--materialize",
+        type=Path,
+        metavar="DIR",
+        help="also copy its audio to DIR with manifests pointing there",
+    )
+    freeze.add_argument("--json", action="store_true")
+    runs = sub.add_parser("runs", help="training runs, newest first")
+    runs.add_argument("--json", action="store_true")
     ls = sub.add_parser("ls", help="recent audio with its state")
     ls.add_argument("-n", "--limit", type=int, default=50)
     ls.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -94,7 +109,51 @@ def _exit_past_stuck_threads(code: int) -> None:
 
 
 async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    return await run_roles(settings, {"watch", "worker", "gateway", "s3"})
+    return await run_roles(settings, {"watch", "worker", "gateway", "s3", "orchestrator"})
+
+
+async def cmd_orchestrator(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.training.enabled:
+        sys.stderr.write("ai2text: training is disabled; set AI2TEXT_TRAINING__ENABLED=true\n")
+        return 2
+    return await run_roles(settings, {"orchestrator"})
+
+
+async def cmd_dataset(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.datasets import commands
+
+    if args.dataset_command == "stats":
+        result = await _query(settings, lambda c: commands.dataset_stats(c, settings))
+    else:
+        result = await _with_store(
+            settings, lambda db, store: commands.freeze_now(settings, db, store, args.materialize)
+        )
+    if args.json:
+        _print_json(result)
+    else:
+        sys.stdout.write(commands.describe(result))
+    return 0
+
+
+async def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.datasets.queries import list_runs
+
+    rows = await _query(settings, list_runs)
+    if args.json:
+        _print_json(rows)
+        return 0
+    sys.stdout.write(f"{'RUN':8}  {'STATE':9}  {'DATASET':14}  {'LAUNCHER':8}  DETAIL\n")
+    for r in rows:
+        detail = (
+            r["error"]
+            or r["remote_id"]
+            or (f"exit {r['exit_code']}" if r["exit_code"] is not None else "")
+        )
+        sys.stdout.write(
+            f"{str(r['id'])[:8]}  {r['state']:9}  {r['dataset'] + ' v' + str(r['version']):14}"
+            f"  {r['launcher']:8}  {detail}\n"
+        )
+    return 0
 
 
 async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
@@ -120,6 +179,18 @@ async def _query(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any
     try:
         async with db.connection() as conn:
             return await fn(conn)
+    finally:
+        await db.close()
+
+
+async def _with_store(settings: Settings, fn: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+    from pipeline.storage import open_store
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = build_database(settings)
+    await db.open(pool_max_size=4)
+    try:
+        return await fn(db, open_store(settings))
     finally:
         await db.close()
 
@@ -222,7 +293,7 @@ def _print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-QUERY_COMMANDS = frozenset({"ls", "show", "status", "token"})
+QUERY_COMMANDS = frozenset({"ls", "show", "status", "token", "dataset", "runs"})
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "up": cmd_up,
@@ -234,4 +305,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "show": cmd_show,
     "status": cmd_status,
     "token": cmd_token,
+    "orchestrator": cmd_orchestrator,
+    "dataset": cmd_dataset,
+    "runs": cmd_runs,
 }

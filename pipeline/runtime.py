@@ -27,7 +27,7 @@ from pipeline.storage import ObjectStore, open_store
 
 log = structlog.get_logger(__name__)
 
-Role = Literal["watch", "worker", "gateway", "s3"]
+Role = Literal["watch", "worker", "gateway", "s3", "orchestrator"]
 EXIT_ON_SECOND_SIGNAL = 130
 
 
@@ -77,6 +77,10 @@ async def run_roles(settings: Settings, roles: set[Role]) -> int:
             coros.append(HotFolder(settings, ingestor).run(stop))
         if "s3" in roles and sources:
             coros.extend(_s3_roles(settings, db, ingestor, sources, stop))
+        if "orchestrator" in roles and settings.training.enabled:
+            from pipeline.datasets.orchestrator import Orchestrator
+
+            coros.append(Orchestrator(settings, db, store).run(stop))
         if "gateway" in roles and settings.gateway.enabled:
             coros.append(_serve_http(settings, db, store, ingestor, stop))
         if "worker" in roles and settings.asr.concurrency > 0:

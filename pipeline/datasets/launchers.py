@@ -1,0 +1,211 @@
+"""Handing a frozen dataset version to a trainer: a local command or an HTTP endpoint.
+
+``command`` runs an argv template without a shell, with a timeout and the
+environment from config; its output is streamed to a log file that is copied
+to object storage as it grows and at the end. ``http`` POSTs a description of
+the version, retrying 5xx and network errors with backoff, and records the
+remote run id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+import structlog
+
+from pipeline.config import Settings
+from pipeline.datasets.freeze import FrozenVersion
+from pipeline.storage import ObjectStore
+
+log = structlog.get_logger(__name__)
+
+_ENV_PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchOutcome:
+    succeeded: bool
+    error: str | None = None
+    exit_code: int | None = None
+    http_status: int | None = None
+    remote_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    run_id: str
+    version: FrozenVersion
+    dataset_dir: str
+    run_dir: Path
+    log_key: str
+
+
+def placeholders(ctx: RunContext, store: ObjectStore) -> dict[str, str]:
+    prefix = ctx.version.prefix
+    return {
+        "dataset_dir": ctx.dataset_dir,
+        "train_manifest": store.uri(f"{prefix}/train.jsonl"),
+        "dev_manifest": store.uri(f"{prefix}/dev.jsonl"),
+        "test_manifest": store.uri(f"{prefix}/test.jsonl"),
+        "run_id": ctx.run_id,
+        "run_dir": str(ctx.run_dir),
+        "version": str(ctx.version.version),
+    }
+
+
+def render_argv(template: tuple[str, ...], values: dict[str, str]) -> list[str]:
+    """Fill ``{name}`` placeholders in each argument; unknown names are an error."""
+    try:
+        return [arg.format_map(values) for arg in template]
+    except (KeyError, ValueError, IndexError) as exc:
+        raise ValueError(f"bad placeholder in training.command: {exc}") from exc
+
+
+async def run_command(
+    settings: Settings, store: ObjectStore, ctx: RunContext, *, log_path: Path
+) -> LaunchOutcome:
+    training = settings.training
+    if not training.command:
+        return LaunchOutcome(False, error="training.command is empty")
+    try:
+        argv = render_argv(training.command, placeholders(ctx, store))
+    except ValueError as exc:
+        return LaunchOutcome(False, error=str(exc))
+    env = {k: os.environ[k] for k in _ENV_PASSED_THROUGH if k in os.environ}
+    env.update(training.command_env)
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    with _open_log(log_path) as log_file:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                cwd=ctx.run_dir,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return LaunchOutcome(False, error=f"could not start {argv[0]}: {exc.strerror}")
+        log.info("training command started", run_id=ctx.run_id, pid=proc.pid, argv0=argv[0])
+        try:
+            code = await asyncio.wait_for(
+                _wait_copying_log(proc, store, log_path, ctx.log_key), training.command_timeout_s
+            )
+        except TimeoutError:
+            _kill_group(proc)
+            await proc.wait()
+            return LaunchOutcome(
+                False,
+                error=f"timed out after {training.command_timeout_s:g} s",
+                exit_code=proc.returncode,
+            )
+        finally:
+            _copy_log(store, log_path, ctx.log_key)
+    if code != 0:
+        return LaunchOutcome(False, error=f"trainer exited with code {code}", exit_code=code)
+    return LaunchOutcome(True, exit_code=code)
+
+
+async def _wait_copying_log(
+    proc: asyncio.subprocess.Process, store: ObjectStore, log_path: Path, log_key: str
+) -> int:
+    while True:
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(proc.wait(), 5.0)
+        await asyncio.to_thread(_copy_log, store, log_path, log_key)
+
+
+def _open_log(path: Path) -> BinaryIO:
+    return open(path, "wb")  # noqa: SIM115 - the caller's with-block closes it
+
+
+def _copy_log(store: ObjectStore, log_path: Path, log_key: str) -> None:
+    try:
+        with open(log_path, "rb") as f:
+            store.put_stream(log_key, f, log_path.stat().st_size, "text/plain")
+    except (OSError, ValueError) as exc:
+        log.warning("could not copy the training log", error=str(exc))
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def mark_failed_artefacts(run_dir: Path) -> Path | None:
+    """Rename a failed run's directory so nothing mistakes it for a good checkpoint."""
+    if not run_dir.exists():
+        return None
+    failed = run_dir.with_name(run_dir.name + ".FAILED")
+    shutil.rmtree(failed, ignore_errors=True)
+    run_dir.rename(failed)
+    (failed / "FAILED").write_text("this run failed; its files are not a usable checkpoint\n")
+    return failed
+
+
+async def post_http(
+    settings: Settings, store: ObjectStore, ctx: RunContext, *, transport: Any = None
+) -> LaunchOutcome:
+    training = settings.training
+    if not training.http_url:
+        return LaunchOutcome(False, error="training.http_url is not set")
+    prefix = ctx.version.prefix
+    body = {
+        "run_id": ctx.run_id,
+        "dataset": {
+            "name": ctx.version.name,
+            "version": ctx.version.version,
+            "dir": ctx.dataset_dir,
+            "manifests": {
+                name: store.uri(f"{prefix}/{name}.jsonl") for name in ("train", "dev", "test")
+            },
+            "metadata": store.uri(f"{prefix}/metadata.jsonl"),
+            "description": store.uri(f"{prefix}/dataset.json"),
+            "audio_hours": ctx.version.audio_hours,
+            "utterance_hours": ctx.version.utterance_hours,
+            "stats": ctx.version.stats,
+            "manifest_sha256": ctx.version.manifest_sha256,
+        },
+    }
+    headers = {"Idempotency-Key": ctx.run_id}
+    if training.http_token is not None:
+        headers["Authorization"] = f"Bearer {training.http_token.get_secret_value()}"
+    timeout = httpx.Timeout(training.http_timeout_s)
+    last_error = "no attempt made"
+    status: int | None = None
+    async with httpx.AsyncClient(timeout=timeout, transport=transport) as client:
+        for attempt in range(1, training.http_attempts + 1):
+            try:
+                response = await client.post(training.http_url, json=body, headers=headers)
+                status = response.status_code
+                if response.status_code < 400:
+                    return LaunchOutcome(True, http_status=status, remote_id=_remote_id(response))
+                last_error = f"trainer answered HTTP {status}"
+                if response.status_code < 500:
+                    break  # the trainer refused the request: retrying will not help
+            except httpx.HTTPError as exc:
+                last_error = f"could not reach the trainer: {type(exc).__name__}"
+            if attempt < training.http_attempts:
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
+    return LaunchOutcome(False, error=last_error, http_status=status)
+
+
+def _remote_id(response: httpx.Response) -> str | None:
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    if isinstance(data, dict):
+        for key in ("run_id", "id", "job_id"):
+            if isinstance(data.get(key), str | int):
+                return str(data[key])
+    return None

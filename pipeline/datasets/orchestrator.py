@@ -1,0 +1,207 @@
+"""The training orchestrator: freeze a version and launch one run per threshold crossing.
+
+Checked on every finished transcript (LISTEN/NOTIFY) and on a timer. Several
+orchestrators may run: the check-freeze-record step holds a PostgreSQL advisory
+lock, and the new version's run is recorded in the same transaction that marks
+the version frozen, so each crossing yields exactly one run. Runs heartbeat
+while their launcher works; a run whose orchestrator died is marked failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import uuid
+from typing import Any
+
+import psycopg
+import structlog
+
+from pipeline.config import Settings
+from pipeline.datasets import launchers
+from pipeline.datasets.eligibility import eligible_hours, hours_at_last_run
+from pipeline.datasets.freeze import Freezer, FrozenVersion
+from pipeline.db.database import Database
+from pipeline.db.notify import wait_for_notify
+from pipeline.queue import TRANSCRIPTS_CHANNEL
+from pipeline.storage import ObjectStore
+
+log = structlog.get_logger(__name__)
+
+# Shared by every orchestrator process ("ai2o").
+ORCHESTRATOR_LOCK_KEY = 0x6169326F
+
+
+class Orchestrator:
+    def __init__(self, settings: Settings, db: Database, store: ObjectStore) -> None:
+        self.settings = settings
+        self.training = settings.training
+        self.db = db
+        self.store = store
+        self.freezer = Freezer(settings, db, store)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._launches: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info(
+            "orchestrator ready",
+            threshold_hours=self.training.threshold_hours,
+            launcher=self.training.launcher,
+        )
+        listener = await self.db.listen_connection()
+        try:
+            await listener.execute(f"LISTEN {TRANSCRIPTS_CHANNEL}")
+            while not stop.is_set():
+                await self.reap_orphans()
+                try:
+                    await self.check()
+                except psycopg.OperationalError as exc:
+                    log.warning("orchestrator check failed; will retry", error=str(exc))
+                await wait_for_notify(listener, stop, self.training.check_interval_s)
+        finally:
+            await listener.close()
+            for task in list(self._launches):
+                task.cancel()
+            await asyncio.gather(*self._launches, return_exceptions=True)
+
+    async def check(self) -> FrozenVersion | None:
+        """Freeze and start a run if a crossing happened; None otherwise (or if busy)."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT pg_try_advisory_lock(%s) AS got", (ORCHESTRATOR_LOCK_KEY,)
+            )
+            row = await cur.fetchone()
+            if row is None or not row["got"]:
+                return None
+            try:
+                total = await eligible_hours(conn, self.settings.dataset)
+                previous = await hours_at_last_run(conn, self.settings.dataset.name)
+                if total < self.training.threshold_hours:
+                    return None
+                if total - previous < self.training.new_hours_needed:
+                    return None
+                log.info(
+                    "training threshold crossed",
+                    eligible_hours=round(total, 4),
+                    hours_at_last_run=round(previous, 4),
+                )
+                frozen = await self.freezer.freeze(run_launcher=self.training.launcher)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (ORCHESTRATOR_LOCK_KEY,))
+        task = asyncio.create_task(self.launch(frozen))
+        self._launches.add(task)
+        task.add_done_callback(self._launches.discard)
+        return frozen
+
+    async def launch(self, frozen: FrozenVersion) -> None:
+        """Run the configured launcher for ``frozen``'s run and record the outcome."""
+        assert frozen.run_id is not None
+        run_id = str(frozen.run_id)
+        run_dir = self._runs_root() / run_id
+        ctx = launchers.RunContext(
+            run_id=run_id,
+            version=frozen,
+            dataset_dir=self.store.uri(frozen.prefix),
+            run_dir=run_dir,
+            log_key=f"runs/{run_id}/log.txt",
+        )
+        problem = self._disk_problem()
+        if problem is not None:
+            await self._finish(frozen.run_id, launchers.LaunchOutcome(False, error=problem))
+            return
+        await self._start(frozen.run_id, ctx.log_key)
+        beat = asyncio.create_task(self._heartbeat(frozen.run_id))
+        try:
+            if self.training.launcher == "http":
+                outcome = await launchers.post_http(self.settings, self.store, ctx)
+            else:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                outcome = await launchers.run_command(
+                    self.settings, self.store, ctx, log_path=run_dir / "launcher.log"
+                )
+        except Exception as exc:  # noqa: BLE001 - a failed launch is recorded, never lost
+            log.exception("training launch failed", run_id=run_id)
+            outcome = launchers.LaunchOutcome(False, error=f"launch failed: {type(exc).__name__}")
+        finally:
+            beat.cancel()
+        if not outcome.succeeded and self.training.launcher == "command":
+            await asyncio.to_thread(launchers.mark_failed_artefacts, run_dir)
+        await self._finish(frozen.run_id, outcome)
+
+    def _runs_root(self) -> Any:
+        return (self.training.materialize_dir or self.settings.data_dir) / "runs"
+
+    def _disk_problem(self) -> str | None:
+        where = self.training.materialize_dir or self.settings.data_dir
+        where.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(where).free
+        if free < self.training.min_free_bytes:
+            return (
+                f"not enough free disk in {where}: {free} bytes free,"
+                f" {self.training.min_free_bytes} needed"
+            )
+        return None
+
+    async def _start(self, run_id: uuid.UUID, log_key: str) -> None:
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "UPDATE training_runs SET state = 'running', owner = %s, started_at = now(),"
+                " heartbeat_at = now(), log_key = %s WHERE id = %s",
+                (self.owner, log_key if self.training.launcher == "command" else None, run_id),
+            )
+
+    async def _heartbeat(self, run_id: uuid.UUID) -> None:
+        while True:
+            await asyncio.sleep(self.training.heartbeat_s)
+            try:
+                async with self.db.connection() as conn:
+                    await conn.execute(
+                        "UPDATE training_runs SET heartbeat_at = now() WHERE id = %s", (run_id,)
+                    )
+            except psycopg.OperationalError as exc:
+                log.warning("run heartbeat failed", error=str(exc))
+
+    async def _finish(self, run_id: uuid.UUID, outcome: launchers.LaunchOutcome) -> None:
+        state = "succeeded" if outcome.succeeded else "failed"
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "UPDATE training_runs SET state = %s, finished_at = now(), exit_code = %s,"
+                " http_status = %s, remote_id = %s, error = %s WHERE id = %s",
+                (
+                    state,
+                    outcome.exit_code,
+                    outcome.http_status,
+                    outcome.remote_id,
+                    outcome.error,
+                    run_id,
+                ),
+            )
+        log.info(
+            "training run finished",
+            run_id=str(run_id),
+            state=state,
+            error=outcome.error,
+            exit_code=outcome.exit_code,
+            remote_id=outcome.remote_id,
+        )
+
+    async def reap_orphans(self) -> int:
+        """Runs whose orchestrator stopped heartbeating end ``failed``; none stays running."""
+        stale_after = self.training.heartbeat_s * 3
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE training_runs SET state = 'failed', finished_at = now(),"
+                " error = 'orchestrator restarted or died while the run was going'"
+                " WHERE state IN ('pending', 'running')"
+                " AND heartbeat_at < now() - make_interval(secs => %s)",
+                (stale_after,),
+            )
+            await conn.execute(
+                "UPDATE dataset_versions SET state = 'abandoned' WHERE state = 'freezing'"
+                " AND created_at < now() - interval '1 hour'"
+            )
+        if cur.rowcount:
+            log.warning("runs left by a stopped orchestrator marked failed", count=cur.rowcount)
+        return cur.rowcount
