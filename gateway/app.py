@@ -24,7 +24,7 @@ from gateway.events import events_router
 from gateway.metrics import HttpMetrics, MetricsMiddleware
 from gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.ratelimit import RateLimiter
-from gateway.routes import audio, health, openai_compat
+from gateway.routes import audio, datasets, health, openai_compat
 from gateway.waiter import TranscriptWaiter
 from pipeline.config import Settings
 from pipeline.db.database import Database
@@ -64,6 +64,7 @@ def create_app(
     app.include_router(events_router(settings.webhook, db))
     app.include_router(openai_compat.router)
     app.include_router(audio.router)
+    app.include_router(datasets.router)
 
     upload_limit = settings.validation.max_bytes + MULTIPART_OVERHEAD
     app.add_middleware(
