@@ -1,0 +1,563 @@
+"""Freezing dataset versions from real transcripts, on real PostgreSQL and the real model.
+
+Each test ingests real audio, transcribes it with an in-process ``AsrWorker`` and
+freezes versions into a filesystem object store, then checks the manifests against
+the database and the pure utterance rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import psycopg
+import pytest
+
+from pipeline.config import AsrSettings, DatasetSettings, Settings
+from pipeline.datasets.eligibility import eligible_hours
+from pipeline.datasets.freeze import MANIFESTS, Freezer, FrozenVersion
+from pipeline.datasets.materialize import materialize
+from pipeline.datasets.utterances import SegmentRow, passes, split_for, utterances
+from pipeline.db.database import Database
+from pipeline.errors import TransientError
+from pipeline.ingest.core import Arrival, IngestResult, Ingestor
+from pipeline.storage import FilesystemStore, ObjectInfo
+from workers.asr import WhisperTranscriber
+from workers.worker import AsrWorker
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+SPLIT_FILES = ("train.jsonl", "dev.jsonl", "test.jsonl")
+BASE = ("jfk.flac", "hotwords.mp3", "stereo_diarization.wav")
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+pytestmark = pytest.mark.slow
+
+
+# -- helpers shared with test_orchestrator --------------------------------------------
+
+
+@functools.cache
+def whisper() -> WhisperTranscriber:
+    """The real model, loaded once per test session."""
+    transcriber = WhisperTranscriber(AsrSettings())
+    transcriber.load()
+    return transcriber
+
+
+def store_of(settings: Settings) -> FilesystemStore:
+    return FilesystemStore(settings.data_dir / "objects")
+
+
+@asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[Database]:
+    database = Database(settings.database, embedded=None)
+    await database.open()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def ingest(
+    settings: Settings, database: Database, names: Iterable[str | tuple[str, str]]
+) -> dict[str, IngestResult]:
+    """Ingest test files; a ``(name, data file)`` pair ingests that file under another name."""
+    ingestor = Ingestor(settings, database, store_of(settings))
+    results = {}
+    for entry in names:
+        name, source = (entry, entry) if isinstance(entry, str) else entry
+        path = DATA / source
+        with open(path, "rb") as f:
+            results[name] = await ingestor.ingest(
+                Arrival("folder", name, f"file:///inbox/{name}", "v1"), f, path.stat().st_size
+            )
+    return results
+
+
+async def transcribe_pending(settings: Settings, database: Database, db: Conn) -> None:
+    """Run one real ASR worker until no job is left queued or running; none may die."""
+    stop = asyncio.Event()
+    worker = AsrWorker(settings, database, store_of(settings), whisper(), worker_id="test:1:0")
+    task = asyncio.create_task(worker.run(stop))
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            states = {r["state"] for r in db.execute("SELECT state FROM jobs").fetchall()}
+            if states <= {"done", "dead"}:
+                break
+            assert time.monotonic() < deadline, f"jobs still {states}"
+            assert not task.done(), "the worker stopped early"
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+    dead = db.execute("SELECT audio_id, last_error FROM jobs WHERE state = 'dead'").fetchall()
+    assert dead == [], dead
+
+
+async def add_transcribed(
+    settings: Settings, database: Database, db: Conn, *names: str | tuple[str, str]
+) -> dict[str, uuid.UUID]:
+    """Ingest and transcribe ``names``; their audio ids by name."""
+    results = await ingest(settings, database, names)
+    await transcribe_pending(settings, database, db)
+    return {name: r.audio_id for name, r in results.items()}
+
+
+async def freeze(settings: Settings, database: Database, store: Any = None) -> FrozenVersion:
+    return await Freezer(settings, database, store or store_of(settings)).freeze()
+
+
+async def hours_eligible(database: Database, rules: DatasetSettings) -> float:
+    async with database.connection() as conn:
+        return await eligible_hours(conn, rules)
+
+
+def version_dir(settings: Settings, number: int, name: str = "default") -> Path:
+    return settings.data_dir / "objects" / "datasets" / name / f"v{number}"
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every file under ``directory`` (relative names)."""
+    return {
+        str(p.relative_to(directory)): sha256_file(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def manifest_lines(directory: Path) -> dict[str, list[dict[str, Any]]]:
+    return {name.removesuffix(".jsonl"): read_jsonl(directory / name) for name in SPLIT_FILES}
+
+
+def segments_of(db: Conn, audio_id: uuid.UUID) -> list[SegmentRow]:
+    rows = db.execute(
+        "SELECT s.start_s, s.end_s, s.text, s.avg_logprob, s.no_speech_prob, s.compression_ratio"
+        " FROM segments s JOIN transcripts t ON t.id = s.transcript_id"
+        " WHERE t.audio_id = %s ORDER BY s.idx",
+        (audio_id,),
+    ).fetchall()
+    return [
+        SegmentRow(
+            r["start_s"],
+            r["end_s"],
+            r["text"],
+            r["avg_logprob"],
+            r["no_speech_prob"],
+            r["compression_ratio"],
+        )
+        for r in rows
+    ]
+
+
+def audio_row(db: Conn, audio_id: uuid.UUID | str) -> dict[str, Any]:
+    row = db.execute("SELECT * FROM audio WHERE id = %s", (audio_id,)).fetchone()
+    assert row is not None
+    return row
+
+
+def items_of(db: Conn, version: int, name: str = "default") -> dict[str, dict[str, Any]]:
+    rows = db.execute(
+        "SELECT i.* FROM dataset_items i JOIN dataset_versions v ON v.id = i.version_id"
+        " WHERE v.name = %s AND v.version = %s",
+        (name, version),
+    ).fetchall()
+    return {str(r["audio_id"]): r for r in rows}
+
+
+def version_row(db: Conn, version: int, name: str = "default") -> dict[str, Any]:
+    row = db.execute(
+        "SELECT * FROM dataset_versions WHERE name = %s AND version = %s", (name, version)
+    ).fetchone()
+    assert row is not None, f"no version {version}"
+    return row
+
+
+# -- tests ---------------------------------------------------------------------------
+
+
+def test_manifests_list_every_eligible_utterance_exactly_as_the_rules_cut_it(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings()
+    store = store_of(settings)
+
+    async def scenario() -> tuple[dict[str, uuid.UUID], FrozenVersion]:
+        async with opened(settings) as database:
+            ids = await add_transcribed(settings, database, db, *BASE)
+            return ids, await freeze(settings, database)
+
+    ids, frozen = asyncio.run(scenario())
+    assert frozen.version == 1 and frozen.prefix == "datasets/default/v1"
+    where = version_dir(settings, 1)
+    assert sorted(p.name for p in where.iterdir()) == sorted([*MANIFESTS, "dataset.json"])
+    lines = manifest_lines(where)
+    meta = read_jsonl(where / "metadata.jsonl")
+
+    by_audio: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for split, entries in lines.items():
+        for entry in entries:
+            by_audio.setdefault(entry["audio_id"], []).append((split, entry))
+    # All three real recordings are clean speech: each is in the dataset.
+    assert set(by_audio) == {str(i) for i in ids.values()}
+
+    for name, audio_id in ids.items():
+        audio = audio_row(db, audio_id)
+        expected = list(utterances(segments_of(db, audio_id), settings.dataset))
+        assert expected, f"{name} has no utterance"
+        got = by_audio[str(audio_id)]
+        # One split per audio, the one its content hash picks.
+        assert {split for split, _ in got} == {split_for(audio["sha256"], settings.dataset)}
+        entries = [entry for _, entry in got]
+        assert [(e["offset"], e["duration"], e["text"]) for e in entries] == [
+            (u.offset, u.duration, u.text) for u in expected
+        ]
+        for e in entries:
+            assert set(e) == {"audio_filepath", "offset", "duration", "text", "lang", "audio_id"}
+            assert e["audio_filepath"] == store.uri(audio["storage_key"])
+            assert Path(e["audio_filepath"]).is_absolute() and Path(e["audio_filepath"]).exists()
+            assert e["offset"] >= 0
+            assert e["duration"] > 0
+            assert e["offset"] + e["duration"] <= audio["duration_s"] + 0.05
+            assert e["text"].strip() == e["text"] and e["text"]
+            assert e["lang"] == "en"
+        assert len(entries) == len(expected)
+
+    # metadata.jsonl says the same thing, audiofolder style.
+    nemo = [(s, e) for s, entries in lines.items() for e in entries]
+    assert len(meta) == len(nemo)
+    assert sorted(
+        (m["split"], m["audio_id"], m["offset"], m["duration"], m["transcription"], m["file_name"])
+        for m in meta
+    ) == sorted(
+        (s, e["audio_id"], e["offset"], e["duration"], e["text"], e["audio_filepath"])
+        for s, e in nemo
+    )
+    # The items recorded in the database match the manifests.
+    items = items_of(db, 1)
+    assert set(items) == set(by_audio)
+    for audio_id, item in items.items():
+        entries = [e for _, e in by_audio[audio_id]]
+        assert item["split"] == by_audio[audio_id][0][0]
+        assert item["utterances"] == len(entries)
+        assert item["seconds"] == pytest.approx(sum(e["duration"] for e in entries))
+
+
+def test_dataset_json_hours_and_checksums_match_the_database_and_the_files(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings()
+
+    async def scenario() -> FrozenVersion:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *BASE)
+            return await freeze(settings, database)
+
+    frozen = asyncio.run(scenario())
+    where = version_dir(settings, 1)
+    description = json.loads((where / "dataset.json").read_text())
+    row = version_row(db, 1)
+    hours = db.execute(
+        "SELECT sum(duration_s) / 3600 AS h FROM audio WHERE id IN"
+        " (SELECT audio_id FROM dataset_items WHERE version_id = %s)",
+        (row["id"],),
+    ).fetchone()
+    assert hours is not None
+    assert description["audio_hours"] == pytest.approx(hours["h"], rel=1e-9)
+    assert row["audio_hours"] == pytest.approx(hours["h"], rel=1e-9)
+    assert frozen.audio_hours == pytest.approx(hours["h"], rel=1e-9)
+    assert hours["h"] == pytest.approx(20.0 / 3600, abs=0.2 / 3600)  # 11 s + 4 s + 5 s
+
+    seconds = db.execute(
+        "SELECT sum(seconds) AS s FROM dataset_items WHERE version_id = %s", (row["id"],)
+    ).fetchone()
+    assert seconds is not None
+    assert description["utterance_hours"] == pytest.approx(seconds["s"] / 3600)
+    assert row["utterance_hours"] == pytest.approx(seconds["s"] / 3600)
+    assert 0 < description["utterance_hours"] <= description["audio_hours"] + 1e-9
+
+    files = {name: sha256_file(where / name) for name in MANIFESTS}
+    assert description["manifest_sha256"] == files
+    assert row["manifest_sha256"] == files
+    assert row["state"] == "frozen" and row["frozen_at"] is not None
+    assert row["prefix"] == "datasets/default/v1"
+    assert description["name"] == "default" and description["version"] == 1
+    assert description["filters"] == settings.dataset.model_dump()
+    assert description["asr_model"] == [whisper().model_name]
+    stats = description["stats"]
+    assert stats == row["stats"]
+    assert stats["audio"] == 3
+    lines = manifest_lines(where)
+    assert stats["utterances"] == sum(len(v) for v in lines.values())
+    for split, entries in lines.items():
+        assert stats["splits"][split]["utterances"] == len(entries)
+        assert stats["splits"][split]["audio"] == len({e["audio_id"] for e in entries})
+
+
+def test_freezing_again_after_new_audio_makes_v2_and_leaves_v1_byte_identical(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings()
+
+    async def first() -> None:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, "jfk.flac", "hotwords.mp3")
+            assert (await freeze(settings, database)).version == 1
+
+    async def second() -> FrozenVersion:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, "stereo_diarization.wav")
+            return await freeze(settings, database)
+
+    asyncio.run(first())
+    v1_dir = version_dir(settings, 1)
+    before = hashes(v1_dir)
+    assert len(before) == 5
+    v1_items = items_of(db, 1)
+
+    v2 = asyncio.run(second())
+    assert v2.version == 2 and v2.prefix == "datasets/default/v2"
+    assert hashes(v1_dir) == before
+    assert items_of(db, 1) == v1_items
+    v2_items = items_of(db, 2)
+    assert set(v1_items) < set(v2_items) and len(v2_items) == 3
+    # An audio keeps its split from one version to the next.
+    for audio_id, item in v1_items.items():
+        assert v2_items[audio_id]["split"] == item["split"]
+    assert version_row(db, 2)["audio_hours"] > version_row(db, 1)["audio_hours"]
+    assert json.loads((version_dir(settings, 2) / "dataset.json").read_text())["version"] == 2
+
+    # A third freeze with nothing new is a new version with the same content.
+    async def third() -> FrozenVersion:
+        async with opened(settings) as database:
+            return await freeze(settings, database)
+
+    v3 = asyncio.run(third())
+    assert v3.version == 3
+    for name in SPLIT_FILES:
+        assert (version_dir(settings, 3) / name).read_bytes() == (
+            version_dir(settings, 2) / name
+        ).read_bytes()
+    assert hashes(v1_dir) == before
+
+    # No audio is ever in two splits, across every version.
+    moved = db.execute(
+        "SELECT audio_id FROM dataset_items GROUP BY audio_id HAVING count(DISTINCT split) > 1"
+    ).fetchall()
+    assert moved == []
+    per_audio = db.execute(
+        "SELECT audio_id, count(*) AS versions FROM dataset_items GROUP BY audio_id"
+    ).fetchall()
+    assert sorted(r["versions"] for r in per_audio) == [2, 3, 3]
+
+
+class FailingStore:
+    """A real filesystem store whose ``fail_on``-th put raises, like an S3 outage mid-freeze."""
+
+    def __init__(self, real: FilesystemStore, fail_on: int) -> None:
+        self.real = real
+        self.fail_on = fail_on
+        self.puts: list[str] = []
+
+    def put_stream(
+        self, key: str, stream: BinaryIO, size: int, content_type: str | None = None
+    ) -> ObjectInfo:
+        self.puts.append(key)
+        if len(self.puts) == self.fail_on:
+            raise TransientError(f"storage unreachable while writing {key} (injected)")
+        return self.real.put_stream(key, stream, size, content_type)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_version_numbers_are_never_reused_after_a_failed_or_abandoned_freeze(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings()
+    failing = FailingStore(store_of(settings), fail_on=3)
+
+    async def scenario() -> list[FrozenVersion]:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, "jfk.flac", "hotwords.mp3")
+            with pytest.raises(TransientError, match="injected"):
+                await Freezer(settings, database, failing).freeze(run_launcher="command")
+            done = [await freeze(settings, database)]
+            # A version some other writer reserved and gave up on also keeps its number.
+            db.execute(
+                "INSERT INTO dataset_versions (name, version, prefix, state)"
+                " VALUES ('default', 3, 'datasets/default/v3', 'abandoned')"
+            )
+            done.append(await freeze(settings, database))
+            return done
+
+    v2, v4 = asyncio.run(scenario())
+    assert failing.puts == [
+        "datasets/default/v1/train.jsonl",
+        "datasets/default/v1/dev.jsonl",
+        "datasets/default/v1/test.jsonl",
+    ]
+    assert (v2.version, v4.version) == (2, 4)
+    states = {
+        r["version"]: r["state"]
+        for r in db.execute(
+            "SELECT version, state FROM dataset_versions WHERE name = 'default'"
+        ).fetchall()
+    }
+    assert states == {1: "abandoned", 2: "frozen", 3: "abandoned", 4: "frozen"}
+    # The failed version recorded nothing and launched nothing; it was never completed.
+    assert items_of(db, 1) == {}
+    assert db.execute("SELECT count(*) AS n FROM training_runs").fetchone() == {"n": 0}
+    assert not (version_dir(settings, 1) / "dataset.json").exists()
+    assert not (version_dir(settings, 1) / "test.jsonl").exists()
+    assert (version_dir(settings, 2) / "dataset.json").exists()
+    assert (version_dir(settings, 4) / "dataset.json").exists()
+    assert len(items_of(db, 2)) == 2 and items_of(db, 4).keys() == items_of(db, 2).keys()
+
+
+def test_materialize_copies_audio_and_rewrites_paths_to_local_files(
+    make_settings: Any, db: Conn, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    store = store_of(settings)
+
+    async def scenario() -> FrozenVersion:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *BASE)
+            return await freeze(settings, database)
+
+    frozen = asyncio.run(scenario())
+    source = version_dir(settings, 1)
+    before = hashes(source)
+    keys = db.execute(
+        "SELECT a.storage_key, a.sha256 FROM dataset_items i JOIN audio a ON a.id = i.audio_id"
+        " WHERE i.version_id = %s",
+        (frozen.id,),
+    ).fetchall()
+    mapping = {store.uri(r["storage_key"]): r["storage_key"] for r in keys}
+    dest = tmp_path / "train-data"
+
+    counts = materialize(store, frozen.prefix, mapping, dest)
+
+    assert counts == {name: len(read_jsonl(source / name)) for name in MANIFESTS}
+    assert (dest / "dataset.json").read_bytes() == (source / "dataset.json").read_bytes()
+    sha_of_audio = {str((dest / "audio" / Path(r["storage_key"]).name).resolve()): r["sha256"]
+                    for r in keys}
+    for name in SPLIT_FILES:
+        local, stored = read_jsonl(dest / name), read_jsonl(source / name)
+        assert len(local) == len(stored)
+        for here, there in zip(local, stored, strict=True):
+            path = Path(here["audio_filepath"])
+            assert path.is_absolute() and path.is_file()
+            assert path.parent == (dest / "audio").resolve()
+            assert sha256_file(path) == sha_of_audio[str(path)]
+            assert {**here, "audio_filepath": there["audio_filepath"]} == there
+    for entry in read_jsonl(dest / "metadata.jsonl"):
+        assert Path(entry["file_name"]).is_file()
+        assert Path(entry["file_name"]).parent == (dest / "audio").resolve()
+    assert len(list((dest / "audio").iterdir())) == 3
+    # The frozen version itself is untouched, and materializing again is harmless.
+    assert hashes(source) == before
+    assert materialize(store, frozen.prefix, mapping, dest) == counts
+    assert hashes(source) == before
+
+
+def test_duplicate_and_rejected_audio_never_enter_a_dataset(
+    make_settings: Any, db: Conn, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_bytes(b"this is not audio at all" * 100)
+
+    async def scenario() -> tuple[dict[str, IngestResult], float, FrozenVersion]:
+        async with opened(settings) as database:
+            results = await ingest(
+                settings, database, ["jfk.flac", ("jfk again.flac", "jfk.flac"), "hotwords.mp3"]
+            )
+            ingestor = Ingestor(settings, database, store_of(settings))
+            with open(not_audio, "rb") as f:
+                results["notes.wav"] = await ingestor.ingest(
+                    Arrival("folder", "notes.wav", "file:///inbox/notes.wav", "v1"),
+                    f,
+                    not_audio.stat().st_size,
+                )
+            await transcribe_pending(settings, database, db)
+            hours = await hours_eligible(database, settings.dataset)
+            return results, hours, await freeze(settings, database)
+
+    results, hours, frozen = asyncio.run(scenario())
+    assert results["jfk again.flac"].outcome == "duplicate"
+    assert results["notes.wav"].outcome == "rejected"
+    assert hours == pytest.approx(15.0 / 3600, abs=0.1 / 3600)
+    items = items_of(db, frozen.version)
+    assert set(items) == {str(results["jfk.flac"].audio_id), str(results["hotwords.mp3"].audio_id)}
+    everywhere = {
+        e["audio_id"] for entries in manifest_lines(version_dir(settings, 1)).values() for e in entries
+    }
+    assert everywhere == set(items)
+    assert frozen.audio_hours == pytest.approx(hours)
+
+
+def test_audio_whose_segments_all_fail_the_filters_is_ineligible_and_hours_drop(
+    make_settings: Any, db: Conn
+) -> None:
+    loose = make_settings()
+
+    async def transcribe() -> tuple[dict[str, uuid.UUID], float]:
+        async with opened(loose) as database:
+            ids = await add_transcribed(loose, database, db, *BASE)
+            return ids, await hours_eligible(database, loose.dataset)
+
+    ids, all_hours = asyncio.run(transcribe())
+    assert all_hours == pytest.approx(20.0 / 3600, abs=0.2 / 3600)
+    segments = {name: segments_of(db, audio_id) for name, audio_id in ids.items()}
+    durations = {name: audio_row(db, audio_id)["duration_s"] for name, audio_id in ids.items()}
+    # stereo_diarization.wav is one segment the model is least sure of: put the
+    # log-probability bar between it and the others.
+    assert len(segments["stereo_diarization.wav"]) == 1
+    weakest = segments["stereo_diarization.wav"][0].avg_logprob
+    others = min(s.avg_logprob for n in ("jfk.flac", "hotwords.mp3") for s in segments[n])
+    assert weakest is not None and others is not None and weakest < others
+    cases = {
+        "logprob bar": DatasetSettings(min_avg_logprob=(weakest + others) / 2),
+        "no speech allowed at all": DatasetSettings(max_no_speech_prob=0.0),
+    }
+    for label, rules in cases.items():
+        strict = make_settings(dataset=rules.model_dump())
+        eligible = {n for n, segs in segments.items() if any(passes(s, rules) for s in segs)}
+        expected_hours = sum(durations[n] for n in eligible) / 3600
+
+        async def check(strict: Settings = strict) -> tuple[float, FrozenVersion]:
+            async with opened(strict) as database:
+                return await hours_eligible(database, strict.dataset), await freeze(
+                    strict, database
+                )
+
+        hours, frozen = asyncio.run(check())
+        assert hours == pytest.approx(expected_hours, abs=1e-12), label
+        assert hours < all_hours, label
+        assert set(items_of(db, frozen.version)) == {str(ids[n]) for n in eligible}, label
+        assert frozen.audio_hours == pytest.approx(expected_hours, abs=1e-12), label
+        assert "stereo_diarization.wav" not in eligible, label
+        if label == "no speech allowed at all":
+            # hotwords.mp3 is a single segment with some no-speech probability: it goes.
+            assert len(segments["hotwords.mp3"]) == 1
+            assert (segments["hotwords.mp3"][0].no_speech_prob or 0) > 0
+            assert "hotwords.mp3" not in eligible
