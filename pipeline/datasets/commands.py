@@ -47,9 +47,7 @@ async def freeze_now(
     return result
 
 
-def materialize_into(
-    store: ObjectStore, prefix: str, mapping: dict[str, str], where: Path
-) -> Path:
+def materialize_into(store: ObjectStore, prefix: str, mapping: dict[str, str], where: Path) -> Path:
     dest = where.expanduser().absolute()
     materialize(store, prefix, mapping, dest)
     return dest

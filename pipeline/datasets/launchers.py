@@ -45,15 +45,23 @@ class RunContext:
     dataset_dir: str
     run_dir: Path
     log_key: str
+    local_dir: Path | None = None
 
 
 def placeholders(ctx: RunContext, store: ObjectStore) -> dict[str, str]:
+    """Manifests in the materialised copy when there is one, else in object storage."""
     prefix = ctx.version.prefix
+
+    def where(name: str) -> str:
+        if ctx.local_dir is not None:
+            return str(ctx.local_dir / name)
+        return store.uri(f"{prefix}/{name}")
+
     return {
         "dataset_dir": ctx.dataset_dir,
-        "train_manifest": store.uri(f"{prefix}/train.jsonl"),
-        "dev_manifest": store.uri(f"{prefix}/dev.jsonl"),
-        "test_manifest": store.uri(f"{prefix}/test.jsonl"),
+        "train_manifest": where("train.jsonl"),
+        "dev_manifest": where("dev.jsonl"),
+        "test_manifest": where("test.jsonl"),
         "run_id": ctx.run_id,
         "run_dir": str(ctx.run_dir),
         "version": str(ctx.version.version),

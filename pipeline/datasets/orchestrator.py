@@ -10,6 +10,7 @@ while their launcher works; a run whose orchestrator died is marked failed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import socket
@@ -23,6 +24,8 @@ from pipeline.config import Settings
 from pipeline.datasets import launchers
 from pipeline.datasets.eligibility import eligible_hours, hours_at_last_run
 from pipeline.datasets.freeze import Freezer, FrozenVersion
+from pipeline.datasets.materialize import materialize
+from pipeline.datasets.queries import audio_keys
 from pipeline.db.database import Database
 from pipeline.db.notify import wait_for_notify
 from pipeline.queue import TRANSCRIPTS_CHANNEL
@@ -111,6 +114,16 @@ class Orchestrator:
         if problem is not None:
             await self._finish(frozen.run_id, launchers.LaunchOutcome(False, error=problem))
             return
+        if self.training.materialize_dir is not None:
+            try:
+                ctx = await self._materialize(frozen, ctx)
+            except Exception as exc:  # noqa: BLE001 - recorded on the run, never lost
+                log.exception("could not materialise the dataset", run_id=run_id)
+                outcome = launchers.LaunchOutcome(
+                    False, error=f"could not materialise the dataset: {type(exc).__name__}"
+                )
+                await self._finish(frozen.run_id, outcome)
+                return
         await self._start(frozen.run_id, ctx.log_key)
         beat = asyncio.create_task(self._heartbeat(frozen.run_id))
         try:
@@ -129,6 +142,18 @@ class Orchestrator:
         if not outcome.succeeded and self.training.launcher == "command":
             await asyncio.to_thread(launchers.mark_failed_artefacts, run_dir)
         await self._finish(frozen.run_id, outcome)
+
+    async def _materialize(
+        self, frozen: FrozenVersion, ctx: launchers.RunContext
+    ) -> launchers.RunContext:
+        """Copy audio and manifests to local disk for trainers that need files."""
+        assert self.training.materialize_dir is not None
+        dest = self.training.materialize_dir / "datasets" / f"{frozen.name}-v{frozen.version}"
+        async with self.db.connection() as conn:
+            keys = [str(r["storage_key"]) for r in await audio_keys(conn, frozen.id)]
+        mapping = {self.store.uri(k): k for k in keys}
+        await asyncio.to_thread(materialize, self.store, frozen.prefix, mapping, dest)
+        return dataclasses.replace(ctx, dataset_dir=str(dest), local_dir=dest)
 
     def _runs_root(self) -> Any:
         return (self.training.materialize_dir or self.settings.data_dir) / "runs"
