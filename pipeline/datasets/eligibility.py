@@ -17,7 +17,7 @@ from pipeline.db.database import AsyncConn
 ELIGIBLE_AUDIO = sql.SQL("""
     a.state = 'transcribed' AND a.duplicate_of IS NULL AND EXISTS (
         SELECT 1 FROM segments s WHERE s.transcript_id = t.id
-          AND btrim(s.text) <> ''
+          AND s.text ~ '[^[:space:]]'
           AND s.end_s - s.start_s BETWEEN %(min_seg)s AND %(max_seg)s
           AND (s.no_speech_prob IS NULL OR s.no_speech_prob <= %(max_nsp)s)
           AND (s.avg_logprob IS NULL OR s.avg_logprob >= %(min_lp)s)

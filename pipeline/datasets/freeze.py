@@ -26,12 +26,17 @@ from pipeline.config import Settings
 from pipeline.datasets.eligibility import ELIGIBLE_AUDIO, filter_params
 from pipeline.datasets.utterances import SegmentRow, Split, split_for, utterances
 from pipeline.db.database import AsyncConn, Database
+from pipeline.errors import Ai2TextError
 from pipeline.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
 
 SPLITS: tuple[Split, ...] = ("train", "dev", "test")
 MANIFESTS = ("train.jsonl", "dev.jsonl", "test.jsonl", "metadata.jsonl")
+
+
+class VersionAbandoned(Ai2TextError):
+    """The version was marked abandoned before its writer finished; nothing is recorded."""
 
 
 @dataclass(slots=True)
@@ -171,7 +176,7 @@ class Freezer:
         from psycopg.types.json import Jsonb
 
         async with self.db.connection() as conn, conn.transaction():
-            await conn.execute(
+            marked = await conn.execute(
                 "UPDATE dataset_versions SET state = 'frozen', frozen_at = now(),"
                 " audio_hours = %s, utterance_hours = %s, stats = %s, filters = %s,"
                 " manifest_sha256 = %s, model = %s WHERE id = %s AND state = 'freezing'",
@@ -185,6 +190,9 @@ class Freezer:
                     frozen.id,
                 ),
             )
+            if marked.rowcount != 1:
+                # Someone judged this writer dead and abandoned the version meanwhile.
+                raise VersionAbandoned(f"dataset version {frozen.version} was abandoned")
             async with conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO dataset_items (version_id, audio_id, split, utterances, seconds)"

@@ -106,6 +106,10 @@ async def run_command(
             code = await asyncio.wait_for(
                 _wait_copying_log(proc, store, log_path, ctx.log_key), training.command_timeout_s
             )
+        except asyncio.CancelledError:
+            # The orchestrator is stopping: the trainer must not outlive its recorded run.
+            _kill_group(proc)
+            raise
         except TimeoutError:
             _kill_group(proc)
             await proc.wait()
@@ -195,9 +199,11 @@ async def post_http(
             try:
                 response = await client.post(training.http_url, json=body, headers=headers)
                 status = response.status_code
-                if response.status_code < 400:
+                if 200 <= status < 300:
                     return LaunchOutcome(True, http_status=status, remote_id=_remote_id(response))
                 last_error = f"trainer answered HTTP {status}"
+                if 300 <= status < 400:
+                    last_error += " (a redirect: point training.http_url at the final URL)"
                 if response.status_code < 500:
                     break  # the trainer refused the request: retrying will not help
             except httpx.HTTPError as exc:

@@ -28,6 +28,7 @@ from pipeline.datasets.materialize import materialize
 from pipeline.datasets.queries import audio_keys
 from pipeline.db.database import Database
 from pipeline.db.notify import wait_for_notify
+from pipeline.errors import Ai2TextError
 from pipeline.queue import TRANSCRIPTS_CHANNEL
 from pipeline.storage import ObjectStore
 
@@ -60,8 +61,10 @@ class Orchestrator:
                 await self.reap_orphans()
                 try:
                     await self.check()
-                except psycopg.OperationalError as exc:
+                except (psycopg.OperationalError, Ai2TextError) as exc:
                     log.warning("orchestrator check failed; will retry", error=str(exc))
+                except Exception:  # noqa: BLE001 - the loop must outlive one bad check
+                    log.exception("orchestrator check failed; will retry")
                 await wait_for_notify(listener, stop, self.training.check_interval_s)
         finally:
             await listener.close()
@@ -134,6 +137,12 @@ class Orchestrator:
                 outcome = await launchers.run_command(
                     self.settings, self.store, ctx, log_path=run_dir / "launcher.log"
                 )
+        except asyncio.CancelledError:
+            outcome = launchers.LaunchOutcome(
+                False, error="orchestrator stopped while the run was going"
+            )
+            await asyncio.shield(self._record_stopped(frozen.run_id, run_dir, outcome))
+            raise
         except Exception as exc:  # noqa: BLE001 - a failed launch is recorded, never lost
             log.exception("training launch failed", run_id=run_id)
             outcome = launchers.LaunchOutcome(False, error=f"launch failed: {type(exc).__name__}")
@@ -154,6 +163,13 @@ class Orchestrator:
         mapping = {self.store.uri(k): k for k in keys}
         await asyncio.to_thread(materialize, self.store, frozen.prefix, mapping, dest)
         return dataclasses.replace(ctx, dataset_dir=str(dest), local_dir=dest)
+
+    async def _record_stopped(
+        self, run_id: uuid.UUID, run_dir: Any, outcome: launchers.LaunchOutcome
+    ) -> None:
+        if self.training.launcher == "command":
+            await asyncio.to_thread(launchers.mark_failed_artefacts, run_dir)
+        await self._finish(run_id, outcome)
 
     def _runs_root(self) -> Any:
         return (self.training.materialize_dir or self.settings.data_dir) / "runs"

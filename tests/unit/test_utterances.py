@@ -95,9 +95,7 @@ def test_a_failing_segment_breaks_the_utterance_and_is_left_out(bad: SegmentRow)
 @pytest.mark.parametrize("bad", FAILING.values(), ids=FAILING.keys())
 def test_leading_and_trailing_failing_segments_are_dropped(bad: SegmentRow) -> None:
     good = seg(bad.end, bad.end + 2.0, "good")
-    trailing = SegmentRow(
-        good.end, good.end + (bad.end - bad.start), bad.text, *_scores(bad)
-    )
+    trailing = SegmentRow(good.end, good.end + (bad.end - bad.start), bad.text, *_scores(bad))
     assert cut([bad, good, trailing]) == [Utterance(bad.end, 2.0, "good")]
 
 

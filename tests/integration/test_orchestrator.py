@@ -1,0 +1,703 @@
+"""The training orchestrator on real PostgreSQL, real transcripts and real trainer processes.
+
+Thresholds are set just below the hours of the transcribed test audio, so a crossing is
+made by transcribing one more real file. The ``command`` launcher runs a small Python
+trainer that records what it was given; the ``http`` launcher talks to a real HTTP
+server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pipeline.config import Settings
+from pipeline.datasets.freeze import Freezer, FrozenVersion
+from pipeline.datasets.orchestrator import Orchestrator
+from pipeline.db.database import Database
+from pipeline.errors import TransientError
+from pipeline.queue import TRANSCRIPTS_CHANNEL
+from tests.e2e.harness import Service, wait_until
+from tests.integration.test_datasets import (
+    BASE,
+    FailingStore,
+    add_transcribed,
+    hashes,
+    opened,
+    store_of,
+    version_dir,
+)
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+pytestmark = pytest.mark.slow
+
+# Just below jfk.flac + hotwords.mp3 + stereo_diarization.wav (11 s + 4 s + 5 s).
+THRESHOLD_HOURS = (11 + 4 + 5) / 3600 - 0.0005
+# A trainer: records its argv, environment and working directory, then exits with
+# $TRAINER_EXIT; with $RELEASE set it first waits (bounded) for that file to appear.
+# No braces: every argument of the command template goes through str.format.
+TRAINER = (
+    "import json, os, sys, time\n"
+    "record = dict(argv=sys.argv, env=dict(os.environ), cwd=os.getcwd())\n"
+    "open('trainer.json', 'w').write(json.dumps(record))\n"
+    "print('training on', sys.argv[2], flush=True)\n"
+    "deadline = time.monotonic() + 120\n"
+    "while 'RELEASE' in os.environ and not os.path.exists(os.environ['RELEASE']):\n"
+    "    assert time.monotonic() < deadline, 'never released'\n"
+    "    time.sleep(0.02)\n"
+    "print('trainer done', flush=True)\n"
+    "sys.exit(int(os.environ.get('TRAINER_EXIT', '0')))\n"
+)
+COMMAND = [
+    sys.executable,
+    "-c",
+    TRAINER,
+    "{dataset_dir}",
+    "{train_manifest}",
+    "{run_id}",
+    "{version}",
+    "{run_dir}",
+    "{dev_manifest}",
+    "{test_manifest}",
+]
+TERMINAL = ("succeeded", "failed")
+
+
+def training(**overrides: Any) -> dict[str, Any]:
+    return {
+        "enabled": True,
+        "threshold_hours": THRESHOLD_HOURS,
+        "launcher": "command",
+        "command": COMMAND,
+        "command_env": {"TRAINER_FLAG": "on"},
+        "min_free_bytes": 0,
+        **overrides,
+    }
+
+
+def runs(db: Conn) -> list[dict[str, Any]]:
+    return db.execute(
+        "SELECT r.*, v.version, v.state AS version_state FROM training_runs r"
+        " JOIN dataset_versions v ON v.id = r.version_id ORDER BY v.version"
+    ).fetchall()
+
+
+def versions(db: Conn) -> list[dict[str, Any]]:
+    return db.execute("SELECT * FROM dataset_versions ORDER BY version").fetchall()
+
+
+async def runs_finished(db: Conn, count: int, timeout: float = 90) -> list[dict[str, Any]]:
+    """Poll (yielding to the launches on this loop) until ``count`` runs have ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = runs(db)
+        if len(rows) >= count and all(r["state"] in TERMINAL for r in rows):
+            return rows
+        assert time.monotonic() < deadline, f"runs did not finish: {rows}"
+        await asyncio.sleep(0.05)
+
+
+def run_dir(settings: Settings, run_id: Any) -> Path:
+    return settings.data_dir / "runs" / str(run_id)
+
+
+def trainer_record(settings: Settings, run_id: Any, suffix: str = "") -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(
+        (settings.data_dir / "runs" / f"{run_id}{suffix}" / "trainer.json").read_text()
+    )
+    return data
+
+
+# -- the command launcher ---------------------------------------------------------------
+
+
+def test_crossing_the_threshold_launches_one_command_run_that_succeeds(
+    make_settings: Any, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AI2TEXT_PROBE_SECRET", "must-not-reach-the-trainer")
+    settings = make_settings(training=training())
+    store = store_of(settings)
+
+    async def scenario() -> tuple[FrozenVersion, Orchestrator, FrozenVersion | None]:
+        async with opened(settings) as database:
+            orchestrator = Orchestrator(settings, database, store)
+            await add_transcribed(settings, database, db, "jfk.flac", "hotwords.mp3")
+            assert await orchestrator.check() is None  # 15 s: below the threshold
+            assert versions(db) == []
+            await add_transcribed(settings, database, db, "stereo_diarization.wav")
+            frozen = await orchestrator.check()
+            assert frozen is not None and frozen.run_id is not None
+            await runs_finished(db, 1)
+            return frozen, orchestrator, await orchestrator.check()
+
+    frozen, orchestrator, again = asyncio.run(scenario())
+    assert again is None  # nothing new since the run: no second crossing
+    (run,) = runs(db)
+    assert len(versions(db)) == 1
+    run_id = str(frozen.run_id)
+    assert str(run["id"]) == run_id and run["version"] == 1
+    assert run["state"] == "succeeded", run["error"]
+    assert run["exit_code"] == 0 and run["error"] is None
+    assert run["launcher"] == "command" and run["owner"] == orchestrator.owner
+    assert run["started_at"] is not None and run["finished_at"] >= run["started_at"]
+    assert run["log_key"] == f"runs/{run_id}/log.txt"
+    assert run["http_status"] is None and run["remote_id"] is None
+
+    # The placeholders were filled in; the trainer ran in its run directory.
+    record = trainer_record(settings, run_id)
+    prefix = "datasets/default/v1"
+    assert record["argv"][1:] == [
+        store.uri(prefix),
+        store.uri(f"{prefix}/train.jsonl"),
+        run_id,
+        "1",
+        str(run_dir(settings, run_id)),
+        store.uri(f"{prefix}/dev.jsonl"),
+        store.uri(f"{prefix}/test.jsonl"),
+    ]
+    assert Path(record["cwd"]).resolve() == run_dir(settings, run_id).resolve()
+    assert Path(record["argv"][2]).is_file()
+    assert (Path(record["argv"][1]) / "dataset.json").is_file()
+    # Only the configured environment (and a few basics) reach the trainer.
+    assert record["env"]["TRAINER_FLAG"] == "on"
+    assert "PATH" in record["env"]
+    assert not any(k.startswith("AI2TEXT_") for k in record["env"])
+
+    # The log is in the store, the same as the local copy.
+    log = store.get_bytes(f"runs/{run_id}/log.txt")
+    assert f"training on {store.uri(prefix + '/train.jsonl')}".encode() in log
+    assert b"trainer done" in log
+    assert (run_dir(settings, run_id) / "launcher.log").read_bytes() == log
+    assert not run_dir(settings, run_id).with_name(f"{run_id}.FAILED").exists()
+
+
+def test_five_orchestrators_checking_at_once_make_one_run_and_one_version(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings(training=training())
+
+    async def scenario() -> tuple[list[FrozenVersion | None], list[FrozenVersion | None]]:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *BASE)
+        databases = [Database(settings.database, embedded=None) for _ in range(5)]
+        for d in databases:
+            await d.open()
+        try:
+            orchestrators = [Orchestrator(settings, d, store_of(settings)) for d in databases]
+            first = await asyncio.gather(*(o.check() for o in orchestrators))
+            await runs_finished(db, 1)
+            second = await asyncio.gather(*(o.check() for o in orchestrators))
+            return list(first), list(second)
+        finally:
+            for d in databases:
+                await d.close()
+
+    first, second = asyncio.run(scenario())
+    winners = [f for f in first if f is not None]
+    assert len(winners) == 1
+    assert second == [None] * 5
+    assert [v["version"] for v in versions(db)] == [1]
+    (run,) = runs(db)
+    assert run["state"] == "succeeded" and run["id"] == winners[0].run_id
+
+
+def test_five_orchestrator_processes_woken_by_one_transcript_make_one_run(
+    make_settings: Any, db: Conn, database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(training=training())
+
+    async def transcribe(*names: str) -> None:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *names)
+
+    asyncio.run(transcribe("jfk.flac", "hotwords.mp3"))
+    env = {
+        "AI2TEXT_DATABASE__URL": database_url,
+        "AI2TEXT_DATA_DIR": str(settings.data_dir),
+        "AI2TEXT_TRAINING__ENABLED": "true",
+        "AI2TEXT_TRAINING__THRESHOLD_HOURS": repr(THRESHOLD_HOURS),
+        "AI2TEXT_TRAINING__CHECK_INTERVAL_S": "0.5",
+        "AI2TEXT_TRAINING__MIN_FREE_BYTES": "0",
+        "AI2TEXT_TRAINING__COMMAND": json.dumps(COMMAND),
+    }
+    services = [Service("orchestrator", env, tmp_path / f"orchestrator-{i}.log") for i in range(5)]
+    try:
+        for service in services:
+            service.start()
+        for service in services:
+            service.wait_for_event("orchestrator ready", timeout=120)
+        assert versions(db) == []  # below the threshold so far
+        # One finished transcript notifies all five at once.
+        asyncio.run(transcribe("stereo_diarization.wav"))
+        wait_until(
+            lambda: (rows := runs(db)) and all(r["state"] in TERMINAL for r in rows),
+            timeout=90,
+            what="the training run to finish",
+        )
+        db.execute(f"NOTIFY {TRANSCRIPTS_CHANNEL}")  # and once more, for good measure
+        for service in services:
+            service.check_alive()
+    finally:
+        codes: list[int | str] = []
+        for service in services:  # stop every one, whatever happened to the others
+            try:
+                codes.append(service.stop(timeout=60))
+            except Exception as exc:
+                codes.append(repr(exc))
+            finally:
+                service.kill()
+    assert codes == [0] * 5
+    assert [v["version"] for v in versions(db)] == [1]
+    (run,) = runs(db)
+    assert run["state"] == "succeeded", run["error"]
+    crossed = [s.count("training threshold crossed") for s in services]
+    assert sorted(crossed) == [0, 0, 0, 0, 1]
+    assert sum(s.count("dataset version frozen") for s in services) == 1
+    assert sum(s.count("training run finished") for s in services) == 1
+
+
+def test_a_second_crossing_makes_version_2_and_a_second_run_leaving_v1_untouched(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings(training=training(min_new_hours=0.005))  # 18 s more
+    store = store_of(settings)
+    v1_before: dict[str, str] = {}
+
+    async def scenario() -> tuple[FrozenVersion, FrozenVersion]:
+        async with opened(settings) as database:
+            orchestrator = Orchestrator(settings, database, store)
+            await add_transcribed(settings, database, db, *BASE)
+            first = await orchestrator.check()
+            assert first is not None
+            await runs_finished(db, 1)
+            v1_before.update(hashes(version_dir(settings, 1)))
+            assert await orchestrator.check() is None  # nothing new yet
+            await add_transcribed(settings, database, db, "multilingual.mp3")  # +59.9 s
+            second = await orchestrator.check()
+            assert second is not None
+            await runs_finished(db, 2)
+            assert await orchestrator.check() is None
+            return first, second
+
+    first, second = asyncio.run(scenario())
+    assert (first.version, second.version) == (1, 2)
+    assert [v["version"] for v in versions(db)] == [1, 2]
+    assert [(r["version"], r["state"]) for r in runs(db)] == [(1, "succeeded"), (2, "succeeded")]
+    assert hashes(version_dir(settings, 1)) == v1_before
+    record = trainer_record(settings, second.run_id)
+    assert record["argv"][1] == store.uri("datasets/default/v2")
+    assert record["argv"][3:5] == [str(second.run_id), "2"]
+    v1, v2 = versions(db)
+    assert v2["stats"]["audio"] == 4 and v1["stats"]["audio"] == 3
+    assert v2["audio_hours"] - v1["audio_hours"] == pytest.approx(59.9 / 3600, abs=0.2 / 3600)
+
+
+def test_a_trainer_exiting_non_zero_fails_the_run_and_marks_its_directory(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings(training=training(command_env={"TRAINER_EXIT": "3"}))
+    store = store_of(settings)
+
+    async def scenario() -> FrozenVersion:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *BASE)
+            frozen = await Orchestrator(settings, database, store).check()
+            assert frozen is not None
+            await runs_finished(db, 1)
+            return frozen
+
+    frozen = asyncio.run(scenario())
+    (run,) = runs(db)
+    run_id = str(frozen.run_id)
+    assert run["state"] == "failed"
+    assert run["exit_code"] == 3
+    assert "3" in run["error"] and "exit" in run["error"]
+    assert run["finished_at"] is not None
+    # The log is kept in the store.
+    assert run["log_key"] == f"runs/{run_id}/log.txt"
+    log = store.get_bytes(run["log_key"])
+    assert b"training on" in log and b"trainer done" in log
+    # The run directory can no longer be mistaken for a usable checkpoint.
+    failed = run_dir(settings, run_id).with_name(f"{run_id}.FAILED")
+    assert not run_dir(settings, run_id).exists()
+    assert (failed / "FAILED").is_file()
+    assert trainer_record(settings, run_id, ".FAILED")["argv"][3] == run_id
+    assert (failed / "launcher.log").read_bytes() == log
+    # The frozen version is kept: only the run failed.
+    assert versions(db)[0]["state"] == "frozen"
+
+
+def test_a_running_trainer_heartbeats_and_is_not_reaped_by_another_orchestrator(
+    make_settings: Any, db: Conn, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    settings = make_settings(
+        training=training(heartbeat_s=0.5, command_env={"RELEASE": str(release)})
+    )
+
+    async def scenario() -> None:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *BASE)
+            owner = Orchestrator(settings, database, store_of(settings))
+            other = Orchestrator(settings, database, store_of(settings))
+            assert await owner.check() is not None
+            deadline = time.monotonic() + 60
+            while True:  # running, and heartbeating well past three heartbeat intervals
+                (run,) = runs(db)
+                if (
+                    run["state"] == "running"
+                    and (run["heartbeat_at"] - run["started_at"]).total_seconds() >= 1.6
+                ):
+                    break
+                assert run["state"] in ("pending", "running"), run
+                assert time.monotonic() < deadline, run
+                await asyncio.sleep(0.05)
+            assert await other.reap_orphans() == 0
+            assert runs(db)[0]["state"] == "running"
+            release.touch()
+            await runs_finished(db, 1)
+
+    asyncio.run(scenario())
+    (run,) = runs(db)
+    assert run["state"] == "succeeded", run["error"]
+
+
+def test_not_enough_free_disk_fails_the_run_without_launching_anything(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings(training=training(min_free_bytes=2**62))
+    store = store_of(settings)
+
+    async def scenario() -> FrozenVersion:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *BASE)
+            frozen = await Orchestrator(settings, database, store).check()
+            assert frozen is not None
+            await runs_finished(db, 1)
+            return frozen
+
+    frozen = asyncio.run(scenario())
+    (run,) = runs(db)
+    assert run["state"] == "failed"
+    assert "not enough free disk" in run["error"] and str(2**62) in run["error"]
+    assert run["started_at"] is None and run["exit_code"] is None and run["log_key"] is None
+    runs_root = settings.data_dir / "runs"
+    assert not runs_root.exists() or list(runs_root.iterdir()) == []
+    assert store.stat(f"runs/{frozen.run_id}/log.txt") is None
+
+
+def test_with_materialize_dir_the_trainer_gets_local_manifests_and_audio(
+    make_settings: Any, db: Conn, tmp_path: Path
+) -> None:
+    local = tmp_path / "local"
+    settings = make_settings(training=training(materialize_dir=local))
+    store = store_of(settings)
+
+    async def scenario() -> FrozenVersion:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *BASE)
+            frozen = await Orchestrator(settings, database, store).check()
+            assert frozen is not None
+            await runs_finished(db, 1)
+            return frozen
+
+    frozen = asyncio.run(scenario())
+    (run,) = runs(db)
+    assert run["state"] == "succeeded", run["error"]
+    run_id = str(frozen.run_id)
+    record = json.loads((local / "runs" / run_id / "trainer.json").read_text())
+    dest = local / "datasets" / "default-v1"
+    assert record["argv"][1:3] == [str(dest), str(dest / "train.jsonl")]
+    assert record["argv"][6:8] == [str(dest / "dev.jsonl"), str(dest / "test.jsonl")]
+    audio_ids = set()
+    for name in ("train.jsonl", "dev.jsonl", "test.jsonl", "metadata.jsonl"):
+        for line in (dest / name).read_text().splitlines():
+            entry = json.loads(line)
+            path = Path(entry.get("audio_filepath") or entry["file_name"])
+            assert path.is_file() and path.parent == (dest / "audio").resolve()
+            audio_ids.add(entry["audio_id"])
+    assert len(audio_ids) == 3
+    # The frozen version in the store still points at the store.
+    for name in ("train.jsonl", "dev.jsonl", "test.jsonl"):
+        for line in (version_dir(settings, 1) / name).read_text().splitlines():
+            assert json.loads(line)["audio_filepath"].startswith(str(store.root))
+
+
+# -- the http launcher ------------------------------------------------------------------
+
+
+@dataclass
+class FakeTrainer:
+    """A real HTTP server answering POSTs with the scripted statuses (the last one repeats)."""
+
+    statuses: list[int]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def trainer_server() -> Iterator[Callable[..., FakeTrainer]]:
+    servers: list[tuple[http.server.ThreadingHTTPServer, threading.Thread]] = []
+
+    def start(*statuses: int, headers: dict[str, str] | None = None) -> FakeTrainer:
+        trainer = FakeTrainer(list(statuses))
+        lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    trainer.requests.append(
+                        {"path": self.path, "headers": dict(self.headers), "body": body}
+                    )
+                    n = len(trainer.requests)
+                status = trainer.statuses[min(n, len(trainer.statuses)) - 1]
+                reply = {"id": "remote-42"} if status < 300 else {"error": f"status {status}"}
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        trainer.url = f"http://127.0.0.1:{server.server_address[1]}/v1/runs"
+        return trainer
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def http_run(make_settings: Any, db: Conn, **overrides: Any) -> tuple[Settings, FrozenVersion]:
+    settings = make_settings(training=training(launcher="http", http_timeout_s=10, **overrides))
+
+    async def scenario() -> FrozenVersion:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *BASE)
+            frozen = await Orchestrator(settings, database, store_of(settings)).check()
+            assert frozen is not None
+            await runs_finished(db, 1)
+            return frozen
+
+    return settings, asyncio.run(scenario())
+
+
+def test_http_launcher_retries_5xx_then_records_the_remote_run(
+    make_settings: Any, db: Conn, trainer_server: Callable[..., FakeTrainer]
+) -> None:
+    trainer = trainer_server(503, 503, 201)
+    settings, frozen = http_run(make_settings, db, http_url=trainer.url, http_token="tok-123")
+    store = store_of(settings)
+    (run,) = runs(db)
+    assert run["state"] == "succeeded", run["error"]
+    assert run["remote_id"] == "remote-42" and run["http_status"] == 201
+    assert run["launcher"] == "http" and run["exit_code"] is None and run["error"] is None
+    assert len(trainer.requests) == 3
+    (version,) = versions(db)
+    prefix = "datasets/default/v1"
+    for request in trainer.requests:
+        assert request["path"] == "/v1/runs"
+        assert request["headers"]["Authorization"] == "Bearer tok-123"
+        assert request["headers"]["Idempotency-Key"] == str(frozen.run_id)
+        body = json.loads(request["body"])
+        assert body["run_id"] == str(frozen.run_id)
+        dataset = body["dataset"]
+        assert dataset["name"] == "default" and dataset["version"] == 1
+        assert dataset["dir"] == store.uri(prefix)
+        assert dataset["manifests"] == {
+            s: store.uri(f"{prefix}/{s}.jsonl") for s in ("train", "dev", "test")
+        }
+        assert all(Path(p).is_file() for p in dataset["manifests"].values())
+        assert dataset["metadata"] == store.uri(f"{prefix}/metadata.jsonl")
+        assert dataset["description"] == store.uri(f"{prefix}/dataset.json")
+        assert dataset["stats"] == version["stats"] and dataset["stats"]["audio"] == 3
+        assert dataset["audio_hours"] == pytest.approx(version["audio_hours"])
+        assert dataset["manifest_sha256"] == version["manifest_sha256"]
+    assert len({r["body"] for r in trainer.requests}) == 1  # the same request, retried
+
+
+def test_a_trainer_answering_400_fails_the_run_without_retries(
+    make_settings: Any, db: Conn, trainer_server: Callable[..., FakeTrainer]
+) -> None:
+    trainer = trainer_server(400, 201)
+    http_run(make_settings, db, http_url=trainer.url)
+    (run,) = runs(db)
+    assert run["state"] == "failed"
+    assert run["http_status"] == 400 and "400" in run["error"]
+    assert run["remote_id"] is None
+    assert len(trainer.requests) == 1
+    assert "Authorization" not in trainer.requests[0]["headers"]  # no token configured
+
+
+def test_a_trainer_redirect_is_not_taken_for_an_accepted_run(
+    make_settings: Any, db: Conn, trainer_server: Callable[..., FakeTrainer]
+) -> None:
+    trainer = trainer_server(308, headers={"Location": "https://trainer.example.com/v1/runs"})
+    http_run(make_settings, db, http_url=trainer.url, http_attempts=2)
+    (run,) = runs(db)
+    assert run["state"] == "failed", (run["state"], run["http_status"], run["remote_id"])
+
+
+# -- orphans and failures ---------------------------------------------------------------
+
+
+def test_a_run_left_running_by_a_dead_orchestrator_is_reaped_and_the_next_crossing_runs(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings(training=training(min_new_hours=0.005, heartbeat_s=10))
+
+    async def scenario() -> tuple[int, int, int, FrozenVersion | None, FrozenVersion | None]:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *BASE)
+            # The dead orchestrator froze v1 and recorded its run...
+            orphan = await Freezer(settings, database, store_of(settings)).freeze(
+                run_launcher="command"
+            )
+            assert orphan.run_id is not None
+            orchestrator = Orchestrator(settings, database, store_of(settings))
+            fresh = await orchestrator.reap_orphans()  # heartbeat just now: not an orphan
+            # ...started it, then stopped heartbeating an hour ago.
+            db.execute(
+                "UPDATE training_runs SET state = 'running', owner = 'gone:4242:dead00',"
+                " started_at = now() - interval '1 hour', heartbeat_at = now() - interval '1 hour'"
+                " WHERE id = %s",
+                (orphan.run_id,),
+            )
+            # It also left a version half-written long ago.
+            db.execute(
+                "INSERT INTO dataset_versions (name, version, prefix, created_at)"
+                " VALUES ('default', 2, 'datasets/default/v2', now() - interval '2 hours')"
+            )
+            reaped = await orchestrator.reap_orphans()
+            again = await orchestrator.reap_orphans()
+            no_new_hours = await orchestrator.check()
+            await add_transcribed(settings, database, db, "multilingual.mp3")
+            next_one = await orchestrator.check()
+            await runs_finished(db, 2)
+            return fresh, reaped, again, no_new_hours, next_one
+
+    fresh, reaped, again, no_new_hours, next_one = asyncio.run(scenario())
+    assert (fresh, reaped, again) == (0, 1, 0)
+    orphan, successor = runs(db)
+    assert orphan["state"] == "failed" and orphan["finished_at"] is not None
+    assert "orchestrator" in orphan["error"] and "died" in orphan["error"]
+    assert orphan["exit_code"] is None
+    assert [(v["version"], v["state"]) for v in versions(db)] == [
+        (1, "frozen"),
+        (2, "abandoned"),
+        (3, "frozen"),
+    ]
+    # The failed run counts as the run of its crossing; new hours make the next one.
+    assert no_new_hours is None
+    assert next_one is not None and next_one.version == 3
+    assert successor["state"] == "succeeded" and successor["version"] == 3
+
+
+def test_a_freeze_failing_mid_way_releases_the_lock_and_the_next_check_freezes_anew(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings(training=training())
+
+    async def scenario() -> FrozenVersion | None:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *BASE)
+            broken = Orchestrator(settings, database, FailingStore(store_of(settings), 3))
+            with pytest.raises(TransientError, match="injected"):
+                await broken.check()
+            other = Orchestrator(settings, database, store_of(settings))
+            frozen = await other.check()
+            await runs_finished(db, 1)
+            return frozen
+
+    frozen = asyncio.run(scenario())
+    assert frozen is not None and frozen.version == 2
+    assert [(v["version"], v["state"]) for v in versions(db)] == [(1, "abandoned"), (2, "frozen")]
+    (run,) = runs(db)
+    assert run["version"] == 2 and run["state"] == "succeeded"
+
+
+def test_the_orchestrator_loop_survives_a_storage_outage_while_freezing(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings(training=training(check_interval_s=0.2))
+
+    async def scenario() -> BaseException | None:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *BASE)
+            flaky = FailingStore(store_of(settings), 1)  # only the very first write fails
+            stop = asyncio.Event()
+            task = asyncio.create_task(Orchestrator(settings, database, flaky).run(stop))
+            deadline = time.monotonic() + 60
+            while not task.done() and time.monotonic() < deadline:
+                if any(r["state"] in TERMINAL for r in runs(db)):
+                    break
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.wait([task], timeout=30)
+            return task.exception() if task.done() else None
+
+    crashed = asyncio.run(scenario())
+    assert crashed is None, f"the orchestrator stopped: {crashed!r}"
+    assert [r["state"] for r in runs(db)] == ["succeeded"]
+
+
+def listening(db: Conn) -> bool:
+    row = db.execute(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+        " AND query = %s",
+        (f"LISTEN {TRANSCRIPTS_CHANNEL}",),
+    ).fetchone()
+    return bool(row and row["n"])
+
+
+def test_a_finished_transcript_wakes_the_orchestrator_loop_without_waiting_for_its_timer(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings(training=training(check_interval_s=300))
+
+    async def scenario() -> None:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, "jfk.flac", "hotwords.mp3")
+            stop = asyncio.Event()
+            task = asyncio.create_task(
+                Orchestrator(settings, database, store_of(settings)).run(stop)
+            )
+            try:
+                deadline = time.monotonic() + 30
+                while not listening(db):
+                    assert not task.done() and time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+                started = time.monotonic()
+                await add_transcribed(settings, database, db, "stereo_diarization.wav")
+                await runs_finished(db, 1, timeout=60)
+                assert time.monotonic() - started < 60  # far less than the 300 s timer
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 30)
+
+    asyncio.run(scenario())
+    (run,) = runs(db)
+    assert run["state"] == "succeeded", run["error"]
