@@ -8,6 +8,11 @@ import sys
 import structlog
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    """Look ``sys.stderr`` up when logging, not when configuring (it may be replaced)."""
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(*, fmt: str = "console", level: str = "info") -> None:
     numeric = logging.getLevelName(level.upper())
     renderer: structlog.typing.Processor
@@ -25,7 +30,7 @@ def configure_logging(*, fmt: str = "console", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     # Third-party loggers (pgserver, psycopg_pool) speak through the standard library.

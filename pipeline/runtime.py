@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from collections.abc import Coroutine
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ import structlog
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.embedded import EmbeddedPostgres
-from pipeline.errors import TransientError
+from pipeline.errors import ConfigError, TransientError
 from pipeline.ingest.core import Ingestor
 from pipeline.ingest.hotfolder import HotFolder
 from pipeline.sources.registry import SourceRegistry
@@ -60,6 +61,8 @@ async def run_roles(settings: Settings, roles: set[Role]) -> int:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Claim the HTTP port first: a busy port is a clear error before anything starts.
+    sock = _bind_gateway(settings) if "gateway" in roles and settings.gateway.enabled else None
     db = build_database(settings)
     await db.open()
     try:
@@ -81,13 +84,27 @@ async def run_roles(settings: Settings, roles: set[Role]) -> int:
             from pipeline.datasets.orchestrator import Orchestrator
 
             coros.append(Orchestrator(settings, db, store).run(stop))
-        if "gateway" in roles and settings.gateway.enabled:
-            coros.append(_serve_http(settings, db, store, ingestor, stop))
+        if sock is not None:
+            coros.append(_serve_http(settings, db, store, ingestor, sock, stop))
         if "worker" in roles and settings.asr.concurrency > 0:
             coros.extend(await _workers(settings, db, store, sources, stop))
         return await _supervise(coros, stop)
     finally:
         await db.close()
+        if sock is not None:
+            sock.close()
+
+
+def _bind_gateway(settings: Settings) -> socket.socket:
+    from gateway.app import bind_socket
+
+    try:
+        return bind_socket(settings.gateway.host, settings.gateway.port)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}; choose another port with AI2TEXT_GATEWAY__PORT (0 = any free port)"
+            " or run without the API with AI2TEXT_GATEWAY__ENABLED=false"
+        ) from None
 
 
 def _s3_roles(
@@ -110,12 +127,16 @@ def _s3_roles(
 
 
 async def _serve_http(
-    settings: Settings, db: Database, store: ObjectStore, ingestor: Ingestor, stop: asyncio.Event
+    settings: Settings,
+    db: Database,
+    store: ObjectStore,
+    ingestor: Ingestor,
+    sock: socket.socket,
+    stop: asyncio.Event,
 ) -> None:
-    from gateway.app import bind_socket, create_app, serve
+    from gateway.app import create_app, serve
 
     app = create_app(settings, db, store, ingestor)
-    sock = bind_socket(settings.gateway.host, settings.gateway.port)
     host, port = sock.getsockname()[:2]
     log.info("gateway listening", url=f"http://{host}:{port}")
     await serve(app, sock, stop)

@@ -142,7 +142,7 @@ class HotFolder:
                 next_scan = now + self.watch.rescan_interval_s
             self._recheck(now)
             if self._space_ok():
-                for path in self.tracker.ready(now, time.time_ns()):
+                for path in self.tracker.ready(now):
                     self._dispatch(path)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.watch.recheck_interval_s)

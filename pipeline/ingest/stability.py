@@ -59,20 +59,16 @@ class StabilityTracker:
         entry = self._pending.get(path)
         return entry.fingerprint if entry else None
 
-    def ready(self, now: float, wall_now_ns: int | None = None) -> list[Path]:
-        """Files unchanged for at least the quiet period, oldest first.
+    def ready(self, now: float) -> list[Path]:
+        """Files seen unchanged for at least the quiet period, oldest first.
 
-        Unchanged means: seen with the same size and mtime for the quiet period, or
-        (when ``wall_now_ns`` is given) last modified at least the quiet period ago by
-        its own mtime. Every write moves the mtime, so the second rule is just as
-        strict, and it spares a file the wait between being written and first seen.
+        Only time observed here counts, never the file's own mtime: a writer on a
+        network share may set times from a clock that is far behind ours.
         """
-        quiet_ns = self.quiet_period_s * 1e9
         due = [
             (entry.unchanged_since, path)
             for path, entry in self._pending.items()
             if now - entry.unchanged_since >= self.quiet_period_s
-            or (wall_now_ns is not None and wall_now_ns - entry.fingerprint.mtime_ns >= quiet_ns)
         ]
         return [path for _, path in sorted(due)]
 

@@ -242,3 +242,27 @@ def test_paused_worker_cannot_overwrite_the_result_of_the_worker_that_took_over(
             os.kill(paused.pid, signal.SIGCONT)
         paused.kill()
         rescuer.kill()
+
+
+def test_a_busy_gateway_port_is_a_clear_error_before_anything_starts(
+    embedded_root: Path,
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = {**os.environ, **_env(embedded_root), "AI2TEXT_GATEWAY__PORT": str(port)}
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", "up"], env=env, capture_output=True, timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    message = done.stderr.decode()
+    assert f"cannot listen on 127.0.0.1:{port}" in message
+    assert "AI2TEXT_GATEWAY__PORT" in message
+    # Nothing was started: no embedded database was created.
+    assert not (embedded_root / "data" / "pg").exists()
