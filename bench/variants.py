@@ -81,7 +81,8 @@ def _mp3_with_txxx(data: bytes, payload: bytes) -> bytes:
     frame_body = b"\x03bench\x00" + payload  # UTF-8, description "bench", value
     if data[:3] == b"ID3" and data[3] in (3, 4) and data[5] & 0xD0 == 0:
         version = data[3]
-        size_field = _syncsafe(len(frame_body)) if version == 4 else struct.pack(">I", len(frame_body))
+        n = len(frame_body)
+        size_field = _syncsafe(n) if version == 4 else struct.pack(">I", n)
         frame = b"TXXX" + size_field + b"\0\0"
         tag_size = _unsyncsafe(data[6:10]) + len(frame) + len(frame_body)
         return data[:6] + _syncsafe(tag_size) + frame + frame_body + data[10:]

@@ -101,6 +101,11 @@ class HotFolder:
             return
         if stat.S_ISDIR(st.st_mode):
             self._candidates.update(self._scan(path))
+        elif stat.S_ISREG(st.st_mode) and path not in self._in_flight:
+            # Start the quiet period from this event, not from the next tick.
+            fp = fingerprint_of(st)
+            if self._kept.get(path) != fp:
+                self.tracker.observe(path, fp, time.monotonic())
         else:
             self._candidates.add(path)
 
@@ -144,8 +149,13 @@ class HotFolder:
             if self._space_ok():
                 for path in self.tracker.ready(now):
                     self._dispatch(path)
+            # Wake at the next tick, or exactly when the next file's quiet period ends.
+            wait_s = self.watch.recheck_interval_s
+            due = self.tracker.next_due()
+            if due is not None:
+                wait_s = min(wait_s, max(0.005, due - time.monotonic()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.watch.recheck_interval_s)
+                await asyncio.wait_for(stop.wait(), wait_s)
 
     def _recheck(self, now: float) -> None:
         paths = self._candidates.union(self.tracker.paths())

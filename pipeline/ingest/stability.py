@@ -72,5 +72,11 @@ class StabilityTracker:
         ]
         return [path for _, path in sorted(due)]
 
+    def next_due(self) -> float | None:
+        """When the earliest pending file's quiet period ends (monotonic), if any."""
+        if not self._pending:
+            return None
+        return min(e.unchanged_since for e in self._pending.values()) + self.quiet_period_s
+
     def discard(self, path: Path) -> None:
         self._pending.pop(path, None)

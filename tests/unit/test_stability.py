@@ -195,3 +195,13 @@ def test_an_old_mtime_does_not_make_a_file_ready_before_it_was_seen_quiet() -> N
     tracker.observe(path, Fingerprint(size=20, mtime_ns=long_ago_ns, inode=1), now=51.9)
     assert tracker.ready(53.8) == []
     assert tracker.ready(53.9) == [path]
+
+
+def test_next_due_is_when_the_earliest_quiet_period_ends() -> None:
+    tracker = StabilityTracker(quiet_period_s=2.0)
+    assert tracker.next_due() is None
+    tracker.observe(Path("a.wav"), Fingerprint(size=1, mtime_ns=1, inode=1), now=10.0)
+    tracker.observe(Path("b.wav"), Fingerprint(size=1, mtime_ns=1, inode=2), now=11.0)
+    assert tracker.next_due() == 12.0
+    tracker.observe(Path("a.wav"), Fingerprint(size=2, mtime_ns=2, inode=1), now=12.5)
+    assert tracker.next_due() == 13.0
