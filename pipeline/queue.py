@@ -227,5 +227,7 @@ async def reap_exhausted(conn: AsyncConn) -> int:
             " RETURNING audio_id, last_error)"
             " UPDATE audio a SET state = 'failed', error = dead.last_error, updated_at = now()"
             " FROM dead WHERE a.id = dead.audio_id"
+            # Wake waiters as notify_finished() does (channel TRANSCRIPTS_CHANNEL).
+            " RETURNING a.id, pg_notify('ai2text_transcripts', a.id::text)"
         )
         return cur.rowcount

@@ -11,7 +11,6 @@ import asyncio
 import functools
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from pipeline.db.database import Database
 from pipeline.errors import TransientError
 from pipeline.ingest.core import Arrival, Ingestor, IngestResult
 from pipeline.storage import FilesystemStore, ObjectInfo
+from tests.waiting import jobs_settled
 from workers.asr import WhisperTranscriber
 from workers.worker import AsrWorker
 
@@ -88,15 +88,8 @@ async def transcribe_pending(settings: Settings, database: Database, db: Conn) -
     stop = asyncio.Event()
     worker = AsrWorker(settings, database, store_of(settings), whisper(), worker_id="test:1:0")
     task = asyncio.create_task(worker.run(stop))
-    deadline = time.monotonic() + 180
     try:
-        while True:
-            states = {r["state"] for r in db.execute("SELECT state FROM jobs").fetchall()}
-            if states <= {"done", "dead"}:
-                break
-            assert time.monotonic() < deadline, f"jobs still {states}"
-            assert not task.done(), "the worker stopped early"
-            await asyncio.sleep(0.1)
+        await jobs_settled(settings, timeout=180, watch=[task])
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)

@@ -325,7 +325,8 @@ def test_ingests_racing_past_the_duplicate_lookup_still_accept_exactly_one(
                 while not await waiting_inserts(watcher):
                     assert asyncio.get_running_loop().time() < deadline, "inserts never blocked"
                     assert not any(t.done() for t in tasks), [t.result() for t in tasks if t.done()]
-                    await asyncio.sleep(0.02)
+                    # Wake early if an ingest ends (it must not), else look at pg_locks again.
+                    await asyncio.wait(tasks, timeout=0.02)
                 await blocker.rollback()
                 return list(await asyncio.gather(*tasks))
             finally:

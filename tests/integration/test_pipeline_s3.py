@@ -11,9 +11,8 @@ import hashlib
 import io
 import json
 import shutil
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from pipeline.ingest.hotfolder import HotFolder
 from pipeline.storage import open_store
 from pipeline.storage.s3 import S3Store
 from tests.integration.s3_server import moto_s3_server
+from tests.waiting import jobs_settled
 from workers.asr import WhisperTranscriber
 from workers.worker import AsrWorker
 
@@ -67,24 +67,6 @@ def s3_settings(make_settings: Any, endpoint: str) -> Settings:
     return settings
 
 
-async def wait_for(
-    check: Callable[[], Any], *, timeout: float, what: str, tasks: list[asyncio.Task[None]]
-) -> Any:
-    """Poll ``check`` until truthy; fail early if a background task died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        for task in tasks:
-            if task.done():
-                task.result()
-                raise AssertionError(f"a background task stopped while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def download(store: S3Store, key: str) -> bytes:
     buf = io.BytesIO()
     store.download(key, buf)
@@ -110,30 +92,19 @@ def test_folder_to_transcript_on_s3(
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         try:
+            # In the inbox before the watcher starts: its start-up scan takes it, so the
+            # test needs no signal that the event watch is live.
+            inbox.mkdir(parents=True, exist_ok=True)
+            staged = settings.data_dir / "jfk.flac.part"
+            shutil.copyfile(JFK, staged)
+            staged.rename(inbox / "jfk.flac")
             hotfolder = HotFolder(settings, Ingestor(settings, database, store))
             worker = AsrWorker(settings, database, store, transcriber, worker_id="s3-test:0")
             tasks = [
                 asyncio.create_task(hotfolder.run(stop)),
                 asyncio.create_task(worker.run(stop)),
             ]
-            await wait_for(
-                lambda: settings.watch.rejected_path.is_dir(),
-                timeout=10,
-                what="watcher start",
-                tasks=tasks,
-            )
-            staged = settings.data_dir / "jfk.flac.part"
-            shutil.copyfile(JFK, staged)
-            staged.rename(inbox / "jfk.flac")
-            await wait_for(
-                lambda: db.execute(
-                    "SELECT 1 FROM transcripts t JOIN audio a ON a.id = t.audio_id"
-                    " WHERE a.original_name = 'jfk.flac'"
-                ).fetchone(),
-                timeout=180,
-                what="jfk.flac transcribed",
-                tasks=tasks,
-            )
+            await jobs_settled(settings, timeout=180, at_least=1, watch=tasks)
         finally:
             stop.set()
             if tasks:
@@ -218,15 +189,7 @@ def test_job_whose_object_vanished_from_bucket_ends_dead_after_one_attempt(
 
             worker = AsrWorker(settings, database, store, transcriber, worker_id="s3-test:1")
             tasks = [asyncio.create_task(worker.run(stop))]
-            await wait_for(
-                lambda: db.execute(
-                    "SELECT 1 FROM jobs WHERE audio_id = %s AND state IN ('dead', 'done')",
-                    (result.audio_id,),
-                ).fetchone(),
-                timeout=60,
-                what="the job to finish",
-                tasks=tasks,
-            )
+            await jobs_settled(settings, timeout=60, audio_id=result.audio_id, watch=tasks)
             return result.audio_id
         finally:
             stop.set()

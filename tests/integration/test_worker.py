@@ -17,6 +17,7 @@ from pipeline.db.database import Database
 from pipeline.errors import TransientError
 from pipeline.ingest.core import Arrival, Ingestor
 from pipeline.storage import FilesystemStore
+from tests.waiting import jobs_settled
 from workers.asr import TranscribeOptions, Transcription, WhisperTranscriber
 from workers.worker import AsrWorker
 
@@ -90,12 +91,7 @@ def test_job_failing_transiently_backs_off_and_ends_dead_while_others_flow(
             store = FilesystemStore(settings.data_dir / "objects")
             worker = AsrWorker(settings, database, store, transcriber, worker_id="test:1:0")
             task = asyncio.create_task(worker.run(stop))
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                states = {r["state"] for r in db.execute("SELECT state FROM jobs").fetchall()}
-                if states <= {"done", "dead"}:
-                    break
-                await asyncio.sleep(0.1)
+            await jobs_settled(settings, timeout=120, watch=[task])
             stop.set()
             await asyncio.wait_for(task, 30)
             return ids
@@ -147,12 +143,7 @@ def test_permanent_failure_is_not_retried(
             transcriber = WhisperTranscriber(settings.asr)
             worker = AsrWorker(settings, database, store, transcriber, worker_id="test:2:0")
             task = asyncio.create_task(worker.run(stop))
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                job = db.execute("SELECT state FROM jobs").fetchone()
-                if job is not None and job["state"] == "dead":
-                    break
-                await asyncio.sleep(0.1)
+            await jobs_settled(settings, timeout=60, watch=[task])
             stop.set()
             await asyncio.wait_for(task, 30)
             return ids["jfk.flac"]
