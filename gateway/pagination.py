@@ -6,6 +6,7 @@ import base64
 import json
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pipeline.errors import Ai2TextError
 
@@ -34,3 +35,10 @@ def decode_uuid_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return stamp, uuid.UUID(row_id)
     except ValueError as exc:
         raise BadCursor("invalid cursor") from exc
+
+
+def page(rows: list[dict[str, Any]], size: int) -> dict[str, Any]:
+    """A page of rows newest first, with the cursor of the next page when one may exist."""
+    full = len(rows) == size
+    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if full else None
+    return {"items": rows, "next_cursor": next_cursor}

@@ -24,8 +24,11 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
     ) -> Principal:
         try:
             token = parse_bearer(request.headers.get("authorization"))
-            # A JWKS fetch may happen on an unknown key id: keep it off the event loop.
-            principal = await asyncio.to_thread(ctx.verifier.verify, token)
+            if ctx.verifier.fetches_keys:
+                # A JWKS fetch may happen on an unknown key id: keep it off the event loop.
+                principal = await asyncio.to_thread(ctx.verifier.verify, token)
+            else:
+                principal = ctx.verifier.verify(token)  # local keys: a signature check only
         except AuthError as exc:
             log.info("authentication failed", reason=exc.reason, path=request.url.path)
             raise unauthorized() from None

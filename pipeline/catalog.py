@@ -1,4 +1,6 @@
-"""Tenant-aware questions the HTTP API asks: audio, transcripts, search, jobs, stats.
+"""Tenant-aware questions about audio, transcripts, search, jobs and stats.
+
+Asked by the HTTP API (per caller) and by the CLI (``tenant=None``).
 
 Every query takes ``tenant``: a tenant name limits rows to that tenant, ``None``
 (an admin) sees all. Rows of another tenant simply do not exist for the caller.
@@ -13,8 +15,13 @@ from datetime import datetime
 from typing import Any
 
 from pipeline.db.database import AsyncConn
+from pipeline.errors import Ai2TextError
 
 # Every query limits rows with: (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)
+
+
+class NotFound(Ai2TextError):
+    """No such audio (or the id prefix is ambiguous)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +43,9 @@ async def list_audio(
 ) -> list[dict[str, Any]]:
     cur = await conn.execute(
         "SELECT a.id, a.tenant, a.source, a.original_name, a.state, a.error, a.duration_s,"
-        " a.language, a.size_bytes, a.duplicate_of, a.created_at, a.updated_at"
-        " FROM audio a WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
+        " a.language, a.size_bytes, a.duplicate_of, a.created_at, a.updated_at, j.attempts"
+        " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id"
+        " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
         " AND (%(state)s::text IS NULL OR a.state = %(state)s)"
         " AND (%(source)s::text IS NULL OR a.source = %(source)s)"
         " AND (%(language)s::text IS NULL OR a.language = %(language)s)"
@@ -59,6 +67,23 @@ async def list_audio(
         },
     )
     return await cur.fetchall()
+
+
+async def resolve_audio_id(conn: AsyncConn, ref: str) -> uuid.UUID:
+    """Accept a full id or a unique prefix of one (like git); for the CLI."""
+    ref = ref.strip().lower()
+    if not ref or any(c not in "0123456789abcdef-" for c in ref):
+        raise NotFound(f"not an audio id: {ref!r}")
+    cur = await conn.execute(
+        "SELECT id FROM audio WHERE id::text LIKE %s ORDER BY id LIMIT 2", (ref + "%",)
+    )
+    rows = await cur.fetchall()
+    if not rows:
+        raise NotFound(f"no audio with id {ref}")
+    if len(rows) > 1:
+        raise NotFound(f"id prefix {ref} is ambiguous; give more characters")
+    found: uuid.UUID = rows[0]["id"]  # type: ignore[assignment]
+    return found
 
 
 async def get_audio(
@@ -163,7 +188,8 @@ async def stats(conn: AsyncConn, *, tenant: str | None) -> dict[str, Any]:
     jobs = {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
     cur = await conn.execute(
         "SELECT coalesce(sum(t.audio_duration_s), 0) / 3600.0 AS hours,"
-        " avg(t.real_time_factor) AS rtf FROM transcripts t JOIN audio a ON a.id = t.audio_id"
+        " avg(t.real_time_factor) AS rtf, count(*) AS transcripts"
+        " FROM transcripts t JOIN audio a ON a.id = t.audio_id"
         " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)",
         params,
     )
@@ -174,10 +200,17 @@ async def stats(conn: AsyncConn, *, tenant: str | None) -> dict[str, Any]:
         "jobs_by_state": jobs,
         "queue_depth": jobs.get("queued", 0) + jobs.get("running", 0),
         "hours_transcribed": float(totals["hours"]),  # type: ignore[arg-type]
+        "transcripts": int(totals["transcripts"]),  # type: ignore[call-overload]
         "average_real_time_factor": (
             float(totals["rtf"]) if totals["rtf"] is not None else None  # type: ignore[arg-type]
         ),
     }
+
+
+async def s3_event_counts(conn: AsyncConn) -> dict[str, int]:
+    """S3 notifications by processing state (operators only: events carry no tenant)."""
+    cur = await conn.execute("SELECT state, count(*) AS n FROM s3_events GROUP BY state")
+    return {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
 
 
 async def request_word_timestamps(conn: AsyncConn, audio_id: uuid.UUID) -> bool:

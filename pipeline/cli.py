@@ -14,7 +14,7 @@ from typing import Any, TextIO
 import structlog
 from pydantic import ValidationError
 
-from pipeline import queries
+from pipeline import catalog
 from pipeline.config import Settings, load_settings
 from pipeline.errors import Ai2TextError
 from pipeline.formats import Cue, to_srt, to_timestamped, to_txt, to_vtt
@@ -196,7 +196,12 @@ async def _with_store(settings: Settings, fn: Callable[[Any, Any], Awaitable[Any
 
 
 async def cmd_ls(settings: Settings, args: argparse.Namespace) -> int:
-    rows = await _query(settings, lambda c: queries.recent_audio(c, limit=args.limit))
+    rows = await _query(
+        settings,
+        lambda c: catalog.list_audio(
+            c, tenant=None, filters=catalog.AudioFilter(), after=None, limit=args.limit
+        ),
+    )
     if args.json:
         _print_json(rows)
         return 0
@@ -218,10 +223,10 @@ async def cmd_ls(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     async def fetch(conn: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        audio_id = await queries.resolve_audio_id(conn, args.id)
-        return await queries.audio_detail(conn, audio_id), await queries.transcript_of(
-            conn, audio_id
-        )
+        audio_id = await catalog.resolve_audio_id(conn, args.id)
+        audio = await catalog.get_audio(conn, tenant=None, audio_id=audio_id)
+        assert audio is not None
+        return audio, await catalog.get_transcript(conn, tenant=None, audio_id=audio_id)
 
     audio, transcript = await _query(settings, fetch)
     fmt = "json" if args.json else args.format
@@ -265,13 +270,18 @@ def _describe_missing(audio: dict[str, Any], out: TextIO) -> None:
 
 
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    status = await _query(settings, queries.pipeline_status)
+    async def fetch(conn: Any) -> dict[str, Any]:
+        status = await catalog.stats(conn, tenant=None)
+        status["s3_events"] = await catalog.s3_event_counts(conn)
+        return status
+
+    status = await _query(settings, fetch)
     if args.json:
         _print_json(status)
         return 0
     out = sys.stdout
-    out.write("audio:   " + _counts(status["audio"]) + "\n")
-    out.write("jobs:    " + _counts(status["jobs"]) + "\n")
+    out.write("audio:   " + _counts(status["audio_by_state"]) + "\n")
+    out.write("jobs:    " + _counts(status["jobs_by_state"]) + "\n")
     out.write(f"queue depth: {status['queue_depth']}\n")
     if status["s3_events"]:
         out.write("s3 events: " + _counts(status["s3_events"]) + "\n")

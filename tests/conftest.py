@@ -54,9 +54,11 @@ def embedded_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def database_url(pg_server: Any) -> Iterator[str]:
-    """A new, empty database for one test; dropped afterwards."""
+def fresh_database(pg_server: Any) -> Iterator[str]:
+    """Create a new, empty database on the session server; drop it when resumed.
+
+    Use with ``yield from`` in a fixture of whatever scope the database should have.
+    """
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = pg_server.get_uri()
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -64,6 +66,27 @@ def database_url(pg_server: Any) -> Iterator[str]:
     yield pg_server.get_uri(database=name)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(pg_server: Any) -> Iterator[str]:
+    """A new, empty database for one test; dropped afterwards."""
+    yield from fresh_database(pg_server)
+
+
+@pytest.fixture(scope="module")
+def module_database_url(pg_server: Any) -> Iterator[str]:
+    """One database for a module's shared, long-running service."""
+    yield from fresh_database(pg_server)
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3 wire protocol (moto) on 127.0.0.1 for one test module: ``host:port``."""
+    from tests.integration.s3_server import moto_s3_server
+
+    with moto_s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

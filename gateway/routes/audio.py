@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from gateway.auth import Principal
 from gateway.context import AppContext, get_context
 from gateway.errors import ApiError
-from gateway.pagination import BadCursor, decode_cursor, decode_uuid_cursor, encode_cursor
+from gateway.pagination import BadCursor, decode_cursor, decode_uuid_cursor, page
 from gateway.security import require
 from pipeline import catalog
 from pipeline.formats import Cue, to_srt, to_txt, to_vtt
@@ -68,10 +68,7 @@ async def list_audio(
             after=after,
             limit=size,
         )
-    next_cursor = (
-        encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if len(rows) == size else None
-    )
-    return {"items": rows, "next_cursor": next_cursor}
+    return page(rows, size)
 
 
 @router.get("/audio/{audio_id}")
@@ -192,10 +189,7 @@ async def list_jobs(
         rows = await catalog.list_jobs(
             conn, tenant=principal.tenant_filter(), state=state, after=after, limit=size
         )
-    next_cursor = (
-        encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if len(rows) == size else None
-    )
-    return {"items": rows, "next_cursor": next_cursor}
+    return page(rows, size)
 
 
 @router.post("/jobs/{job_id}/retry")

@@ -51,6 +51,8 @@ class FrozenVersion:
     manifest_sha256: dict[str, str]
     run_id: uuid.UUID | None = None
     items: list[tuple[uuid.UUID, Split, int, float]] = field(default_factory=list)
+    # The ASR models whose transcripts are this version's labels.
+    models: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -107,6 +109,7 @@ class Freezer:
     async def _build(self, tmp: Path, version_id: int, number: int, prefix: str) -> FrozenVersion:
         counts = {s: _SplitCount() for s in SPLITS}
         items: list[tuple[uuid.UUID, Split, int, float]] = []
+        models: set[str] = set()
         outputs = _open_outputs(tmp)
         try:
             async with self.db.connection() as conn:
@@ -118,6 +121,7 @@ class Freezer:
                     _write_audio(outputs, split, audio, cues, self.store.uri(audio["storage_key"]))
                     seconds = sum(c.duration for c in cues)
                     items.append((audio["id"], split, len(cues), seconds))
+                    models.add(str(audio["model"]))
                     count = counts[split]
                     count.audio += 1
                     count.utterances += len(cues)
@@ -149,7 +153,7 @@ class Freezer:
             "audio_hours": audio_hours,
             "utterance_hours": utterance_hours,
             "stats": stats,
-            "asr_model": await self._models(),
+            "asr_model": sorted(models),
             "filters": self.rules.model_dump(),
             "manifest_sha256": checksums,
             "manifest_format": "NeMo (audio_filepath, offset, duration, text, lang, audio_id)",
@@ -165,12 +169,8 @@ class Freezer:
             stats=stats,
             manifest_sha256=checksums,
             items=items,
+            models=sorted(models),
         )
-
-    async def _models(self) -> list[str]:
-        async with self.db.connection() as conn:
-            cur = await conn.execute("SELECT DISTINCT model FROM transcripts ORDER BY model")
-            return [str(r["model"]) for r in await cur.fetchall()]
 
     async def _commit(self, frozen: FrozenVersion, run_launcher: str | None) -> None:
         from psycopg.types.json import Jsonb
@@ -186,7 +186,7 @@ class Freezer:
                     Jsonb(frozen.stats),
                     Jsonb(self.rules.model_dump()),
                     Jsonb(frozen.manifest_sha256),
-                    ", ".join(await _models_in(conn)),
+                    ", ".join(frozen.models),
                     frozen.id,
                 ),
             )
@@ -221,16 +221,11 @@ class Freezer:
             log.exception("could not mark dataset version abandoned", version_id=version_id)
 
 
-async def _models_in(conn: AsyncConn) -> list[str]:
-    cur = await conn.execute("SELECT DISTINCT model FROM transcripts ORDER BY model")
-    return [str(r["model"]) for r in await cur.fetchall()]
-
-
 async def _eligible_audio(conn: AsyncConn, settings: Settings) -> Any:
     """Yield (audio row, its segments) for every eligible audio, oldest first, streamed."""
     query = sql.SQL(
         "SELECT a.id, a.sha256, a.storage_key, a.duration_s, a.language, a.original_name,"
-        " t.id AS transcript_id, t.language AS t_language"
+        " t.id AS transcript_id, t.language AS t_language, t.model"
         " FROM audio a JOIN transcripts t ON t.audio_id = a.id WHERE {}"
         " ORDER BY a.created_at, a.id"
     ).format(ELIGIBLE_AUDIO)

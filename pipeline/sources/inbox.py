@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pipeline.db.database import AsyncConn
-from pipeline.sources.events import ObjectEvent
+from pipeline.sources.events import ObjectEvent, sequencer_is_newer
 
 EVENTS_CHANNEL = "ai2text_s3_events"
 Origin = Literal["webhook", "listen", "reconcile"]
@@ -121,8 +121,6 @@ async def newer_event_done(conn: AsyncConn, event: PendingEvent) -> bool:
         " AND sequencer IS NOT NULL AND id <> %s",
         (event.bucket, event.key, event.id),
     )
-    from pipeline.sources.events import sequencer_is_newer
-
     return any(
         sequencer_is_newer(str(r["sequencer"]), event.sequencer) for r in await cur.fetchall()
     )

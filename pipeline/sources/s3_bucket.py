@@ -15,7 +15,6 @@ from minio.datatypes import Object as MinioObject
 from minio.helpers import DictType
 
 from pipeline.config import StorageSettings
-from pipeline.storage.base import ObjectNotFound
 from pipeline.storage.s3 import S3Store, clean_etag
 
 MAX_KEY_BYTES = 1024
@@ -52,13 +51,8 @@ class SourceBucket(S3Store):
 
     def describe(self, key: str) -> SourceObject | None:
         """The object's current size, etag, version and age, or ``None`` if it is gone."""
-        self._check_key(key)
-        try:
-            with self._translate("stat", key):
-                obj = self.client.stat_object(self.bucket, key)
-        except ObjectNotFound:
-            return None
-        return _source_object(self.bucket, obj)
+        obj = self._stat_object(key)
+        return None if obj is None else _source_object(self.bucket, obj)
 
     def read_head(self, key: str, length: int, *, etag: str | None) -> bytes:
         """The first ``length`` bytes (a ranged GET), pinned to ``etag`` when given."""

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 from minio import Minio
+from minio.datatypes import Object as MinioObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import DictType
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
@@ -200,13 +201,18 @@ class S3Store:
 
     def stat(self, key: str) -> ObjectInfo | None:
         """Size and etag, or ``None`` if the object (or bucket) does not exist."""
+        obj = self._stat_object(key)
+        if obj is None:
+            return None
+        return ObjectInfo(key=key, size=obj.size or 0, etag=clean_etag(obj.etag))
+
+    def _stat_object(self, key: str) -> MinioObject | None:
         self._check_key(key)
         try:
             with self._translate("stat", key):
-                obj = self.client.stat_object(self.bucket, key)
+                return self.client.stat_object(self.bucket, key)
         except ObjectNotFound:
             return None
-        return ObjectInfo(key=key, size=obj.size or 0, etag=clean_etag(obj.etag))
 
     def delete(self, key: str) -> None:
         """Remove the object; a missing object is not an error."""

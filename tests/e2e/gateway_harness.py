@@ -13,7 +13,6 @@ import re
 import time
 import uuid
 import wave
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,17 +259,6 @@ class Gateway:
     def stored_objects(self) -> set[Path]:
         root = self.data_dir / "objects" / "audio"
         return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
-
-
-def module_database(pg_server: Any) -> Iterator[str]:
-    """A fresh database on the session server for one module's service."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = pg_server.get_uri()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield pg_server.get_uri(database=name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def start_gateway(

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import fresh_database
 from tests.e2e.gateway_harness import (
     DATA,
     DROP,
@@ -34,7 +35,6 @@ from tests.e2e.gateway_harness import (
     claims,
     hs256_token,
     jwks_document,
-    module_database,
     new_rsa_key,
     parse_srt,
     parse_vtt,
@@ -65,12 +65,12 @@ TRANSCRIBE_TIMEOUT_S = 240
 
 @pytest.fixture(scope="module")
 def gw_database(pg_server: Any) -> Iterator[str]:
-    yield from module_database(pg_server)
+    yield from fresh_database(pg_server)
 
 
 @pytest.fixture(scope="module")
 def edge_database(pg_server: Any) -> Iterator[str]:
-    yield from module_database(pg_server)
+    yield from fresh_database(pg_server)
 
 
 @pytest.fixture(scope="module")

@@ -253,18 +253,6 @@ def event_body(
 
 
 @pytest.fixture(scope="module")
-def module_database_url(pg_server: Any) -> Iterator[str]:
-    """One database for the module's shared service (mirrors conftest's ``database_url``)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = pg_server.get_uri()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield pg_server.get_uri(database=name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="module")
 def s3up(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Up]:
     root = tmp_path_factory.mktemp("s3up")
     suffix = uuid.uuid4().hex[:12]

@@ -28,7 +28,6 @@ from minio import Minio
 from pipeline.sources.inbox import CLAIM_HIDE_S
 from tests.e2e.harness import Service, wait_until
 from tests.e2e.tcp_proxy import TcpProxy
-from tests.integration.s3_server import moto_s3_server
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 RETRY_WARNING = "unavailable; retrying with backoff"
@@ -39,12 +38,6 @@ pytestmark = pytest.mark.slow
 
 
 # -- fixtures and helpers --------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    with moto_s3_server() as endpoint:
-        yield endpoint
 
 
 @pytest.fixture

@@ -15,15 +15,12 @@ import subprocess
 import sys
 import uuid
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from minio import Minio
-
-from tests.integration.s3_server import moto_s3_server
 
 REPO = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
@@ -102,11 +99,7 @@ def write_noise_wav(path: Path, data_bytes: int, *, rate: int = 16000, channels:
             n = min(left, MiB // frame)
             w.writeframes(rng.integers(-300, 300, n * channels, dtype="<i2").tobytes())
             left -= n
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 * MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 
 def sha256_of(path: Path) -> str:
@@ -136,12 +129,6 @@ def run_child(args: dict[str, Any]) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr.decode()[-4000:]
     report: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
     return report
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    with moto_s3_server() as endpoint:
-        yield endpoint
 
 
 def test_large_multipart_object_is_fetched_in_bounded_memory(

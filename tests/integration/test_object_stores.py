@@ -26,17 +26,10 @@ from pipeline.errors import PermanentError, TransientError
 from pipeline.storage.base import ObjectNotFound, ObjectStore
 from pipeline.storage.filesystem import FilesystemStore
 from pipeline.storage.s3 import MIN_PART_SIZE, S3Store, _split_endpoint
-from tests.integration.s3_server import moto_s3_server
 
 CHUNK = 64 * 1024
 BIG = 12 * 1024 * 1024
 ACCESS, SECRET = "testing", "testing"
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    with moto_s3_server() as endpoint:
-        yield endpoint
 
 
 def _s3_store(endpoint: str, bucket: str, **overrides: Any) -> S3Store:

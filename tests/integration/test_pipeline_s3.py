@@ -12,7 +12,6 @@ import io
 import json
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from pipeline.ingest.core import Arrival, Ingestor
 from pipeline.ingest.hotfolder import HotFolder
 from pipeline.storage import open_store
 from pipeline.storage.s3 import S3Store
-from tests.integration.s3_server import moto_s3_server
 from tests.waiting import jobs_settled
 from workers.asr import WhisperTranscriber
 from workers.worker import AsrWorker
@@ -35,12 +33,6 @@ JFK = DATA / "jfk.flac"
 Row = dict[str, Any]
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    with moto_s3_server() as endpoint:
-        yield endpoint
 
 
 @pytest.fixture(scope="module")
