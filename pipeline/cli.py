@@ -31,7 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="TOML settings file (env vars win)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="run every role in one process (watcher + worker)")
-    sub.add_parser("worker", help="run the ASR worker role only")
+    worker = sub.add_parser("worker", help="run the ASR worker role only")
+    worker.add_argument(
+        "--device",
+        help="auto, cpu, cuda or cuda:N (one worker per GPU); overrides AI2TEXT_ASR__DEVICE",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        help="jobs this process transcribes at once; overrides AI2TEXT_ASR__CONCURRENCY",
+    )
     sub.add_parser("watch", help="run the hot-folder watcher role only")
     sub.add_parser("gateway", help="run the HTTP gateway (S3 webhook receiver) only")
     sub.add_parser("s3", help="run S3 ingestion only: event processing, reconcile, listeners")
@@ -165,6 +174,16 @@ async def cmd_s3(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.device:
+        overrides["device"] = args.device
+    if args.concurrency is not None:
+        if args.concurrency < 1:
+            sys.stderr.write("ai2text: --concurrency must be at least 1\n")
+            return 2
+        overrides["concurrency"] = args.concurrency
+    if overrides:
+        settings = settings.model_copy(update={"asr": settings.asr.model_copy(update=overrides)})
     return await run_roles(settings, {"worker"})
 
 

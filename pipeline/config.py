@@ -120,6 +120,26 @@ class AsrSettings(_Section):
     word_timestamps: bool = False
     temp_dir: Path | None = None
     concurrency: int = Field(default=1, ge=0)
+    # Batched inference (faster-whisper's BatchedInferencePipeline over VAD-cut chunks).
+    # None: batches of 16 on CUDA, sequential decoding on CPU. 1 is always sequential.
+    batch_size: int | None = Field(default=None, ge=1)
+    # Audio longer than this is decoded and transcribed window by window, each window
+    # ending at a silence, so worker memory does not grow with the file's length.
+    long_audio_s: float = Field(default=1800.0, gt=0)
+    window_s: float = Field(default=600.0, ge=60)
+    # Seconds of audio searched backwards from a window's nominal end for a silence.
+    window_search_s: float = Field(default=30.0, ge=1)
+
+
+class MetricsSettings(_Section):
+    """Plain HTTP for Prometheus and probes: /metrics, /healthz, /readyz (no auth).
+
+    Off unless a port is set; bind to a private interface (it is unauthenticated).
+    """
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535)
+    queue_sample_interval_s: float = Field(default=15.0, gt=0)
 
 
 class S3SourceSettings(_Section):
@@ -273,6 +293,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     dataset: DatasetSettings = DatasetSettings()
     training: TrainingSettings = TrainingSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Settings:

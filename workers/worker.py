@@ -25,6 +25,7 @@ from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.notify import wait_for_notify
 from pipeline.errors import LeaseLost, PermanentError, StorageUnavailable, TransientError
+from pipeline.metrics import Metrics
 from pipeline.sources.registry import SourceRegistry
 from pipeline.storage import ObjectStore
 from workers.asr import Cancelled, TranscribeOptions, Transcriber, Transcription
@@ -73,8 +74,10 @@ class AsrWorker:
         *,
         worker_id: str | None = None,
         sources: SourceRegistry | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.db = db
         self.store = store
         self.transcriber = transcriber
