@@ -67,12 +67,16 @@ def check_wav_header(source: BinaryIO, size: int) -> None:
                 if offset + chunk_size > size + 1:
                     raise RejectedInput(
                         f"WAV header claims {chunk_size} bytes of audio but the file holds only"
-                        f" {max(size - offset, 0)} (truncated or forged header)"
+                        f" {max(size - offset, 0)} (truncated or forged header)",
+                        code="wav_header",
                     )
                 return
             offset += chunk_size + (chunk_size & 1)
             if offset > size:
-                raise RejectedInput("WAV header is corrupt (a chunk runs past the end of the file)")
+                raise RejectedInput(
+                    "WAV header is corrupt (a chunk runs past the end of the file)",
+                    code="wav_header",
+                )
             source.seek(offset)
     finally:
         source.seek(start)
@@ -83,7 +87,7 @@ def open_container(source: BinaryIO) -> Any:
     try:
         return av.open(source, mode="r", options=dict(_OPEN_OPTIONS), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
-        raise RejectedInput(_describe_open_error(exc)) from exc
+        raise RejectedInput(_describe_open_error(exc), code="not_audio") from exc
 
 
 def _describe_open_error(exc: Exception) -> str:
@@ -102,17 +106,18 @@ def probe(source: BinaryIO, *, max_duration_s: float) -> AudioInfo:
     with open_container(source) as container:
         streams = [s for s in container.streams if s.type == "audio"]
         if not streams:
-            raise RejectedInput("no audio stream in the file")
+            raise RejectedInput("no audio stream in the file", code="no_audio_stream")
         stream = streams[0]
         ctx = stream.codec_context
         sample_rate = int(ctx.sample_rate or 0)
         if sample_rate <= 0:
-            raise RejectedInput("audio stream has no sample rate")
+            raise RejectedInput("audio stream has no sample rate", code="not_audio")
         claimed = _claimed_duration(container, stream)
         if claimed is not None and claimed > max_duration_s:
             raise RejectedInput(
                 f"audio is {claimed:.1f} s long by its header,"
-                f" over the limit of {max_duration_s:g} s"
+                f" over the limit of {max_duration_s:g} s",
+                code="too_long",
             )
         decoded = _decoded_seconds(container, stream, sample_rate, max_duration_s)
         info = AudioInfo(
@@ -123,11 +128,12 @@ def probe(source: BinaryIO, *, max_duration_s: float) -> AudioInfo:
             duration_s=decoded,
         )
     if decoded <= 0:
-        raise RejectedInput("the file holds no decodable audio")
+        raise RejectedInput("the file holds no decodable audio", code="undecodable")
     if claimed is not None and decoded < claimed * _MIN_DECODED_SHARE:
         raise RejectedInput(
             f"truncated or corrupt: the header promises {claimed:.1f} s"
-            f" but only {decoded:.1f} s of audio can be decoded"
+            f" but only {decoded:.1f} s of audio can be decoded",
+            code="truncated",
         )
     return info
 
@@ -148,20 +154,23 @@ def probe_head(head: bytes, *, max_duration_s: float) -> HeadInfo:
     with open_container(io.BytesIO(head)) as container:
         stream = next((s for s in container.streams if s.type == "audio"), None)
         if stream is None:
-            raise RejectedInput("no audio stream in the file")
+            raise RejectedInput("no audio stream in the file", code="no_audio_stream")
         ctx = stream.codec_context
         claimed = _claimed_duration(container, stream)
         if claimed is not None and claimed > max_duration_s:
             raise RejectedInput(
                 f"audio is {claimed:.1f} s long by its header,"
-                f" over the limit of {max_duration_s:g} s"
+                f" over the limit of {max_duration_s:g} s",
+                code="too_long",
             )
         try:
             next(iter(container.decode(stream)))
         except StopIteration:
-            raise RejectedInput("the file holds no decodable audio") from None
+            raise RejectedInput("the file holds no decodable audio", code="undecodable") from None
         except av.error.FFmpegError as exc:
-            raise RejectedInput("audio data cannot be decoded (corrupt file)") from exc
+            raise RejectedInput(
+                "audio data cannot be decoded (corrupt file)", code="undecodable"
+            ) from exc
         return HeadInfo(
             container=str(container.format.name),
             codec=str(ctx.name),
@@ -169,6 +178,19 @@ def probe_head(head: bytes, *, max_duration_s: float) -> HeadInfo:
             channels=int(ctx.channels or 0),
             duration_s=claimed,
         )
+
+
+def claimed_duration_s(source: BinaryIO) -> float | None:
+    """What the container says the audio lasts, without decoding; None if it does not say."""
+    start = source.tell()
+    try:
+        with open_container(source) as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise RejectedInput("no audio stream in the file", code="no_audio_stream")
+            return _claimed_duration(container, stream)
+    finally:
+        source.seek(start)
 
 
 def _claimed_duration(container: Any, stream: Any) -> float | None:
@@ -186,10 +208,14 @@ def _decoded_seconds(container: Any, stream: Any, sample_rate: int, max_duration
         for frame in container.decode(stream):
             samples += frame.samples
             if samples > limit:
-                raise RejectedInput(f"audio is longer than the limit of {max_duration_s:g} s")
+                raise RejectedInput(
+                    f"audio is longer than the limit of {max_duration_s:g} s", code="too_long"
+                )
     except av.error.FFmpegError as exc:
         if samples == 0:
-            raise RejectedInput("audio data cannot be decoded (corrupt file)") from exc
+            raise RejectedInput(
+                "audio data cannot be decoded (corrupt file)", code="undecodable"
+            ) from exc
         # Keep what decoded; the share check decides whether the rest was missing.
     return samples / sample_rate
 
@@ -208,7 +234,7 @@ def iter_mono_16k(source: BinaryIO) -> Iterator[npt.NDArray[np.float32]]:
     with open_container(source) as container:
         stream = next((s for s in container.streams if s.type == "audio"), None)
         if stream is None:
-            raise RejectedInput("no audio stream in the file")
+            raise RejectedInput("no audio stream in the file", code="no_audio_stream")
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):

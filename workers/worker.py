@@ -30,6 +30,8 @@ from pipeline.sources.registry import SourceRegistry
 from pipeline.storage import ObjectStore
 from workers.asr import Cancelled, TranscribeOptions, Transcriber, Transcription
 from workers.fetch import Fetched, adopt, fetch
+from workers.gpu import GpuMemoryProbe
+from workers.presence import Presence, WorkerIdentity
 from workers.results import save_transcription
 
 log = structlog.get_logger(__name__)
@@ -86,11 +88,26 @@ class AsrWorker:
         self.policy = queue.RetryPolicy(settings.queue.backoff_base_s, settings.queue.backoff_max_s)
         self._last_reap = 0.0
         self.outage = Backoff("object storage (worker)", base_s=1.0, cap_s=60.0)
+        self._current_job: int | None = None
+        device = transcriber.device_label
+        self.presence = Presence(
+            db,
+            WorkerIdentity(
+                worker_id=self.worker_id,
+                device=device,
+                compute_type=transcriber.compute_type,
+                model=transcriber.model_name,
+                batch_size=transcriber.batch_size,
+            ),
+            self.metrics,
+            gpu=GpuMemoryProbe(int(device.split(":")[1])) if device.startswith("cuda:") else None,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         self.settings.temp_dir.mkdir(parents=True, exist_ok=True)
         log.info("worker ready", worker_id=self.worker_id, device=self.transcriber.device)
         listener: psycopg.AsyncConnection[Any] | None = None
+        presence = asyncio.create_task(self._presence_loop())
         try:
             while not stop.is_set():
                 try:
@@ -107,15 +124,37 @@ class AsrWorker:
                         await self._process(job, stop)
                 except (psycopg.OperationalError, TransientError) as exc:
                     log.warning("worker loop error; retrying", error=str(exc))
+                    if isinstance(exc, psycopg.OperationalError):
+                        self.metrics.db_errors.labels("worker").inc()
                     if listener is not None:
                         await listener.close()
                     listener = None
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.settings.queue.poll_interval_s)
         finally:
+            presence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await presence
             if listener is not None:
                 await listener.close()
+            with contextlib.suppress(psycopg.Error, TransientError):
+                await self.presence.stopped()
             log.info("worker stopped", worker_id=self.worker_id)
+
+    async def _presence_loop(self) -> None:
+        """Say the worker is alive (and what it does) every heartbeat interval, busy or not."""
+        registered = False
+        while True:
+            try:
+                if not registered:
+                    await self.presence.started()
+                    registered = True
+                else:
+                    await self.presence.beat(self._current_job)
+            except (psycopg.Error, TransientError) as exc:
+                self.metrics.db_errors.labels("worker").inc()
+                log.warning("worker heartbeat failed; will try again", error=str(exc))
+            await asyncio.sleep(self.settings.queue.heartbeat_interval_s)
 
     async def _listen(self) -> psycopg.AsyncConnection[Any]:
         conn = await self.db.listen_connection()
@@ -134,10 +173,13 @@ class AsrWorker:
 
     async def _process(self, job: queue.ClaimedJob, stop: asyncio.Event) -> None:
         structlog.contextvars.bind_contextvars(job_id=job.id, audio_id=str(job.audio_id))
+        started = time.monotonic()
+        self._current_job = job.id
         cancel = threading.Event()
         lost = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(job, cancel, lost))
         fetched: Fetched | None = None
+        outcome = "released"
         try:
             fetched = await self._blocking(
                 lambda: fetch(job, settings=self.settings, store=self.store, sources=self.sources),
@@ -145,7 +187,10 @@ class AsrWorker:
                 stop,
                 cancel,
             )
-            if fetched is None or await self._is_duplicate(job, fetched):
+            if fetched is None:
+                return
+            if await self._is_duplicate(job, fetched):
+                outcome = "duplicate"
                 return
             path = fetched.path
             options = TranscribeOptions.from_job(job.options)
@@ -157,27 +202,49 @@ class AsrWorker:
             if lost.is_set():
                 raise LeaseLost(f"job {job.id} lease lost during transcription")
             await self._store(job, result, fetched.storage_key or job.storage_key)
+            self._record_transcription(result)
+            outcome = "done"
             self.outage.succeeded()
         except LeaseLost as exc:
+            outcome = "lease_lost"
             log.warning("lease lost; result discarded", error=str(exc))
         except Cancelled:
+            outcome = "cancelled"
             log.warning("transcription cancelled")
         except PermanentError as exc:
-            await self._record_failure(job, str(exc), transient=False)
+            outcome = await self._record_failure(job, str(exc), transient=False)
         except StorageUnavailable as exc:
             await self._wait_out_outage(job, str(exc))
         except TransientError as exc:
-            await self._record_failure(job, str(exc), transient=True)
+            outcome = await self._record_failure(job, str(exc), transient=True)
         except Exception as exc:  # noqa: BLE001 - any other failure is worth a retry
             log.exception("job failed")
-            await self._record_failure(job, _describe(exc), transient=True)
+            outcome = await self._record_failure(job, _describe(exc), transient=True)
         finally:
             if fetched is not None:
                 fetched.path.unlink(missing_ok=True)
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
+            self._current_job = None
+            await self._job_finished(outcome, time.monotonic() - started)
             structlog.contextvars.unbind_contextvars("job_id", "audio_id")
+
+    def _record_transcription(self, result: Transcription) -> None:
+        device = self.transcriber.device_label
+        self.metrics.real_time_factor.labels(device).observe(result.real_time_factor)
+        self.metrics.audio_transcribed_seconds.inc(result.audio_duration_s)
+
+    async def _job_finished(self, outcome: str, seconds: float) -> None:
+        self.metrics.jobs_finished.labels(outcome).inc()
+        self.metrics.job_seconds.labels(outcome).observe(seconds)
+        if outcome not in ("done", "duplicate", "failed", "retry"):
+            return
+        try:
+            await self.presence.job_finished(succeeded=outcome in ("done", "duplicate"))
+        except (psycopg.Error, TransientError) as exc:
+            self.metrics.db_errors.labels("worker").inc()
+            log.warning("could not count the job on the worker's row", error=str(exc))
 
     async def _is_duplicate(self, job: queue.ClaimedJob, fetched: Fetched) -> bool:
         """For audio fetched from a source bucket: record it, and stop if seen before."""
@@ -257,6 +324,7 @@ class AsrWorker:
             processing_s=round(result.processing_s, 2),
             rtf=round(result.real_time_factor, 3),
             segments=len(result.segments),
+            windows=result.windows,
         )
 
     async def _wait_out_outage(self, job: queue.ClaimedJob, error: str) -> None:
@@ -265,13 +333,14 @@ class AsrWorker:
         async with self.db.connection() as conn:
             await queue.release(conn, job, delay_s=delay, error=error)
 
-    async def _record_failure(self, job: queue.ClaimedJob, error: str, *, transient: bool) -> None:
+    async def _record_failure(self, job: queue.ClaimedJob, error: str, *, transient: bool) -> str:
+        """Record the failure; return the outcome for metrics (retry, failed or lease_lost)."""
         try:
             async with self.db.connection() as conn:
                 state = await queue.fail(conn, job, error, transient=transient, policy=self.policy)
         except LeaseLost:
             log.warning("lease lost before the failure could be recorded", error=error)
-            return
+            return "lease_lost"
         log.error(
             "job failed",
             file=job.original_name,
@@ -280,6 +349,7 @@ class AsrWorker:
             attempt=job.attempt,
             max_attempts=job.max_attempts,
         )
+        return "retry" if state == "queued" else "failed"
 
 
 def _describe(exc: BaseException) -> str:

@@ -38,6 +38,8 @@ class FailsFor:
         self.model_name = real.model_name
         self.device = real.device
         self.compute_type = real.compute_type
+        self.batch_size = real.batch_size
+        self.device_label = real.device_label
         self.calls: list[str] = []
         self.doomed_at: list[float] = []
 

@@ -1,0 +1,99 @@
+"""Worker presence: a row per worker in ``workers``, refreshed on every heartbeat.
+
+Lease heartbeats (``pipeline.queue.heartbeat``) keep one job's lease alive;
+presence tells operators which workers exist at all, what device and model each
+runs, what it is doing now and, on CUDA, how much GPU memory it sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+from pipeline.db.database import Database
+from pipeline.metrics import Metrics
+from workers.gpu import GpuMemory, GpuMemoryProbe
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerIdentity:
+    worker_id: str
+    device: str
+    compute_type: str
+    model: str
+    batch_size: int
+    hostname: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+
+
+class Presence:
+    def __init__(
+        self,
+        db: Database,
+        identity: WorkerIdentity,
+        metrics: Metrics,
+        gpu: GpuMemoryProbe | None = None,
+    ) -> None:
+        self.db = db
+        self.identity = identity
+        self.metrics = metrics
+        self.gpu = gpu
+
+    async def started(self) -> None:
+        i = self.identity
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO workers (worker_id, hostname, pid, device, compute_type, model,"
+                " batch_size) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (worker_id) DO UPDATE SET hostname = EXCLUDED.hostname,"
+                " pid = EXCLUDED.pid, device = EXCLUDED.device,"
+                " compute_type = EXCLUDED.compute_type, model = EXCLUDED.model,"
+                " batch_size = EXCLUDED.batch_size, started_at = now(), last_seen_at = now(),"
+                " stopped_at = NULL, current_job_id = NULL",
+                (i.worker_id, i.hostname, i.pid, i.device, i.compute_type, i.model, i.batch_size),
+            )
+        self._record_beat(None)
+
+    async def beat(self, current_job_id: int | None) -> None:
+        memory = await asyncio.to_thread(self.gpu.read) if self.gpu is not None else None
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "UPDATE workers SET last_seen_at = now(), current_job_id = %s,"
+                " gpu_memory_used_bytes = %s, gpu_memory_total_bytes = %s, stopped_at = NULL"
+                " WHERE worker_id = %s",
+                (
+                    current_job_id,
+                    memory.used_bytes if memory else None,
+                    memory.total_bytes if memory else None,
+                    self.identity.worker_id,
+                ),
+            )
+        self._record_beat(memory)
+
+    async def job_finished(self, *, succeeded: bool) -> None:
+        column = "jobs_done" if succeeded else "jobs_failed"
+        async with self.db.connection() as conn:
+            await conn.execute(
+                f"UPDATE workers SET {column} = {column} + 1, current_job_id = NULL,"  # noqa: S608 - column is one of two literals
+                " last_seen_at = now() WHERE worker_id = %s",
+                (self.identity.worker_id,),
+            )
+
+    async def stopped(self) -> None:
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "UPDATE workers SET stopped_at = now(), current_job_id = NULL WHERE worker_id = %s",
+                (self.identity.worker_id,),
+            )
+
+    def _record_beat(self, memory: GpuMemory | None) -> None:
+        worker = self.identity.worker_id
+        self.metrics.worker_heartbeats.labels(worker).inc()
+        self.metrics.worker_last_heartbeat.labels(worker).set(time.time())
+        if memory is not None:
+            device = self.identity.device
+            self.metrics.gpu_memory_bytes.labels(device, "used").set(memory.used_bytes)
+            self.metrics.gpu_memory_bytes.labels(device, "total").set(memory.total_bytes)
