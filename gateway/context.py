@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fastapi import Request
-from prometheus_client import CollectorRegistry
 
 from gateway.ratelimit import RateLimiter
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.ingest.core import Ingestor
+from pipeline.metrics import Metrics
 from pipeline.storage import ObjectStore
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class AppContext:
     verifier: TokenVerifier
     limiter: RateLimiter
     waiter: TranscriptWaiter
-    metrics: CollectorRegistry
+    metrics: Metrics
 
 
 def get_context(request: Request) -> AppContext:

@@ -1,31 +1,16 @@
-"""HTTP metrics in a registry owned by the app (no process-global state)."""
+"""HTTP metrics middleware: requests and latency by route, into the process's ``Metrics``."""
 
 from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-
-class HttpMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "ai2text_http_requests_total",
-            "HTTP requests by route and status",
-            ["method", "route", "status"],
-            registry=registry,
-        )
-        self.latency = Histogram(
-            "ai2text_http_request_seconds",
-            "HTTP request latency by route",
-            ["method", "route"],
-            registry=registry,
-        )
+from pipeline.metrics import Metrics
 
 
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: HttpMetrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
 
@@ -48,5 +33,5 @@ class MetricsMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             method = scope.get("method", "")
-            self.metrics.requests.labels(method, path, str(status)).inc()
-            self.metrics.latency.labels(method, path).observe(time.perf_counter() - started)
+            self.metrics.http_requests.labels(method, path, str(status)).inc()
+            self.metrics.http_latency.labels(method, path).observe(time.perf_counter() - started)

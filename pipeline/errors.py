@@ -13,6 +13,8 @@ with backoff, ``PermanentError`` ends the job at once. Third-party exceptions ar
 translated into this tree at the edge where they are raised.
 """
 
+from typing import Literal
+
 
 class Ai2TextError(Exception):
     """Base class of every error ai2text raises on purpose."""
@@ -22,12 +24,33 @@ class ConfigError(Ai2TextError):
     """The configuration cannot work."""
 
 
-class RejectedInput(Ai2TextError):
-    """Input that is not acceptable audio; ``reason`` is shown to users."""
+# Why input was refused, in a word: the ``reason`` label of ``ai2text_files_rejected_total``
+# (a bounded set; the sentence users read is ``RejectedInput.reason``).
+RejectCode = Literal[
+    "extension",
+    "empty",
+    "too_large",
+    "wav_header",
+    "not_audio",
+    "no_audio_stream",
+    "undecodable",
+    "truncated",
+    "too_long",
+    "too_short",
+    "symlink",
+    "outside_inbox",
+    "vanished",
+    "invalid",
+]
 
-    def __init__(self, reason: str) -> None:
+
+class RejectedInput(Ai2TextError):
+    """Input that is not acceptable audio; ``reason`` is shown to users, ``code`` counted."""
+
+    def __init__(self, reason: str, *, code: RejectCode = "invalid") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code: RejectCode = code
 
 
 class TransientError(Ai2TextError):

@@ -8,8 +8,13 @@ change both together. Counters get Prometheus' ``_total`` suffix on export.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+
+from pipeline.errors import PermanentError, TransientError
 
 # Seconds: a 1 s clip on a GPU finishes in tens of ms; a 3-hour file on a CPU takes an hour.
 JOB_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -147,6 +152,18 @@ class Metrics:
             ["method", "route"],
             registry=r,
         )
+
+    @contextlib.contextmanager
+    def s3_call(self, operation: str) -> Iterator[None]:
+        """Count a failed object-storage call as ``ai2text_s3_errors_total{operation}``.
+
+        The error (already translated into the ai2text tree) propagates unchanged.
+        """
+        try:
+            yield
+        except (TransientError, PermanentError):
+            self.s3_errors.labels(operation).inc()
+            raise
 
     def render(self) -> bytes:
         """The Prometheus text exposition of everything in this registry."""

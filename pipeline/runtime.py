@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
@@ -21,8 +22,12 @@ from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.embedded import EmbeddedPostgres
 from pipeline.errors import ConfigError, TransientError
+from pipeline.http_serve import bind_socket, url_of
 from pipeline.ingest.core import Ingestor
 from pipeline.ingest.hotfolder import HotFolder
+from pipeline.metrics import Metrics
+from pipeline.ops_http import OpsServer, Readiness
+from pipeline.sampler import run_sampler
 from pipeline.sources.registry import SourceRegistry
 from pipeline.storage import ObjectStore, open_store
 
@@ -56,55 +61,118 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
 
 
+@dataclass(slots=True)
+class Listening:
+    """The sockets a process claimed before anything else started (either may be absent)."""
+
+    gateway: socket.socket | None = None
+    ops: socket.socket | None = None
+
+    def close(self) -> None:
+        for sock in (self.gateway, self.ops):
+            if sock is not None:
+                sock.close()
+
+
 async def run_roles(settings: Settings, roles: set[Role]) -> int:
     """Run ``roles`` until a signal (exit code 0) or a role crashes (exit code 1)."""
     stop = asyncio.Event()
     install_signal_handlers(stop)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # Claim the HTTP port first: a busy port is a clear error before anything starts.
-    sock = _bind_gateway(settings) if "gateway" in roles and settings.gateway.enabled else None
+    # Claim the HTTP ports first: a busy port is a clear error before anything starts.
+    listening = _bind_ports(settings, roles)
+    metrics = Metrics()
+    readiness = Readiness(stopping=stop)
     db = build_database(settings)
-    await db.open()
+    ops = None
+    if listening.ops is not None:
+        ops = OpsServer(listening.ops, db=db, metrics=metrics, readiness=readiness)
+        ops.start()
     try:
-        if stop.is_set():
-            return 0
-        store = open_store(settings)
+        await db.open()
         try:
-            await asyncio.to_thread(store.check)  # also creates a missing S3 bucket
-        except TransientError as exc:
-            log.warning("object store not reachable yet; work will be retried", error=str(exc))
-        coros: list[Coroutine[Any, Any, None]] = []
-        ingestor = Ingestor(settings, db, store)
-        sources = SourceRegistry(settings)
-        if "watch" in roles:
-            coros.append(HotFolder(settings, ingestor).run(stop))
-        if "s3" in roles and sources:
-            coros.extend(_s3_roles(settings, db, ingestor, sources, stop))
-        if "orchestrator" in roles and settings.training.enabled:
-            from pipeline.datasets.orchestrator import Orchestrator
-
-            coros.append(Orchestrator(settings, db, store).run(stop))
-        if sock is not None:
-            coros.append(_serve_http(settings, db, store, ingestor, sock, stop))
-        if "worker" in roles and settings.asr.concurrency > 0:
-            coros.extend(await _workers(settings, db, store, sources, stop))
-        return await _supervise(coros, stop)
+            if stop.is_set():
+                return 0
+            coros = await _build_roles(settings, roles, db, metrics, listening, stop)
+            if listening.gateway is not None or listening.ops is not None:
+                coros.append(run_sampler(db, metrics, settings, stop))
+            readiness.started.set()
+            return await _supervise(coros, stop)
+        finally:
+            stop.set()  # /readyz says "stopping" from here on
+            if ops is not None:
+                await ops.stop()
+            await db.close()
     finally:
-        await db.close()
-        if sock is not None:
-            sock.close()
+        if ops is not None:
+            await ops.stop()
+        listening.close()
 
 
-def _bind_gateway(settings: Settings) -> socket.socket:
-    from gateway.app import bind_socket
-
+def _bind_ports(settings: Settings, roles: set[Role]) -> Listening:
+    listening = Listening()
     try:
-        return bind_socket(settings.gateway.host, settings.gateway.port)
+        if "gateway" in roles and settings.gateway.enabled:
+            listening.gateway = _bind(
+                settings.gateway.host,
+                settings.gateway.port,
+                "gateway",
+                " or run without the API with AI2TEXT_GATEWAY__ENABLED=false",
+                "AI2TEXT_GATEWAY__PORT",
+            )
+        if settings.metrics.port is not None:
+            listening.ops = _bind(
+                settings.metrics.host,
+                settings.metrics.port,
+                "metrics server",
+                " or leave AI2TEXT_METRICS__PORT unset to serve no metrics endpoint",
+                "AI2TEXT_METRICS__PORT",
+            )
+    except ConfigError:
+        listening.close()
+        raise
+    return listening
+
+
+def _bind(host: str, port: int, what: str, otherwise: str, variable: str) -> socket.socket:
+    try:
+        return bind_socket(host, port, what=what)
     except ConfigError as exc:
         raise ConfigError(
-            f"{exc}; choose another port with AI2TEXT_GATEWAY__PORT (0 = any free port)"
-            " or run without the API with AI2TEXT_GATEWAY__ENABLED=false"
+            f"{exc}; choose another port with {variable} (0 = any free port){otherwise}"
         ) from None
+
+
+async def _build_roles(
+    settings: Settings,
+    roles: set[Role],
+    db: Database,
+    metrics: Metrics,
+    listening: Listening,
+    stop: asyncio.Event,
+) -> list[Coroutine[Any, Any, None]]:
+    """Construct every role this process runs; the worker's model is loaded here."""
+    store = open_store(settings)
+    try:
+        await asyncio.to_thread(store.check)  # also creates a missing S3 bucket
+    except TransientError as exc:
+        log.warning("object store not reachable yet; work will be retried", error=str(exc))
+    coros: list[Coroutine[Any, Any, None]] = []
+    ingestor = Ingestor(settings, db, store, metrics=metrics)
+    sources = SourceRegistry(settings)
+    if "watch" in roles:
+        coros.append(HotFolder(settings, ingestor, metrics=metrics).run(stop))
+    if "s3" in roles and sources:
+        coros.extend(_s3_roles(settings, db, ingestor, sources, metrics, stop))
+    if "orchestrator" in roles and settings.training.enabled:
+        from pipeline.datasets.orchestrator import Orchestrator
+
+        coros.append(Orchestrator(settings, db, store, metrics=metrics).run(stop))
+    if listening.gateway is not None:
+        coros.append(_serve_http(settings, db, store, ingestor, metrics, listening.gateway, stop))
+    if "worker" in roles and settings.asr.concurrency > 0:
+        coros.extend(await _workers(settings, db, store, sources, metrics, stop))
+    return coros
 
 
 def _s3_roles(
@@ -112,6 +180,7 @@ def _s3_roles(
     db: Database,
     ingestor: Ingestor,
     sources: SourceRegistry,
+    metrics: Metrics,
     stop: asyncio.Event,
 ) -> list[Coroutine[Any, Any, None]]:
     from pipeline.sources.listener import run_listener
@@ -119,10 +188,12 @@ def _s3_roles(
     from pipeline.sources.reconcile import run_reconcile
 
     coros: list[Coroutine[Any, Any, None]] = [
-        S3EventProcessor(settings, db, ingestor, sources).run(stop),
-        run_reconcile(db, sources, stop),
+        S3EventProcessor(settings, db, ingestor, sources, metrics=metrics).run(stop),
+        run_reconcile(db, sources, stop, metrics=metrics),
     ]
-    coros.extend(run_listener(db, s, stop) for s in sources.sources if s.settings.listen)
+    coros.extend(
+        run_listener(db, s, stop, metrics=metrics) for s in sources.sources if s.settings.listen
+    )
     return coros
 
 
@@ -131,14 +202,14 @@ async def _serve_http(
     db: Database,
     store: ObjectStore,
     ingestor: Ingestor,
+    metrics: Metrics,
     sock: socket.socket,
     stop: asyncio.Event,
 ) -> None:
     from gateway.app import create_app, serve
 
-    app = create_app(settings, db, store, ingestor)
-    host, port = sock.getsockname()[:2]
-    log.info("gateway listening", url=f"http://{host}:{port}")
+    app = create_app(settings, db, store, ingestor, metrics=metrics)
+    log.info("gateway listening", url=url_of(sock))
     await serve(app, sock, stop)
 
 
@@ -147,6 +218,7 @@ async def _workers(
     db: Database,
     store: ObjectStore,
     sources: SourceRegistry,
+    metrics: Metrics,
     stop: asyncio.Event,
 ) -> list[Coroutine[Any, Any, None]]:
     from workers.asr import WhisperTranscriber
@@ -156,7 +228,13 @@ async def _workers(
     await asyncio.to_thread(transcriber.load)
     return [
         AsrWorker(
-            settings, db, store, transcriber, worker_id=make_worker_id(i), sources=sources
+            settings,
+            db,
+            store,
+            transcriber,
+            worker_id=make_worker_id(i),
+            sources=sources,
+            metrics=metrics,
         ).run(stop)
         for i in range(settings.asr.concurrency)
     ]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.auth import Principal
 from gateway.context import AppContext, get_context
@@ -39,5 +39,5 @@ async def metrics(
     ctx: Annotated[AppContext, Depends(get_context)],
     principal: Annotated[Principal, Depends(require("admin"))],
 ) -> Response:
-    """Prometheus text format (admin only)."""
-    return Response(generate_latest(ctx.metrics), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format of the whole process (admin only)."""
+    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -10,6 +10,7 @@ while their launcher works; a run whose orchestrator died is marked failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -29,6 +30,7 @@ from pipeline.datasets.queries import audio_keys
 from pipeline.db.database import Database
 from pipeline.db.notify import wait_for_notify
 from pipeline.errors import Ai2TextError
+from pipeline.metrics import Metrics
 from pipeline.queue import TRANSCRIPTS_CHANNEL
 from pipeline.storage import ObjectStore
 
@@ -39,8 +41,16 @@ ORCHESTRATOR_LOCK_KEY = 0x6169326F
 
 
 class Orchestrator:
-    def __init__(self, settings: Settings, db: Database, store: ObjectStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        store: ObjectStore,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
         self.training = settings.training
         self.db = db
         self.store = store
@@ -54,23 +64,49 @@ class Orchestrator:
             threshold_hours=self.training.threshold_hours,
             launcher=self.training.launcher,
         )
-        listener = await self.db.listen_connection()
+        listener: psycopg.AsyncConnection[dict[str, object]] | None = None
         try:
-            await listener.execute(f"LISTEN {TRANSCRIPTS_CHANNEL}")
             while not stop.is_set():
-                await self.reap_orphans()
                 try:
+                    if listener is None or listener.closed:
+                        listener = await self._listen()
+                    await self.reap_orphans()
                     await self.check()
-                except (psycopg.OperationalError, Ai2TextError) as exc:
+                except psycopg.OperationalError as exc:
+                    self.metrics.db_errors.labels("orchestrator").inc()
+                    log.warning("orchestrator check failed; will retry", error=str(exc))
+                    if listener is not None:
+                        await listener.close()
+                    listener = None
+                except Ai2TextError as exc:
                     log.warning("orchestrator check failed; will retry", error=str(exc))
                 except Exception:  # noqa: BLE001 - the loop must outlive one bad check
                     log.exception("orchestrator check failed; will retry")
-                await wait_for_notify(listener, stop, self.training.check_interval_s)
+                await self._wait(listener, stop)
         finally:
-            await listener.close()
+            if listener is not None:
+                await listener.close()
             for task in list(self._launches):
                 task.cancel()
             await asyncio.gather(*self._launches, return_exceptions=True)
+
+    async def _listen(self) -> psycopg.AsyncConnection[dict[str, object]]:
+        listener = await self.db.listen_connection()
+        await listener.execute(f"LISTEN {TRANSCRIPTS_CHANNEL}")
+        return listener
+
+    async def _wait(
+        self, listener: psycopg.AsyncConnection[dict[str, object]] | None, stop: asyncio.Event
+    ) -> None:
+        """Until a transcript is committed, the check interval passes, or ``stop``."""
+        if listener is not None and not listener.closed:
+            try:
+                await wait_for_notify(listener, stop, self.training.check_interval_s)
+                return
+            except psycopg.OperationalError:
+                await listener.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self.training.check_interval_s)
 
     async def check(self) -> FrozenVersion | None:
         """Freeze and start a run if a crossing happened; None otherwise (or if busy)."""
@@ -105,6 +141,8 @@ class Orchestrator:
         """Run the configured launcher for ``frozen``'s run and record the outcome."""
         assert frozen.run_id is not None
         run_id = str(frozen.run_id)
+        # This task's own context: every event of the launch carries the run id.
+        structlog.contextvars.bind_contextvars(run_id=run_id)
         run_dir = self._runs_root() / run_id
         ctx = launchers.RunContext(
             run_id=run_id,
@@ -202,10 +240,12 @@ class Orchestrator:
                         "UPDATE training_runs SET heartbeat_at = now() WHERE id = %s", (run_id,)
                     )
             except psycopg.OperationalError as exc:
+                self.metrics.db_errors.labels("orchestrator").inc()
                 log.warning("run heartbeat failed", error=str(exc))
 
     async def _finish(self, run_id: uuid.UUID, outcome: launchers.LaunchOutcome) -> None:
         state = "succeeded" if outcome.succeeded else "failed"
+        self.metrics.training_runs.labels(state).inc()
         async with self.db.connection() as conn:
             await conn.execute(
                 "UPDATE training_runs SET state = %s, finished_at = now(), exit_code = %s,"
@@ -244,5 +284,7 @@ class Orchestrator:
                 " AND created_at < now() - interval '1 hour'"
             )
         if cur.rowcount:
+            # Their own orchestrator never counted them: it stopped before they ended.
+            self.metrics.training_runs.labels("failed").inc(cur.rowcount)
             log.warning("runs left by a stopped orchestrator marked failed", count=cur.rowcount)
         return cur.rowcount

@@ -21,9 +21,10 @@ import structlog
 
 from pipeline.config import Settings
 from pipeline.db.database import AsyncConn, Database
-from pipeline.errors import RejectedInput, TransientError
+from pipeline.errors import RejectCode, RejectedInput, TransientError
 from pipeline.ingest.validation import extension_of, validate
 from pipeline.media import AudioInfo, HeadInfo
+from pipeline.metrics import Metrics
 from pipeline.queue import enqueue
 from pipeline.storage import ObjectStore, content_key
 
@@ -31,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 Outcome = Literal["accepted", "duplicate", "rejected", "already_ingested"]
 HASH_CHUNK = 1024 * 1024
+# The ``source`` label of the ingest counters: uploads arrive through the API.
+SOURCE_LABELS = {"folder": "folder", "s3": "s3", "upload": "api"}
 
 
 class SourceChanged(TransientError):
@@ -77,10 +80,18 @@ class IngestResult:
 
 
 class Ingestor:
-    def __init__(self, settings: Settings, db: Database, store: ObjectStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        store: ObjectStore,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.store = store
+        self.metrics = metrics if metrics is not None else Metrics()
 
     async def find_existing(self, arrival: Arrival) -> IngestResult | None:
         """The earlier result for this exact source version, if it was ingested."""
@@ -124,21 +135,29 @@ class Ingestor:
                 settings=self.settings.validation,
             )
         except RejectedInput as rejection:
-            return await self.reject(arrival, rejection.reason, size=size)
+            return await self.reject(arrival, rejection.reason, size=size, code=rejection.code)
         sha256 = await asyncio.to_thread(_sha256_of, source, size)
         key = content_key(sha256, extension_of(arrival.original_name))
-        if await asyncio.to_thread(self.store.stat, key) is None:
+        with self.metrics.s3_call("stat"):
+            held = await asyncio.to_thread(self.store.stat, key)
+        if held is None:
             source.seek(0)
-            await asyncio.to_thread(self.store.put_stream, key, source, size)
+            with self.metrics.s3_call("put"):
+                await asyncio.to_thread(self.store.put_stream, key, source, size)
         if unchanged is not None and not unchanged():
             raise SourceChanged(f"{arrival.original_name} changed while it was read")
         content = _Content(info=info, sha256=sha256, key=key, size=size)
         return await self._record(arrival, content, options or {})
 
     async def reject(
-        self, arrival: Arrival, reason: str, *, size: int | None = None
+        self,
+        arrival: Arrival,
+        reason: str,
+        *,
+        size: int | None = None,
+        code: RejectCode = "invalid",
     ) -> IngestResult:
-        """Record that this arrival was refused and why."""
+        """Record that this arrival was refused: ``reason`` for people, ``code`` for metrics."""
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 "INSERT INTO audio (tenant, source, original_name, source_uri, source_version,"
@@ -163,7 +182,15 @@ class Ingestor:
             earlier = await self.find_existing(arrival)
             assert earlier is not None
             return earlier
-        log.warning("rejected", file=arrival.original_name, reason=reason, audio_id=str(row["id"]))
+        log.warning(
+            "rejected",
+            file=arrival.original_name,
+            reason=reason,
+            code=code,
+            audio_id=str(row["id"]),
+            source=arrival.source,
+        )
+        self.metrics.files_rejected.labels(SOURCE_LABELS[arrival.source], code).inc()
         return IngestResult("rejected", row["id"], reason=reason)  # type: ignore[arg-type]
 
     async def record_remote(
@@ -205,7 +232,14 @@ class Ingestor:
                 return earlier
             audio_id: uuid.UUID = row["id"]  # type: ignore[assignment]
             await enqueue(conn, audio_id, max_attempts=self.settings.queue.max_attempts)
-        log.info("ingested", file=arrival.source_uri, audio_id=str(audio_id), size=where.size)
+        log.info(
+            "ingested",
+            file=arrival.source_uri,
+            audio_id=str(audio_id),
+            size=where.size,
+            source=arrival.source,
+        )
+        self.metrics.files_ingested.labels(SOURCE_LABELS[arrival.source]).inc()
         return IngestResult("accepted", audio_id)
 
     async def _record(
@@ -215,11 +249,21 @@ class Ingestor:
             for _ in range(3):
                 try:
                     async with conn.transaction():
-                        return await self._insert(conn, arrival, content, options)
+                        result = await self._insert(conn, arrival, content, options)
                 except psycopg.errors.UniqueViolation:
                     # Another ingester recorded the same content or source meanwhile: look again.
                     continue
+                self._count(arrival, result)
+                return result
         raise TransientError(f"could not record {arrival.original_name}: concurrent ingest")
+
+    def _count(self, arrival: Arrival, result: IngestResult) -> None:
+        """Count a committed outcome (never one rolled back by a concurrent ingest)."""
+        source = SOURCE_LABELS[arrival.source]
+        if result.outcome == "accepted":
+            self.metrics.files_ingested.labels(source).inc()
+        elif result.outcome == "duplicate":
+            self.metrics.files_duplicate.labels(source).inc()
 
     async def _insert(
         self, conn: AsyncConn, arrival: Arrival, content: _Content, options: dict[str, Any]
@@ -273,6 +317,7 @@ class Ingestor:
                 file=arrival.original_name,
                 audio_id=str(audio_id),
                 duplicate_of=str(dup_of),
+                source=arrival.source,
             )
             return IngestResult("duplicate", audio_id, duplicate_of=dup_of)
         await enqueue(
@@ -284,6 +329,7 @@ class Ingestor:
             audio_id=str(audio_id),
             duration_s=round(info.duration_s, 2),
             codec=info.codec,
+            source=arrival.source,
         )
         return IngestResult("accepted", audio_id)
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import structlog
 from watchfiles import Change, awatch
 
@@ -26,6 +27,7 @@ from pipeline.errors import TransientError
 from pipeline.ingest.core import Arrival, Ingestor, IngestResult
 from pipeline.ingest.stability import Fingerprint, StabilityTracker
 from pipeline.ingest.tidy import fingerprint_of, tidy_after_ingest
+from pipeline.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -38,8 +40,11 @@ def is_ignored_name(name: str) -> bool:
 
 
 class HotFolder:
-    def __init__(self, settings: Settings, ingestor: Ingestor) -> None:
+    def __init__(
+        self, settings: Settings, ingestor: Ingestor, *, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else ingestor.metrics
         self.watch = settings.watch
         self.inbox = settings.watch.inbox
         self.ingestor = ingestor
@@ -214,6 +219,10 @@ class HotFolder:
             except TransientError as exc:
                 log.warning("will retry file", file=str(path), error=str(exc))
                 self.tracker.postpone(path, time.monotonic())
+            except psycopg.OperationalError as exc:
+                self.metrics.db_errors.labels("watcher").inc()
+                log.warning("database unavailable; will retry file", file=str(path), error=str(exc))
+                self.tracker.postpone(path, time.monotonic())
             except Exception:  # noqa: BLE001 - one bad file must not stop the watcher
                 log.exception("failed to take file; left in place", file=str(path))
                 self.tracker.postpone(path, time.monotonic())
@@ -247,7 +256,9 @@ class HotFolder:
                     path,
                     rel,
                     await self.ingestor.reject(
-                        self._arrival(rel, path, fp), "path resolves outside the watched folder"
+                        self._arrival(rel, path, fp),
+                        "path resolves outside the watched folder",
+                        code="outside_inbox",
                     ),
                 )
                 return
@@ -275,7 +286,7 @@ class HotFolder:
         except FileNotFoundError:
             return
         result = await self.ingestor.find_existing(arrival) or await self.ingestor.reject(
-            arrival, reason
+            arrival, reason, code="symlink"
         )
         await self._finish(path, rel, result)
 

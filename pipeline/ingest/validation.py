@@ -20,15 +20,20 @@ def check_extension(name: str, settings: ValidationSettings) -> str:
     if ext not in settings.allowed_extensions:
         allowed = ", ".join(settings.allowed_extensions)
         shown = f".{ext}" if ext else "no extension"
-        raise RejectedInput(f"file type {shown} is not accepted (accepted: {allowed})")
+        raise RejectedInput(
+            f"file type {shown} is not accepted (accepted: {allowed})", code="extension"
+        )
     return ext
 
 
 def check_size(size: int, settings: ValidationSettings) -> None:
     if size == 0:
-        raise RejectedInput("file is empty (0 bytes)")
+        raise RejectedInput("file is empty (0 bytes)", code="empty")
     if size > settings.max_bytes:
-        raise RejectedInput(f"file is {size} bytes, over the limit of {settings.max_bytes} bytes")
+        raise RejectedInput(
+            f"file is {size} bytes, over the limit of {settings.max_bytes} bytes",
+            code="too_large",
+        )
 
 
 def validate(source: BinaryIO, *, name: str, size: int, settings: ValidationSettings) -> AudioInfo:
@@ -44,6 +49,7 @@ def validate(source: BinaryIO, *, name: str, size: int, settings: ValidationSett
     if info.duration_s < settings.min_duration_s:
         raise RejectedInput(
             f"audio is {info.duration_s:.2f} s long, under the minimum of"
-            f" {settings.min_duration_s:.2f} s"
+            f" {settings.min_duration_s:.2f} s",
+            code="too_short",
         )
     return info

@@ -12,12 +12,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import structlog
 from minio.error import MinioException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from pipeline.backoff import Backoff
 from pipeline.db.database import Database
+from pipeline.metrics import Metrics
 from pipeline.sources import inbox
 from pipeline.sources.events import MalformedEvent, parse_notification
 from pipeline.sources.registry import WatchedSource
@@ -31,8 +33,10 @@ def listen_forever(
     stop: threading.Event,
     *,
     wait: Callable[[float], bool] | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """Blocking: feed every notification to ``deliver`` until ``stop`` is set."""
+    metrics = metrics if metrics is not None else Metrics()
     backoff = Backoff(f"listening on s3://{source.settings.bucket}/{source.settings.prefix}")
     pause = wait or stop.wait
     while not stop.is_set():
@@ -49,21 +53,30 @@ def listen_forever(
                     if notification:
                         deliver(notification)
         except (MinioException, Urllib3HTTPError, OSError, ValueError) as exc:
+            metrics.s3_errors.labels("listen").inc()
             if pause(backoff.failed(str(exc))):
                 return
 
 
-async def run_listener(db: Database, source: WatchedSource, stop: asyncio.Event) -> None:
+async def run_listener(
+    db: Database,
+    source: WatchedSource,
+    stop: asyncio.Event,
+    *,
+    metrics: Metrics | None = None,
+) -> None:
+    metrics = metrics if metrics is not None else Metrics()
     loop = asyncio.get_running_loop()
     halt = threading.Event()
 
     def deliver(notification: dict[str, Any]) -> None:
-        future = asyncio.run_coroutine_threadsafe(_record(db, notification), loop)
+        future = asyncio.run_coroutine_threadsafe(_record(db, notification, metrics), loop)
         future.result(timeout=60)  # backpressure: the stream waits while we record
 
     thread = threading.Thread(
         target=listen_forever,
         args=(source, deliver, halt),
+        kwargs={"metrics": metrics},
         daemon=True,
         name=f"s3-listen-{source.settings.bucket}",
     )
@@ -77,11 +90,18 @@ async def run_listener(db: Database, source: WatchedSource, stop: asyncio.Event)
     halt.set()
 
 
-async def _record(db: Database, notification: dict[str, Any]) -> None:
+async def _record(db: Database, notification: dict[str, Any], metrics: Metrics) -> None:
     try:
         events = [e for e in parse_notification(notification) if e.is_created]
     except MalformedEvent as exc:
         log.warning("ignoring malformed notification from the listen stream", reason=exc.reason)
         return
-    async with db.connection() as conn:
-        await inbox.record_events(conn, events, "listen")
+    try:
+        async with db.connection() as conn:
+            await inbox.record_events(conn, events, "listen")
+    except psycopg.OperationalError as exc:
+        # The next reconcile listing finds these objects; the stream itself stays open.
+        metrics.db_errors.labels("s3_listener").inc()
+        log.warning(
+            "could not record bucket notifications; reconcile will find them", error=str(exc)
+        )

@@ -9,9 +9,11 @@ first bytes hold a supported audio stream? Then one audio row per
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from datetime import UTC, datetime
 
+import psycopg
 import structlog
 
 from pipeline.backoff import Backoff
@@ -22,6 +24,7 @@ from pipeline.errors import PermanentError, RejectedInput, TransientError
 from pipeline.ingest.core import Arrival, Ingestor, IngestResult, RemoteObject
 from pipeline.ingest.validation import check_extension, check_size
 from pipeline.media import HeadInfo, check_wav_header, probe_head
+from pipeline.metrics import Metrics
 from pipeline.sources import inbox
 from pipeline.sources.registry import SourceRegistry, WatchedSource
 from pipeline.sources.s3_bucket import SourceObject
@@ -36,24 +39,50 @@ _INDEX_AT_END = ("m4a", "mp4")
 
 class S3EventProcessor:
     def __init__(
-        self, settings: Settings, db: Database, ingestor: Ingestor, registry: SourceRegistry
+        self,
+        settings: Settings,
+        db: Database,
+        ingestor: Ingestor,
+        registry: SourceRegistry,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.ingestor = ingestor
         self.registry = registry
+        self.metrics = metrics if metrics is not None else ingestor.metrics
         self.backoff = Backoff("S3 event processing")
+        self.db_backoff = Backoff("database (S3 event processing)", base_s=0.5, cap_s=10.0)
 
     async def run(self, stop: asyncio.Event) -> None:
-        listener = await self.db.listen_connection()
+        listener: psycopg.AsyncConnection[dict[str, object]] | None = None
         try:
-            await listener.execute(f"LISTEN {inbox.EVENTS_CHANNEL}")
             while not stop.is_set():
-                handled = await self.process_one()
-                if not handled:
-                    await wait_for_notify(listener, stop, self.settings.queue.poll_interval_s)
+                try:
+                    if listener is None or listener.closed:
+                        listener = await self._listen()
+                    handled = await self.process_one()
+                    self.db_backoff.succeeded()
+                    if not handled:
+                        await wait_for_notify(listener, stop, self.settings.queue.poll_interval_s)
+                except psycopg.OperationalError as exc:
+                    # A claimed event stays hidden for a while, then is claimed again.
+                    self.metrics.db_errors.labels("s3_processor").inc()
+                    delay = self.db_backoff.failed(str(exc))
+                    if listener is not None:
+                        await listener.close()
+                    listener = None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
         finally:
-            await listener.close()
+            if listener is not None:
+                await listener.close()
+
+    async def _listen(self) -> psycopg.AsyncConnection[dict[str, object]]:
+        listener = await self.db.listen_connection()
+        await listener.execute(f"LISTEN {inbox.EVENTS_CHANNEL}")
+        return listener
 
     async def process_one(self) -> bool:
         """Handle the next due event; False when none is due."""
@@ -62,8 +91,13 @@ class S3EventProcessor:
         if event is None:
             return False
         try:
-            await self._handle(event)
+            with structlog.contextvars.bound_contextvars(
+                s3_event_id=event.id, bucket=event.bucket, key=event.key
+            ):
+                await self._handle(event)
             self.backoff.succeeded()
+        except psycopg.OperationalError:
+            raise  # the database is down: nothing can be recorded; the run loop waits
         except TransientError as exc:
             delay = self.backoff.failed(str(exc))
             async with self.db.connection() as conn:
@@ -92,11 +126,14 @@ class S3EventProcessor:
             if await inbox.newer_event_done(conn, event):
                 await inbox.finish_event(conn, event.id, "skipped", error="superseded")
                 return
-        obj = await asyncio.to_thread(source.bucket.describe, event.key)
+        with self.metrics.s3_call("stat"):
+            obj = await asyncio.to_thread(source.bucket.describe, event.key)
         arrival = _arrival(event, source, obj)
         if obj is None:
             result = await self.ingestor.reject(
-                arrival, "object no longer exists (deleted before it could be ingested)"
+                arrival,
+                "object no longer exists (deleted before it could be ingested)",
+                code="vanished",
             )
             await self._finish(event, "failed", result=result, error=result.reason)
             return
@@ -134,7 +171,9 @@ class S3EventProcessor:
         try:
             info = await asyncio.to_thread(self._check_head, source, obj)
         except RejectedInput as rejection:
-            return await self.ingestor.reject(arrival, rejection.reason, size=obj.size)
+            return await self.ingestor.reject(
+                arrival, rejection.reason, size=obj.size, code=rejection.code
+            )
         where = RemoteObject(bucket=obj.bucket, key=obj.key, etag=obj.etag, size=obj.size)
         return await self.ingestor.record_remote(arrival, where, info)
 
@@ -142,7 +181,8 @@ class S3EventProcessor:
         validation = self.settings.validation
         ext = check_extension(obj.key, validation)
         check_size(obj.size, validation)
-        head = source.bucket.read_head(obj.key, HEAD_BYTES, etag=obj.etag)
+        with self.metrics.s3_call("get"):
+            head = source.bucket.read_head(obj.key, HEAD_BYTES, etag=obj.etag)
         if ext == "wav":
             check_wav_header(io.BytesIO(head), obj.size)
         try:

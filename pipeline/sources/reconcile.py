@@ -12,11 +12,13 @@ import contextlib
 from collections.abc import Iterator
 from itertools import islice
 
+import psycopg
 import structlog
 
 from pipeline.backoff import Backoff
 from pipeline.db.database import Database
 from pipeline.errors import TransientError
+from pipeline.metrics import Metrics
 from pipeline.sources import inbox
 from pipeline.sources.events import ObjectEvent
 from pipeline.sources.registry import SourceRegistry, WatchedSource
@@ -77,8 +79,15 @@ async def _record_unseen(db: Database, page: list[SourceObject]) -> int:
         return await inbox.record_events(conn, events, "reconcile")
 
 
-async def run_reconcile(db: Database, registry: SourceRegistry, stop: asyncio.Event) -> None:
+async def run_reconcile(
+    db: Database,
+    registry: SourceRegistry,
+    stop: asyncio.Event,
+    *,
+    metrics: Metrics | None = None,
+) -> None:
     """Reconcile every source now and then on its interval, until ``stop``."""
+    metrics = metrics if metrics is not None else Metrics()
     loop = asyncio.get_running_loop()
     due = {id(s): 0.0 for s in registry.sources}
     backoffs = {
@@ -93,7 +102,12 @@ async def run_reconcile(db: Database, registry: SourceRegistry, stop: asyncio.Ev
             try:
                 found = await reconcile_source(db, source)
             except TransientError as exc:
+                metrics.s3_errors.labels("list").inc()
                 due[id(source)] = loop.time() + backoff.failed(str(exc))
+                continue
+            except psycopg.OperationalError as exc:
+                metrics.db_errors.labels("s3_reconcile").inc()
+                due[id(source)] = loop.time() + backoff.failed(f"database: {exc}")
                 continue
             backoff.succeeded()
             due[id(source)] = loop.time() + source.settings.reconcile_interval_s
