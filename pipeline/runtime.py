@@ -224,7 +224,9 @@ async def _workers(
     from workers.asr import WhisperTranscriber
     from workers.worker import AsrWorker, make_worker_id
 
-    transcriber = WhisperTranscriber(settings.asr, num_workers=settings.asr.concurrency)
+    transcriber = WhisperTranscriber(
+        settings.asr, num_workers=settings.asr.concurrency, metrics=metrics
+    )
     await asyncio.to_thread(transcriber.load)
     return [
         AsrWorker(
