@@ -126,7 +126,7 @@ class AsrSettings(_Section):
     # Audio longer than this is decoded and transcribed window by window, each window
     # ending at a silence, so worker memory does not grow with the file's length.
     long_audio_s: float = Field(default=1800.0, gt=0)
-    window_s: float = Field(default=600.0, ge=60)
+    window_s: float = Field(default=300.0, ge=60)
     # Seconds of audio searched backwards from a window's nominal end for a silence.
     window_search_s: float = Field(default=30.0, ge=1)
 

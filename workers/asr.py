@@ -246,6 +246,7 @@ class WhisperTranscriber:
                             duration_s=round(window.duration_s, 2),
                             segments=len(result.segments),
                         )
+                    del window  # let its samples go before the next window is decoded
         except RejectedInput as exc:
             raise PermanentError(f"audio cannot be decoded: {exc.reason}") from exc
         if total_samples == 0:

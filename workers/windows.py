@@ -110,10 +110,13 @@ def split_at_silences(
         while windowed and buffer.size > window:
             samples = buffer.take(window)
             cut = window - search + find_cut(samples[window - search :])
-            buffer.push_front(samples[cut:])
-            yield Window(offset_s=emitted / SAMPLE_RATE, samples=samples[:cut].copy(), last=False)
-            emitted += cut
+            # Copy the short remainder, so the window's big array dies with the window.
+            buffer.push_front(samples[cut:].copy())
+            head = samples[:cut]
             del samples
+            yield Window(offset_s=emitted / SAMPLE_RATE, samples=head, last=False)
+            emitted += cut
+            del head
     rest = buffer.take(buffer.size)
     yield Window(offset_s=emitted / SAMPLE_RATE, samples=rest, last=True)
 
