@@ -120,6 +120,17 @@ def trainer_record(settings: Settings, run_id: Any, suffix: str = "") -> dict[st
     return data
 
 
+def run_outcomes(orchestrator: Orchestrator) -> dict[str, float]:
+    """``ai2text_training_runs_total`` by outcome, as this orchestrator counted them."""
+    return {
+        outcome: orchestrator.metrics.registry.get_sample_value(
+            "ai2text_training_runs_total", {"outcome": outcome}
+        )
+        or 0.0
+        for outcome in ("succeeded", "failed")
+    }
+
+
 # -- the command launcher ---------------------------------------------------------------
 
 
@@ -144,6 +155,7 @@ def test_crossing_the_threshold_launches_one_command_run_that_succeeds(
 
     frozen, orchestrator, again = asyncio.run(scenario())
     assert again is None  # nothing new since the run: no second crossing
+    assert run_outcomes(orchestrator) == {"succeeded": 1, "failed": 0}
     (run,) = runs(db)
     assert len(versions(db)) == 1
     run_id = str(frozen.run_id)
@@ -310,10 +322,14 @@ def test_a_trainer_exiting_non_zero_fails_the_run_and_marks_its_directory(
     settings = make_settings(training=training(command_env={"TRAINER_EXIT": "3"}))
     store = store_of(settings)
 
+    orchestrator: Orchestrator | None = None
+
     async def scenario() -> FrozenVersion:
+        nonlocal orchestrator
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
-            frozen = await Orchestrator(settings, database, store).check()
+            orchestrator = Orchestrator(settings, database, store)
+            frozen = await orchestrator.check()
             assert frozen is not None
             await runs_finished(db, 1)
             return frozen
@@ -322,6 +338,8 @@ def test_a_trainer_exiting_non_zero_fails_the_run_and_marks_its_directory(
     (run,) = runs(db)
     run_id = str(frozen.run_id)
     assert run["state"] == "failed"
+    assert orchestrator is not None
+    assert run_outcomes(orchestrator) == {"succeeded": 0, "failed": 1}
     assert run["exit_code"] == 3
     assert "3" in run["error"] and "exit" in run["error"]
     assert run["finished_at"] is not None
