@@ -207,6 +207,22 @@ async def stats(conn: AsyncConn, *, tenant: str | None) -> dict[str, Any]:
     }
 
 
+async def list_workers(conn: AsyncConn, *, stale_after_s: float) -> list[dict[str, Any]]:
+    """ASR workers, alive first (seen within ``stale_after_s`` and not stopped), newest first.
+
+    Operators only: workers serve every tenant.
+    """
+    cur = await conn.execute(
+        "SELECT worker_id, hostname, pid, device, compute_type, model, batch_size,"
+        " started_at, last_seen_at, stopped_at, current_job_id, jobs_done, jobs_failed,"
+        " gpu_memory_used_bytes, gpu_memory_total_bytes,"
+        " (stopped_at IS NULL AND last_seen_at > now() - make_interval(secs => %s)) AS alive"
+        " FROM workers ORDER BY alive DESC, last_seen_at DESC LIMIT 500",
+        (stale_after_s,),
+    )
+    return [dict(r) for r in await cur.fetchall()]
+
+
 async def s3_event_counts(conn: AsyncConn) -> dict[str, int]:
     """S3 notifications by processing state (operators only: events carry no tenant)."""
     cur = await conn.execute("SELECT state, count(*) AS n FROM s3_events GROUP BY state")

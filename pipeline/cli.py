@@ -292,6 +292,7 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     async def fetch(conn: Any) -> dict[str, Any]:
         status = await catalog.stats(conn, tenant=None)
         status["s3_events"] = await catalog.s3_event_counts(conn)
+        status["workers"] = await catalog.list_workers(conn, stale_after_s=settings.queue.lease_s)
         return status
 
     status = await _query(settings, fetch)
@@ -310,7 +311,23 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     )
     rtf = status["average_real_time_factor"]
     out.write(f"average real-time factor: {rtf:.3f}\n" if rtf is not None else "")
+    alive = [w for w in status["workers"] if w["alive"]]
+    out.write(f"workers: {len(alive)} alive\n")
+    for w in alive:
+        out.write(f"  {_describe_worker(w)}\n")
     return 0
+
+
+def _describe_worker(w: dict[str, Any]) -> str:
+    doing = f"job {w['current_job_id']}" if w["current_job_id"] else "idle"
+    text = (
+        f"{w['worker_id']}  {w['device']} {w['compute_type']} batch {w['batch_size']}"
+        f"  {doing}  done {w['jobs_done']}, failed {w['jobs_failed']}"
+    )
+    if w["gpu_memory_total_bytes"]:
+        used, total = w["gpu_memory_used_bytes"] / 2**30, w["gpu_memory_total_bytes"] / 2**30
+        text += f"  GPU memory {used:.1f}/{total:.1f} GiB"
+    return text
 
 
 def _counts(by_state: dict[str, int]) -> str:

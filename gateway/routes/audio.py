@@ -207,6 +207,14 @@ async def retry_job(ctx: Ctx, principal: Admin, job_id: int) -> dict[str, Any]:
     return row
 
 
+@router.get("/workers")
+async def workers(ctx: Ctx, principal: Admin) -> dict[str, Any]:
+    """ASR workers: device, model, batch size, current job, GPU memory (admin only)."""
+    async with ctx.db.connection() as conn:
+        rows = await catalog.list_workers(conn, stale_after_s=ctx.settings.queue.lease_s)
+    return {"data": rows}
+
+
 @router.get("/stats")
 async def stats(ctx: Ctx, principal: AudioReader) -> dict[str, Any]:
     """Counts by state, queue depth, hours transcribed, average real-time factor."""

@@ -318,6 +318,26 @@ def test_non_admin_gets_403_on_retry_and_metrics_and_admin_gets_prometheus_text(
     ), text
 
 
+def test_admin_sees_the_running_worker_and_others_get_403(gw: Gateway, http: httpx.Client) -> None:
+    user = gw.signer.token(*READ, tenant=tenant_name("workers"))
+    assert_problem(http.get("/v1/workers", headers=bearer(user)), 403)
+    admin = gw.signer.token("admin")
+
+    def alive() -> list[dict[str, Any]] | None:
+        response = http.get("/v1/workers", headers=bearer(admin))
+        assert response.status_code == 200, response.text
+        return [w for w in response.json()["data"] if w["alive"]] or None
+
+    workers = wait_until(alive, timeout=60, what="the worker to register")
+    assert len(workers) == 1
+    worker = workers[0]
+    assert worker["device"] == "cpu" and worker["compute_type"] == "int8"
+    assert worker["batch_size"] == 1
+    assert worker["pid"] == gw.service.pid
+    assert worker["stopped_at"] is None
+    assert worker["gpu_memory_total_bytes"] is None  # no GPU here: nothing is made up
+
+
 # -- 3. tenancy --------------------------------------------------------------------------
 
 

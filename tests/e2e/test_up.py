@@ -99,6 +99,10 @@ def test_dropped_flac_becomes_an_accurate_transcript(up: Any) -> None:
     status = cli_json(env, "status")
     assert status["transcripts"] >= 1
     assert status["hours_transcribed"] > 0
+    # The worker that did it is listed alive, with the job counted on its row.
+    (worker,) = [w for w in status["workers"] if w["alive"]]
+    assert worker["device"] == "cpu" and worker["jobs_done"] >= 1
+    assert worker["pid"] == service.pid
 
 
 def test_same_audio_under_two_names_gives_one_transcript(up: Any) -> None:
