@@ -75,6 +75,10 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "git_commit": git("rev-parse", "--short", "HEAD"),
+        # Others edit the tree while benchmarks run: name what differed from the commit.
+        "uncommitted_production_files": git(
+            "status", "--porcelain", "--", "pipeline", "workers", "gateway"
+        ).splitlines(),
         "loadavg_at_start": os.getloadavg(),
         "started": utc_now_text(),
     }

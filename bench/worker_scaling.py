@@ -526,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.copies, args.rounds, args.workers = 1, 1, [1, 2]
         args.files = list(QUICK_SOURCES)
+        args.retries, args.max_quiet_wait = 0, 5.0
     install_sigterm_exit()
     run_stamp = stamp()
     report = run(args)
