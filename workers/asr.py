@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -171,7 +172,8 @@ class WhisperTranscriber:
             search_s=settings.window_search_s,
         )
         self._model: Any = None
-        self._batched: Any = None
+        # A batched pipeline keeps per-call state, so each job gets its own (they are cheap).
+        self.new_batched_pipeline: Callable[[], Any] | None = None
         self._find_cut: CutFinder | None = None
 
     @property
@@ -195,7 +197,8 @@ class WhisperTranscriber:
         except (OSError, ValueError, RuntimeError) as exc:
             raise ConfigError(f"cannot load Whisper model {self.model_name!r}: {exc}") from exc
         if self.batch_size > 1:
-            self._batched = BatchedInferencePipeline(self._model)
+            model = self._model
+            self.new_batched_pipeline = lambda: BatchedInferencePipeline(model)
         log.info(
             "model loaded",
             model=self.model_name,
@@ -218,6 +221,7 @@ class WhisperTranscriber:
         total_samples = 0
         windows = 0
         batch_size = self.batch_size
+        batched = self.new_batched_pipeline() if self.new_batched_pipeline else None
         try:
             with open(audio_path, "rb") as source:
                 long_from_start = self.plan.is_long(claimed_duration_s(source))
@@ -232,7 +236,7 @@ class WhisperTranscriber:
                         continue
                     windows += 1
                     result, batch_size = self._window_with_retries(
-                        window, opts, language, batch_size, cancel
+                        window, opts, language, batch_size, batched, cancel
                     )
                     segments.extend(result.segments)
                     if language is None or language_probability is None:
@@ -271,12 +275,14 @@ class WhisperTranscriber:
         opts: TranscribeOptions,
         language: str | None,
         batch_size: int,
+        batched: Any,
         cancel: threading.Event,
     ) -> tuple[_Window, int]:
         """Transcribe one window; halve the batch on CUDA OOM. Returns the batch that worked."""
         while True:
             try:
-                return self._window(window, opts, language, batch_size, cancel), batch_size
+                result = self._window(window, opts, language, batch_size, batched, cancel)
+                return result, batch_size
             except RuntimeError as exc:
                 if not is_out_of_memory(exc):
                     raise TransientError(f"transcription failed: {exc}") from exc
@@ -298,6 +304,7 @@ class WhisperTranscriber:
         opts: TranscribeOptions,
         language: str | None,
         batch_size: int,
+        batched: Any,
         cancel: threading.Event,
     ) -> _Window:
         kwargs: dict[str, Any] = {
@@ -310,8 +317,10 @@ class WhisperTranscriber:
         }
         if opts.temperature is not None:
             kwargs["temperature"] = opts.temperature
-        if batch_size > 1 and self._batched is not None:
-            pieces, info = self._batched.transcribe(window.samples, batch_size=batch_size, **kwargs)
+        if batch_size > 1 and batched is not None:
+            pieces, info = batched.transcribe(
+                window.samples, batch_size=batch_size, without_timestamps=False, **kwargs
+            )
         else:
             pieces, info = self._model.transcribe(window.samples, **kwargs)
         segments = []

@@ -139,8 +139,9 @@ def test_gpu_out_of_memory_halves_the_batch_and_the_job_still_finishes(
     metrics = Metrics()
     transcriber = WhisperTranscriber(windowed(batch_size=8), metrics=metrics)
     transcriber.load()
-    oom = OomAbove(transcriber._batched, limit=2)
-    transcriber._batched = oom
+    assert transcriber.new_batched_pipeline is not None
+    oom = OomAbove(transcriber.new_batched_pipeline(), limit=2)
+    transcriber.new_batched_pipeline = lambda: oom
 
     result = transcriber.transcribe(three_speeches, threading.Event())
 
@@ -154,7 +155,9 @@ def test_gpu_out_of_memory_halves_the_batch_and_the_job_still_finishes(
 def test_out_of_memory_at_batch_size_one_is_a_transient_error(three_speeches: Path) -> None:
     transcriber = WhisperTranscriber(windowed(batch_size=2))
     transcriber.load()
-    transcriber._batched = OomAbove(transcriber._batched, limit=0)
+    assert transcriber.new_batched_pipeline is not None
+    oom = OomAbove(transcriber.new_batched_pipeline(), limit=0)
+    transcriber.new_batched_pipeline = lambda: oom
     transcriber._model = OomAlways(transcriber._model)
 
     with pytest.raises(GpuOutOfMemory) as raised:
