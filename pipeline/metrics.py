@@ -85,13 +85,13 @@ class Metrics:
         )
         self.worker_heartbeats = Counter(
             "ai2text_worker_heartbeats",
-            "Lease heartbeats sent by workers while holding a job",
+            "Worker heartbeats (every heartbeat interval, busy or idle; they refresh its row)",
             ["worker"],
             registry=r,
         )
         self.worker_last_heartbeat = Gauge(
             "ai2text_worker_last_heartbeat_timestamp_seconds",
-            "Unix time of the worker's last sign of life (claim, heartbeat or idle poll)",
+            "Unix time of the worker's last heartbeat",
             ["worker"],
             registry=r,
         )

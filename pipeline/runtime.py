@@ -158,20 +158,27 @@ async def _build_roles(
     except TransientError as exc:
         log.warning("object store not reachable yet; work will be retried", error=str(exc))
     coros: list[Coroutine[Any, Any, None]] = []
-    ingestor = Ingestor(settings, db, store, metrics=metrics)
-    sources = SourceRegistry(settings)
-    if "watch" in roles:
-        coros.append(HotFolder(settings, ingestor, metrics=metrics).run(stop))
-    if "s3" in roles and sources:
-        coros.extend(_s3_roles(settings, db, ingestor, sources, metrics, stop))
-    if "orchestrator" in roles and settings.training.enabled:
-        from pipeline.datasets.orchestrator import Orchestrator
+    try:
+        ingestor = Ingestor(settings, db, store, metrics=metrics)
+        sources = SourceRegistry(settings)
+        if "watch" in roles:
+            coros.append(HotFolder(settings, ingestor, metrics=metrics).run(stop))
+        if "s3" in roles and sources:
+            coros.extend(_s3_roles(settings, db, ingestor, sources, metrics, stop))
+        if "orchestrator" in roles and settings.training.enabled:
+            from pipeline.datasets.orchestrator import Orchestrator
 
-        coros.append(Orchestrator(settings, db, store, metrics=metrics).run(stop))
-    if listening.gateway is not None:
-        coros.append(_serve_http(settings, db, store, ingestor, metrics, listening.gateway, stop))
-    if "worker" in roles and settings.asr.concurrency > 0:
-        coros.extend(await _workers(settings, db, store, sources, metrics, stop))
+            coros.append(Orchestrator(settings, db, store, metrics=metrics).run(stop))
+        if listening.gateway is not None:
+            coros.append(
+                _serve_http(settings, db, store, ingestor, metrics, listening.gateway, stop)
+            )
+        if "worker" in roles and settings.asr.concurrency > 0:
+            coros.extend(await _workers(settings, db, store, sources, metrics, stop))
+    except BaseException:
+        for coro in coros:  # built but never started (e.g. the model failed to load)
+            coro.close()
+        raise
     return coros
 
 
