@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from pipeline import catalog
 from pipeline.config import Settings, load_settings
-from pipeline.errors import Ai2TextError
+from pipeline.errors import Ai2TextError, ConfigError
 from pipeline.formats import Cue, to_srt, to_timestamped, to_txt, to_vtt
 from pipeline.logs import configure_logging
 from pipeline.runtime import build_database, run_roles
@@ -176,6 +176,13 @@ async def cmd_s3(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.device:
+        from workers.asr import resolve_device
+
+        try:
+            resolve_device(args.device)
+        except ConfigError as exc:
+            sys.stderr.write(f"ai2text: {exc}\n")
+            return 2
         overrides["device"] = args.device
     if args.concurrency is not None:
         if args.concurrency < 1:

@@ -107,8 +107,8 @@ def resolve_device(requested: str) -> tuple[str, int]:
         import ctranslate2
 
         return ("cuda", 0) if ctranslate2.get_cuda_device_count() > 0 else ("cpu", 0)
-    if requested.startswith("cuda:"):
-        return "cuda", int(requested.split(":", 1)[1])
+    if requested.startswith("cuda:") and requested[5:].isdigit():
+        return "cuda", int(requested[5:])
     if requested in ("cpu", "cuda"):
         return requested, 0
     raise ConfigError(f"unknown ASR device {requested!r} (use auto, cpu, cuda or cuda:N)")

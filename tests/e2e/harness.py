@@ -33,8 +33,11 @@ def wait_until(
 class Service:
     """One ``ai2text <role>`` process with JSON logs captured to a file."""
 
-    def __init__(self, role: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, role: str, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()
+    ) -> None:
         self.role = role
+        self.args = args
         self.env = {**os.environ, **env, "AI2TEXT_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -43,7 +46,7 @@ class Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", self.role],
+            [sys.executable, "-m", "pipeline", self.role, *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
