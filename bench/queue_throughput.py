@@ -136,12 +136,14 @@ async def open_db(url: str, pool_size: int) -> Any:
 # -- claimers in separate processes --------------------------------------------------------
 
 
-def _child(url: str, worker_id: str, mode: str, store_root: str, go: Any, pipe: Any) -> None:
-    asyncio.run(_child_main(url, worker_id, mode, store_root, go, pipe))
+def _child(
+    url: str, worker_id: str, mode: str, store_root: str, go: Any, release: Any, pipe: Any
+) -> None:
+    asyncio.run(_child_main(url, worker_id, mode, store_root, go, release, pipe))
 
 
 async def _child_main(
-    url: str, worker_id: str, mode: str, store_root: str, go: Any, pipe: Any
+    url: str, worker_id: str, mode: str, store_root: str, go: Any, release: Any, pipe: Any
 ) -> None:
     from pipeline.storage import FilesystemStore
 
@@ -152,6 +154,8 @@ async def _child_main(
         await asyncio.to_thread(go.wait)
         stats = await claim_loop(db, worker_id, mode, store)
         pipe.send(stats)
+        # Stay alive until the parent has read our CPU time: an exited child's is gone.
+        await asyncio.to_thread(release.wait, 60)
     finally:
         await db.close()
 
@@ -184,12 +188,13 @@ def load_jobs(url: str, k: int) -> None:
         conn.execute("ANALYZE jobs")
 
 
-CLAIM_PLAN_SQL = (
-    "EXPLAIN SELECT id FROM jobs"
-    " WHERE (state = 'queued' AND run_after <= now())"
-    "    OR (state = 'running' AND lease_expires_at < now() AND attempts < max_attempts)"
-    " ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1"
-)
+def claim_plan(conn: Any) -> list[str]:
+    """EXPLAIN (without running it) of the very statement ``queue.claim`` executes."""
+    from pipeline import queue
+
+    sql = "EXPLAIN " + queue._CLAIM  # noqa: SLF001 - the real statement, not a copy
+    rows = conn.execute(sql, {"lease_s": LEASE_S, "worker_id": "bench-explain"}).fetchall()
+    return [r[0] for r in rows]
 
 
 class Measurement:
@@ -216,7 +221,7 @@ class Measurement:
         store_root = Path(tempfile.mkdtemp(prefix="store-", dir=self.work))
         load_jobs(url, self.k)
         with psycopg.connect(url, autocommit=True) as conn:
-            plan_before = [r[0] for r in conn.execute(CLAIM_PLAN_SQL).fetchall()]
+            plan_before = claim_plan(conn)
         if self.runner == "tasks":
             stats, go, cpu = asyncio.run(self._tasks(url, store_root))
         else:
@@ -251,14 +256,22 @@ class Measurement:
 
     def _procs(self, url: str, store_root: Path) -> tuple[list[Stats], float, dict[str, float]]:
         ctx = mp.get_context("spawn")
-        go = ctx.Event()
+        go, release = ctx.Event(), ctx.Event()
         pipes = []
         try:
             for i in range(self.c):
                 parent_end, child_end = ctx.Pipe()
                 proc = ctx.Process(
                     target=_child,
-                    args=(url, f"bench-proc:{i}", self.mode, str(store_root), go, child_end),
+                    args=(
+                        url,
+                        f"bench-proc:{i}",
+                        self.mode,
+                        str(store_root),
+                        go,
+                        release,
+                        child_end,
+                    ),
                     daemon=True,
                 )
                 proc.start()
@@ -273,6 +286,7 @@ class Measurement:
             go.set()
             stats = [p.recv() for p in pipes]
             cpu = window.stop()
+            release.set()
             for proc in self.children:
                 proc.join(timeout=30)
         finally:
@@ -346,13 +360,13 @@ class Measurement:
 
 
 def plan_summary(plan: list[str]) -> str:
-    """The plan's nodes, outermost first: ``Limit > LockRows > Sort > Seq Scan on jobs``."""
-    nodes = []
+    """How the plan reads the jobs table: its scan and sort nodes on ``jobs``, in order."""
+    nodes: list[str] = []
     for line in plan:
-        text = line.strip().removeprefix("->").strip()
-        if "(cost=" in text:
-            nodes.append(text.split("  (cost=", 1)[0])
-    return " > ".join(nodes)
+        text = line.strip().removeprefix("->").strip().split("  (cost=", 1)[0]
+        if ("Scan" in text and " on jobs" in text) or text == "Sort":
+            nodes.append(text)
+    return ", ".join(nodes)
 
 
 async def depth_probe(pg: PgServer, depth: int, n: int) -> dict[str, Any]:
@@ -362,7 +376,7 @@ async def depth_probe(pg: PgServer, depth: int, n: int) -> dict[str, Any]:
     url = pg.create_database(f"qt_depth_{depth}")
     load_jobs(url, depth)
     with psycopg.connect(url, autocommit=True) as conn:
-        plan = [r[0] for r in conn.execute(CLAIM_PLAN_SQL).fetchall()]
+        plan = claim_plan(conn)
     db = await open_db(url, 1)
     try:
         from pipeline import queue
@@ -397,7 +411,7 @@ async def depth_probe(pg: PgServer, depth: int, n: int) -> dict[str, Any]:
     finally:
         await db.close()
     with psycopg.connect(url, autocommit=True) as conn:
-        idle_plan = [r[0] for r in conn.execute(CLAIM_PLAN_SQL).fetchall()]
+        idle_plan = claim_plan(conn)
     pg.drop_database(url)
     return {
         "depth": depth,
