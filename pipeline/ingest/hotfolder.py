@@ -50,7 +50,9 @@ class HotFolder:
         self.ingestor = ingestor
         self.tracker = StabilityTracker(settings.watch.quiet_period_s)
         self._candidates: set[Path] = set()
-        self._in_flight: set[Path] = set()
+        # Files handed to the take loops, with the fingerprint they were judged quiet at.
+        # They leave the tracker when dispatched, so the tick never re-examines them.
+        self._in_flight: dict[Path, Fingerprint | None] = {}
         self._kept: dict[Path, Fingerprint] = {}
         self._ready: asyncio.Queue[Path] = asyncio.Queue()
         self._excluded: tuple[Path, ...] = ()
@@ -151,12 +153,13 @@ class HotFolder:
                 self._candidates.update(self._scan(self.inbox))
                 next_scan = now + self.watch.rescan_interval_s
             self._recheck(now)
+            due = None
             if self._space_ok():
                 for path in self.tracker.ready(now):
                     self._dispatch(path)
+                due = self.tracker.next_due()
             # Wake at the next tick, or exactly when the next file's quiet period ends.
             wait_s = self.watch.recheck_interval_s
-            due = self.tracker.next_due()
             if due is not None:
                 wait_s = min(wait_s, max(0.005, due - time.monotonic()))
             with contextlib.suppress(TimeoutError):
@@ -183,8 +186,17 @@ class HotFolder:
 
     def _dispatch(self, path: Path) -> None:
         if path not in self._in_flight:
-            self._in_flight.add(path)
+            self._in_flight[path] = self.tracker.fingerprint(path)
+            self.tracker.discard(path)
             self._ready.put_nowait(path)
+
+    def _retry_later(self, path: Path) -> None:
+        """Track ``path`` again from now: it is taken after another quiet period."""
+        fp = self._in_flight.get(path)
+        if fp is None:
+            self._candidates.add(path)
+        else:
+            self.tracker.observe(path, fp, time.monotonic())
 
     def _space_ok(self) -> bool:
         free = shutil.disk_usage(self.settings.data_dir).free
@@ -218,16 +230,16 @@ class HotFolder:
                 await self._take(path)
             except TransientError as exc:
                 log.warning("will retry file", file=str(path), error=str(exc))
-                self.tracker.postpone(path, time.monotonic())
+                self._retry_later(path)
             except psycopg.OperationalError as exc:
                 self.metrics.db_errors.labels("watcher").inc()
                 log.warning("database unavailable; will retry file", file=str(path), error=str(exc))
-                self.tracker.postpone(path, time.monotonic())
+                self._retry_later(path)
             except Exception:  # noqa: BLE001 - one bad file must not stop the watcher
                 log.exception("failed to take file; left in place", file=str(path))
-                self.tracker.postpone(path, time.monotonic())
+                self._retry_later(path)
             finally:
-                self._in_flight.discard(path)
+                self._in_flight.pop(path, None)
 
     async def _take(self, path: Path) -> None:
         rel = path.relative_to(self.inbox)
@@ -247,7 +259,7 @@ class HotFolder:
                 self.tracker.discard(path)
                 return
             fp = fingerprint_of(st)
-            if self.tracker.fingerprint(path) != fp:
+            if self._in_flight.get(path) != fp:
                 # It changed (or was swapped) since it was judged quiet: wait again.
                 self.tracker.observe(path, fp, time.monotonic())
                 return

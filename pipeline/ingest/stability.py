@@ -49,12 +49,6 @@ class StabilityTracker:
         if entry is None or entry.fingerprint != fingerprint:
             self._pending[path] = _Pending(fingerprint, now)
 
-    def postpone(self, path: Path, now: float) -> None:
-        """Start the quiet period again (the file could not be taken just now)."""
-        entry = self._pending.get(path)
-        if entry is not None:
-            entry.unchanged_since = now
-
     def fingerprint(self, path: Path) -> Fingerprint | None:
         entry = self._pending.get(path)
         return entry.fingerprint if entry else None

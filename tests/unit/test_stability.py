@@ -136,26 +136,6 @@ def test_observing_none_for_an_unknown_file_is_harmless(tracker: StabilityTracke
     assert tracker.paths() == [B]
 
 
-def test_postpone_restarts_the_quiet_period(tracker: StabilityTracker) -> None:
-    tracker.observe(A, fp(), now=10.0)
-    assert tracker.ready(11.0) == [A]
-
-    tracker.postpone(A, now=11.0)
-
-    assert tracker.ready(11.5) == []
-    assert tracker.ready(12.0) == [A]
-    assert tracker.fingerprint(A) == fp()
-
-
-def test_postpone_of_an_unknown_file_does_not_start_tracking_it(
-    tracker: StabilityTracker,
-) -> None:
-    tracker.postpone(A, now=5.0)
-
-    assert A not in tracker
-    assert tracker.ready(100.0) == []
-
-
 def test_ready_lists_files_oldest_first(tracker: StabilityTracker) -> None:
     # Observed in an order different from how long each has been quiet.
     tracker.observe(B, fp(), now=3.0)
