@@ -382,6 +382,7 @@ async def depth_probe(pg: PgServer, depth: int, n: int) -> dict[str, Any]:
         from pipeline import queue
 
         claims, finishes = [], []
+        window = CpuWindow(lambda: [os.getpid(), *pg.pids()]).start()
         for _ in range(n):
             t0 = time.perf_counter()
             async with db.connection() as conn:
@@ -393,6 +394,7 @@ async def depth_probe(pg: PgServer, depth: int, n: int) -> dict[str, Any]:
                 await queue.notify_finished(conn, job.audio_id)
             claims.append(t1 - t0)
             finishes.append(time.perf_counter() - t1)
+        cpu = window.stop()
         # A long-lived deployment: every job ever run stays in the table as 'done'
         # (vacuumed, as autovacuum would have done by then).
         with psycopg.connect(url, autocommit=True) as sync_conn:
@@ -422,6 +424,8 @@ async def depth_probe(pg: PgServer, depth: int, n: int) -> dict[str, Any]:
         "plan_summary": plan_summary(plan),
         "idle_claim_all_done_ms": _dist(idle),
         "idle_plan_summary": plan_summary(idle_plan),
+        "cpu": cpu,
+        "foreign_cores": cpu["foreign_cores"],
     }
 
 
@@ -462,9 +466,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 measurements.append(m)
         depths = []
         for depth in args.depths:
-            window = CpuWindow(lambda: [os.getpid(), *pg.pids()]).start()
             d = asyncio.run(depth_probe(pg, depth, args.depth_claims))
-            d["cpu"] = window.stop()  # includes loading the jobs; a rough figure only
             log(f"depth {depth}: claim p50 {d['claim_ms']['p50']:.2f} ms ({d['plan_summary']})")
             depths.append(d)
     finally:
@@ -509,15 +511,16 @@ def markdown(report: dict[str, Any]) -> str:
         " claims of an empty queue once every job is done):",
         "",
         "| jobs in table | claims timed | claim ms p50 / p99 (all queued) | finish ms p50 / p99"
-        " | plan | empty-queue claim ms p50 / p99 (all done) | plan |",
-        "|---:|---:|---|---|---|---|---|",
+        " | plan | empty-queue claim ms p50 / p99 (all done) | plan | foreign cores (claims) |",
+        "|---:|---:|---|---|---|---|---|---:|",
     ]
     for d in report["depths"]:
         c, f, i = d["claim_ms"], d["finish_ms"], d["idle_claim_all_done_ms"]
         lines.append(
             f"| {d['depth']} | {d['n']} | {c['p50']:.2f} / {c['p99']:.2f}"
             f" | {f['p50']:.2f} / {f['p99']:.2f} | {d['plan_summary']}"
-            f" | {i['p50']:.2f} / {i['p99']:.2f} | {d['idle_plan_summary']} |"
+            f" | {i['p50']:.2f} / {i['p99']:.2f} | {d['idle_plan_summary']}"
+            f" | {d['foreign_cores']:.2f} |"
         )
     lines += [
         "",
