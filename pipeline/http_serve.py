@@ -28,7 +28,10 @@ class EmbeddedServer(uvicorn.Server):
 def bind_socket(host: str, port: int, *, what: str = "server") -> socket.socket:
     """Listen before serving; ``what`` names the server in the error for a busy port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns TCP_NODELAY on for accepted connections only
+    # when the socket says TCP, and without it every keep-alive response after the
+    # first waits ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
