@@ -316,3 +316,20 @@ def write_results(
 def install_sigterm_exit() -> None:
     """A SIGTERM (e.g. from ``timeout``) unwinds like Ctrl-C, so ``finally`` blocks run."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def run_and_report(
+    name: str,
+    args: Any,
+    run: Callable[[Any], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+) -> int:
+    """Run one benchmark, write ``<name>-<stamp>.{json,md}``, print the markdown."""
+    install_sigterm_exit()
+    run_stamp = stamp()
+    report = run(args)
+    text = markdown(report)
+    json_path, md_path = write_results(name, run_stamp, report, text, args.out)
+    sys.stdout.write(text)
+    sys.stdout.write(f"\nwritten: {md_path}, {json_path}\n")
+    return 0

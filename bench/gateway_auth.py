@@ -47,13 +47,11 @@ from bench.common import (  # noqa: E402
     PgServer,
     clean_env,
     cpu_s_of,
-    install_sigterm_exit,
     log,
     machine_info,
     percentile,
-    stamp,
+    run_and_report,
     stop_process,
-    write_results,
 )
 from bench.sysload import CpuWindow  # noqa: E402
 
@@ -589,14 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         args.retries, args.max_quiet_wait = 0, 5.0
     if args.pin and len(os.sched_getaffinity(0)) < 2:
         args.pin = False
-    install_sigterm_exit()
-    run_stamp = stamp()
-    report = run(args)
-    text = markdown(report)
-    json_path, md_path = write_results("gateway-auth", run_stamp, report, text, args.out)
-    sys.stdout.write(text)
-    sys.stdout.write(f"\nwritten: {md_path}, {json_path}\n")
-    return 0
+    return run_and_report("gateway-auth", args, run, markdown)
 
 
 if __name__ == "__main__":

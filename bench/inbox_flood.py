@@ -45,17 +45,15 @@ from bench.common import (  # noqa: E402
     clean_env,
     cpu_s_of,
     event_epoch,
-    install_sigterm_exit,
     log,
     machine_info,
     median,
     percentile,
     read_events,
-    stamp,
+    run_and_report,
     status_kib,
     stop_process,
     wait_for_quiet,
-    write_results,
 )
 from bench.sysload import CpuWindow  # noqa: E402
 
@@ -498,14 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.files, args.retries, args.max_quiet_wait = 300, 0, 5.0
-    install_sigterm_exit()
-    run_stamp = stamp()
-    report = run(args)
-    text = markdown(report)
-    json_path, md_path = write_results("inbox-flood", run_stamp, report, text, args.out)
-    sys.stdout.write(text)
-    sys.stdout.write(f"\nwritten: {md_path}, {json_path}\n")
-    return 0
+    return run_and_report("inbox-flood", args, run, markdown)
 
 
 if __name__ == "__main__":

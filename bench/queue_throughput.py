@@ -43,12 +43,10 @@ from bench.common import (  # noqa: E402
     FOREIGN_LOAD_LIMIT,
     Guard,
     PgServer,
-    install_sigterm_exit,
     log,
     machine_info,
     percentile,
-    stamp,
-    write_results,
+    run_and_report,
 )
 from bench.sysload import CpuWindow  # noqa: E402
 
@@ -551,14 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         args.jobs, args.commit_jobs, args.claimers = 200, 100, [1, 2]
         args.depths, args.depth_claims = [1000], 50
         args.retries, args.max_quiet_wait = 0, 5.0
-    install_sigterm_exit()
-    run_stamp = stamp()
-    report = run(args)
-    text = markdown(report)
-    json_path, md_path = write_results("queue-throughput", run_stamp, report, text, args.out)
-    sys.stdout.write(text)
-    sys.stdout.write(f"\nwritten: {md_path}, {json_path}\n")
-    return 0
+    return run_and_report("queue-throughput", args, run, markdown)
 
 
 if __name__ == "__main__":

@@ -41,15 +41,13 @@ from bench.common import (  # noqa: E402
     PgServer,
     clean_env,
     event_epoch,
-    install_sigterm_exit,
     log,
     machine_info,
     median,
     read_events,
-    stamp,
+    run_and_report,
     stop_process,
     thread_count,
-    write_results,
 )
 from bench.sysload import CpuWindow  # noqa: E402
 from bench.variants import make_variant  # noqa: E402
@@ -527,14 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         args.copies, args.rounds, args.workers = 1, 1, [1, 2]
         args.files = list(QUICK_SOURCES)
         args.retries, args.max_quiet_wait = 0, 5.0
-    install_sigterm_exit()
-    run_stamp = stamp()
-    report = run(args)
-    text = markdown(report)
-    json_path, md_path = write_results("worker-scaling", run_stamp, report, text, args.out)
-    sys.stdout.write(text)
-    sys.stdout.write(f"\nwritten: {md_path}, {json_path}\n")
-    return 0
+    return run_and_report("worker-scaling", args, run, markdown)
 
 
 if __name__ == "__main__":
