@@ -17,6 +17,9 @@ from pipeline.db.database import Database
 from pipeline.metrics import Metrics
 from workers.gpu import GpuMemory, GpuMemoryProbe
 
+# Rows of workers not seen for this long are deleted (restarts make new worker ids).
+DEPARTED_WORKER_RETENTION_S = 7 * 86400.0
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerIdentity:
@@ -97,3 +100,15 @@ class Presence:
             device = self.identity.device
             self.metrics.gpu_memory_bytes.labels(device, "used").set(memory.used_bytes)
             self.metrics.gpu_memory_bytes.labels(device, "total").set(memory.total_bytes)
+
+
+async def forget_departed_workers(
+    db: Database, *, older_than_s: float = DEPARTED_WORKER_RETENTION_S
+) -> int:
+    """Delete the rows of workers last seen more than ``older_than_s`` ago."""
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "DELETE FROM workers WHERE last_seen_at < now() - make_interval(secs => %s)",
+            (older_than_s,),
+        )
+        return cur.rowcount

@@ -31,7 +31,7 @@ from pipeline.storage import ObjectStore
 from workers.asr import Cancelled, TranscribeOptions, Transcriber, Transcription
 from workers.fetch import Fetched, adopt, fetch
 from workers.gpu import GpuMemoryProbe
-from workers.presence import Presence, WorkerIdentity
+from workers.presence import Presence, WorkerIdentity, forget_departed_workers
 from workers.results import save_transcription
 
 log = structlog.get_logger(__name__)
@@ -170,6 +170,9 @@ class AsrWorker:
             reaped = await queue.reap_exhausted(conn)
         if reaped:
             log.warning("jobs ended dead after their workers stopped responding", count=reaped)
+        forgotten = await forget_departed_workers(self.db)
+        if forgotten:
+            log.info("forgot workers not seen for a week", count=forgotten)
 
     async def _process(self, job: queue.ClaimedJob, stop: asyncio.Event) -> None:
         structlog.contextvars.bind_contextvars(job_id=job.id, audio_id=str(job.audio_id))
