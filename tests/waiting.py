@@ -1,19 +1,26 @@
-"""Waiting in async tests: woken by PostgreSQL notifications, bounded by a deadline.
+"""Waiting in async tests, always bounded by a deadline.
 
 Workers send a NOTIFY on ``TRANSCRIPTS_CHANNEL`` whenever a job ends (done,
-duplicate or dead), so a test can sleep on that instead of polling the table.
+duplicate or dead), so ``jobs_settled`` sleeps on that instead of polling the
+table. For conditions nothing announces (a metric value, a row's state, a
+lease running out), ``eventually`` re-checks the condition until it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import psycopg
 
 from pipeline.config import Settings
 from pipeline.queue import JOBS_CHANNEL, TRANSCRIPTS_CHANNEL
+
+T = TypeVar("T")
 
 # How long one wait for a notification may last before the watched tasks are checked
 # again (a task that crashed sends no notification).
@@ -69,3 +76,33 @@ async def _unsettled(
     assert row is not None
     pending, total = int(row[0]), int(row[1])  # type: ignore[index]
     return pending > 0 or total < at_least
+
+
+async def eventually(
+    check: Callable[[], T | None | Awaitable[T | None]],
+    *,
+    timeout: float,
+    what: str,
+    every: float = 0.05,
+    watch: Iterable[asyncio.Future[Any]] = (),
+) -> T:
+    """Re-check ``check`` (plain or async) until it returns something truthy; return it.
+
+    Fails when ``timeout`` seconds pass, or at once when one of the ``watch`` tasks
+    ends first (with its exception, if it raised one): a stopped role cannot make
+    the condition come true.
+    """
+    tasks = list(watch)
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        value = await result if inspect.isawaitable(result) else result
+        if value:
+            return value  # type: ignore[return-value]
+        for task in tasks:
+            if task.done():
+                task.result()
+                raise AssertionError(f"a background task stopped while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(every)

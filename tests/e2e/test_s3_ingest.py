@@ -191,27 +191,30 @@ class S3Up:
 
         Fails fast if the service died; on timeout, says what the rows and events were.
         """
-        deadline = time.monotonic() + timeout
-        while True:
+        seen: tuple[list[Row], list[Row]] = ([], [])
+
+        def settled() -> tuple[list[Row]] | None:  # a tuple: truthy even with no rows
+            nonlocal seen
             self.svc.check_alive()
-            events = self.events_for(key, bucket)
-            audio = self.audio(key, bucket)
+            seen = (self.audio(key, bucket), self.events_for(key, bucket))
+            audio, events = seen
             done = (
                 len(audio) >= rows
                 and all(r["state"] in TERMINAL for r in audio)
                 and all(e["state"] != "pending" for e in events)
                 and (until is None or until(audio))
             )
-            if done:
-                return audio
-            if time.monotonic() > deadline:
-                show_a = [(r["state"], r["error"], r["source_etag"]) for r in audio]
-                show_e = [(e["origin"], e["state"], e["error"]) for e in events]
-                raise AssertionError(
-                    f"timed out after {timeout:.0f}s waiting for {key!r} to settle"
-                    f" with {rows} audio row(s): audio={show_a} events={show_e}"
-                )
-            time.sleep(0.2)
+            return (audio,) if done else None
+
+        try:
+            return wait_until(settled, timeout=timeout, what=f"{key!r} to settle", every=0.2)[0]
+        except AssertionError as exc:
+            audio, events = seen
+            show_a = [(r["state"], r["error"], r["source_etag"]) for r in audio]
+            show_e = [(e["origin"], e["state"], e["error"]) for e in events]
+            raise AssertionError(
+                f"{exc} with {rows} audio row(s): audio={show_a} events={show_e}"
+            ) from None
 
 
 def event_body(

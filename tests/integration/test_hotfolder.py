@@ -32,6 +32,7 @@ from pipeline.db.database import Database
 from pipeline.ingest.core import Arrival, Ingestor, IngestResult
 from pipeline.ingest.hotfolder import HotFolder
 from pipeline.storage import FilesystemStore
+from tests.waiting import eventually
 
 Row = dict[str, Any]
 LOW_SPACE = "low disk space: not taking new files until space returns"
@@ -92,18 +93,8 @@ class Running:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def wait_for(self, check: Callable[[], Any], *, timeout: float, what: str) -> Any:
-        """Poll ``check`` until truthy; fail early if the watcher died, late at the deadline."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if self.task.done():
-                self.task.result()  # raises what killed it
-                raise AssertionError(f"watcher stopped while waiting for {what}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-            await asyncio.sleep(0.05)
+        """Re-check ``check`` until truthy; fail early if the watcher died, late at the deadline."""
+        return await eventually(check, timeout=timeout, what=what, watch=[self.task])
 
     async def observe_for(self, seconds: float, check: Callable[[], object]) -> None:
         """Keep ``check`` passing for a whole observation window (asserting an absence)."""

@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 import wave
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +35,7 @@ from pipeline.ops_http import OpsServer, Readiness
 from pipeline.runtime import run_roles
 from pipeline.sampler import JOB_STATES, run_sampler, sample_once
 from pipeline.storage import FilesystemStore
+from tests.waiting import eventually
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -64,18 +65,6 @@ def parse(text: str) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
-
-
-async def wait_for(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    """Await ``check`` (a coroutine function) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @dataclass
@@ -184,7 +173,7 @@ def test_readyz_is_503_while_the_database_is_unreachable_and_200_once_it_is_back
                 assert time.monotonic() - started < 5
                 again = await readyz(ops)
                 assert again.status_code == 503, again.text
-            up = await wait_for(
+            up = await eventually(
                 lambda: _ok(readyz(ops)), timeout=30, what="/readyz 200 after the database is back"
             )
             assert up.json() == {"status": "ready"}
@@ -264,13 +253,13 @@ def test_sampler_counts_database_errors_and_keeps_running_through_an_outage(
                 return found or 0.0
 
             try:
-                await wait_for(lambda: sampled("queued", 1), timeout=10, what="queued = 1")
+                await eventually(lambda: sampled("queued", 1), timeout=10, what="queued = 1")
                 with database_closed(pg_server, database_url):
-                    await wait_for(db_errors, timeout=30, what="a counted database error")
+                    await eventually(db_errors, timeout=30, what="a counted database error")
                 async with ops.db.connection() as conn:  # the pool reconnects...
                     await conn.execute("UPDATE jobs SET state = 'done'")
                 # ...and the sampler, still running, sees the change.
-                await wait_for(lambda: sampled("done", 1), timeout=30, what="done = 1")
+                await eventually(lambda: sampled("done", 1), timeout=30, what="done = 1")
                 assert value(await ops.scrape(), "ai2text_queue_jobs", state="queued") == 0
             finally:
                 stop.set()

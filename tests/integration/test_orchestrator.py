@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import os
 import sys
 import threading
 import time
@@ -38,6 +39,7 @@ from tests.integration.test_datasets import (
     store_of,
     version_dir,
 )
+from tests.waiting import eventually
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -46,17 +48,17 @@ pytestmark = pytest.mark.slow
 # Just below jfk.flac + hotwords.mp3 + stereo_diarization.wav (11 s + 4 s + 5 s).
 THRESHOLD_HOURS = (11 + 4 + 5) / 3600 - 0.0005
 # A trainer: records its argv, environment and working directory, then exits with
-# $TRAINER_EXIT; with $RELEASE set it first waits (bounded) for that file to appear.
+# $TRAINER_EXIT; with $RELEASE (a FIFO) set it first blocks (at most 120 s) until the
+# test writes to it.
 # No braces: every argument of the command template goes through str.format.
 TRAINER = (
-    "import json, os, sys, time\n"
+    "import json, os, select, sys\n"
     "record = dict(argv=sys.argv, env=dict(os.environ), cwd=os.getcwd())\n"
     "open('trainer.json', 'w').write(json.dumps(record))\n"
     "print('training on', sys.argv[2], flush=True)\n"
-    "deadline = time.monotonic() + 120\n"
-    "while 'RELEASE' in os.environ and not os.path.exists(os.environ['RELEASE']):\n"
-    "    assert time.monotonic() < deadline, 'never released'\n"
-    "    time.sleep(0.02)\n"
+    "if 'RELEASE' in os.environ:\n"
+    "    fifo = os.open(os.environ['RELEASE'], os.O_RDONLY | os.O_NONBLOCK)\n"
+    "    assert select.select([fifo], [], [], 120)[0], 'never released'\n"
     "print('trainer done', flush=True)\n"
     "sys.exit(int(os.environ.get('TRAINER_EXIT', '0')))\n"
 )
@@ -99,14 +101,23 @@ def versions(db: Conn) -> list[dict[str, Any]]:
 
 
 async def runs_finished(db: Conn, count: int, timeout: float = 90) -> list[dict[str, Any]]:
-    """Poll (yielding to the launches on this loop) until ``count`` runs have ended."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Wait (yielding to the launches on this loop) until ``count`` runs have ended."""
+
+    def finished() -> list[dict[str, Any]] | None:
         rows = runs(db)
-        if len(rows) >= count and all(r["state"] in TERMINAL for r in rows):
-            return rows
-        assert time.monotonic() < deadline, f"runs did not finish: {rows}"
-        await asyncio.sleep(0.05)
+        return rows if len(rows) >= count and all(r["state"] in TERMINAL for r in rows) else None
+
+    return await eventually(finished, timeout=timeout, what=f"{count} finished run(s)")
+
+
+async def release_trainer(fifo: Path) -> None:
+    """Let a trainer blocked on ``fifo`` go on (in a thread: opening blocks until it reads)."""
+
+    def write() -> None:
+        with open(fifo, "wb") as f:
+            f.write(b"go")
+
+    await asyncio.to_thread(write)
 
 
 def run_dir(settings: Settings, run_id: Any) -> Path:
@@ -361,6 +372,7 @@ def test_a_running_trainer_heartbeats_and_is_not_reaped_by_another_orchestrator(
     make_settings: Any, db: Conn, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
+    os.mkfifo(release)
     settings = make_settings(
         training=training(heartbeat_s=0.5, command_env={"RELEASE": str(release)})
     )
@@ -371,20 +383,19 @@ def test_a_running_trainer_heartbeats_and_is_not_reaped_by_another_orchestrator(
             owner = Orchestrator(settings, database, store_of(settings))
             other = Orchestrator(settings, database, store_of(settings))
             assert await owner.check() is not None
-            deadline = time.monotonic() + 60
-            while True:  # running, and heartbeating well past three heartbeat intervals
+
+            def heartbeating() -> bool:  # running, and heartbeating well past 3 intervals
                 (run,) = runs(db)
-                if (
+                assert run["state"] in ("pending", "running"), run
+                return (
                     run["state"] == "running"
                     and (run["heartbeat_at"] - run["started_at"]).total_seconds() >= 1.6
-                ):
-                    break
-                assert run["state"] in ("pending", "running"), run
-                assert time.monotonic() < deadline, run
-                await asyncio.sleep(0.05)
+                )
+
+            await eventually(heartbeating, timeout=60, what="heartbeats for 1.6 s")
             assert await other.reap_orphans() == 0
             assert runs(db)[0]["state"] == "running"
-            release.touch()
+            await release_trainer(release)
             await runs_finished(db, 1)
 
     asyncio.run(scenario())
@@ -668,11 +679,11 @@ def test_the_orchestrator_loop_survives_a_storage_outage_while_freezing(
             flaky = FailingStore(store_of(settings), 1)  # only the very first write fails
             stop = asyncio.Event()
             task = asyncio.create_task(Orchestrator(settings, database, flaky).run(stop))
-            deadline = time.monotonic() + 60
-            while not task.done() and time.monotonic() < deadline:
-                if any(r["state"] in TERMINAL for r in runs(db)):
-                    break
-                await asyncio.sleep(0.05)
+            await eventually(  # or the orchestrator stopping first: reported below
+                lambda: task.done() or any(r["state"] in TERMINAL for r in runs(db)),
+                timeout=60,
+                what="the run to end",
+            )
             stop.set()
             await asyncio.wait([task], timeout=30)
             return task.exception() if task.done() else None
@@ -704,10 +715,7 @@ def test_a_finished_transcript_wakes_the_orchestrator_loop_without_waiting_for_i
                 Orchestrator(settings, database, store_of(settings)).run(stop)
             )
             try:
-                deadline = time.monotonic() + 30
-                while not listening(db):
-                    assert not task.done() and time.monotonic() < deadline
-                    await asyncio.sleep(0.05)
+                await eventually(lambda: listening(db), timeout=30, what="LISTEN", watch=[task])
                 started = time.monotonic()
                 await add_transcribed(settings, database, db, "stereo_diarization.wav")
                 await runs_finished(db, 1, timeout=60)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -23,6 +22,7 @@ from pipeline import queue
 from pipeline.db.database import AsyncConn, Database
 from pipeline.errors import LeaseLost
 from pipeline.queue import RetryPolicy
+from tests.waiting import eventually
 
 T = TypeVar("T")
 LONG = 60.0  # a lease that cannot run out during a test
@@ -51,20 +51,6 @@ async def connections(database: Database, n: int) -> AsyncIterator[list[AsyncCon
     finally:
         for c in conns:
             await c.close()
-
-
-async def eventually(
-    attempt: Callable[[], Awaitable[T | None]], *, within_s: float = 10.0, what: str = "condition"
-) -> T:
-    """Call ``attempt`` until it returns something truthy (a job, a count > 0), or fail."""
-    deadline = time.monotonic() + within_s
-    while True:
-        result = await attempt()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def add_audio(conn: AsyncConn, name: str = "a.flac") -> uuid.UUID:
@@ -228,7 +214,9 @@ def test_heartbeat_extends_the_lease(make_settings: Any) -> None:
             assert row["lease_expires_at"] - first_expiry > timedelta(seconds=LONG - 10)
             assert row["lease_token"] == job.lease_token
             # Once the original lease would have run out, the job is still not claimable.
-            await eventually(lambda: db_now_after(c2, first_expiry), what="first lease to pass")
+            await eventually(
+                lambda: db_now_after(c2, first_expiry), what="first lease to pass", timeout=10
+            )
             assert await queue.claim(c2, worker_id="w2", lease_s=LONG) is None
             row = await job_row(c1, job.id)
             assert (row["state"], row["worker_id"], row["attempts"]) == ("running", "w1", 1)
@@ -246,7 +234,9 @@ def test_expired_lease_is_claimed_again_and_old_holder_is_fenced(make_settings: 
             await queue.heartbeat(c1, old, lease_s=0.2)
 
             new = await eventually(
-                lambda: queue.claim(c2, worker_id="w2", lease_s=LONG), what="expired lease"
+                lambda: queue.claim(c2, worker_id="w2", lease_s=LONG),
+                what="expired lease",
+                timeout=10,
             )
             assert new.id == old.id
             assert new.attempt == 2
@@ -322,7 +312,9 @@ def test_transient_failure_requeues_with_backoff(make_settings: Any) -> None:
             assert await queue.claim(c2, worker_id="w2", lease_s=LONG) is None
             # ... and claimable after it, as attempt 2.
             again = await eventually(
-                lambda: queue.claim(c2, worker_id="w2", lease_s=LONG), what="backoff to end"
+                lambda: queue.claim(c2, worker_id="w2", lease_s=LONG),
+                what="backoff to end",
+                timeout=10,
             )
             claimed_row = await job_row(c2, again.id)
             assert claimed_row["started_at"] >= row["run_after"]
@@ -378,7 +370,9 @@ def test_transient_failures_up_to_max_attempts_end_dead(make_settings: Any) -> N
             attempts = []
             for i in range(3):
                 job = await eventually(
-                    lambda: queue.claim(conn, worker_id="w1", lease_s=LONG), what="retry"
+                    lambda: queue.claim(conn, worker_id="w1", lease_s=LONG),
+                    what="retry",
+                    timeout=10,
                 )
                 attempts.append(job.attempt)
                 states.append(
@@ -437,7 +431,7 @@ def test_reap_exhausted_marks_dead_a_job_whose_last_lease_expired(make_settings:
             await queue.heartbeat(c1, job, lease_s=0.2)  # then the worker goes silent
 
             # On its last attempt an expired job is not claimable, only reapable.
-            reaped = await eventually(lambda: queue.reap_exhausted(c2), what="reap")
+            reaped = await eventually(lambda: queue.reap_exhausted(c2), what="reap", timeout=10)
             assert reaped == 1
             assert await queue.claim(c2, worker_id="w2", lease_s=LONG) is None
 
@@ -463,7 +457,7 @@ def test_reap_exhausted_error_names_the_worker_and_attempts(make_settings: Any) 
             await add_job(conn, max_attempts=1)
             job = await queue.claim(conn, worker_id="worker-7", lease_s=0.2)
             assert job is not None
-            await eventually(lambda: queue.reap_exhausted(conn), what="reap")
+            await eventually(lambda: queue.reap_exhausted(conn), what="reap", timeout=10)
             row = await job_row(conn, job.id)
             assert row["last_error"] == (
                 "worker worker-7 stopped responding (lease expired) on attempt 1 of 1"

@@ -7,7 +7,6 @@ import io
 import math
 import socket
 import struct
-import time
 import uuid
 import wave
 from typing import Any
@@ -23,6 +22,7 @@ from pipeline.sources.reconcile import run_reconcile
 from pipeline.sources.registry import SourceRegistry
 from pipeline.storage import FilesystemStore
 from pipeline.storage.s3 import S3Store
+from tests.waiting import eventually
 
 
 def tone_wav() -> bytes:
@@ -137,11 +137,12 @@ def test_unreachable_endpoint_counts_s3_errors_by_operation_and_the_event_waits(
             async with database.connection() as conn:
                 await inbox.record_events(conn, [created(bucket, "a.wav")], "webhook")
             assert await processor.process_one()
-            deadline = time.monotonic() + 30
-            while counted(metrics, "ai2text_s3_errors_total", operation="list") == 0:
-                assert not reconcile.done(), "reconcile stopped"
-                assert time.monotonic() < deadline, "no listing error counted"
-                await asyncio.sleep(0.05)
+            await eventually(
+                lambda: counted(metrics, "ai2text_s3_errors_total", operation="list"),
+                timeout=30,
+                what="a counted listing error",
+                watch=[reconcile],
+            )
             return metrics
         finally:
             stop.set()
