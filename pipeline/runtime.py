@@ -94,7 +94,9 @@ async def run_roles(settings: Settings, roles: set[Role]) -> int:
             if stop.is_set():
                 return 0
             coros = await _build_roles(settings, roles, db, metrics, listening, stop)
-            if listening.gateway is not None or listening.ops is not None:
+            if listening.gateway is not None or "orchestrator" in roles:
+                # Database-wide gauges come from the few control-plane processes, not
+                # from every worker: N workers would run the same counting queries N times.
                 coros.append(run_sampler(db, metrics, settings, stop))
             readiness.started.set()
             return await _supervise(coros, stop)

@@ -1,7 +1,9 @@
 """Gauges read from PostgreSQL: queue depth by job state, the oldest waiting job, dataset size.
 
-Every process that can be scraped samples them on ``metrics.queue_sample_interval_s``,
-so each exports the same, database-wide values. A database error while sampling is
+Processes running the gateway or the orchestrator (``ai2text up`` included) sample
+them on ``metrics.queue_sample_interval_s``; each exports the same, database-wide
+values. Workers, watchers and S3 processes do not, so scaling workers out does not
+multiply these queries. A database error while sampling is
 counted (``ai2text_db_errors_total{component="metrics"}``), logged once per outage,
 and leaves the previous values in place; it never stops the role.
 """
