@@ -239,8 +239,9 @@ class WhisperTranscriber:
                         window, opts, language, batch_size, batched, cancel
                     )
                     segments.extend(result.segments)
-                    if language is None or language_probability is None:
-                        # Later windows keep the first window's language: one transcript.
+                    if language_probability is None and (result.segments or window.last):
+                        # Later windows keep the language of the first one with speech (a
+                        # guess made on silence is no guess): one transcript, one language.
                         language = language or result.language
                         language_probability = result.language_probability
                     if not window.last:

@@ -250,3 +250,34 @@ def test_worker_survives_gpu_out_of_memory_and_retries_the_job(
     }
     assert finished == {"retry": 1.0, "done": 1.0}
     assert oom_count(metrics) == 1
+
+
+class LanguageSpy:
+    """The real sequential model, recording the language each window was asked for."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.languages: list[str | None] = []
+
+    def transcribe(self, audio: Any, **kwargs: Any) -> tuple[Any, Any]:
+        self.languages.append(kwargs.get("language"))
+        return self.real.transcribe(audio, **kwargs)  # type: ignore[no-any-return]
+
+
+def test_language_is_kept_from_the_first_window_with_speech_not_from_silence(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "late-speech.wav"
+    write_sparse_speech_wav(path, 200, [75, 140])  # the first 60 s window is silent
+    transcriber = WhisperTranscriber(windowed())
+    transcriber.load()
+    spy = LanguageSpy(transcriber._model)
+    transcriber._model = spy
+
+    result = transcriber.transcribe(path, threading.Event())
+
+    assert len(spy.languages) >= 3
+    # Detected afresh until a window had speech, then pinned for every later window.
+    assert spy.languages[:2] == [None, None]
+    assert set(spy.languages[2:]) == {"en"}
+    assert result.language == "en" and jfk_lines(result.text) == 2
