@@ -172,6 +172,19 @@ async def list_jobs(
     return await cur.fetchall()
 
 
+async def jobs_by_state(conn: AsyncConn, *, tenant: str | None) -> dict[str, int]:
+    """Job counts by state, for one tenant or (``None``) all of them."""
+    if tenant is None:  # no join: the metrics sampler asks this every few seconds
+        cur = await conn.execute("SELECT state, count(*) AS n FROM jobs GROUP BY state")
+    else:
+        cur = await conn.execute(
+            "SELECT j.state, count(*) AS n FROM jobs j JOIN audio a ON a.id = j.audio_id"
+            " WHERE a.tenant = %s GROUP BY j.state",
+            (tenant,),
+        )
+    return {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
+
+
 async def stats(conn: AsyncConn, *, tenant: str | None) -> dict[str, Any]:
     params = {"tenant": tenant}
     cur = await conn.execute(
@@ -180,12 +193,7 @@ async def stats(conn: AsyncConn, *, tenant: str | None) -> dict[str, Any]:
         params,
     )
     audio = {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
-    cur = await conn.execute(
-        "SELECT j.state, count(*) AS n FROM jobs j JOIN audio a ON a.id = j.audio_id"
-        " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s) GROUP BY j.state",
-        params,
-    )
-    jobs = {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
+    jobs = await jobs_by_state(conn, tenant=tenant)
     cur = await conn.execute(
         "SELECT coalesce(sum(t.audio_duration_s), 0) / 3600.0 AS hours,"
         " avg(t.real_time_factor) AS rtf, count(*) AS transcripts"

@@ -16,6 +16,7 @@ import contextlib
 import psycopg
 import structlog
 
+from pipeline.catalog import jobs_by_state
 from pipeline.config import Settings
 from pipeline.datasets.eligibility import eligible_hours
 from pipeline.datasets.queries import list_versions
@@ -27,11 +28,6 @@ log = structlog.get_logger(__name__)
 # Every state a job can be in (the CHECK constraint on ``jobs.state``): each gets a
 # sample, 0 included, so a dashboard never shows a gap for an empty state.
 JOB_STATES = ("queued", "running", "done", "failed", "dead")
-
-
-async def _jobs_by_state(conn: AsyncConn) -> dict[str, int]:
-    cur = await conn.execute("SELECT state, count(*) AS n FROM jobs GROUP BY state")
-    return {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
 
 
 async def _oldest_queued_s(conn: AsyncConn) -> float:
@@ -49,7 +45,7 @@ async def sample_once(db: Database, metrics: Metrics, settings: Settings) -> Non
     """Read every sampled value in one connection, then set the gauges together."""
     name = settings.dataset.name
     async with db.connection() as conn:
-        jobs = await _jobs_by_state(conn)
+        jobs = await jobs_by_state(conn, tenant=None)
         oldest_s = await _oldest_queued_s(conn)
         eligible_h = await eligible_hours(conn, settings.dataset)
         versions = await list_versions(conn, name)
