@@ -379,6 +379,14 @@ def test_tenants_see_only_their_own_audio_transcripts_and_search_hits(
     ).json()
     assert audio_a in {hit["audio_id"] for hit in found_all["items"]}
 
+    # Counts are per tenant too; the operator's are everyone's.
+    stats_a = http.get("/v1/stats", headers=bearer(token_a)).json()
+    stats_b = http.get("/v1/stats", headers=bearer(token_b)).json()
+    stats_all = http.get("/v1/stats", headers=bearer(admin)).json()
+    assert stats_a["jobs_by_state"] == {"done": 1} and stats_a["transcripts"] == 1
+    assert sum(stats_b["jobs_by_state"].values()) == 1
+    assert sum(stats_all["jobs_by_state"].values()) >= 2  # both tenants (and any other)
+
 
 def test_upload_matching_another_tenants_audio_does_not_reveal_it(
     gw: Gateway, http: httpx.Client
