@@ -27,133 +27,21 @@ more than S3's; the memory figures are the child's alone.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-import wave
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from minio import Minio
 from moto.server import ThreadedMotoServer
 
 REPO = Path(__file__).resolve().parents[1]
-MiB = 1024 * 1024
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-CHILD = r"""
-import hashlib, json, resource, sys, time, uuid
-from pathlib import Path
-
-from pipeline.config import Settings
-from pipeline.ingest.validation import validate
-from pipeline.queue import ClaimedJob
-from pipeline.sources.registry import SourceRegistry
-from pipeline.storage import open_store
-from workers.fetch import fetch
-
-args = json.loads(sys.argv[1])
-settings = Settings(
-    data_dir=Path(args["data_dir"]),
-    storage={
-        "endpoint": args["endpoint"], "access_key": "testing", "secret_key": "testing",
-        "secure": False, "bucket": args["store"],
-    },
-    s3_sources=[{"bucket": args["bucket"]}],
-    validation={"max_duration_s": 1000 * 3600.0, "max_bytes": 1 << 40},
-)
-settings.temp_dir.mkdir(parents=True, exist_ok=True)
-store = open_store(settings)
-sources = SourceRegistry(settings)
-
-def rss():
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with open("/proc/self/status") as f:
-        fields = dict(line.split(":", 1) for line in f)
-    return {
-        "maxrss_kib": peak,
-        "hwm_kib": int(fields["VmHWM"].split()[0]),
-        "rss_kib": int(fields["VmRSS"].split()[0]),
-    }
-
-def run(key, etag):
-    job = ClaimedJob(
-        id=1, audio_id=uuid.uuid4(), attempt=1, max_attempts=1, lease_token=uuid.uuid4(),
-        storage_key=None, original_name=key, duration_s=0.0, tenant="default",
-        source_bucket=args["bucket"], source_key=key, source_etag=etag,
-    )
-    started = time.monotonic()
-    fetched = fetch(job, settings=settings, store=store, sources=sources)
-    return fetched, time.monotonic() - started
-
-class Sink:
-    def __init__(self):
-        self.digest = hashlib.sha256()
-    def write(self, data):
-        self.digest.update(data)
-        return len(data)
-
-report = {"idle": rss()}
-warm, _ = run(args["warm_key"], args["warm_etag"])
-warm.path.unlink()
-report["warm"] = rss()
-fetched, seconds = run(args["key"], args["etag"])
-report["peak"] = rss()
-report.update(fetch_s=seconds, sha256=fetched.sha256, size=fetched.path.stat().st_size)
-started = time.monotonic()
-with open(fetched.path, "rb") as f:
-    validate(f, name=args["key"], size=report["size"], settings=settings.validation)
-report["validate_s"] = time.monotonic() - started
-fetched.path.unlink()
-sink = Sink()
-started = time.monotonic()
-sources.bucket(args["bucket"]).download(args["key"], sink, etag=args["etag"])
-report["download_s"] = time.monotonic() - started
-report["download_sha256"] = sink.digest.hexdigest()
-report["after_download"] = rss()
-print(json.dumps(report))
-"""
-
-
-def write_noise_wav(path: Path, data_bytes: int) -> str:
-    """16 kHz mono 16-bit noise, a MiB at a time; return the file's sha256."""
-    rng = np.random.default_rng(7)
-    digest = hashlib.sha256()
-    left = data_bytes // 2
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        while left:
-            n = min(left, MiB // 2)
-            w.writeframes(rng.integers(-300, 300, n, dtype="<i2").tobytes())
-            left -= n
-    with open(path, "rb") as f:
-        while chunk := f.read(8 * MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def run_child(args: dict[str, Any]) -> dict[str, Any]:
-    # Through sh, which forks the child: exec'd straight from this process, the child
-    # would start with ru_maxrss at this process's peak (moto's objects live here).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AI2TEXT_")}
-    done = subprocess.run(
-        ["/bin/sh", "-c", '"$0" "$@"; exit $?', sys.executable, "-c", CHILD, json.dumps(args)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        sys.exit(f"fetch child failed ({done.returncode}):\n{done.stderr.decode()[-4000:]}")
-    report: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    return report
+from tests.fetch_probe import MiB, run_fetch_probe, write_noise_wav  # noqa: E402
 
 
 def main() -> int:
@@ -189,7 +77,7 @@ def main() -> int:
                 f"uploaded (multipart, etag {big_obj.etag}) in {time.monotonic() - started:.1f} s"
             )
 
-            report = run_child(
+            report = run_fetch_probe(
                 {
                     "endpoint": endpoint,
                     "bucket": bucket,
@@ -199,6 +87,8 @@ def main() -> int:
                     "etag": str(big_obj.etag).strip('"'),
                     "warm_key": "warm.wav",
                     "warm_etag": str(warm_obj.etag).strip('"'),
+                    "validation": {"max_duration_s": 1000 * 3600.0, "max_bytes": 1 << 40},
+                    "stages": True,
                 }
             )
     finally:
