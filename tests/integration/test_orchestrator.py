@@ -120,6 +120,20 @@ async def release_trainer(fifo: Path) -> None:
     await asyncio.to_thread(write)
 
 
+def freeze_and_launch_once(settings: Settings, db: Conn, store: Any) -> FrozenVersion:
+    """Transcribe enough audio to cross the threshold, check once, wait for the run."""
+
+    async def scenario() -> FrozenVersion:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *BASE)
+            frozen = await Orchestrator(settings, database, store).check()
+            assert frozen is not None
+            await runs_finished(db, 1)
+            return frozen
+
+    return asyncio.run(scenario())
+
+
 def run_dir(settings: Settings, run_id: Any) -> Path:
     return settings.data_dir / "runs" / str(run_id)
 
@@ -409,15 +423,7 @@ def test_not_enough_free_disk_fails_the_run_without_launching_anything(
     settings = make_settings(training=training(min_free_bytes=2**62))
     store = store_of(settings)
 
-    async def scenario() -> FrozenVersion:
-        async with opened(settings) as database:
-            await add_transcribed(settings, database, db, *BASE)
-            frozen = await Orchestrator(settings, database, store).check()
-            assert frozen is not None
-            await runs_finished(db, 1)
-            return frozen
-
-    frozen = asyncio.run(scenario())
+    frozen = freeze_and_launch_once(settings, db, store)
     (run,) = runs(db)
     assert run["state"] == "failed"
     assert "not enough free disk" in run["error"] and str(2**62) in run["error"]
@@ -434,15 +440,7 @@ def test_with_materialize_dir_the_trainer_gets_local_manifests_and_audio(
     settings = make_settings(training=training(materialize_dir=local))
     store = store_of(settings)
 
-    async def scenario() -> FrozenVersion:
-        async with opened(settings) as database:
-            await add_transcribed(settings, database, db, *BASE)
-            frozen = await Orchestrator(settings, database, store).check()
-            assert frozen is not None
-            await runs_finished(db, 1)
-            return frozen
-
-    frozen = asyncio.run(scenario())
+    frozen = freeze_and_launch_once(settings, db, store)
     (run,) = runs(db)
     assert run["state"] == "succeeded", run["error"]
     run_id = str(frozen.run_id)
