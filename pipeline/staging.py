@@ -1,0 +1,86 @@
+"""Per-process staging directories under the temp root, and sweeping those of dead processes.
+
+Every process that stages bytes on disk (a worker's fetched audio, an upload being
+spooled, a manifest being served) does so in its own directory
+``<temp root>/p<pid>-<start>``, where ``<start>`` is the process start time in clock
+ticks since boot. A process killed with SIGKILL cannot clean up after itself, so at
+start-up every process removes the directories whose owner is gone: the pid no longer
+exists, or it now belongs to a process that started at a different time (pid reuse).
+On platforms without ``/proc`` the start time is unknown and only the pid is checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+_OWNED_DIR = re.compile(r"^p(\d+)-(\d+)$")
+_created: dict[Path, Path] = {}
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot, or ``None`` when unknown or gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses; fields after the last
+    # ')' are space-separated, and the start time is field 22 overall.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _owner_alive(pid: int, start: int) -> bool:
+    if Path("/proc").is_dir():
+        return process_start_ticks(pid) == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def process_staging_dir(temp_root: Path) -> Path:
+    """This process's own staging directory under ``temp_root`` (created 0700 on first use)."""
+    cached = _created.get(temp_root)
+    pid = os.getpid()
+    if cached is not None and cached.name.startswith(f"p{pid}-"):
+        return cached
+    start = process_start_ticks(pid) or 0
+    path = temp_root / f"p{pid}-{start}"
+    temp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.mkdir(exist_ok=True, mode=0o700)
+    _created[temp_root] = path
+    return path
+
+
+def sweep_dead_staging(temp_root: Path) -> list[Path]:
+    """Remove the staging directories of processes that no longer run; return what went."""
+    try:
+        entries = list(temp_root.iterdir())
+    except FileNotFoundError:
+        return []
+    removed: list[Path] = []
+    for entry in entries:
+        match = _OWNED_DIR.match(entry.name)
+        if match is None or not entry.is_dir() or entry.is_symlink():
+            continue
+        if _owner_alive(int(match[1]), int(match[2])):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        if not entry.exists():
+            removed.append(entry)
+    if removed:
+        log.info("staging.swept", directories=len(removed), temp_root=str(temp_root))
+    return removed
