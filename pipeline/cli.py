@@ -1,10 +1,18 @@
-"""The ``ai2text`` command line."""
+"""The ``ai2text`` command line.
+
+Exit codes: 0 done, 1 failed, 2 the configuration or the command line cannot work
+(one line on stderr says what), 130 interrupted, 141 output closed by its reader
+(``ai2text ls | head -1``), as a shell reports a process ended by SIGPIPE.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -12,16 +20,21 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
-from pydantic import ValidationError
 
 from pipeline import catalog
 from pipeline.config import Settings, load_settings
 from pipeline.errors import Ai2TextError, ConfigError
 from pipeline.formats import Cue, to_srt, to_timestamped, to_txt, to_vtt
 from pipeline.logs import configure_logging
+from pipeline.permissions import ensure_data_dir
 from pipeline.runtime import build_database, run_roles
 
 log = structlog.get_logger(__name__)
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,47 +97,76 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a closed reader shows here, not at interpreter exit
+    except BrokenPipeError:
+        _discard_closed_output()
+        code = EXIT_OUTPUT_CLOSED
+    _exit_past_stuck_threads(code)
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
-    except (ValidationError, Ai2TextError) as exc:
+    except ConfigError as exc:
         sys.stderr.write(f"ai2text: invalid configuration: {exc}\n")
-        return 2
+        return EXIT_CONFIG
     level = settings.log_level
     if args.command in QUERY_COMMANDS and level in ("debug", "info"):
         level = "warning"  # queries print results, not the embedded database's comings and goings
     configure_logging(fmt=settings.log_format, level=level)
     command = COMMANDS[args.command]
-    code: int
     try:
-        code = asyncio.run(command(settings, args))
+        return asyncio.run(command(settings, args))
+    except ConfigError as exc:
+        sys.stderr.write(f"ai2text: {exc}\n")
+        return EXIT_CONFIG
     except Ai2TextError as exc:
         sys.stderr.write(f"ai2text: {exc}\n")
-        code = 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
-        code = 130
-    _exit_past_stuck_threads(code)
-    return code
+        return EXIT_INTERRUPTED
+
+
+def _discard_closed_output() -> None:
+    """Point stdout and stderr at /dev/null where their reader has gone.
+
+    Whatever is still buffered is flushed again at exit; without this, that flush
+    fails too and Python prints an "Exception ignored" traceback.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BrokenPipeError:
+                os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _exit_past_stuck_threads(code: int) -> None:
     """A cancelled transcription may still be inside the model; do not wait for it."""
-    import os
-
     if any(t.name.startswith("asr-job-") and t.is_alive() for t in threading.enumerate()):
-        sys.stdout.flush()
-        sys.stderr.flush()
+        with contextlib.suppress(BrokenPipeError):
+            sys.stdout.flush()
+            sys.stderr.flush()
         os._exit(code)
 
 
 async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    return await run_roles(settings, {"watch", "worker", "gateway", "s3", "orchestrator"})
+    return await run_roles(
+        settings, {"watch", "worker", "gateway", "s3", "orchestrator"}, exclusive=True
+    )
 
 
 async def cmd_orchestrator(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.training.enabled:
         sys.stderr.write("ai2text: training is disabled; set AI2TEXT_TRAINING__ENABLED=true\n")
-        return 2
+        return EXIT_CONFIG
     return await run_roles(settings, {"orchestrator"})
 
 
@@ -182,12 +224,12 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             resolve_device(args.device)
         except ConfigError as exc:
             sys.stderr.write(f"ai2text: {exc}\n")
-            return 2
+            return EXIT_CONFIG
         overrides["device"] = args.device
     if args.concurrency is not None:
         if args.concurrency < 1:
             sys.stderr.write("ai2text: --concurrency must be at least 1\n")
-            return 2
+            return EXIT_CONFIG
         overrides["concurrency"] = args.concurrency
     if overrides:
         settings = settings.model_copy(update={"asr": settings.asr.model_copy(update=overrides)})
@@ -199,7 +241,7 @@ async def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _query(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_data_dir(settings.data_dir)
     db = build_database(settings)
     await db.open(pool_max_size=1)
     try:
@@ -212,7 +254,7 @@ async def _query(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any
 async def _with_store(settings: Settings, fn: Callable[[Any, Any], Awaitable[Any]]) -> Any:
     from pipeline.storage import open_store
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_data_dir(settings.data_dir)
     db = build_database(settings)
     await db.open(pool_max_size=4)
     try:
@@ -277,6 +319,7 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.keys import mint_token, resolve_key_files
 
+    ensure_data_dir(settings.data_dir)  # the dev keys live there, 0700 like the rest
     private, _public = resolve_key_files(settings)
     scopes = args.scopes or ["audio:read", "audio:write", "transcripts:read"]
     token = mint_token(

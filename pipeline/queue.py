@@ -141,6 +141,15 @@ async def heartbeat(conn: AsyncConn, job: ClaimedJob, *, lease_s: float) -> None
         raise LeaseLost(f"job {job.id} lease lost")
 
 
+async def holds_lease(conn: AsyncConn, job: ClaimedJob) -> bool:
+    """Whether ``job`` is still running under this worker's lease (a read; extends nothing)."""
+    cur = await conn.execute(
+        "SELECT 1 FROM jobs WHERE id = %s AND lease_token = %s AND state = 'running'",
+        (job.id, job.lease_token),
+    )
+    return await cur.fetchone() is not None
+
+
 async def mark_done(conn: AsyncConn, job: ClaimedJob, *, language: str | None) -> None:
     """Finish the job; call inside the transaction that stores the transcript.
 

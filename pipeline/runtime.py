@@ -21,14 +21,18 @@ import structlog
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.embedded import EmbeddedPostgres
+from pipeline.db.supervise import supervise_embedded
 from pipeline.errors import ConfigError, TransientError
 from pipeline.http_serve import bind_socket, url_of
 from pipeline.ingest.core import Ingestor
 from pipeline.ingest.hotfolder import HotFolder
+from pipeline.locks import DATA_DIR_LOCK, INBOX_LOCK, DirectoryLock, claim_directory
 from pipeline.metrics import Metrics
 from pipeline.ops_http import OpsServer, Readiness
+from pipeline.permissions import ensure_data_dir, restrict_data_dir
 from pipeline.sampler import run_sampler
 from pipeline.sources.registry import SourceRegistry
+from pipeline.staging import sweep_dead_staging
 from pipeline.storage import ObjectStore, open_store
 
 log = structlog.get_logger(__name__)
@@ -74,11 +78,56 @@ class Listening:
                 sock.close()
 
 
-async def run_roles(settings: Settings, roles: set[Role]) -> int:
-    """Run ``roles`` until a signal (exit code 0) or a role crashes (exit code 1)."""
+async def run_roles(settings: Settings, roles: set[Role], *, exclusive: bool = False) -> int:
+    """Run ``roles`` until a signal (exit code 0) or a role crashes (exit code 1).
+
+    ``exclusive`` (``ai2text up``) claims the data directory: a second ``up`` on it is
+    refused. Any process that watches the inbox claims the inbox the same way.
+    """
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_data_dir(settings.data_dir)
+    claims = _claim_directories(settings, roles, exclusive=exclusive)
+    try:
+        return await _run_claimed(settings, roles, stop)
+    finally:
+        for claim in claims:
+            claim.release()
+
+
+def _claim_directories(
+    settings: Settings, roles: set[Role], *, exclusive: bool
+) -> list[DirectoryLock]:
+    claims: list[DirectoryLock] = []
+    try:
+        if exclusive:
+            claims.append(
+                claim_directory(
+                    settings.data_dir,
+                    DATA_DIR_LOCK,
+                    what="data directory",
+                    hint="stop it first, or give this one its own AI2TEXT_DATA_DIR",
+                )
+            )
+        if "watch" in roles:
+            claims.append(
+                claim_directory(
+                    settings.watch.inbox,
+                    INBOX_LOCK,
+                    what="inbox",
+                    hint="stop it first, or watch another folder with AI2TEXT_WATCH__INBOX",
+                )
+            )
+    except BaseException:
+        for claim in claims:
+            claim.release()
+        raise
+    return claims
+
+
+async def _run_claimed(settings: Settings, roles: set[Role], stop: asyncio.Event) -> int:
+    # Staging files of processes killed before they could clean up.
+    await asyncio.to_thread(sweep_dead_staging, settings.temp_dir)
     # Claim the HTTP ports first: a busy port is a clear error before anything starts.
     listening = _bind_ports(settings, roles)
     metrics = Metrics()
@@ -90,10 +139,13 @@ async def run_roles(settings: Settings, roles: set[Role]) -> int:
         ops.start()
     try:
         await db.open()
+        restrict_data_dir(settings.data_dir)  # also data directories made by older versions
         try:
             if stop.is_set():
                 return 0
             coros = await _build_roles(settings, roles, db, metrics, listening, stop)
+            if db.embedded is not None:
+                coros.append(supervise_embedded(db, stop))
             if listening.gateway is not None or "orchestrator" in roles:
                 # Database-wide gauges come from the few control-plane processes, not
                 # from every worker: N workers would run the same counting queries N times.

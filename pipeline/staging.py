@@ -14,13 +14,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import structlog
 
 log = structlog.get_logger(__name__)
 
-_OWNED_DIR = re.compile(r"^p(\d+)-(\d+)$")
+_OWNED_DIR = re.compile(r"^(?P<host>.+)\.p(?P<pid>\d+)-(?P<start>\d+)$")
 _created: dict[Path, Path] = {}
 
 
@@ -53,15 +54,13 @@ def _owner_alive(pid: int, start: int) -> bool:
 
 def process_staging_dir(temp_root: Path) -> Path:
     """This process's own staging directory under ``temp_root`` (created 0700 on first use)."""
-    cached = _created.get(temp_root)
     pid = os.getpid()
-    if cached is not None and cached.name.startswith(f"p{pid}-"):
-        return cached
-    start = process_start_ticks(pid) or 0
-    path = temp_root / f"p{pid}-{start}"
+    path = _created.get(temp_root)
+    if path is None or not path.name.startswith(f"{_host()}.p{pid}-"):  # first use, or forked
+        path = temp_root / f"{_host()}.p{pid}-{process_start_ticks(pid) or 0}"
+        _created[temp_root] = path
     temp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.mkdir(exist_ok=True, mode=0o700)
-    _created[temp_root] = path
+    path.mkdir(exist_ok=True, mode=0o700)  # again each time: someone may have emptied tmp/
     return path
 
 
@@ -72,15 +71,25 @@ def sweep_dead_staging(temp_root: Path) -> list[Path]:
     except FileNotFoundError:
         return []
     removed: list[Path] = []
+    host = _host()
     for entry in entries:
         match = _OWNED_DIR.match(entry.name)
-        if match is None or not entry.is_dir() or entry.is_symlink():
+        if match is None or match["host"] != host or not entry.is_dir() or entry.is_symlink():
             continue
-        if _owner_alive(int(match[1]), int(match[2])):
+        if _owner_alive(int(match["pid"]), int(match["start"])):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         if not entry.exists():
             removed.append(entry)
     if removed:
-        log.info("staging.swept", directories=len(removed), temp_root=str(temp_root))
+        log.info(
+            "removed the staging files of stopped processes",
+            directories=len(removed),
+            temp_root=str(temp_root),
+        )
     return removed
+
+
+def _host() -> str:
+    """The host name, made safe for a directory name."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"

@@ -25,6 +25,7 @@ from pipeline.errors import PermanentError, RejectedInput, TransientError
 from pipeline.ingest.validation import extension_of, validate
 from pipeline.media import AudioInfo
 from pipeline.sources.registry import SourceRegistry
+from pipeline.staging import process_staging_dir
 from pipeline.storage import ObjectNotFound, ObjectStore, content_key
 
 
@@ -53,7 +54,9 @@ def fetch(
     """Blocking: put the job's audio in a private temp file (the caller removes it)."""
     ext = extension_of(job.storage_key or job.source_key or "")
     fd, name = tempfile.mkstemp(
-        prefix="ai2text-", suffix=f".{ext}" if ext else "", dir=settings.temp_dir
+        prefix="ai2text-",
+        suffix=f".{ext}" if ext else "",
+        dir=process_staging_dir(settings.temp_dir),
     )
     path = Path(name)
     try:

@@ -3,21 +3,39 @@
 The transcript JSON and manifest shard are written under keys that include the
 lease token, so a worker that lost its lease can never overwrite the winner's
 copies; if the commit is refused (fencing) its own copies are removed again.
+
+A transcription is expensive and a database outage is not its fault: when the
+commit cannot reach the database it is tried again (as long as the caller's
+``wait_to_retry`` allows) instead of throwing the result away. A commit whose
+acknowledgement was lost may have landed; before concluding "lease lost", the
+retry looks for its own transcript row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from pipeline import queue
+from pipeline.backoff import Backoff
 from pipeline.db.database import Database
+from pipeline.errors import LeaseLost
 from pipeline.manifests import manifest_line, shard_key, transcript_document, transcript_key
 from pipeline.storage import ObjectStore
 from workers.asr import Transcriber, Transcription
+
+# Given the next backoff delay, waits it out and says whether to try again.
+RetryWait = Callable[[float], Awaitable[bool]]
+
+
+async def _never_retry(delay_s: float) -> bool:
+    return False
 
 
 async def save_transcription(
@@ -29,6 +47,7 @@ async def save_transcription(
     storage_key: str,
     transcriber: Transcriber,
     worker_id: str,
+    wait_to_retry: RetryWait = _never_retry,
 ) -> None:
     """Store ``result`` for ``job``; raises ``LeaseLost`` if the job is no longer ours."""
     json_key = transcript_key(job.audio_id, job.lease_token)
@@ -50,8 +69,15 @@ async def save_transcription(
     )
     await asyncio.to_thread(store.put_bytes, json_key, document, "application/json")
     await asyncio.to_thread(store.put_bytes, manifest_key, line.encode(), "application/jsonl")
+    commit = functools.partial(
+        _insert, db, job, result, transcriber, worker_id, json_key, manifest_key
+    )
     try:
-        await _commit(db, job, result, transcriber, worker_id, json_key, manifest_key)
+        await _commit_through_outages(db, commit, json_key, wait_to_retry)
+    except psycopg.OperationalError:
+        # Given up while the database was unreachable: the last try may have landed, so
+        # the objects stay (they are keyed by this lease and overwrite nothing).
+        raise
     except BaseException:
         for key in (json_key, manifest_key):
             with contextlib.suppress(Exception):
@@ -59,7 +85,38 @@ async def save_transcription(
         raise
 
 
-async def _commit(
+async def _commit_through_outages(
+    db: Database,
+    commit: Callable[[], Awaitable[None]],
+    json_key: str,
+    wait_to_retry: RetryWait,
+) -> None:
+    outage = Backoff("database (saving a transcript)", base_s=0.5, cap_s=5.0)
+    unsure = False  # an earlier try may have committed before its connection broke
+    while True:
+        try:
+            await commit()
+        except LeaseLost:
+            if unsure and await _landed(db, json_key):
+                outage.succeeded()
+                return
+            raise
+        except psycopg.OperationalError as exc:
+            unsure = True
+            if not await wait_to_retry(outage.failed(str(exc))):
+                raise
+        else:
+            outage.succeeded()
+            return
+
+
+async def _landed(db: Database, json_key: str) -> bool:
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT 1 FROM transcripts WHERE json_key = %s", (json_key,))
+        return await cur.fetchone() is not None
+
+
+async def _insert(
     db: Database,
     job: queue.ClaimedJob,
     result: Transcription,

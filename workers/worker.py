@@ -27,16 +27,20 @@ from pipeline.db.notify import wait_for_notify
 from pipeline.errors import LeaseLost, PermanentError, StorageUnavailable, TransientError
 from pipeline.metrics import Metrics
 from pipeline.sources.registry import SourceRegistry
+from pipeline.staging import process_staging_dir
 from pipeline.storage import ObjectStore
 from workers.asr import Cancelled, TranscribeOptions, Transcriber, Transcription
 from workers.fetch import Fetched, adopt, fetch
 from workers.gpu import GpuMemoryProbe
 from workers.presence import Presence, WorkerIdentity, forget_departed_workers
-from workers.results import save_transcription
+from workers.results import RetryWait, save_transcription
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+# How often a busy worker checks that its lease is still its own.
+LEASE_CHECK_S = 1.0
 
 
 def make_worker_id(index: int = 0) -> str:
@@ -104,7 +108,7 @@ class AsrWorker:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.settings.temp_dir.mkdir(parents=True, exist_ok=True)
+        process_staging_dir(self.settings.temp_dir)
         log.info("worker ready", worker_id=self.worker_id, device=self.transcriber.device)
         listener: psycopg.AsyncConnection[Any] | None = None
         presence = asyncio.create_task(self._presence_loop())
@@ -204,7 +208,12 @@ class AsrWorker:
                 return
             if lost.is_set():
                 raise LeaseLost(f"job {job.id} lease lost during transcription")
-            await self._store(job, result, fetched.storage_key or job.storage_key)
+            await self._store(
+                job,
+                result,
+                fetched.storage_key or job.storage_key,
+                self._commit_patience(stop, lost),
+            )
             self._record_transcription(result)
             outcome = "done"
             self.outage.succeeded()
@@ -292,22 +301,70 @@ class AsrWorker:
     async def _heartbeat(
         self, job: queue.ClaimedJob, cancel: threading.Event, lost: asyncio.Event
     ) -> None:
+        """Extend the lease every heartbeat interval, and check it every second in between.
+
+        A lease taken over by another worker (or released by an operator) cancels the
+        transcription within about a second instead of at the next extension.
+        """
         interval = self.settings.queue.heartbeat_interval_s
+        check_every = min(LEASE_CHECK_S, interval)
+        extend_at = time.monotonic() + interval
+        failing = False
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(check_every)
             try:
                 async with self.db.connection() as conn:
-                    await queue.heartbeat(conn, job, lease_s=self.settings.queue.lease_s)
+                    if time.monotonic() >= extend_at:
+                        await queue.heartbeat(conn, job, lease_s=self.settings.queue.lease_s)
+                        extend_at = time.monotonic() + interval
+                    elif not await queue.holds_lease(conn, job):
+                        raise LeaseLost(f"job {job.id} lease lost")
             except LeaseLost:
                 log.warning("lease lost: another worker owns this job now")
                 lost.set()
                 cancel.set()
                 return
             except (psycopg.OperationalError, TransientError) as exc:
-                log.warning("heartbeat failed; will try again", error=str(exc))
+                if not failing:
+                    log.warning("heartbeat failed; will try again", error=str(exc))
+                failing = True
+            else:
+                failing = False
+
+    def _commit_patience(self, stop: asyncio.Event, lost: asyncio.Event) -> RetryWait:
+        """How long a finished transcription waits for the database to come back.
+
+        As long as it takes while the worker runs and holds the lease (the fenced commit
+        decides who wins if another worker took the job meanwhile); after a stop request,
+        only the shutdown grace.
+        """
+        give_up_at: float | None = None
+
+        async def wait(delay_s: float) -> bool:
+            nonlocal give_up_at
+            self.metrics.db_errors.labels("worker").inc()
+            if lost.is_set():
+                return False
+            if stop.is_set():
+                if give_up_at is None:
+                    give_up_at = time.monotonic() + self.settings.shutdown_grace_s
+                left = give_up_at - time.monotonic()
+                if left <= 0:
+                    return False
+                await asyncio.sleep(min(delay_s, left))
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay_s)
+            return True
+
+        return wait
 
     async def _store(
-        self, job: queue.ClaimedJob, result: Transcription, storage_key: str | None
+        self,
+        job: queue.ClaimedJob,
+        result: Transcription,
+        storage_key: str | None,
+        wait_to_retry: RetryWait,
     ) -> None:
         assert storage_key is not None
         await save_transcription(
@@ -318,6 +375,7 @@ class AsrWorker:
             storage_key=storage_key,
             transcriber=self.transcriber,
             worker_id=self.worker_id,
+            wait_to_retry=wait_to_retry,
         )
         log.info(
             "transcribed",

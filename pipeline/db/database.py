@@ -57,6 +57,14 @@ class Database:
         except psycopg.OperationalError as exc:
             raise TransientError(f"database unreachable: {exc}") from exc
 
+    def point_at(self, conninfo: str) -> None:
+        """Use ``conninfo`` for new connections (the embedded server came back elsewhere)."""
+        if conninfo == self.conninfo:
+            return
+        self.conninfo = conninfo
+        if self._pool is not None:
+            self._pool.conninfo = conninfo
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from pipeline.errors import TransientError
+from pipeline.permissions import make_private_dirs, restrict_data_dir
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +35,7 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")
             import pgserver
 
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.pgdata.parent)
         _prune_dead_holders(self.pgdata)
         try:
             self._server = pgserver.get_server(  # type: ignore[attr-defined]
@@ -44,8 +45,39 @@ class EmbeddedPostgres:
             raise TransientError(
                 f"embedded PostgreSQL failed to start in {self.pgdata}: {exc}"
             ) from exc
+        # pgserver running as root has just made every directory above pgdata 0755.
+        restrict_data_dir(self.pgdata.parent, server_dir=self.pgdata)
         uri: str = self._server.get_uri()
         log.info("embedded database ready", pgdata=str(self.pgdata))
+        return uri
+
+    def is_running(self) -> bool:
+        """Whether the postmaster recorded in the data directory is alive and ready."""
+        from pgserver.utils import PostmasterInfo
+
+        try:
+            info = PostmasterInfo.read_from_pgdata(self.pgdata)
+        except (OSError, ValueError, AssertionError):
+            return False  # missing, half-written or stale postmaster.pid
+        return info is not None and info.is_running() and info.status == "ready"
+
+    def restart(self) -> str:
+        """Start the server again after it died under us; return its (possibly new) URI.
+
+        Only a server this process already holds is restarted, under pgserver's
+        inter-process lock, so two processes noticing the same death start it once.
+        """
+        if self._server is None:
+            return self.start()
+        try:
+            with self._server._lock:
+                if not self.is_running():
+                    self._server.ensure_postgres_running()
+        except Exception as exc:  # noqa: BLE001 - pg_ctl failures come in many kinds
+            raise TransientError(
+                f"embedded PostgreSQL failed to restart in {self.pgdata}: {exc}"
+            ) from exc
+        uri: str = self._server.get_uri()
         return uri
 
     def stop(self) -> None:
