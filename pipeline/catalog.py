@@ -43,7 +43,8 @@ async def list_audio(
 ) -> list[dict[str, Any]]:
     cur = await conn.execute(
         "SELECT a.id, a.tenant, a.source, a.original_name, a.state, a.error, a.duration_s,"
-        " a.language, a.size_bytes, a.duplicate_of, a.created_at, a.updated_at, j.attempts"
+        " a.language, a.size_bytes, a.duplicate_of, a.superseded_by, a.created_at, a.updated_at,"
+        " j.attempts"
         " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id"
         " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
         " AND (%(state)s::text IS NULL OR a.state = %(state)s)"
@@ -92,7 +93,7 @@ async def get_audio(
     cur = await conn.execute(
         "SELECT a.id, a.tenant, a.source, a.original_name, a.source_uri, a.state, a.error,"
         " a.duration_s, a.sample_rate, a.channels, a.codec, a.container, a.language,"
-        " a.size_bytes, a.sha256, a.duplicate_of, a.created_at, a.updated_at,"
+        " a.size_bytes, a.sha256, a.duplicate_of, a.superseded_by, a.created_at, a.updated_at,"
         " j.id AS job_id, j.state AS job_state, j.attempts, j.max_attempts, j.last_error"
         " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id"
         " WHERE a.id = %(id)s AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)",
@@ -127,7 +128,10 @@ async def get_transcript(
 async def search(
     conn: AsyncConn, *, tenant: str | None, query: str, limit: int
 ) -> list[dict[str, Any]]:
-    """Ranked segment matches with a highlighted snippet and the segment's start time."""
+    """Ranked segment matches with a highlighted snippet and the segment's start time.
+
+    Superseded audio is left out: its text is of an earlier, incomplete version.
+    """
     cur = await conn.execute(
         "WITH q AS (SELECT websearch_to_tsquery('simple', %(q)s) AS query)"
         " SELECT a.id AS audio_id, a.original_name, s.idx AS segment, s.start_s, s.end_s,"
@@ -138,6 +142,7 @@ async def search(
         " FROM q, segments s JOIN transcripts t ON t.id = s.transcript_id"
         " JOIN audio a ON a.id = t.audio_id"
         " WHERE s.tsv @@ q.query AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
+        " AND a.superseded_by IS NULL"
         " ORDER BY rank DESC, a.created_at DESC, s.idx LIMIT %(limit)s",
         {"q": query, "tenant": tenant, "limit": limit},
     )

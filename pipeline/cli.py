@@ -278,7 +278,9 @@ async def cmd_ls(settings: Settings, args: argparse.Namespace) -> int:
     for r in rows:
         duration = f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "-"
         note = ""
-        if r["state"] == "duplicate":
+        if r.get("superseded_by"):
+            note = f"  (superseded by {str(r['superseded_by'])[:8]})"
+        elif r["state"] == "duplicate":
             note = f"  (duplicate of {str(r['duplicate_of'])[:8]})"
         elif r["error"]:
             note = f"  ({r['error']})"
@@ -301,6 +303,11 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     if fmt == "json":
         _print_json({"audio": audio, "transcript": transcript})
         return 0
+    if audio.get("superseded_by"):
+        sys.stderr.write(
+            f"note: superseded by {audio['superseded_by']}, a later version of the same file;"
+            " this one was taken before it was complete\n"
+        )
     if transcript is None:
         _describe_missing(audio, sys.stderr)
         return 1

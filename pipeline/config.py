@@ -59,6 +59,8 @@ class WatchSettings(_Section):
 
     inbox: Path = Path("inbox")
     quiet_period_s: float = Field(default=2.0, ge=0)
+    # A quiet file whose header promises more than it holds waits this long for the rest.
+    incomplete_timeout_s: float = Field(default=600.0, ge=0)
     recheck_interval_s: float = Field(default=0.1, gt=0)
     rescan_interval_s: float = Field(default=60.0, gt=0)
     ingest_concurrency: int = Field(default=2, ge=1)

@@ -39,6 +39,8 @@ RejectCode = Literal[
     "too_short",
     "symlink",
     "outside_inbox",
+    "not_regular",
+    "unreadable",
     "vanished",
     "invalid",
 ]

@@ -32,6 +32,14 @@ _OPEN_OPTIONS = {
 _MIN_DECODED_SHARE = 0.9
 
 
+class IncompleteAudio(RejectedInput):
+    """The header promises more audio than the file holds: cut short, or still being written.
+
+    The hot folder waits for more bytes before it rejects such a file; every other
+    source holds complete objects, so for them this is a plain rejection.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class AudioInfo:
     container: str
@@ -46,7 +54,8 @@ def check_wav_header(source: BinaryIO, size: int) -> None:
 
     FFmpeg quietly trusts the file length instead, so a forged or truncated
     header would otherwise pass. Sizes 0 and 0xFFFFFFFF mean "unknown length"
-    (streaming recorders write them) and are allowed.
+    (streaming recorders write them) and are allowed. A file that ends before its
+    ``data`` chunk while its RIFF size promises more is incomplete too.
     """
     start = source.tell()
     try:
@@ -54,10 +63,17 @@ def check_wav_header(source: BinaryIO, size: int) -> None:
         if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
             return
         order: Literal["little", "big"] = "little" if head[:4] == b"RIFF" else "big"
+        riff_size = int.from_bytes(head[4:8], order)
         offset = 12
         for _ in range(64):
             chunk = source.read(8)
             if len(chunk) < 8:
+                if riff_size not in (0, 0xFFFFFFFF) and riff_size + 8 > size:
+                    raise IncompleteAudio(
+                        f"WAV header promises {riff_size + 8} bytes but the file ends after"
+                        f" {size}, before its audio data (truncated)",
+                        code="wav_header",
+                    )
                 return
             chunk_size = int.from_bytes(chunk[4:8], order)
             offset += 8
@@ -65,7 +81,7 @@ def check_wav_header(source: BinaryIO, size: int) -> None:
                 if chunk_size in (0, 0xFFFFFFFF):
                     return
                 if offset + chunk_size > size + 1:
-                    raise RejectedInput(
+                    raise IncompleteAudio(
                         f"WAV header claims {chunk_size} bytes of audio but the file holds only"
                         f" {max(size - offset, 0)} (truncated or forged header)",
                         code="wav_header",
@@ -73,7 +89,7 @@ def check_wav_header(source: BinaryIO, size: int) -> None:
                 return
             offset += chunk_size + (chunk_size & 1)
             if offset > size:
-                raise RejectedInput(
+                raise IncompleteAudio(
                     "WAV header is corrupt (a chunk runs past the end of the file)",
                     code="wav_header",
                 )
@@ -127,10 +143,10 @@ def probe(source: BinaryIO, *, max_duration_s: float) -> AudioInfo:
             channels=int(ctx.channels or 0),
             duration_s=decoded,
         )
-    if decoded <= 0:
+    if decoded <= 0 and not claimed:
         raise RejectedInput("the file holds no decodable audio", code="undecodable")
     if claimed is not None and decoded < claimed * _MIN_DECODED_SHARE:
-        raise RejectedInput(
+        raise IncompleteAudio(
             f"truncated or corrupt: the header promises {claimed:.1f} s"
             f" but only {decoded:.1f} s of audio can be decoded",
             code="truncated",

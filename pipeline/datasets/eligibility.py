@@ -15,7 +15,8 @@ from pipeline.config import DatasetSettings
 from pipeline.db.database import AsyncConn
 
 ELIGIBLE_AUDIO = sql.SQL("""
-    a.state = 'transcribed' AND a.duplicate_of IS NULL AND EXISTS (
+    a.state = 'transcribed' AND a.duplicate_of IS NULL
+    AND a.superseded_by IS NULL AND NOT a.supersede_pending AND EXISTS (
         SELECT 1 FROM segments s WHERE s.transcript_id = t.id
           AND s.text ~ '[^[:space:]]'
           AND s.end_s - s.start_s BETWEEN %(min_seg)s AND %(max_seg)s

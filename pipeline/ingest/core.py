@@ -5,6 +5,11 @@ fingerprint, or same bucket/key/etag) is a no-op, and content already held
 (same sha256 under any name, within one tenant) becomes a ``duplicate`` row
 pointing at the first. Dedupe never crosses tenants: that would tell one tenant
 what another holds.
+
+A row marked ``supersede_pending`` (its hot-folder file changed after ingest, or
+could not be read) is superseded by the next version recorded for the same
+source: the new row is recorded and the old one points at it (``superseded_by``)
+in one transaction.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pipeline.config import Settings
 from pipeline.db.database import AsyncConn, Database
 from pipeline.errors import RejectCode, RejectedInput, TransientError
 from pipeline.ingest.validation import extension_of, validate
-from pipeline.media import AudioInfo, HeadInfo
+from pipeline.media import AudioInfo, HeadInfo, IncompleteAudio
 from pipeline.metrics import Metrics
 from pipeline.queue import enqueue
 from pipeline.storage import ObjectStore, content_key
@@ -38,6 +43,15 @@ SOURCE_LABELS = {"folder": "folder", "s3": "s3", "upload": "api"}
 
 class SourceChanged(TransientError):
     """The source changed while it was being read; it will be tried again."""
+
+
+class StillArriving(TransientError):
+    """The file's header promises more audio than it holds yet: wait for the rest."""
+
+    def __init__(self, incomplete: IncompleteAudio) -> None:
+        super().__init__(incomplete.reason)
+        self.reason = incomplete.reason
+        self.code: RejectCode = incomplete.code
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +135,14 @@ class Ingestor:
         *,
         unchanged: Callable[[], bool] | None = None,
         options: dict[str, Any] | None = None,
+        wait_if_incomplete: bool = False,
     ) -> IngestResult:
-        """Ingest ``size`` bytes of ``source``; ``unchanged`` re-checks the source before commit."""
+        """Ingest ``size`` bytes of ``source``; ``unchanged`` re-checks the source before commit.
+
+        With ``wait_if_incomplete``, audio whose header promises more than the file
+        holds raises ``StillArriving`` instead of being rejected (the hot folder
+        waits for a writer that is not done).
+        """
         existing = await self.find_existing(arrival)
         if existing is not None:
             return existing
@@ -134,6 +154,10 @@ class Ingestor:
                 size=size,
                 settings=self.settings.validation,
             )
+        except IncompleteAudio as incomplete:
+            if wait_if_incomplete:
+                raise StillArriving(incomplete) from incomplete
+            return await self.reject(arrival, incomplete.reason, size=size, code=incomplete.code)
         except RejectedInput as rejection:
             return await self.reject(arrival, rejection.reason, size=size, code=rejection.code)
         sha256 = await asyncio.to_thread(_sha256_of, source, size)
@@ -156,12 +180,18 @@ class Ingestor:
         *,
         size: int | None = None,
         code: RejectCode = "invalid",
+        supersede_pending: bool = False,
     ) -> IngestResult:
-        """Record that this arrival was refused: ``reason`` for people, ``code`` for metrics."""
-        async with self.db.connection() as conn:
+        """Record that this arrival was refused: ``reason`` for people, ``code`` for metrics.
+
+        ``supersede_pending``: the source will be taken again, and the version taken
+        then supersedes this row (a file that could not be read yet).
+        """
+        async with self.db.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "INSERT INTO audio (tenant, source, original_name, source_uri, source_version,"
-                " size_bytes, state, error) VALUES (%s, %s, %s, %s, %s, %s, 'rejected', %s)"
+                " size_bytes, state, error, supersede_pending)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 'rejected', %s, %s)"
                 " ON CONFLICT (source_uri, source_version) WHERE source_version IS NOT NULL"
                 " DO UPDATE SET error = EXCLUDED.error, updated_at = now()"
                 " WHERE audio.state = 'rejected'"
@@ -174,9 +204,12 @@ class Ingestor:
                     arrival.source_version,
                     size,
                     reason,
+                    supersede_pending,
                 ),
             )
             row = await cur.fetchone()
+            if row is not None:
+                await _supersede_pending(conn, arrival, row["id"])  # type: ignore[arg-type]
         if row is None:
             # This very source version was accepted earlier; a later refusal must not mark it.
             earlier = await self.find_existing(arrival)
@@ -192,6 +225,15 @@ class Ingestor:
         )
         self.metrics.files_rejected.labels(SOURCE_LABELS[arrival.source], code).inc()
         return IngestResult("rejected", row["id"], reason=reason)  # type: ignore[arg-type]
+
+    async def mark_supersede_pending(self, audio_id: uuid.UUID) -> None:
+        """The source of ``audio_id`` changed after it was recorded: its next version wins."""
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "UPDATE audio SET supersede_pending = true, updated_at = now()"
+                " WHERE id = %s AND superseded_by IS NULL",
+                (audio_id,),
+            )
 
     async def record_remote(
         self, arrival: Arrival, where: RemoteObject, info: HeadInfo
@@ -277,6 +319,9 @@ class Ingestor:
             seen = await cur.fetchone()
             if seen is not None:
                 return IngestResult("already_ingested", seen["id"])  # type: ignore[arg-type]
+            same = await _pending_with_content(conn, arrival, sha256)
+            if same is not None:
+                return same
         cur = await conn.execute(
             "SELECT id FROM audio WHERE tenant = %s AND sha256 = %s"
             " AND state NOT IN ('rejected', 'duplicate')",
@@ -310,6 +355,7 @@ class Ingestor:
         row = await cur.fetchone()
         assert row is not None
         audio_id: uuid.UUID = row["id"]  # type: ignore[assignment]
+        await _supersede_pending(conn, arrival, audio_id)
         if original:
             dup_of: uuid.UUID = original["id"]  # type: ignore[assignment]
             log.info(
@@ -332,6 +378,47 @@ class Ingestor:
             source=arrival.source,
         )
         return IngestResult("accepted", audio_id)
+
+
+async def _pending_with_content(
+    conn: AsyncConn, arrival: Arrival, sha256: str
+) -> IngestResult | None:
+    """A pending row of this source with the very same bytes: only its fingerprint moved.
+
+    It is the same recording (a ``touch``, or a copy tool setting times late), so it
+    takes the new source version instead of being superseded by a duplicate of itself.
+    """
+    cur = await conn.execute(
+        "UPDATE audio SET source_version = %s, supersede_pending = false, updated_at = now()"
+        " WHERE id = (SELECT id FROM audio WHERE source_uri = %s AND supersede_pending"
+        "  AND sha256 = %s LIMIT 1)"
+        " RETURNING id, duplicate_of",
+        (arrival.source_version, arrival.source_uri, sha256),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return IngestResult(
+        "already_ingested",
+        row["id"],  # type: ignore[arg-type]
+        duplicate_of=row["duplicate_of"],  # type: ignore[arg-type]
+    )
+
+
+async def _supersede_pending(conn: AsyncConn, arrival: Arrival, audio_id: uuid.UUID) -> None:
+    """Point earlier rows of this source that wait for a new version at ``audio_id``."""
+    cur = await conn.execute(
+        "UPDATE audio SET superseded_by = %s, supersede_pending = false, updated_at = now()"
+        " WHERE source_uri = %s AND supersede_pending AND id <> %s RETURNING id",
+        (audio_id, arrival.source_uri, audio_id),
+    )
+    for row in await cur.fetchall():
+        log.info(
+            "superseded",
+            file=arrival.original_name,
+            audio_id=str(row["id"]),
+            superseded_by=str(audio_id),
+        )
 
 
 def _sha256_of(source: BinaryIO, size: int) -> str:

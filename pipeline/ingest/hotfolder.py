@@ -1,16 +1,18 @@
-"""The hot folder: watch, wait for files to settle, ingest, then tidy up.
+"""The hot folder: watch, wait for files to settle, hand them to the take loops.
 
 Events come from watchfiles (``awatch``, recursive); a scan at start-up and a
-periodic rescan catch whatever events missed. Files are opened without
-following symlinks and compared on the open handle (``fstat``) with what was
-judged quiet, so a file swapped between the check and the read is not taken.
+periodic rescan catch whatever events missed. A file is ready once quiet for
+``quiet_period_s`` and no process holds it open for writing; a quiet file whose
+header promises more than it holds waits up to ``incomplete_timeout_s`` for the
+rest; an unreadable one is retried with a growing delay. Links and special files
+(FIFOs, sockets, devices) are refused at once, never opened. Taking one file is
+``take.FileTaker``'s job; this module decides when.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import shutil
 import stat
@@ -24,14 +26,18 @@ from watchfiles import Change, awatch
 
 from pipeline.config import Settings
 from pipeline.errors import TransientError
-from pipeline.ingest.core import Arrival, Ingestor, IngestResult
-from pipeline.ingest.stability import Fingerprint, StabilityTracker
-from pipeline.ingest.tidy import fingerprint_of, tidy_after_ingest
+from pipeline.ingest.core import Ingestor
+from pipeline.ingest.open_writers import open_for_writing
+from pipeline.ingest.stability import Fingerprint, Held, HeldFiles, StabilityTracker, backoff_s
+from pipeline.ingest.take import FileTaker, Outcome, Taking
+from pipeline.ingest.tidy import fingerprint_of
 from pipeline.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
 TEMPORARY_SUFFIXES = (".part", ".tmp", ".crdownload")
+# An unreadable file is tried again after a quiet period, then ever less often, up to this.
+UNREADABLE_RETRY_MAX_S = 300.0
 
 
 def is_ignored_name(name: str) -> bool:
@@ -49,11 +55,14 @@ class HotFolder:
         self.inbox = settings.watch.inbox
         self.ingestor = ingestor
         self.tracker = StabilityTracker(settings.watch.quiet_period_s)
+        self.held = HeldFiles()
+        self.taker = FileTaker(settings.watch, ingestor)
         self._candidates: set[Path] = set()
-        # Files handed to the take loops, with the fingerprint they were judged quiet at.
+        # Files handed to the take loops, with what they looked like when judged ready.
         # They leave the tracker when dispatched, so the tick never re-examines them.
-        self._in_flight: dict[Path, Fingerprint | None] = {}
+        self._in_flight: dict[Path, Taking] = {}
         self._kept: dict[Path, Fingerprint] = {}
+        self._open_noted: set[Path] = set()  # said once that a writer holds it open
         self._ready: asyncio.Queue[Path] = asyncio.Queue()
         self._excluded: tuple[Path, ...] = ()
         self._low_space = False
@@ -62,7 +71,12 @@ class HotFolder:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._prepare_dirs()
-        log.info("watching", inbox=str(self.inbox), quiet_period_s=self.watch.quiet_period_s)
+        log.info(
+            "watching",
+            inbox=str(self.inbox),
+            quiet_period_s=self.watch.quiet_period_s,
+            incomplete_timeout_s=self.watch.incomplete_timeout_s,
+        )
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._watch_events(stop))
             tg.create_task(self._tick(stop))
@@ -94,8 +108,7 @@ class HotFolder:
             for change, raw in changes:
                 path = Path(raw)
                 if change == Change.deleted:
-                    self.tracker.discard(path)
-                    self._candidates.discard(path)
+                    self._forget(path)
                 else:
                     self._note(path)
 
@@ -110,11 +123,22 @@ class HotFolder:
             self._candidates.update(self._scan(path))
         elif stat.S_ISREG(st.st_mode) and path not in self._in_flight:
             # Start the quiet period from this event, not from the next tick.
-            fp = fingerprint_of(st)
-            if self._kept.get(path) != fp:
-                self.tracker.observe(path, fp, time.monotonic())
+            self._observe(path, st, time.monotonic())
         else:
             self._candidates.add(path)
+
+    def _observe(self, path: Path, st: os.stat_result, now: float) -> None:
+        fp = fingerprint_of(st)
+        if self._kept.get(path) == fp or self.held.observe(path, fp, st.st_ctime_ns, now):
+            return
+        self.tracker.observe(path, fp, now)
+
+    def _forget(self, path: Path) -> None:
+        self.tracker.discard(path)
+        self.held.discard(path)
+        self._candidates.discard(path)
+        self._kept.pop(path, None)
+        self._open_noted.discard(path)
 
     def _is_excluded(self, path: Path) -> bool:
         try:
@@ -155,9 +179,11 @@ class HotFolder:
             self._recheck(now)
             due = None
             if self._space_ok():
-                for path in self.tracker.ready(now):
-                    self._dispatch(path)
-                due = self.tracker.next_due()
+                await self._dispatch_ready(now)
+                due = min(
+                    (t for t in (self.tracker.next_due(), self.held.next_due()) if t is not None),
+                    default=None,
+                )
             # Wake at the next tick, or exactly when the next file's quiet period ends.
             wait_s = self.watch.recheck_interval_s
             if due is not None:
@@ -174,29 +200,81 @@ class HotFolder:
             try:
                 st = path.lstat()
             except FileNotFoundError:
-                self.tracker.discard(path)
-                self._kept.pop(path, None)
+                self._forget(path)
                 continue
-            if stat.S_ISLNK(st.st_mode):
-                self._dispatch(path)  # refused at once, nothing to wait for
-            elif stat.S_ISREG(st.st_mode):
-                fp = fingerprint_of(st)
-                if self._kept.get(path) != fp:
-                    self.tracker.observe(path, fp, now)
+            if stat.S_ISREG(st.st_mode):
+                self._observe(path, st, now)
+            elif not stat.S_ISDIR(st.st_mode):
+                # A link, FIFO, socket or device: refused at once, nothing to wait for.
+                self._dispatch(path, Taking(None, now))
 
-    def _dispatch(self, path: Path) -> None:
+    async def _dispatch_ready(self, now: float) -> None:
+        """Hand quiet files to the take loops, unless a process still has them open to write."""
+        ready = list(dict.fromkeys(self.tracker.ready(now) + self.held.due(now)))
+        if not ready:
+            return
+        writers = await asyncio.to_thread(open_for_writing, ready)
+        for path in ready:
+            taking = self._taking(path, now)
+            if taking is None:
+                continue
+            pid = writers.get(path)
+            if pid is not None and not taking.final:
+                self._hold_open(path, taking, pid, now)
+                continue
+            if pid is not None:
+                log.warning(
+                    "taking a file still open for writing: it has not changed for"
+                    " watch.incomplete_timeout_s",
+                    file=str(path),
+                    pid=pid,
+                )
+            self._dispatch(path, taking)
+
+    def _taking(self, path: Path, now: float) -> Taking | None:
+        held = self.held.get(path)
+        if held is not None:
+            fp, since, attempts = held.fingerprint, held.quiet_since, held.attempts
+            if held.reason != "unreadable":
+                attempts = 0
+        else:
+            tracked, quiet_since = self.tracker.fingerprint(path), self.tracker.quiet_since(path)
+            if tracked is None or quiet_since is None:
+                return None
+            fp, since, attempts = tracked, quiet_since, 0
+        final = now - since >= self.watch.incomplete_timeout_s
+        return Taking(fp, since, final=final, attempts=attempts)
+
+    def _hold_open(self, path: Path, taking: Taking, pid: int, now: float) -> None:
+        assert taking.fingerprint is not None
+        if path not in self._open_noted:
+            self._open_noted.add(path)
+            log.info("waiting: file still open for writing", file=str(path), pid=pid)
+        self.tracker.discard(path)
+        due = min(
+            now + max(self.watch.quiet_period_s, 1.0),
+            taking.quiet_since + self.watch.incomplete_timeout_s,
+        )
+        ctime = self._ctime_of(path)
+        self.held.hold(path, Held("open", taking.fingerprint, ctime, taking.quiet_since, due))
+        self._candidates.add(path)  # compare once more: it may have grown meanwhile
+
+    def _dispatch(self, path: Path, taking: Taking | None = None) -> None:
+        """Hand ``path`` to a take loop (``taking``: as tracked or held now, if not given)."""
         if path not in self._in_flight:
-            self._in_flight[path] = self.tracker.fingerprint(path)
+            now = time.monotonic()
+            self._in_flight[path] = taking or self._taking(path, now) or Taking(None, now)
             self.tracker.discard(path)
+            self.held.discard(path)
             self._ready.put_nowait(path)
 
     def _retry_later(self, path: Path) -> None:
         """Track ``path`` again from now: it is taken after another quiet period."""
-        fp = self._in_flight.get(path)
-        if fp is None:
+        taking = self._in_flight.get(path)
+        if taking is None or taking.fingerprint is None:
             self._candidates.add(path)
         else:
-            self.tracker.observe(path, fp, time.monotonic())
+            self.tracker.observe(path, taking.fingerprint, time.monotonic())
 
     def _space_ok(self) -> bool:
         free = shutil.disk_usage(self.settings.data_dir).free
@@ -227,7 +305,8 @@ class HotFolder:
             stopped.cancel()
             path = get.result()
             try:
-                await self._take(path)
+                outcome = await self.taker.take(path, self.inbox, self._in_flight[path])
+                self._after(path, self._in_flight[path], outcome)
             except TransientError as exc:
                 log.warning("will retry file", file=str(path), error=str(exc))
                 self._retry_later(path)
@@ -241,92 +320,41 @@ class HotFolder:
             finally:
                 self._in_flight.pop(path, None)
 
-    async def _take(self, path: Path) -> None:
-        rel = path.relative_to(self.inbox)
+    def _after(self, path: Path, taking: Taking, outcome: Outcome) -> None:
+        """Act on what taking ``path`` came to: done, changed, or held for later."""
+        now = time.monotonic()
+        if outcome.kind == "done":
+            self._open_noted.discard(path)
+            if outcome.kept is not None:
+                self._kept[path] = outcome.kept
+            return
+        assert outcome.fingerprint is not None
+        if outcome.kind == "changed":
+            self.tracker.observe(path, outcome.fingerprint, now)
+            return
+        if outcome.kind == "incomplete":
+            due = taking.quiet_since + self.watch.incomplete_timeout_s
+            held = Held(
+                "incomplete", outcome.fingerprint, outcome.ctime_ns, taking.quiet_since, due
+            )
+        else:
+            attempts = taking.attempts + 1
+            base = max(self.watch.quiet_period_s, 1.0)
+            due = now + backoff_s(attempts, base_s=base, cap_s=UNREADABLE_RETRY_MAX_S)
+            held = Held(
+                "unreadable",
+                outcome.fingerprint,
+                outcome.ctime_ns,
+                taking.quiet_since,
+                due,
+                attempts=attempts,
+            )
+        self.held.hold(path, held)
+        self._candidates.add(path)  # compare once more: it may have changed meanwhile
+
+    @staticmethod
+    def _ctime_of(path: Path) -> int:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            return path.lstat().st_ctime_ns
         except FileNotFoundError:
-            self.tracker.discard(path)
-            return
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                await self._refuse_symlink(path, rel)
-                return
-            raise TransientError(f"cannot open {rel}: {exc.strerror}") from exc
-        with os.fdopen(fd, "rb") as source:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                self.tracker.discard(path)
-                return
-            fp = fingerprint_of(st)
-            if self._in_flight.get(path) != fp:
-                # It changed (or was swapped) since it was judged quiet: wait again.
-                self.tracker.observe(path, fp, time.monotonic())
-                return
-            if not path.parent.resolve().is_relative_to(self.inbox):
-                await self._finish(
-                    path,
-                    rel,
-                    await self.ingestor.reject(
-                        self._arrival(rel, path, fp),
-                        "path resolves outside the watched folder",
-                        code="outside_inbox",
-                    ),
-                )
-                return
-            arrival = self._arrival(rel, path, fp)
-            result = await self.ingestor.find_existing(arrival)
-            if result is None:
-                result = await self.ingestor.ingest(
-                    arrival, source, fp.size, unchanged=lambda: fingerprint_of(os.fstat(fd)) == fp
-                )
-        self.tracker.discard(path)
-        await self._finish(path, rel, result)
-
-    def _arrival(self, rel: Path, path: Path, fp: Fingerprint) -> Arrival:
-        return Arrival(
-            source="folder",
-            original_name=str(rel),
-            source_uri=path.as_uri(),
-            source_version=f"{fp.size}:{fp.mtime_ns}:{fp.inode}",
-            tenant=self.watch.tenant,
-        )
-
-    async def _refuse_symlink(self, path: Path, rel: Path) -> None:
-        try:
-            arrival, reason = self._describe_symlink(path, rel)
-        except FileNotFoundError:
-            return
-        result = await self.ingestor.find_existing(arrival) or await self.ingestor.reject(
-            arrival, reason, code="symlink"
-        )
-        await self._finish(path, rel, result)
-
-    def _describe_symlink(self, path: Path, rel: Path) -> tuple[Arrival, str]:
-        target = os.readlink(path)
-        inside = path.resolve().is_relative_to(self.inbox)
-        where = "a file inside the watched folder" if inside else "outside the watched folder"
-        st = path.lstat()
-        arrival = Arrival(
-            source="folder",
-            original_name=str(rel),
-            source_uri=path.as_uri(),
-            source_version=f"symlink:{st.st_ino}:{st.st_mtime_ns}",
-            tenant=self.watch.tenant,
-        )
-        reason = (
-            f"symbolic link to {where} ({target}): links are not followed;"
-            " put the file itself in the inbox"
-        )
-        return arrival, reason
-
-    # -- after ingest --------------------------------------------------------
-
-    async def _finish(self, path: Path, rel: Path, result: IngestResult) -> None:
-        try:
-            kept = await asyncio.to_thread(tidy_after_ingest, path, rel, result, self.watch)
-        except OSError as exc:
-            log.error("could not tidy file after ingest", file=str(path), error=str(exc))
-            return
-        if kept is not None:
-            self._kept[path] = kept
+            return 0
