@@ -64,16 +64,13 @@ def check_wav_header(source: BinaryIO, size: int) -> None:
             return
         order: Literal["little", "big"] = "little" if head[:4] == b"RIFF" else "big"
         riff_size = int.from_bytes(head[4:8], order)
+        promised = riff_size + 8 if riff_size not in (0, 0xFFFFFFFF) else None
         offset = 12
         for _ in range(64):
             chunk = source.read(8)
             if len(chunk) < 8:
-                if riff_size not in (0, 0xFFFFFFFF) and riff_size + 8 > size:
-                    raise IncompleteAudio(
-                        f"WAV header promises {riff_size + 8} bytes but the file ends after"
-                        f" {size}, before its audio data (truncated)",
-                        code="wav_header",
-                    )
+                if promised is not None and promised > size:
+                    raise _wav_cut_short(promised, size)
                 return
             chunk_size = int.from_bytes(chunk[4:8], order)
             offset += 8
@@ -89,6 +86,8 @@ def check_wav_header(source: BinaryIO, size: int) -> None:
                 return
             offset += chunk_size + (chunk_size & 1)
             if offset > size:
+                if promised is not None and promised > size:
+                    raise _wav_cut_short(promised, size)
                 raise IncompleteAudio(
                     "WAV header is corrupt (a chunk runs past the end of the file)",
                     code="wav_header",
@@ -96,6 +95,14 @@ def check_wav_header(source: BinaryIO, size: int) -> None:
             source.seek(offset)
     finally:
         source.seek(start)
+
+
+def _wav_cut_short(promised: int, size: int) -> IncompleteAudio:
+    return IncompleteAudio(
+        f"WAV header promises {promised} bytes but the file ends after {size},"
+        " before its audio data (truncated)",
+        code="wav_header",
+    )
 
 
 def open_container(source: BinaryIO) -> Any:
@@ -135,7 +142,12 @@ def probe(source: BinaryIO, *, max_duration_s: float) -> AudioInfo:
                 f" over the limit of {max_duration_s:g} s",
                 code="too_long",
             )
-        decoded = _decoded_seconds(container, stream, sample_rate, max_duration_s)
+        try:
+            decoded = _decoded_seconds(container, stream, sample_rate, max_duration_s)
+        except RejectedInput as exc:
+            if exc.code != "undecodable" or not claimed:
+                raise
+            raise _truncated(claimed, 0.0) from exc  # cut inside its first frame
         info = AudioInfo(
             container=str(container.format.name),
             codec=str(ctx.name),
@@ -146,12 +158,16 @@ def probe(source: BinaryIO, *, max_duration_s: float) -> AudioInfo:
     if decoded <= 0 and not claimed:
         raise RejectedInput("the file holds no decodable audio", code="undecodable")
     if claimed is not None and decoded < claimed * _MIN_DECODED_SHARE:
-        raise IncompleteAudio(
-            f"truncated or corrupt: the header promises {claimed:.1f} s"
-            f" but only {decoded:.1f} s of audio can be decoded",
-            code="truncated",
-        )
+        raise _truncated(claimed, decoded)
     return info
+
+
+def _truncated(claimed: float, decoded: float) -> IncompleteAudio:
+    return IncompleteAudio(
+        f"truncated or corrupt: the header promises {claimed:.1f} s"
+        f" but only {decoded:.1f} s of audio can be decoded",
+        code="truncated",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ change or when their time comes, never on every tick.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -109,7 +108,7 @@ class Held:
 
 def backoff_s(attempt: int, *, base_s: float, cap_s: float) -> float:
     """Delay before try ``attempt + 1``: ``base_s`` doubling per attempt, at most ``cap_s``."""
-    return min(cap_s, base_s * math.pow(2, max(attempt - 1, 0)))
+    return min(cap_s, base_s * 2.0 ** min(max(attempt - 1, 0), 64))
 
 
 class HeldFiles:

@@ -1,6 +1,6 @@
-"""StabilityTracker: when a file in the hot folder counts as fully arrived.
+"""StabilityTracker and HeldFiles: when a file in the hot folder counts as fully arrived.
 
-Every test drives the tracker with explicit ``now`` values; no real clock is read.
+Every test drives them with explicit ``now`` values; no real clock is read.
 """
 
 from __future__ import annotations
@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ingest.stability import Fingerprint, StabilityTracker
+from pipeline.ingest.stability import (
+    Fingerprint,
+    Held,
+    HeldFiles,
+    HoldReason,
+    StabilityTracker,
+    backoff_s,
+)
 
 QUIET = 1.0
 A = Path("/inbox/a.wav")
@@ -185,3 +192,87 @@ def test_next_due_is_when_the_earliest_quiet_period_ends() -> None:
     assert tracker.next_due() == 12.0
     tracker.observe(Path("a.wav"), Fingerprint(size=2, mtime_ns=2, inode=1), now=12.5)
     assert tracker.next_due() == 13.0
+
+
+def test_quiet_since_is_when_the_current_fingerprint_was_first_seen(
+    tracker: StabilityTracker,
+) -> None:
+    assert tracker.quiet_since(A) is None
+    tracker.observe(A, fp(), now=10.0)
+    tracker.observe(A, fp(), now=12.0)
+    assert tracker.quiet_since(A) == 10.0
+    tracker.observe(A, fp(size=200), now=13.0)
+    assert tracker.quiet_since(A) == 13.0
+
+
+# -- held files --------------------------------------------------------------
+
+
+def held(reason: HoldReason, due: float, *, ctime_ns: int = 5, attempts: int = 1) -> Held:
+    return Held(reason, fp(), ctime_ns, quiet_since=0.0, due=due, attempts=attempts)
+
+
+def test_backoff_doubles_from_the_base_and_stops_at_the_cap() -> None:
+    delays = [backoff_s(n, base_s=2.0, cap_s=300.0) for n in range(1, 11)]
+
+    assert delays == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0]
+    assert backoff_s(10_000, base_s=2.0, cap_s=300.0) == 300.0  # no overflow, still capped
+    assert backoff_s(0, base_s=2.0, cap_s=300.0) == 2.0
+
+
+def test_a_held_file_is_due_only_when_its_time_comes_and_stays_until_discarded() -> None:
+    files = HeldFiles()
+    files.hold(A, held("incomplete", due=600.0))
+
+    assert files.due(599.9) == []
+    assert files.due(600.0) == [A]
+    assert files.due(700.0) == [A]  # still held: taking it is the caller's move
+    assert A in files and len(files) == 1
+    files.discard(A)
+    assert files.due(700.0) == [] and A not in files
+
+
+def test_due_files_come_earliest_first_and_next_due_is_the_earliest() -> None:
+    files = HeldFiles()
+    assert files.next_due() is None
+    files.hold(A, held("open", due=30.0))
+    files.hold(B, held("unreadable", due=10.0))
+    files.hold(C, held("incomplete", due=20.0))
+
+    assert files.next_due() == 10.0
+    assert files.due(25.0) == [B, C]
+
+
+@pytest.mark.parametrize("reason", ["open", "incomplete", "unreadable"])
+def test_a_held_file_seen_changed_is_released(reason: HoldReason) -> None:
+    files = HeldFiles()
+    files.hold(A, held(reason, due=600.0))
+
+    assert files.observe(A, fp(), ctime_ns=5, now=1.0) is True  # unchanged: still held
+    assert files.observe(A, fp(size=101), ctime_ns=5, now=2.0) is False
+    assert A not in files
+
+
+def test_observing_a_file_that_is_not_held_says_so() -> None:
+    assert HeldFiles().observe(A, fp(), ctime_ns=5, now=1.0) is False
+
+
+def test_a_permission_change_makes_an_unreadable_file_due_at_once() -> None:
+    """``chmod`` changes only the ctime; the back-off must not delay the retry."""
+    files = HeldFiles()
+    files.hold(A, held("unreadable", due=300.0, ctime_ns=5, attempts=7))
+
+    assert files.observe(A, fp(), ctime_ns=5, now=40.0) is True
+    assert files.due(40.0) == []
+    assert files.observe(A, fp(), ctime_ns=6, now=41.0) is True
+    assert files.due(41.0) == [A]
+    entry = files.get(A)
+    assert entry is not None and entry.attempts == 7  # the back-off goes on if still unreadable
+
+
+def test_a_ctime_change_does_not_hurry_a_file_waiting_for_its_writer() -> None:
+    files = HeldFiles()
+    files.hold(A, held("incomplete", due=600.0, ctime_ns=5))
+
+    assert files.observe(A, fp(), ctime_ns=9, now=41.0) is True
+    assert files.due(41.0) == []

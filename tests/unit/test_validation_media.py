@@ -19,7 +19,7 @@ import pytest
 from pipeline.config import ValidationSettings
 from pipeline.errors import RejectedInput
 from pipeline.ingest.validation import validate
-from pipeline.media import AudioInfo, decode_mono_16k, open_container
+from pipeline.media import AudioInfo, IncompleteAudio, decode_mono_16k, open_container
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 JFK = DATA / "jfk.flac"
@@ -220,6 +220,73 @@ def test_wav_cut_short_after_a_correct_header_is_rejected(tmp_path: Path) -> Non
 
     reason = rejection(path)
     assert "truncated" in reason and "header" in reason
+
+
+# -- incomplete: the header promises more than the file holds ------------------------
+# The hot folder waits for the rest of such a file instead of rejecting it at once.
+
+
+def incompleteness(path: Path) -> RejectedInput:
+    with pytest.raises(RejectedInput) as info:
+        run_validate(path)
+    return info.value
+
+
+def test_wav_cut_short_after_a_correct_header_is_incomplete(tmp_path: Path) -> None:
+    full = write_wav(tmp_path / "full.wav", seconds=1.0).read_bytes()
+    path = tmp_path / "half.wav"
+    path.write_bytes(full[: len(full) // 2])
+
+    assert isinstance(incompleteness(path), IncompleteAudio)
+
+
+def test_wav_cut_before_its_data_chunk_is_incomplete(tmp_path: Path) -> None:
+    full = write_wav(tmp_path / "full.wav", seconds=1.0).read_bytes()
+    path = tmp_path / "head.wav"
+    path.write_bytes(full[:30])  # inside the fmt chunk
+
+    error = incompleteness(path)
+    assert isinstance(error, IncompleteAudio)
+    assert str(len(full)) in error.reason
+
+
+def test_flac_cut_in_half_is_incomplete(tmp_path: Path) -> None:
+    raw = JFK.read_bytes()
+    path = tmp_path / "half.flac"
+    path.write_bytes(raw[: len(raw) // 2])
+
+    assert isinstance(incompleteness(path), IncompleteAudio)
+
+
+def test_flac_cut_inside_its_first_frame_is_incomplete_not_undecodable(tmp_path: Path) -> None:
+    raw = JFK.read_bytes()
+    path = tmp_path / "head.flac"
+    path.write_bytes(raw[:10_000])  # STREAMINFO says 11 s; frames start at byte 8,363
+
+    error = incompleteness(path)
+    assert isinstance(error, IncompleteAudio) and error.code == "truncated"
+
+
+def test_text_named_wav_is_rejected_but_not_as_incomplete(tmp_path: Path) -> None:
+    path = tmp_path / "notes.wav"
+    path.write_text("Meeting notes: this is plain text, not audio.\n" * 20)
+
+    assert not isinstance(incompleteness(path), IncompleteAudio)
+
+
+def test_streaming_wav_cut_in_half_looks_complete(tmp_path: Path) -> None:
+    """No length in the header: nothing in the bytes says more is coming.
+
+    For such files the hot folder relies on the quiet period, on no process
+    holding the file open for writing, and on comparing the file again after ingest.
+    """
+    full = write_wav(tmp_path / "full.wav", seconds=1.0)
+    patch_data_size(full, 0xFFFFFFFF)
+    raw = full.read_bytes()
+    path = tmp_path / "half.wav"
+    path.write_bytes(raw[: len(raw) // 2])
+
+    assert run_validate(path).duration_s == pytest.approx(0.5, abs=0.02)
 
 
 def test_hls_playlist_named_wav_is_rejected_without_any_network_request(
