@@ -27,6 +27,7 @@ from pipeline.db.database import Database
 from pipeline.http_serve import serve_asgi
 from pipeline.ingest.core import Ingestor
 from pipeline.metrics import Metrics
+from pipeline.sources.registry import watched_buckets
 from pipeline.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
@@ -60,7 +61,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(events_router(settings.webhook, db))
+    app.include_router(events_router(settings.webhook, db, watched_buckets(settings)))
     app.include_router(openai_compat.router)
     app.include_router(audio.router)
     app.include_router(datasets.router)

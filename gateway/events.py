@@ -1,13 +1,17 @@
 """``POST /v1/events/s3``: MinIO webhook and AWS S3 notifications, recorded durably.
 
 The sender gets 2xx only after the events are committed to PostgreSQL, so a
-failed write makes it retry. Authentication is a configured bearer token
-compared in constant time (MinIO sends its ``auth_token`` as ``Bearer …``).
+failed write makes it retry (503). A body that is not a well-formed notification
+gets 400 and one naming a bucket no ``s3_sources`` entry watches gets 422; both
+store nothing, and a sender must not retry them. Authentication is a configured
+bearer token compared in constant time (MinIO sends its ``auth_token`` as
+``Bearer …``).
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Set
 
 import psycopg
 import structlog
@@ -27,7 +31,8 @@ class _TooLarge(Exception):
     pass
 
 
-def events_router(settings: WebhookSettings, db: Database) -> APIRouter:
+def events_router(settings: WebhookSettings, db: Database, buckets: Set[str]) -> APIRouter:
+    """The receiver; ``buckets`` are the watched ones (see ``registry.watched_buckets``)."""
     router = APIRouter()
 
     @router.post("/v1/events/s3", status_code=200, response_model=None)
@@ -49,13 +54,27 @@ def events_router(settings: WebhookSettings, db: Database) -> APIRouter:
                 f"the limit is {settings.max_body_bytes} bytes",
             )
         try:
-            events = [e for e in parse_notification(body) if e.is_created]
+            parsed = parse_notification(body)
         except MalformedEvent as exc:
             log.warning("malformed S3 event rejected", reason=exc.reason)
             return problem(400, "malformed-event", "Malformed S3 event", exc.reason)
+        unwatched = sorted({e.bucket for e in parsed} - buckets)
+        if unwatched:
+            log.warning("S3 events for unwatched buckets refused", buckets=unwatched[:5])
+            return problem(
+                422,
+                "unwatched-bucket",
+                "Bucket not watched",
+                f"no s3_sources entry watches bucket {unwatched[0]!r}",
+            )
+        events = [e for e in parsed if e.is_created]
         try:
             async with db.connection() as conn:
                 recorded = await inbox.record_events(conn, events, "webhook")
+        except psycopg.DataError as exc:
+            # A value the parser let through but the database refuses: still the sender's.
+            log.warning("S3 event refused by the database", error=str(exc))
+            return problem(400, "malformed-event", "Malformed S3 event", "a value is out of range")
         except psycopg.Error as exc:
             log.error("could not record S3 events; the sender will retry", error=str(exc))
             return problem(503, "unavailable", "Events could not be recorded; retry later")

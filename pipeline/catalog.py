@@ -9,6 +9,7 @@ All SQL is parameterised; user text reaches PostgreSQL only as parameters.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,25 @@ from pipeline.db.database import AsyncConn
 from pipeline.errors import Ai2TextError
 
 # Every query limits rows with: (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)
+
+# Errors of jobs whose worker died name that worker, as queue.reap_exhausted writes them.
+_DEAD_WORKER = re.compile(r"worker \S+ stopped responding")
+
+
+def _for_caller(rows: list[dict[str, Any]], tenant: str | None) -> list[dict[str, Any]]:
+    """Rows as a tenant may read them: no worker ids (host name and pid), in fields or errors.
+
+    Which machines serve the service is for operators (``tenant`` None) only.
+    """
+    if tenant is None:
+        return rows
+    for row in rows:
+        if "worker_id" in row:
+            row["worker_id"] = None
+        for column in ("error", "last_error"):
+            if isinstance(row.get(column), str):
+                row[column] = _DEAD_WORKER.sub("a worker stopped responding", row[column])
+    return rows
 
 
 class NotFound(Ai2TextError):
@@ -67,7 +87,7 @@ async def list_audio(
             "limit": limit,
         },
     )
-    return await cur.fetchall()
+    return _for_caller(await cur.fetchall(), tenant)
 
 
 async def resolve_audio_id(conn: AsyncConn, ref: str) -> uuid.UUID:
@@ -99,7 +119,8 @@ async def get_audio(
         " WHERE a.id = %(id)s AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)",
         {"id": audio_id, "tenant": tenant},
     )
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    return None if row is None else _for_caller([row], tenant)[0]
 
 
 async def get_transcript(
@@ -157,6 +178,7 @@ async def list_jobs(
     after: tuple[datetime, int] | None,
     limit: int,
 ) -> list[dict[str, Any]]:
+    """Jobs newest first; a tenant's caller gets ``worker_id`` null (see ``_for_caller``)."""
     cur = await conn.execute(
         "SELECT j.id, j.audio_id, j.state, j.attempts, j.max_attempts, j.last_error,"
         " j.run_after, j.worker_id, j.created_at, j.started_at, j.finished_at"
@@ -174,7 +196,7 @@ async def list_jobs(
             "limit": limit,
         },
     )
-    return await cur.fetchall()
+    return _for_caller(await cur.fetchall(), tenant)
 
 
 async def jobs_by_state(conn: AsyncConn, *, tenant: str | None) -> dict[str, int]:

@@ -1,4 +1,9 @@
-"""``/v1/datasets`` and ``/v1/training-runs``."""
+"""``/v1/datasets`` and ``/v1/training-runs``.
+
+Datasets are per tenant: a tenant's token sees its own versions, files and runs
+only (another tenant's simply do not exist for it); an admin sees every tenant's
+and picks one with ``?tenant=``. Served manifests name audio by object key.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ import asyncio
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
@@ -16,6 +22,8 @@ from gateway.context import AppContext, get_context
 from gateway.errors import ApiError
 from gateway.security import require
 from pipeline.datasets import queries
+from pipeline.datasets.layout import DEFAULT_TENANT
+from pipeline.datasets.served import make_servable
 
 router = APIRouter(prefix="/v1")
 
@@ -23,23 +31,31 @@ Ctx = Annotated[AppContext, Depends(get_context)]
 DatasetReader = Annotated[Principal, Depends(require("datasets:read"))]
 RunReader = Annotated[Principal, Depends(require("training:read"))]
 ManifestName = Literal["train.jsonl", "dev.jsonl", "test.jsonl", "metadata.jsonl", "dataset.json"]
+Name = Annotated[str | None, Query(max_length=200)]
+Tenant = Annotated[str | None, Query(max_length=200, description="admin only: whose datasets")]
 
 
 @router.get("/datasets")
-async def list_datasets(ctx: Ctx, principal: DatasetReader) -> dict[str, Any]:
-    """Every dataset version with its hours and counts, newest first per name."""
+async def list_datasets(
+    ctx: Ctx, principal: DatasetReader, tenant: Tenant = None
+) -> dict[str, Any]:
+    """The caller's dataset versions with hours and counts, newest first per name."""
+    own = principal.tenant_filter()
+    if own is not None and tenant is not None and tenant != own:
+        return {"items": []}
     async with ctx.db.connection() as conn:
-        return {"items": await queries.list_versions(conn)}
+        return {"items": await queries.list_versions(conn, tenant=own or tenant)}
 
 
 @router.get("/datasets/{version}")
 async def get_dataset(
-    ctx: Ctx, principal: DatasetReader, version: int, name: str | None = None
+    ctx: Ctx, principal: DatasetReader, version: int, name: Name = None, tenant: Tenant = None
 ) -> dict[str, Any]:
     """One version's stats, filters, checksums and manifest links."""
-    row = await _version(ctx, name, version)
+    row = await _version(ctx, principal, name, tenant, version)
+    query = urlencode({"name": row["name"], "tenant": row["tenant"]})
     row["manifests"] = {
-        m: f"/v1/datasets/{version}/files/{m}?name={row['name']}"
+        m: f"/v1/datasets/{version}/files/{m}?{query}"
         for m in ("train.jsonl", "dev.jsonl", "test.jsonl", "metadata.jsonl", "dataset.json")
     }
     return row
@@ -47,10 +63,15 @@ async def get_dataset(
 
 @router.get("/datasets/{version}/files/{file}", response_model=None)
 async def download_manifest(
-    ctx: Ctx, principal: DatasetReader, version: int, file: ManifestName, name: str | None = None
+    ctx: Ctx,
+    principal: DatasetReader,
+    version: int,
+    file: ManifestName,
+    name: Name = None,
+    tenant: Tenant = None,
 ) -> FileResponse:
     """Stream a manifest of a frozen version (through a temp file, never held in memory)."""
-    row = await _version(ctx, name, version)
+    row = await _version(ctx, principal, name, tenant, version)
     if row["state"] != "frozen":
         raise ApiError(
             409,
@@ -58,7 +79,7 @@ async def download_manifest(
             kind="not-frozen",
             title="Version not frozen",
         )
-    path = await asyncio.to_thread(_fetch, ctx, f"{row['prefix']}/{file}")
+    path = await asyncio.to_thread(_fetch, ctx, f"{row['prefix']}/{file}", file != "dataset.json")
     media = "application/json" if file.endswith(".json") else "application/x-ndjson"
     return FileResponse(
         path,
@@ -68,30 +89,47 @@ async def download_manifest(
     )
 
 
-def _fetch(ctx: AppContext, key: str) -> Path:
+def _fetch(ctx: AppContext, key: str, manifest: bool) -> Path:
     ctx.settings.temp_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix="ai2text-manifest-", dir=ctx.settings.temp_dir)
     path = Path(name)
     try:
         with open(fd, "wb") as out:
             ctx.store.download(key, out)
+        if manifest:
+            make_servable(path)  # versions frozen before manifests named keys only
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     return path
 
 
-async def _version(ctx: AppContext, name: str | None, version: int) -> dict[str, Any]:
+async def _version(
+    ctx: AppContext, principal: Principal, name: str | None, tenant: str | None, version: int
+) -> dict[str, Any]:
+    """A version of the caller's tenant (an admin's: ``tenant``, else its own or default)."""
+    own = principal.tenant_filter()
+    if own is not None and tenant is not None and tenant != own:
+        raise ApiError(404, "no such dataset version")
+    whose = own or tenant or principal.tenant or DEFAULT_TENANT
     async with ctx.db.connection() as conn:
-        row = await queries.get_version(conn, name or ctx.settings.dataset.name, version)
+        row = await queries.get_version(
+            conn, tenant=whose, name=name or ctx.settings.dataset.name, version=version
+        )
     if row is None:
         raise ApiError(404, "no such dataset version")
     return row
 
 
 @router.get("/training-runs")
-async def list_training_runs(ctx: Ctx, principal: RunReader, limit: int = 50) -> dict[str, Any]:
-    """Training runs newest first: state, version, launcher, exit code or HTTP status."""
+async def list_training_runs(
+    ctx: Ctx, principal: RunReader, limit: int = 50, tenant: Tenant = None
+) -> dict[str, Any]:
+    """The caller's training runs newest first: state, version, launcher, exit code."""
+    own = principal.tenant_filter()
+    if own is not None and tenant is not None and tenant != own:
+        return {"items": []}
+    size = max(1, min(limit, ctx.settings.gateway.page_size_max))
     async with ctx.db.connection() as conn:
-        rows = await queries.list_runs(conn, max(1, min(limit, ctx.settings.gateway.page_size_max)))
+        rows = await queries.list_runs(conn, size, tenant=own or tenant)
     return {"items": rows}

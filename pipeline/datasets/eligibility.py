@@ -2,7 +2,8 @@
 
 Eligible audio is transcribed, not a duplicate, and has at least one segment
 that passes the quality filters. Hours come from the durations recorded at
-ingest, never from downloading audio or reading manifests.
+ingest, never from downloading audio or reading manifests. Datasets are per
+tenant: a tenant's hours count towards its own versions only.
 """
 
 from __future__ import annotations
@@ -36,25 +37,47 @@ def filter_params(rules: DatasetSettings) -> dict[str, Any]:
     }
 
 
-async def eligible_hours(conn: AsyncConn, rules: DatasetSettings) -> float:
+async def eligible_hours(
+    conn: AsyncConn, rules: DatasetSettings, tenant: str | None = None
+) -> float:
+    """Eligible hours of ``tenant``'s audio, or of every tenant's with ``None``."""
     cur = await conn.execute(
         sql.SQL(
             "SELECT coalesce(sum(a.duration_s), 0) / 3600.0 AS hours"
             " FROM audio a JOIN transcripts t ON t.audio_id = a.id WHERE {}"
+            " AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
         ).format(ELIGIBLE_AUDIO),
-        filter_params(rules),
+        {**filter_params(rules), "tenant": tenant},
     )
     row = await cur.fetchone()
     assert row is not None
     return float(row["hours"])  # type: ignore[arg-type]
 
 
-async def hours_at_last_run(conn: AsyncConn, name: str) -> float:
-    """Audio hours of the dataset version the latest training run was made on (0 if none)."""
+async def eligible_hours_by_tenant(conn: AsyncConn, rules: DatasetSettings) -> dict[str, float]:
+    """Eligible hours per tenant (tenants without eligible audio are absent)."""
     cur = await conn.execute(
-        "SELECT v.audio_hours FROM training_runs r JOIN dataset_versions v ON v.id = r.version_id"
-        " WHERE v.name = %s ORDER BY v.version DESC LIMIT 1",
+        sql.SQL(
+            "SELECT a.tenant, sum(a.duration_s) / 3600.0 AS hours"
+            " FROM audio a JOIN transcripts t ON t.audio_id = a.id WHERE {} GROUP BY a.tenant"
+        ).format(ELIGIBLE_AUDIO),
+        filter_params(rules),
+    )
+    return {str(r["tenant"]): float(r["hours"]) for r in await cur.fetchall()}  # type: ignore[arg-type]
+
+
+async def hours_at_last_run_by_tenant(conn: AsyncConn, name: str) -> dict[str, float]:
+    """Per tenant, the audio hours of the version its latest training run was made on.
+
+    Tenants whose dataset ``name`` never had a run are absent (0 hours).
+    """
+    cur = await conn.execute(
+        "SELECT DISTINCT ON (v.tenant) v.tenant, v.audio_hours FROM training_runs r"
+        " JOIN dataset_versions v ON v.id = r.version_id WHERE v.name = %s"
+        " ORDER BY v.tenant, v.version DESC",
         (name,),
     )
-    row = await cur.fetchone()
-    return float(row["audio_hours"] or 0.0) if row else 0.0  # type: ignore[arg-type]
+    return {
+        str(r["tenant"]): float(r["audio_hours"] or 0.0)  # type: ignore[arg-type]
+        for r in await cur.fetchall()
+    }

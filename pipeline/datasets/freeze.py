@@ -1,10 +1,16 @@
 """Freezing a dataset version: immutable manifests in object storage, recorded in the DB.
 
-The version number is reserved first (committed as ``freezing``), then the files
-are written under ``datasets/<name>/v<N>/``, then one transaction marks it
+A version belongs to one tenant and holds only that tenant's audio; numbers count
+per tenant and dataset name. The version number is reserved first (committed as
+``freezing``), then the files are written under its prefix (see
+:mod:`pipeline.datasets.layout`), then one transaction marks it
 ``frozen`` with its items (and, for the orchestrator, its training run). A
 writer that dies leaves a ``freezing`` row that is later marked ``abandoned``;
 its number is never reused and nothing ever rewrites a frozen version.
+
+Manifests name audio by its object key (``audio/sha256/…``), never by a server
+path or URL: they are served to tenants as they are. ``materialize`` copies the
+audio next to manifests that point at the local copies.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from psycopg import sql
 
 from pipeline.config import Settings
 from pipeline.datasets.eligibility import ELIGIBLE_AUDIO, filter_params
+from pipeline.datasets.layout import DEFAULT_TENANT, version_base
 from pipeline.datasets.utterances import SegmentRow, Split, split_for, utterances
 from pipeline.db.database import AsyncConn, Database
 from pipeline.errors import Ai2TextError
@@ -49,6 +56,7 @@ class FrozenVersion:
     utterance_hours: float
     stats: dict[str, Any]
     manifest_sha256: dict[str, str]
+    tenant: str = DEFAULT_TENANT
     run_id: uuid.UUID | None = None
     items: list[tuple[uuid.UUID, Split, int, float]] = field(default_factory=list)
     # The ASR models whose transcripts are this version's labels.
@@ -70,13 +78,14 @@ class Freezer:
         self.db = db
         self.store = store
 
-    async def freeze(self, *, run_launcher: str | None = None) -> FrozenVersion:
-        """Write and record a new version; with ``run_launcher``, create its run with it."""
-        version_id, number = await self._reserve()
-        prefix = f"datasets/{self.rules.name}/v{number}"
+    async def freeze(
+        self, *, tenant: str = DEFAULT_TENANT, run_launcher: str | None = None
+    ) -> FrozenVersion:
+        """Write and record ``tenant``'s new version; with ``run_launcher``, create its run."""
+        version_id, number, prefix = await self._reserve(tenant)
         try:
             with tempfile.TemporaryDirectory(prefix="ai2text-freeze-") as tmp:
-                frozen = await self._build(Path(tmp), version_id, number, prefix)
+                frozen = await self._build(Path(tmp), tenant, version_id, number, prefix)
                 await asyncio.to_thread(_upload, self.store, Path(tmp), prefix)
             await self._commit(frozen, run_launcher)
         except BaseException:
@@ -84,6 +93,7 @@ class Freezer:
             raise
         log.info(
             "dataset version frozen",
+            tenant=tenant,
             name=frozen.name,
             version=frozen.version,
             audio_hours=round(frozen.audio_hours, 4),
@@ -91,34 +101,40 @@ class Freezer:
         )
         return frozen
 
-    async def _reserve(self) -> tuple[int, int]:
+    async def _reserve(self, tenant: str) -> tuple[int, int, str]:
+        name = self.rules.name
         async with self.db.connection() as conn, conn.transaction():
-            # Serialise reservations per name; numbers of abandoned versions stay taken.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.rules.name,))
+            # Serialise reservations per tenant and name; abandoned numbers stay taken.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", (tenant, name)
+            )
             cur = await conn.execute(
-                "INSERT INTO dataset_versions (name, version, prefix)"
-                " SELECT %(name)s, coalesce(max(version), 0) + 1,"
-                "  'datasets/' || %(name)s || '/v' || (coalesce(max(version), 0) + 1)"
-                " FROM dataset_versions WHERE name = %(name)s RETURNING id, version",
-                {"name": self.rules.name},
+                "INSERT INTO dataset_versions (tenant, name, version, prefix)"
+                " SELECT %(tenant)s, %(name)s, n, %(base)s || '/v' || n FROM"
+                "  (SELECT coalesce(max(version), 0) + 1 AS n FROM dataset_versions"
+                "   WHERE tenant = %(tenant)s AND name = %(name)s) AS next"
+                " RETURNING id, version, prefix",
+                {"tenant": tenant, "name": name, "base": version_base(tenant, name)},
             )
             row = await cur.fetchone()
         assert row is not None
-        return int(row["id"]), int(row["version"])  # type: ignore[call-overload]
+        return int(row["id"]), int(row["version"]), str(row["prefix"])  # type: ignore[call-overload]
 
-    async def _build(self, tmp: Path, version_id: int, number: int, prefix: str) -> FrozenVersion:
+    async def _build(
+        self, tmp: Path, tenant: str, version_id: int, number: int, prefix: str
+    ) -> FrozenVersion:
         counts = {s: _SplitCount() for s in SPLITS}
         items: list[tuple[uuid.UUID, Split, int, float]] = []
         models: set[str] = set()
         outputs = _open_outputs(tmp)
         try:
             async with self.db.connection() as conn:
-                async for audio, segments in _eligible_audio(conn, self.settings):
+                async for audio, segments in _eligible_audio(conn, self.settings, tenant):
                     split = split_for(str(audio["sha256"]), self.rules)
                     cues = list(utterances(segments, self.rules))
                     if not cues:
                         continue
-                    _write_audio(outputs, split, audio, cues, self.store.uri(audio["storage_key"]))
+                    _write_audio(outputs, split, audio, cues)
                     seconds = sum(c.duration for c in cues)
                     items.append((audio["id"], split, len(cues), seconds))
                     models.add(str(audio["model"]))
@@ -147,6 +163,7 @@ class Freezer:
             },
         }
         description = {
+            "tenant": tenant,
             "name": self.rules.name,
             "version": number,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -157,6 +174,7 @@ class Freezer:
             "filters": self.rules.model_dump(),
             "manifest_sha256": checksums,
             "manifest_format": "NeMo (audio_filepath, offset, duration, text, lang, audio_id)",
+            "audio_filepath": "the audio's object key in the ai2text object store",
         }
         (tmp / "dataset.json").write_text(json.dumps(description, indent=2) + "\n")
         return FrozenVersion(
@@ -168,6 +186,7 @@ class Freezer:
             utterance_hours=utterance_hours,
             stats=stats,
             manifest_sha256=checksums,
+            tenant=tenant,
             items=items,
             models=sorted(models),
         )
@@ -221,16 +240,16 @@ class Freezer:
             log.exception("could not mark dataset version abandoned", version_id=version_id)
 
 
-async def _eligible_audio(conn: AsyncConn, settings: Settings) -> Any:
-    """Yield (audio row, its segments) for every eligible audio, oldest first, streamed."""
+async def _eligible_audio(conn: AsyncConn, settings: Settings, tenant: str) -> Any:
+    """Yield (audio row, its segments) for ``tenant``'s eligible audio, oldest first, streamed."""
     query = sql.SQL(
         "SELECT a.id, a.sha256, a.storage_key, a.duration_s, a.language, a.original_name,"
         " t.id AS transcript_id, t.language AS t_language, t.model"
-        " FROM audio a JOIN transcripts t ON t.audio_id = a.id WHERE {}"
-        " ORDER BY a.created_at, a.id"
+        " FROM audio a JOIN transcripts t ON t.audio_id = a.id"
+        " WHERE a.tenant = %(tenant)s AND {} ORDER BY a.created_at, a.id"
     ).format(ELIGIBLE_AUDIO)
     async with conn.cursor(name="eligible_audio") as cur:
-        await cur.execute(query, filter_params(settings.dataset))
+        await cur.execute(query, {**filter_params(settings.dataset), "tenant": tenant})
         async for audio in cur:
             async with conn.cursor() as seg_cur:
                 await seg_cur.execute(
@@ -256,12 +275,13 @@ async def _eligible_audio(conn: AsyncConn, settings: Settings) -> Any:
 
 
 def _write_audio(
-    outputs: dict[str, IO[str]], split: Split, audio: dict[str, Any], cues: list[Any], uri: str
+    outputs: dict[str, IO[str]], split: Split, audio: dict[str, Any], cues: list[Any]
 ) -> None:
     lang = audio["t_language"] or audio["language"]
+    key = str(audio["storage_key"])  # a key, never a server path: manifests are served
     for cue in cues:
         line = {
-            "audio_filepath": uri,
+            "audio_filepath": key,
             "offset": cue.offset,
             "duration": cue.duration,
             "text": cue.text,
@@ -270,7 +290,7 @@ def _write_audio(
         }
         outputs[f"{split}.jsonl"].write(json.dumps(line, ensure_ascii=False) + "\n")
         meta = {
-            "file_name": uri,
+            "file_name": key,
             "transcription": cue.text,
             "offset": cue.offset,
             "duration": cue.duration,

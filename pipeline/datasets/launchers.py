@@ -65,7 +65,14 @@ def placeholders(ctx: RunContext, store: ObjectStore) -> dict[str, str]:
         "run_id": ctx.run_id,
         "run_dir": str(ctx.run_dir),
         "version": str(ctx.version.version),
+        "tenant": ctx.version.tenant,
     }
+
+
+def store_root(store: ObjectStore) -> str:
+    """Where object keys are found: the store's root directory or ``s3://bucket/``."""
+    probe = "audio"
+    return store.uri(probe)[: -len(probe)]
 
 
 def render_argv(template: tuple[str, ...], values: dict[str, str]) -> list[str]:
@@ -174,6 +181,7 @@ async def post_http(
     body = {
         "run_id": ctx.run_id,
         "dataset": {
+            "tenant": ctx.version.tenant,
             "name": ctx.version.name,
             "version": ctx.version.version,
             "dir": ctx.dataset_dir,
@@ -182,6 +190,8 @@ async def post_http(
             },
             "metadata": store.uri(f"{prefix}/metadata.jsonl"),
             "description": store.uri(f"{prefix}/dataset.json"),
+            # Manifests name audio by object key: a key's location is this plus the key.
+            "audio_root": store_root(store),
             "audio_hours": ctx.version.audio_hours,
             "utterance_hours": ctx.version.utterance_hours,
             "stats": ctx.version.stats,

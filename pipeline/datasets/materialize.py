@@ -1,7 +1,10 @@
 """Copy a frozen version's audio to a local directory, for trainers that need files.
 
 The version in object storage is untouched: manifests are rewritten into the
-target directory with ``audio_filepath`` pointing at the local copies.
+target directory with ``audio_filepath`` (and ``file_name``) pointing at the
+local copies. Manifests name audio by object key; versions frozen before
+manifests did so name it by the store's path or URL of that key, and both are
+recognised.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.datasets.freeze import MANIFESTS
@@ -16,20 +20,20 @@ from pipeline.storage import ObjectStore
 
 
 def materialize(
-    store: ObjectStore, prefix: str, audio_keys: dict[str, str], dest: Path
+    store: ObjectStore, prefix: str, audio_keys: Iterable[str], dest: Path
 ) -> dict[str, int]:
-    """Copy audio (``uri -> storage key``) and rewritten manifests into ``dest``."""
+    """Copy the audio under ``audio_keys`` and rewritten manifests into ``dest``."""
     audio_dir = dest / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     local: dict[str, str] = {}
-    for uri, key in audio_keys.items():
+    for key in audio_keys:
         target = audio_dir / Path(key).name
         if not target.exists():
             fd, tmp = tempfile.mkstemp(dir=audio_dir, prefix=".part-")
             with os.fdopen(fd, "wb") as out:
                 store.download(key, out)
             os.replace(tmp, target)
-        local[uri] = str(target.resolve())
+        local[key] = local[store.uri(key)] = str(target.resolve())
     counts: dict[str, int] = {}
     for name in (*MANIFESTS, "dataset.json"):
         fd, tmp = tempfile.mkstemp(dir=dest, prefix=".part-")

@@ -1,9 +1,12 @@
 """The training orchestrator: freeze a version and launch one run per threshold crossing.
 
-Checked on every finished transcript (LISTEN/NOTIFY) and on a timer. Several
-orchestrators may run: the check-freeze-record step holds a PostgreSQL advisory
-lock, and the new version's run is recorded in the same transaction that marks
-the version frozen, so each crossing yields exactly one run. Runs heartbeat
+Datasets are per tenant: each tenant's eligible hours are compared with the
+threshold on their own, and a tenant's crossing freezes a version of that
+tenant's audio only and launches its run. Checked on every finished transcript
+(LISTEN/NOTIFY) and on a timer. Several orchestrators may run: the
+check-freeze-record step holds a PostgreSQL advisory lock, and each new version's
+run is recorded in the same transaction that marks the version frozen, so each
+crossing yields exactly one run. Runs heartbeat
 while their launcher works; a run whose orchestrator died is marked failed.
 """
 
@@ -23,11 +26,12 @@ import structlog
 
 from pipeline.config import Settings
 from pipeline.datasets import launchers
-from pipeline.datasets.eligibility import eligible_hours, hours_at_last_run
+from pipeline.datasets.eligibility import eligible_hours_by_tenant, hours_at_last_run_by_tenant
 from pipeline.datasets.freeze import Freezer, FrozenVersion
+from pipeline.datasets.layout import local_dir_name
 from pipeline.datasets.materialize import materialize
 from pipeline.datasets.queries import audio_keys
-from pipeline.db.database import Database
+from pipeline.db.database import AsyncConn, Database
 from pipeline.db.notify import wait_for_notify
 from pipeline.errors import Ai2TextError
 from pipeline.metrics import Metrics
@@ -108,41 +112,70 @@ class Orchestrator:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), self.training.check_interval_s)
 
-    async def check(self) -> FrozenVersion | None:
-        """Freeze and start a run if a crossing happened; None otherwise (or if busy)."""
+    async def check(self) -> list[FrozenVersion]:
+        """Freeze and start a run for every tenant whose crossing happened (or none if busy).
+
+        One tenant's failed freeze does not cost the others their run: the versions
+        frozen are launched, then the first failure is raised for the caller to log.
+        """
+        frozen: list[FrozenVersion] = []
+        failure: Exception | None = None
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 "SELECT pg_try_advisory_lock(%s) AS got", (ORCHESTRATOR_LOCK_KEY,)
             )
             row = await cur.fetchone()
             if row is None or not row["got"]:
-                return None
+                return []
             try:
-                total = await eligible_hours(conn, self.settings.dataset)
-                previous = await hours_at_last_run(conn, self.settings.dataset.name)
-                if total < self.training.threshold_hours:
-                    return None
-                if total - previous < self.training.new_hours_needed:
-                    return None
-                log.info(
-                    "training threshold crossed",
-                    eligible_hours=round(total, 4),
-                    hours_at_last_run=round(previous, 4),
-                )
-                frozen = await self.freezer.freeze(run_launcher=self.training.launcher)
+                for tenant in await self._crossed(conn):
+                    try:
+                        frozen.append(
+                            await self.freezer.freeze(
+                                tenant=tenant, run_launcher=self.training.launcher
+                            )
+                        )
+                    except Exception as exc:  # noqa: BLE001 - raised below, after the others
+                        log.warning(
+                            "could not freeze a crossed dataset", tenant=tenant, error=str(exc)
+                        )
+                        failure = failure or exc
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(%s)", (ORCHESTRATOR_LOCK_KEY,))
-        task = asyncio.create_task(self.launch(frozen))
-        self._launches.add(task)
-        task.add_done_callback(self._launches.discard)
+        for version in frozen:
+            task = asyncio.create_task(self.launch(version))
+            self._launches.add(task)
+            task.add_done_callback(self._launches.discard)
+        if failure is not None:
+            raise failure
         return frozen
+
+    async def _crossed(self, conn: AsyncConn) -> list[str]:
+        """Tenants at the threshold with enough new hours since their last run."""
+        totals = await eligible_hours_by_tenant(conn, self.settings.dataset)
+        previous = await hours_at_last_run_by_tenant(conn, self.settings.dataset.name)
+        crossed = []
+        for tenant, total in sorted(totals.items()):
+            before = previous.get(tenant, 0.0)
+            if total < self.training.threshold_hours:
+                continue
+            if total - before < self.training.new_hours_needed:
+                continue
+            log.info(
+                "training threshold crossed",
+                tenant=tenant,
+                eligible_hours=round(total, 4),
+                hours_at_last_run=round(before, 4),
+            )
+            crossed.append(tenant)
+        return crossed
 
     async def launch(self, frozen: FrozenVersion) -> None:
         """Run the configured launcher for ``frozen``'s run and record the outcome."""
         assert frozen.run_id is not None
         run_id = str(frozen.run_id)
         # This task's own context: every event of the launch carries the run id.
-        structlog.contextvars.bind_contextvars(run_id=run_id)
+        structlog.contextvars.bind_contextvars(run_id=run_id, tenant=frozen.tenant)
         run_dir = self._runs_root() / run_id
         ctx = launchers.RunContext(
             run_id=run_id,
@@ -195,11 +228,11 @@ class Orchestrator:
     ) -> launchers.RunContext:
         """Copy audio and manifests to local disk for trainers that need files."""
         assert self.training.materialize_dir is not None
-        dest = self.training.materialize_dir / "datasets" / f"{frozen.name}-v{frozen.version}"
+        name = local_dir_name(frozen.tenant, frozen.name, frozen.version)
+        dest = self.training.materialize_dir / "datasets" / name
         async with self.db.connection() as conn:
-            keys = [str(r["storage_key"]) for r in await audio_keys(conn, frozen.id)]
-        mapping = {self.store.uri(k): k for k in keys}
-        await asyncio.to_thread(materialize, self.store, frozen.prefix, mapping, dest)
+            keys = await audio_keys(conn, frozen.id)
+        await asyncio.to_thread(materialize, self.store, frozen.prefix, keys, dest)
         return dataclasses.replace(ctx, dataset_dir=str(dest), local_dir=dest)
 
     async def _record_stopped(

@@ -14,6 +14,12 @@ way (a space is ``+``, a literal plus is ``%2B``) and are decoded here. The
 top-level MinIO ``Key`` is *not* encoded: MinIO builds it from the already
 unescaped object name, so it is used as sent.
 
+Every field is checked before anything is stored: text must be valid Unicode
+without control characters (PostgreSQL cannot store a NUL) and within a length
+bound, and ``size`` an integer between 0 and the largest object S3-compatible
+stores hold. A body that breaks any rule is a ``MalformedEvent`` (a client
+error), never something that fails later in the database.
+
 Records of every event type are returned; callers filter on ``is_created``.
 """
 
@@ -30,9 +36,15 @@ from urllib.parse import unquote_plus
 from pipeline.errors import Ai2TextError
 
 MAX_KEY_BYTES = 1024
+# MinIO's largest object (AWS S3's is 5 TiB); anything larger is not a real object.
+MAX_OBJECT_BYTES = 50 * 1024**4
+# Bounds on the other text fields, far above what S3, MinIO and Ceph send.
+MAX_NAME_BYTES = 255  # event names and bucket names
+MAX_TOKEN_BYTES = 1024  # eTag, versionId, sequencer
 TEST_EVENT = "s3:TestEvent"
 
 _HEX = re.compile(r"[0-9A-Fa-f]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class MalformedEvent(Ai2TextError):
@@ -136,7 +148,9 @@ def _parse_record(index: int, record: object) -> ObjectEvent:
     if not isinstance(record, Mapping):
         raise MalformedEvent(f"{where} is not an object")
     event_name = _required_str(record, ("eventName",), where)
+    _check_text(event_name, f"{where}: eventName", MAX_NAME_BYTES)
     bucket = _required_str(record, ("s3", "bucket", "name"), where)
+    _check_bucket(bucket, f"{where}: s3.bucket.name")
     raw_key = _required_str(record, ("s3", "object", "key"), where)
     obj = record["s3"]["object"]
 
@@ -163,12 +177,14 @@ def _parse_minio_summary(doc: Mapping[str, Any]) -> ObjectEvent:
     event_name = doc.get("EventName")
     if not isinstance(event_name, str) or not event_name:
         raise MalformedEvent("EventName is missing or not a non-empty string")
+    _check_text(event_name, "EventName", MAX_NAME_BYTES)
     full = doc.get("Key")
     if not isinstance(full, str) or not full:
         raise MalformedEvent("Key is missing or not a non-empty string")
     bucket, sep, key = full.partition("/")
     if not sep or not bucket:
         raise MalformedEvent("Key must have the form 'bucket/object-key'")
+    _check_bucket(bucket, "Key's bucket")
     _check_key(key, "Key")
     return ObjectEvent(
         bucket=bucket,
@@ -196,6 +212,7 @@ def _optional_str(obj: Mapping[str, Any], field: str, where: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise MalformedEvent(f"{where}: s3.object.{field} must be a string")
+    _check_text(value, f"{where}: s3.object.{field}", MAX_TOKEN_BYTES)
     return value
 
 
@@ -205,7 +222,27 @@ def _optional_size(obj: Mapping[str, Any], where: str) -> int | None:
         return None
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise MalformedEvent(f"{where}: s3.object.size must be a non-negative integer")
+    if size > MAX_OBJECT_BYTES:
+        raise MalformedEvent(f"{where}: s3.object.size is larger than {MAX_OBJECT_BYTES} bytes")
     return size
+
+
+def _check_text(value: str, field: str, max_bytes: int) -> None:
+    """Valid Unicode, no control character, at most ``max_bytes`` as UTF-8."""
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedEvent(f"{field} is not valid Unicode") from None
+    if _CONTROL.search(value):
+        raise MalformedEvent(f"{field} contains a control character")
+    if len(encoded) > max_bytes:
+        raise MalformedEvent(f"{field} is longer than {max_bytes} bytes")
+
+
+def _check_bucket(name: str, field: str) -> None:
+    _check_text(name, field, MAX_NAME_BYTES)
+    if "/" in name:
+        raise MalformedEvent(f"{field} contains a '/'")
 
 
 def _check_key(key: str, field: str) -> None:

@@ -20,6 +20,14 @@ class WatchedSource:
         return key.startswith(self.settings.prefix) and extension_of(key) in self.suffixes
 
 
+def watched_buckets(settings: Settings) -> frozenset[str]:
+    """The buckets some ``s3_sources`` entry watches; no connection is made.
+
+    The webhook receiver refuses events for any other bucket before storing them.
+    """
+    return frozenset(src.bucket for src in settings.s3_sources)
+
+
 class SourceRegistry:
     def __init__(self, settings: Settings) -> None:
         self.sources: list[WatchedSource] = []

@@ -24,8 +24,11 @@ from pipeline.config import AsrSettings, DatasetSettings, Settings
 from pipeline.datasets.eligibility import eligible_hours
 from pipeline.datasets.freeze import MANIFESTS, Freezer, FrozenVersion
 from pipeline.datasets.materialize import materialize
+from pipeline.datasets.queries import audio_keys
+from pipeline.datasets.served import make_servable
 from pipeline.datasets.utterances import SegmentRow, passes, split_for, utterances
 from pipeline.db.database import Database
+from pipeline.db.migrate import available_migrations, migrate
 from pipeline.errors import TransientError
 from pipeline.ingest.core import Arrival, Ingestor, IngestResult
 from pipeline.storage import FilesystemStore, ObjectInfo
@@ -68,7 +71,10 @@ async def opened(settings: Settings) -> AsyncIterator[Database]:
 
 
 async def ingest(
-    settings: Settings, database: Database, names: Iterable[str | tuple[str, str]]
+    settings: Settings,
+    database: Database,
+    names: Iterable[str | tuple[str, str]],
+    tenant: str = "default",
 ) -> dict[str, IngestResult]:
     """Ingest test files; a ``(name, data file)`` pair ingests that file under another name."""
     ingestor = Ingestor(settings, database, store_of(settings))
@@ -76,10 +82,9 @@ async def ingest(
     for entry in names:
         name, source = (entry, entry) if isinstance(entry, str) else entry
         path = DATA / source
+        arrival = Arrival("folder", name, f"file:///inbox/{tenant}/{name}", "v1", tenant=tenant)
         with open(path, "rb") as f:
-            results[name] = await ingestor.ingest(
-                Arrival("folder", name, f"file:///inbox/{name}", "v1"), f, path.stat().st_size
-            )
+            results[name] = await ingestor.ingest(arrival, f, path.stat().st_size)
     return results
 
 
@@ -98,25 +103,38 @@ async def transcribe_pending(settings: Settings, database: Database, db: Conn) -
 
 
 async def add_transcribed(
-    settings: Settings, database: Database, db: Conn, *names: str | tuple[str, str]
+    settings: Settings,
+    database: Database,
+    db: Conn,
+    *names: str | tuple[str, str],
+    tenant: str = "default",
 ) -> dict[str, uuid.UUID]:
-    """Ingest and transcribe ``names``; their audio ids by name."""
-    results = await ingest(settings, database, names)
+    """Ingest (as ``tenant``'s) and transcribe ``names``; their audio ids by name."""
+    results = await ingest(settings, database, names, tenant)
     await transcribe_pending(settings, database, db)
     return {name: r.audio_id for name, r in results.items()}
 
 
-async def freeze(settings: Settings, database: Database, store: Any = None) -> FrozenVersion:
-    return await Freezer(settings, database, store or store_of(settings)).freeze()
+async def freeze(
+    settings: Settings, database: Database, store: Any = None, tenant: str = "default"
+) -> FrozenVersion:
+    return await Freezer(settings, database, store or store_of(settings)).freeze(tenant=tenant)
 
 
-async def hours_eligible(database: Database, rules: DatasetSettings) -> float:
+async def hours_eligible(
+    database: Database, rules: DatasetSettings, tenant: str | None = None
+) -> float:
     async with database.connection() as conn:
-        return await eligible_hours(conn, rules)
+        return await eligible_hours(conn, rules, tenant)
 
 
-def version_dir(settings: Settings, number: int, name: str = "default") -> Path:
-    return settings.data_dir / "objects" / "datasets" / name / f"v{number}"
+def version_dir(
+    settings: Settings, number: int, name: str = "default", tenant: str = "default"
+) -> Path:
+    base = settings.data_dir / "objects" / "datasets" / name
+    if tenant != "default":
+        base = base / "tenants" / tenant
+    return base / f"v{number}"
 
 
 def sha256_file(path: Path) -> str:
@@ -166,18 +184,23 @@ def audio_row(db: Conn, audio_id: uuid.UUID | str) -> dict[str, Any]:
     return row
 
 
-def items_of(db: Conn, version: int, name: str = "default") -> dict[str, dict[str, Any]]:
+def items_of(
+    db: Conn, version: int, name: str = "default", tenant: str = "default"
+) -> dict[str, dict[str, Any]]:
     rows = db.execute(
         "SELECT i.* FROM dataset_items i JOIN dataset_versions v ON v.id = i.version_id"
-        " WHERE v.name = %s AND v.version = %s",
-        (name, version),
+        " WHERE v.tenant = %s AND v.name = %s AND v.version = %s",
+        (tenant, name, version),
     ).fetchall()
     return {str(r["audio_id"]): r for r in rows}
 
 
-def version_row(db: Conn, version: int, name: str = "default") -> dict[str, Any]:
+def version_row(
+    db: Conn, version: int, name: str = "default", tenant: str = "default"
+) -> dict[str, Any]:
     row = db.execute(
-        "SELECT * FROM dataset_versions WHERE name = %s AND version = %s", (name, version)
+        "SELECT * FROM dataset_versions WHERE tenant = %s AND name = %s AND version = %s",
+        (tenant, name, version),
     ).fetchone()
     assert row is not None, f"no version {version}"
     return row
@@ -224,8 +247,10 @@ def test_manifests_list_every_eligible_utterance_exactly_as_the_rules_cut_it(
         ]
         for e in entries:
             assert set(e) == {"audio_filepath", "offset", "duration", "text", "lang", "audio_id"}
-            assert e["audio_filepath"] == store.uri(audio["storage_key"])
-            assert Path(e["audio_filepath"]).is_absolute() and Path(e["audio_filepath"]).exists()
+            # The object key, never the server's path: manifests are served to tenants.
+            assert e["audio_filepath"] == audio["storage_key"]
+            assert not Path(e["audio_filepath"]).is_absolute()
+            assert (store.root / e["audio_filepath"]).is_file()
             assert e["offset"] >= 0
             assert e["duration"] > 0
             assert e["offset"] + e["duration"] <= audio["duration_s"] + 0.05
@@ -395,8 +420,8 @@ def test_version_numbers_are_never_reused_after_a_failed_or_abandoned_freeze(
             done = [await freeze(settings, database)]
             # A version some other writer reserved and gave up on also keeps its number.
             db.execute(
-                "INSERT INTO dataset_versions (name, version, prefix, state)"
-                " VALUES ('default', 3, 'datasets/default/v3', 'abandoned')"
+                "INSERT INTO dataset_versions (tenant, name, version, prefix, state)"
+                " VALUES ('default', 'default', 3, 'datasets/default/v3', 'abandoned')"
             )
             done.append(await freeze(settings, database))
             return done
@@ -444,10 +469,10 @@ def test_materialize_copies_audio_and_rewrites_paths_to_local_files(
         " WHERE i.version_id = %s",
         (frozen.id,),
     ).fetchall()
-    mapping = {store.uri(r["storage_key"]): r["storage_key"] for r in keys}
+    storage_keys = [r["storage_key"] for r in keys]
     dest = tmp_path / "train-data"
 
-    counts = materialize(store, frozen.prefix, mapping, dest)
+    counts = materialize(store, frozen.prefix, storage_keys, dest)
 
     assert counts == {name: len(read_jsonl(source / name)) for name in MANIFESTS}
     assert (dest / "dataset.json").read_bytes() == (source / "dataset.json").read_bytes()
@@ -469,7 +494,7 @@ def test_materialize_copies_audio_and_rewrites_paths_to_local_files(
     assert len(list((dest / "audio").iterdir())) == 3
     # The frozen version itself is untouched, and materializing again is harmless.
     assert hashes(source) == before
-    assert materialize(store, frozen.prefix, mapping, dest) == counts
+    assert materialize(store, frozen.prefix, storage_keys, dest) == counts
     assert hashes(source) == before
 
 
@@ -636,3 +661,160 @@ def test_a_version_abandoned_while_freezing_gets_no_items_and_no_run(
     assert version_row(db, 1)["state"] == "abandoned"
     assert items_of(db, 1) == {}
     assert db.execute("SELECT count(*) AS n FROM training_runs").fetchone() == {"n": 0}
+
+
+# -- tenants -------------------------------------------------------------------------
+
+
+def all_manifest_text(directory: Path) -> str:
+    return "".join((directory / name).read_text() for name in (*MANIFESTS, "dataset.json"))
+
+
+def test_each_tenants_versions_hold_only_its_audio_and_are_numbered_apart(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings()
+    tenant = "acme corp/7"  # not a safe key part: its directory is a hash of the name
+
+    async def scenario() -> tuple[dict[str, uuid.UUID], dict[str, uuid.UUID], list[Any]]:
+        async with opened(settings) as database:
+            theirs = await add_transcribed(
+                settings, database, db, "jfk.flac", "hotwords.mp3", tenant=tenant
+            )
+            ours = await add_transcribed(settings, database, db, "stereo_diarization.wav")
+            hours = [
+                await hours_eligible(database, settings.dataset, tenant),
+                await hours_eligible(database, settings.dataset, "default"),
+                await hours_eligible(database, settings.dataset, "nobody"),
+            ]
+            frozen = [
+                await freeze(settings, database, tenant=tenant),
+                await freeze(settings, database),
+                await freeze(settings, database, tenant=tenant),
+            ]
+            return theirs, ours, [hours, frozen]
+
+    theirs, ours, (hours, (t1, d1, t2)) = asyncio.run(scenario())
+    assert hours[0] == pytest.approx(15 / 3600, abs=0.2 / 3600)
+    assert hours[1] == pytest.approx(5 / 3600, abs=0.2 / 3600)
+    assert hours[2] == 0
+    # Numbers count per tenant: both tenants have a v1.
+    assert [(f.tenant, f.version) for f in (t1, d1, t2)] == [
+        (tenant, 1),
+        ("default", 1),
+        (tenant, 2),
+    ]
+    assert d1.prefix == "datasets/default/v1"
+    assert t1.prefix.startswith("datasets/default/tenants/=") and t1.prefix.endswith("/v1")
+    assert t2.prefix == t1.prefix.removesuffix("v1") + "v2"
+    assert set(items_of(db, 1, tenant=tenant)) == {str(i) for i in theirs.values()}
+    assert set(items_of(db, 1)) == {str(i) for i in ours.values()}
+    assert t1.audio_hours == pytest.approx(hours[0]) and d1.audio_hours == pytest.approx(hours[1])
+
+    store = store_of(settings)
+    their_dir, our_dir = store.root / t1.prefix, version_dir(settings, 1)
+    their_ids = {e["audio_id"] for lines in manifest_lines(their_dir).values() for e in lines}
+    our_ids = {e["audio_id"] for lines in manifest_lines(our_dir).values() for e in lines}
+    assert their_ids == {str(i) for i in theirs.values()}
+    assert our_ids == {str(i) for i in ours.values()}
+    assert json.loads((their_dir / "dataset.json").read_text())["tenant"] == tenant
+    # No file of either version names a server path.
+    for directory in (their_dir, our_dir):
+        assert str(settings.data_dir) not in all_manifest_text(directory)
+
+
+def test_a_manifest_frozen_with_server_paths_is_served_with_object_keys(
+    make_settings: Any, db: Conn, tmp_path: Path
+) -> None:
+    """Versions frozen before 0005 named audio by the store's path: served, they name keys."""
+    settings = make_settings()
+    store = store_of(settings)
+
+    async def scenario() -> FrozenVersion:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, "jfk.flac", "hotwords.mp3")
+            return await freeze(settings, database)
+
+    frozen = asyncio.run(scenario())
+    rewritten = 0
+    for name in MANIFESTS:
+        current = (store.root / frozen.prefix / name).read_bytes()
+        legacy = tmp_path / name
+        with open(legacy, "w", encoding="utf-8") as out:
+            for entry in read_jsonl(store.root / frozen.prefix / name):
+                for field in ("audio_filepath", "file_name"):
+                    if field in entry:
+                        entry[field] = store.uri(entry[field])
+                out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        rewritten += legacy.read_text().count(str(store.root))
+        make_servable(legacy)
+        assert legacy.read_bytes() == current, name
+        # A current manifest passes through byte for byte.
+        served = tmp_path / f"current-{name}"
+        served.write_bytes(current)
+        make_servable(served)
+        assert served.read_bytes() == current
+    assert rewritten >= 4  # two audio files, each in a split manifest and in metadata.jsonl
+
+
+def test_versions_frozen_before_dataset_tenants_belong_to_the_default_tenant(
+    database_url: str, db: Conn
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.autocommit = True
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for migration in available_migrations():
+            if migration.version >= 5:
+                break
+            conn.execute(migration.sql.encode())
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                (migration.version, migration.name),
+            )
+        conn.execute(
+            "INSERT INTO dataset_versions (name, version, prefix, state)"
+            " VALUES ('default', 1, 'datasets/default/v1', 'frozen')"
+        )
+        assert 5 in migrate(conn)
+
+    rows = db.execute("SELECT tenant, name, version FROM dataset_versions").fetchall()
+    assert rows == [{"tenant": "default", "name": "default", "version": 1}]
+    # Another tenant may now have its own v1 of the same dataset; a writer must name one.
+    db.execute(
+        "INSERT INTO dataset_versions (tenant, name, version, prefix)"
+        " VALUES ('acme', 'default', 1, 'datasets/default/tenants/acme/v1')"
+    )
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        db.execute(
+            "INSERT INTO dataset_versions (name, version, prefix)"
+            " VALUES ('default', 2, 'datasets/default/v2')"
+        )
+
+
+def test_a_frozen_version_read_in_place_tells_the_trainer_to_materialize(
+    make_settings: Any, db: Conn, tmp_path: Path
+) -> None:
+    from workers.trainer.manifest import ManifestError, read_manifest
+
+    settings = make_settings()
+    store = store_of(settings)
+
+    async def scenario() -> tuple[FrozenVersion, list[str]]:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, *BASE)
+            frozen = await freeze(settings, database)
+            async with database.connection() as conn:
+                return frozen, await audio_keys(conn, frozen.id)
+
+    frozen, keys = asyncio.run(scenario())
+    with pytest.raises(ManifestError, match="--materialize DIR") as info:
+        read_manifest(str(store.root / frozen.prefix / "train.jsonl"))
+    assert "object key" in str(info.value)
+
+    dest = tmp_path / "local"
+    materialize(store, frozen.prefix, keys, dest)
+    manifest = read_manifest(str(dest / "train.jsonl"))
+    assert manifest.utterances and all(u.audio_path.is_file() for u in manifest.utterances)

@@ -97,7 +97,7 @@ def runs(db: Conn) -> list[dict[str, Any]]:
 
 
 def versions(db: Conn) -> list[dict[str, Any]]:
-    return db.execute("SELECT * FROM dataset_versions ORDER BY version").fetchall()
+    return db.execute("SELECT * FROM dataset_versions ORDER BY version, tenant").fetchall()
 
 
 async def runs_finished(db: Conn, count: int, timeout: float = 90) -> list[dict[str, Any]]:
@@ -126,8 +126,7 @@ def freeze_and_launch_once(settings: Settings, db: Conn, store: Any) -> FrozenVe
     async def scenario() -> FrozenVersion:
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
-            frozen = await Orchestrator(settings, database, store).check()
-            assert frozen is not None
+            (frozen,) = await Orchestrator(settings, database, store).check()
             await runs_finished(db, 1)
             return frozen
 
@@ -166,20 +165,20 @@ def test_crossing_the_threshold_launches_one_command_run_that_succeeds(
     settings = make_settings(training=training())
     store = store_of(settings)
 
-    async def scenario() -> tuple[FrozenVersion, Orchestrator, FrozenVersion | None]:
+    async def scenario() -> tuple[FrozenVersion, Orchestrator, list[FrozenVersion]]:
         async with opened(settings) as database:
             orchestrator = Orchestrator(settings, database, store)
             await add_transcribed(settings, database, db, "jfk.flac", "hotwords.mp3")
-            assert await orchestrator.check() is None  # 15 s: below the threshold
+            assert await orchestrator.check() == []  # 15 s: below the threshold
             assert versions(db) == []
             await add_transcribed(settings, database, db, "stereo_diarization.wav")
-            frozen = await orchestrator.check()
-            assert frozen is not None and frozen.run_id is not None
+            (frozen,) = await orchestrator.check()
+            assert frozen.run_id is not None and frozen.tenant == "default"
             await runs_finished(db, 1)
             return frozen, orchestrator, await orchestrator.check()
 
     frozen, orchestrator, again = asyncio.run(scenario())
-    assert again is None  # nothing new since the run: no second crossing
+    assert again == []  # nothing new since the run: no second crossing
     assert run_outcomes(orchestrator) == {"succeeded": 1, "failed": 0}
     (run,) = runs(db)
     assert len(versions(db)) == 1
@@ -225,7 +224,7 @@ def test_five_orchestrators_checking_at_once_make_one_run_and_one_version(
 ) -> None:
     settings = make_settings(training=training())
 
-    async def scenario() -> tuple[list[FrozenVersion | None], list[FrozenVersion | None]]:
+    async def scenario() -> tuple[list[list[FrozenVersion]], list[list[FrozenVersion]]]:
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
         databases = [Database(settings.database, embedded=None) for _ in range(5)]
@@ -242,9 +241,9 @@ def test_five_orchestrators_checking_at_once_make_one_run_and_one_version(
                 await d.close()
 
     first, second = asyncio.run(scenario())
-    winners = [f for f in first if f is not None]
+    winners = [f for frozen in first for f in frozen]
     assert len(winners) == 1
-    assert second == [None] * 5
+    assert second == [[]] * 5
     assert [v["version"] for v in versions(db)] == [1]
     (run,) = runs(db)
     assert run["state"] == "succeeded" and run["id"] == winners[0].run_id
@@ -316,16 +315,14 @@ def test_a_second_crossing_makes_version_2_and_a_second_run_leaving_v1_untouched
         async with opened(settings) as database:
             orchestrator = Orchestrator(settings, database, store)
             await add_transcribed(settings, database, db, *BASE)
-            first = await orchestrator.check()
-            assert first is not None
+            (first,) = await orchestrator.check()
             await runs_finished(db, 1)
             v1_before.update(hashes(version_dir(settings, 1)))
-            assert await orchestrator.check() is None  # nothing new yet
+            assert await orchestrator.check() == []  # nothing new yet
             await add_transcribed(settings, database, db, "multilingual.mp3")  # +59.9 s
-            second = await orchestrator.check()
-            assert second is not None
+            (second,) = await orchestrator.check()
             await runs_finished(db, 2)
-            assert await orchestrator.check() is None
+            assert await orchestrator.check() == []
             return first, second
 
     first, second = asyncio.run(scenario())
@@ -354,8 +351,7 @@ def test_a_trainer_exiting_non_zero_fails_the_run_and_marks_its_directory(
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
             orchestrator = Orchestrator(settings, database, store)
-            frozen = await orchestrator.check()
-            assert frozen is not None
+            (frozen,) = await orchestrator.check()
             await runs_finished(db, 1)
             return frozen
 
@@ -396,7 +392,7 @@ def test_a_running_trainer_heartbeats_and_is_not_reaped_by_another_orchestrator(
             await add_transcribed(settings, database, db, *BASE)
             owner = Orchestrator(settings, database, store_of(settings))
             other = Orchestrator(settings, database, store_of(settings))
-            assert await owner.check() is not None
+            assert len(await owner.check()) == 1
 
             def heartbeating() -> bool:  # running, and heartbeating well past 3 intervals
                 (run,) = runs(db)
@@ -456,10 +452,11 @@ def test_with_materialize_dir_the_trainer_gets_local_manifests_and_audio(
             assert path.is_file() and path.parent == (dest / "audio").resolve()
             audio_ids.add(entry["audio_id"])
     assert len(audio_ids) == 3
-    # The frozen version in the store still points at the store.
+    # The frozen version in the store still names its audio by object key.
     for name in ("train.jsonl", "dev.jsonl", "test.jsonl"):
         for line in (version_dir(settings, 1) / name).read_text().splitlines():
-            assert json.loads(line)["audio_filepath"].startswith(str(store.root))
+            key = json.loads(line)["audio_filepath"]
+            assert key.startswith("audio/sha256/") and (store.root / key).is_file()
 
 
 # -- the http launcher ------------------------------------------------------------------
@@ -524,8 +521,7 @@ def http_run(make_settings: Any, db: Conn, **overrides: Any) -> tuple[Settings, 
     async def scenario() -> FrozenVersion:
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
-            frozen = await Orchestrator(settings, database, store_of(settings)).check()
-            assert frozen is not None
+            (frozen,) = await Orchestrator(settings, database, store_of(settings)).check()
             await runs_finished(db, 1)
             return frozen
 
@@ -555,6 +551,9 @@ def test_http_launcher_retries_5xx_then_records_the_remote_run(
         assert dataset["name"] == "default" and dataset["version"] == 1
         assert dataset["dir"] == store.uri(prefix)
         assert dataset["manifests"] == {
+        assert dataset["tenant"] == "default"
+        # The manifests name object keys; this is where the keys are.
+        assert dataset["audio_root"] == f"{store.root}/"
             s: store.uri(f"{prefix}/{s}.jsonl") for s in ("train", "dev", "test")
         }
         assert all(Path(p).is_file() for p in dataset["manifests"].values())
@@ -596,7 +595,7 @@ def test_a_run_left_running_by_a_dead_orchestrator_is_reaped_and_the_next_crossi
 ) -> None:
     settings = make_settings(training=training(min_new_hours=0.005, heartbeat_s=10))
 
-    async def scenario() -> tuple[int, int, int, FrozenVersion | None, FrozenVersion | None]:
+    async def scenario() -> tuple[int, int, int, list[FrozenVersion], list[FrozenVersion]]:
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
             # The dead orchestrator froze v1 and recorded its run...
@@ -615,8 +614,9 @@ def test_a_run_left_running_by_a_dead_orchestrator_is_reaped_and_the_next_crossi
             )
             # It also left a version half-written long ago.
             db.execute(
-                "INSERT INTO dataset_versions (name, version, prefix, created_at)"
-                " VALUES ('default', 2, 'datasets/default/v2', now() - interval '2 hours')"
+                "INSERT INTO dataset_versions (tenant, name, version, prefix, created_at)"
+                " VALUES ('default', 'default', 2, 'datasets/default/v2',"
+                "  now() - interval '2 hours')"
             )
             reaped = await orchestrator.reap_orphans()
             again = await orchestrator.reap_orphans()
@@ -638,8 +638,8 @@ def test_a_run_left_running_by_a_dead_orchestrator_is_reaped_and_the_next_crossi
         (3, "frozen"),
     ]
     # The failed run counts as the run of its crossing; new hours make the next one.
-    assert no_new_hours is None
-    assert next_one is not None and next_one.version == 3
+    assert no_new_hours == []
+    assert [v.version for v in next_one] == [3]
     assert successor["state"] == "succeeded" and successor["version"] == 3
 
 
@@ -648,19 +648,19 @@ def test_a_freeze_failing_mid_way_releases_the_lock_and_the_next_check_freezes_a
 ) -> None:
     settings = make_settings(training=training())
 
-    async def scenario() -> FrozenVersion | None:
+    async def scenario() -> FrozenVersion:
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
             broken = Orchestrator(settings, database, FailingStore(store_of(settings), 3))
             with pytest.raises(TransientError, match="injected"):
                 await broken.check()
             other = Orchestrator(settings, database, store_of(settings))
-            frozen = await other.check()
+            (frozen,) = await other.check()
             await runs_finished(db, 1)
             return frozen
 
     frozen = asyncio.run(scenario())
-    assert frozen is not None and frozen.version == 2
+    assert frozen.version == 2
     assert [(v["version"], v["state"]) for v in versions(db)] == [(1, "abandoned"), (2, "frozen")]
     (run,) = runs(db)
     assert run["version"] == 2 and run["state"] == "succeeded"
@@ -725,3 +725,99 @@ def test_a_finished_transcript_wakes_the_orchestrator_loop_without_waiting_for_i
     asyncio.run(scenario())
     (run,) = runs(db)
     assert run["state"] == "succeeded", run["error"]
+
+
+# -- tenants ----------------------------------------------------------------------------
+
+# Below jfk.flac (11 s) and hotwords.mp3 (4 s) alone, and below stereo_diarization.wav's
+# 5 s: a tenant crosses with any one of them, and crosses again with one more.
+TENANT_THRESHOLD_HOURS = 3.5 / 3600
+
+
+def test_each_tenants_crossing_makes_its_own_version_and_run_exactly_once(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings(training=training(threshold_hours=TENANT_THRESHOLD_HOURS))
+    store = store_of(settings)
+
+    async def scenario() -> tuple[dict[str, Any], list[FrozenVersion], list[FrozenVersion]]:
+        async with opened(settings) as database:
+            orchestrator = Orchestrator(settings, database, store)
+            ids = await add_transcribed(settings, database, db, "jfk.flac", tenant="acme")
+            ids |= await add_transcribed(settings, database, db, "hotwords.mp3", tenant="globex")
+            first = await orchestrator.check()
+            await runs_finished(db, 2)
+            assert await orchestrator.check() == []  # each crossing ran once
+            # globex alone crosses again; acme has nothing new.
+            ids |= await add_transcribed(
+                settings, database, db, "stereo_diarization.wav", tenant="globex"
+            )
+            second = await orchestrator.check()
+            await runs_finished(db, 3)
+            assert await orchestrator.check() == []
+            return ids, first, second
+
+    ids, first, second = asyncio.run(scenario())
+    assert [(f.tenant, f.version) for f in first] == [("acme", 1), ("globex", 1)]
+    assert [(f.tenant, f.version) for f in second] == [("globex", 2)]
+    rows = db.execute(
+        "SELECT v.tenant, v.version, v.prefix, r.state, array_agg(i.audio_id::text) AS audio"
+        " FROM dataset_versions v JOIN training_runs r ON r.version_id = v.id"
+        " JOIN dataset_items i ON i.version_id = v.id"
+        " GROUP BY v.tenant, v.version, v.prefix, r.state ORDER BY v.tenant, v.version"
+    ).fetchall()
+    assert [(r["tenant"], r["version"], r["state"], sorted(r["audio"])) for r in rows] == [
+        ("acme", 1, "succeeded", [str(ids["jfk.flac"])]),
+        ("globex", 1, "succeeded", [str(ids["hotwords.mp3"])]),
+        (
+            "globex",
+            2,
+            "succeeded",
+            sorted([str(ids["hotwords.mp3"]), str(ids["stereo_diarization.wav"])]),
+        ),
+    ]
+    assert [r["prefix"] for r in rows] == [
+        "datasets/default/tenants/acme/v1",
+        "datasets/default/tenants/globex/v1",
+        "datasets/default/tenants/globex/v2",
+    ]
+    # Each run was handed its own tenant's version.
+    for frozen in (*first, *second):
+        record = trainer_record(settings, frozen.run_id)
+        assert record["argv"][1] == store.uri(frozen.prefix)
+        assert record["argv"][4] == str(frozen.version)
+        manifest = Path(record["argv"][2]).read_text()
+        others = {str(i) for i in ids.values()} - {str(a) for a, *_ in frozen.items}
+        assert not any(other in manifest for other in others), frozen.tenant
+
+
+def test_one_tenants_failed_freeze_costs_no_other_tenant_its_run(
+    make_settings: Any, db: Conn
+) -> None:
+    settings = make_settings(training=training(threshold_hours=TENANT_THRESHOLD_HOURS))
+
+    async def scenario() -> list[FrozenVersion]:
+        async with opened(settings) as database:
+            await add_transcribed(settings, database, db, "jfk.flac", tenant="acme")
+            await add_transcribed(settings, database, db, "hotwords.mp3", tenant="globex")
+            # acme is frozen first and its first write fails; globex's freeze goes on.
+            broken = Orchestrator(settings, database, FailingStore(store_of(settings), 1))
+            with pytest.raises(TransientError, match="injected"):
+                await broken.check()
+            await runs_finished(db, 1)
+            # The next check freezes acme anew (its failed version keeps its number).
+            retried = await Orchestrator(settings, database, store_of(settings)).check()
+            await runs_finished(db, 2)
+            return retried
+
+    retried = asyncio.run(scenario())
+    assert [(f.tenant, f.version) for f in retried] == [("acme", 2)]
+    assert [(v["tenant"], v["version"], v["state"]) for v in versions(db)] == [
+        ("acme", 1, "abandoned"),
+        ("globex", 1, "frozen"),
+        ("acme", 2, "frozen"),
+    ]
+    assert sorted((r["version"], r["state"]) for r in runs(db)) == [
+        (1, "succeeded"),
+        (2, "succeeded"),
+    ]

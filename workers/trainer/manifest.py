@@ -6,9 +6,10 @@ line is checked and every audio file is looked for before training starts, so a
 bad manifest fails in a second instead of after an hour of steps.
 
 Only local files are read. Frozen versions in object storage name their audio
-``s3://...``; ``ai2text dataset freeze --materialize DIR`` copies it next to
-manifests that point at the copies. A relative path is taken relative to the
-manifest's own directory, as NeMo does.
+by object key (``audio/sha256/…``, older ones by ``s3://…`` or the store's
+path); ``ai2text dataset freeze --materialize DIR`` copies it next to manifests
+that point at the copies. A relative path is taken relative to the manifest's
+own directory, as NeMo does.
 """
 
 from __future__ import annotations
@@ -87,15 +88,21 @@ def read_manifest(location: str) -> Manifest:
         utterance = _parse_line(line, path, f"{path}:{number}")
         if utterance.audio_path not in seen_files:
             if not utterance.audio_path.is_file():
-                raise ManifestError(
-                    f"{utterance.where}: audio file not found: {utterance.audio_path}"
-                )
+                raise ManifestError(_not_found(utterance, path))
             seen_files.add(utterance.audio_path)
         if not utterance.target:
             skipped += 1
             continue
         utterances.append(utterance)
     return Manifest(location, tuple(utterances), skipped)
+
+
+def _not_found(utterance: Utterance, manifest: Path) -> str:
+    message = f"{utterance.where}: audio file not found: {utterance.audio_path}"
+    if (manifest.parent / "dataset.json").is_file():
+        # A frozen version read in place: its audio_filepath values are object keys.
+        message += f" (a frozen version names audio by object key; {MATERIALIZE_HINT})"
+    return message
 
 
 def _parse_line(line: str, manifest: Path, where: str) -> Utterance:
