@@ -61,8 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     dataset = sub.add_parser("dataset", help="dataset versions")
     dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True)
     stats = dataset_sub.add_parser("stats", help="eligible hours now and every frozen version")
+    stats.add_argument("--tenant", help="this tenant's hours and versions only (default: all)")
     stats.add_argument("--json", action="store_true")
     freeze = dataset_sub.add_parser("freeze", help="freeze a new immutable version now")
+    freeze.add_argument(
+        "--tenant", default="default", help="whose audio the version holds (default: default)"
+    )
     freeze.add_argument(
         "--materialize",
         type=Path,
@@ -174,10 +178,13 @@ async def cmd_dataset(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.datasets import commands
 
     if args.dataset_command == "stats":
-        result = await _query(settings, lambda c: commands.dataset_stats(c, settings))
+        result = await _query(settings, lambda c: commands.dataset_stats(c, settings, args.tenant))
     else:
         result = await _with_store(
-            settings, lambda db, store: commands.freeze_now(settings, db, store, args.materialize)
+            settings,
+            lambda db, store: commands.freeze_now(
+                settings, db, store, args.materialize, args.tenant
+            ),
         )
     if args.json:
         _print_json(result)
