@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.errors import Ai2TextError
 from pipeline.sources.events import (
+    MAX_OBJECT_BYTES,
     MalformedEvent,
     ObjectEvent,
     parse_notification,
@@ -304,6 +305,78 @@ def test_zero_size_is_accepted() -> None:
     assert parse_notification(body(aws_record(size=0)))[0].size == 0
 
 
+@pytest.mark.parametrize("size", [10**30, 2**63, MAX_OBJECT_BYTES + 1])
+def test_size_larger_than_any_object_is_malformed(size: int) -> None:
+    # 10**30 used to reach the database, fail there and be answered 503: resent forever.
+    reason = reason_of(body(aws_record(size=size)))
+    assert reason == f"Records[0]: s3.object.size is larger than {MAX_OBJECT_BYTES} bytes"
+
+
+def test_size_of_the_largest_object_is_accepted() -> None:
+    assert parse_notification(body(aws_record(size=MAX_OBJECT_BYTES)))[0].size == MAX_OBJECT_BYTES
+
+
+def _set_event_name(r: dict[str, Any], v: str) -> None:
+    r["eventName"] = v
+
+
+def _set_bucket(r: dict[str, Any], v: str) -> None:
+    r["s3"]["bucket"]["name"] = v
+
+
+def _set_object(field: str) -> Any:
+    def setter(r: dict[str, Any], v: str) -> None:
+        r["s3"]["object"][field] = v
+
+    return setter
+
+
+TEXT_FIELDS = [
+    ("eventName", _set_event_name, 255),
+    ("s3.bucket.name", _set_bucket, 255),
+    ("s3.object.eTag", _set_object("eTag"), 1024),
+    ("s3.object.versionId", _set_object("versionId"), 1024),
+    ("s3.object.sequencer", _set_object("sequencer"), 1024),
+]
+
+
+@pytest.mark.parametrize(("field", "setter", "limit"), TEXT_FIELDS)
+@pytest.mark.parametrize("char", ["\x00", "\n", "\x1b", "\x7f"])
+def test_control_character_in_a_text_field_is_malformed(
+    field: str, setter: Any, limit: int, char: str
+) -> None:
+    record = aws_record()
+    setter(record, f"ab{char}cd")
+    assert reason_of(body(record)) == f"Records[0]: {field} contains a control character"
+
+
+@pytest.mark.parametrize(("field", "setter", "limit"), TEXT_FIELDS)
+def test_lone_surrogate_in_a_text_field_is_malformed(field: str, setter: Any, limit: int) -> None:
+    record = aws_record()
+    setter(record, "ab\ud800")
+    # As a sender's JSON carries it: an escaped surrogate with no partner.
+    assert reason_of(body(record)) == f"Records[0]: {field} is not valid Unicode"
+
+
+@pytest.mark.parametrize(("field", "setter", "limit"), TEXT_FIELDS)
+def test_text_field_longer_than_its_bound_is_malformed(field: str, setter: Any, limit: int) -> None:
+    at_limit, over = aws_record(), aws_record()
+    setter(at_limit, "é" * (limit // 2))  # two UTF-8 bytes each: at most the limit
+    setter(over, "é" * (limit // 2) + "xx")
+    assert len(parse_notification(body(at_limit))) == 1
+    assert reason_of(body(over)) == f"Records[0]: {field} is longer than {limit} bytes"
+
+
+def test_bucket_name_with_a_slash_is_malformed() -> None:
+    reason = reason_of(body(aws_record(bucket="a/b")))
+    assert reason == "Records[0]: s3.bucket.name contains a '/'"
+
+
+def test_lone_surrogate_in_a_key_is_malformed() -> None:
+    reason = reason_of(body(aws_record("a\ud800.wav")))
+    assert reason == "Records[0]: s3.object.key is not valid Unicode"
+
+
 @pytest.mark.parametrize("key", ["a%00b.wav", "a\x00b.wav"])
 def test_nul_in_key_is_malformed(key: str) -> None:
     assert reason_of(body(aws_record(key))) == "Records[0]: s3.object.key contains a NUL character"
@@ -346,6 +419,14 @@ def test_non_string_optional_field_is_malformed() -> None:
         ),
         ({"EventName": "s3:ObjectCreated:Put", "Key": "b/"}, "Key is empty"),
         ({"EventName": "s3:ObjectCreated:Put", "Key": "b/a\x00"}, "Key contains a NUL character"),
+        (
+            {"EventName": "s3:Object\x00Created:Put", "Key": "b/k"},
+            "EventName contains a control character",
+        ),
+        (
+            {"EventName": "s3:ObjectCreated:Put", "Key": "b\x01/k"},
+            "Key's bucket contains a control character",
+        ),
     ],
 )
 def test_bad_minio_summary_without_records_is_malformed(
