@@ -340,7 +340,10 @@ class HotFolder:
         else:
             attempts = taking.attempts + 1
             base = max(self.watch.quiet_period_s, 1.0)
-            due = now + backoff_s(attempts, base_s=base, cap_s=UNREADABLE_RETRY_MAX_S)
+            delay = backoff_s(attempts, base_s=base, cap_s=UNREADABLE_RETRY_MAX_S)
+            due = now + delay
+            # Said once (the row and its log line); each retry only at debug level.
+            log.debug("still unreadable", file=str(path), attempts=attempts, retry_in_s=delay)
             held = Held(
                 "unreadable",
                 outcome.fingerprint,

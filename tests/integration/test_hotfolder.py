@@ -8,12 +8,18 @@ a deadline, never on a bare sleep.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import io
 import math
 import os
 import shutil
+import socket
+import stat
 import struct
+import subprocess
+import sys
+import threading
 import time
 import wave
 from collections.abc import AsyncIterator, Callable
@@ -25,13 +31,20 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import structlog
+from psycopg import sql
+from psycopg.rows import dict_row
 
-from pipeline.config import Settings
+from pipeline import catalog
+from pipeline.config import DatasetSettings, Settings
+from pipeline.datasets.eligibility import ELIGIBLE_AUDIO, filter_params
 from pipeline.db.database import Database
 from pipeline.ingest.core import Arrival, Ingestor, IngestResult
 from pipeline.ingest.hotfolder import HotFolder
 from pipeline.storage import FilesystemStore
+from tests.e2e.gateway_harness import Signer, bearer, new_rsa_key, public_pem, start_gateway
+from tests.e2e.harness import cli_json, cli_text
 from tests.waiting import eventually
 
 Row = dict[str, Any]
@@ -107,14 +120,16 @@ class Running:
 
 
 @asynccontextmanager
-async def watcher(settings: Settings) -> AsyncIterator[Running]:
+async def watcher(
+    settings: Settings, ingestor_class: type[SpyIngestor] = SpyIngestor
+) -> AsyncIterator[Running]:
     """Run a HotFolder (with its own DB pool) until the block ends; stop it cleanly."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # as the runtime does
     database = Database(settings.database, embedded=None)
     await database.open()
     try:
         store = FilesystemStore(settings.data_dir / "objects")
-        ingestor = SpyIngestor(settings, database, store)
+        ingestor = ingestor_class(settings, database, store)
         hotfolder = HotFolder(settings, ingestor)
         stop = asyncio.Event()
         task = asyncio.create_task(hotfolder.run(stop))
@@ -444,3 +459,293 @@ def test_file_dropped_while_stopped_is_ingested_by_startup_scan(
     row = row_named(db, "offline.wav")
     assert row is not None and row["state"] == "queued" and row["sha256"] == sha256(data)
     assert not (inbox / "offline.wav").exists()
+
+
+# -- 7. FIFOs, sockets and other special files -------------------------------
+
+
+def test_fifo_and_socket_named_wav_are_rejected_as_not_regular_files_never_opened(
+    make_settings: Any, db: psycopg.Connection[Row]
+) -> None:
+    settings = make_settings()
+    inbox = settings.watch.inbox
+    inbox.mkdir(parents=True)
+    os.mkfifo(inbox / "early.wav")  # present at start-up: found by the scan
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    async def scenario() -> None:
+        async with watcher(settings) as w:
+            os.mkfifo(inbox / "pipe.wav")  # and one that arrives while watching
+            listener.bind(str(inbox / "sock.wav"))
+            for name in ("early.wav", "pipe.wav", "sock.wav"):
+                await w.wait_for(partial_fn(row_named, db, name), timeout=30, what=name)
+                await w.wait_for(
+                    partial_fn((inbox / "rejected" / f"{name}.error.txt").exists),
+                    timeout=30,
+                    what=f"{name} moved to rejected/",
+                )
+
+    with listener, structlog.testing.capture_logs() as logs:
+        asyncio.run(scenario())
+
+    for name, kind in (("early.wav", "FIFO"), ("pipe.wav", "FIFO"), ("sock.wav", "socket")):
+        row = row_named(db, name)
+        assert row is not None and row["state"] == "rejected"
+        assert "not a regular file" in row["error"] and kind in row["error"], row["error"]
+        assert row["sha256"] is None and row["storage_key"] is None
+        assert not (inbox / name).exists() and not (inbox / name).is_symlink()
+        note = (inbox / "rejected" / f"{name}.error.txt").read_text()
+        assert "not a regular file" in note
+    assert stat.S_ISFIFO((inbox / "rejected" / "pipe.wav").lstat().st_mode)
+    assert stat.S_ISSOCK((inbox / "rejected" / "sock.wav").lstat().st_mode)
+    # Nobody holds the FIFO open for reading: a writer that does not wait finds no reader.
+    with pytest.raises(OSError) as no_reader:
+        os.open(inbox / "rejected" / "pipe.wav", os.O_WRONLY | os.O_NONBLOCK)
+    assert no_reader.value.errno == errno.ENXIO
+    rejected = [e for e in logs if e["event"] == "rejected"]
+    assert sorted(e["file"] for e in rejected) == ["early.wav", "pipe.wav", "sock.wav"]
+    assert {e["code"] for e in rejected} == {"not_regular"}
+    assert len(rows(db)) == 3
+
+
+# -- 8. a header that promises more than the file holds ---------------------
+
+
+def without_sizes(wav: bytes) -> bytes:
+    """The WAV as a streaming recorder writes it: no final RIFF and data sizes."""
+    raw = bytearray(wav)
+    raw[4:8] = b"\xff\xff\xff\xff"
+    at = raw.index(b"data")
+    raw[at + 4 : at + 8] = b"\xff\xff\xff\xff"
+    return bytes(raw)
+
+
+def test_file_whose_header_promises_more_waits_then_is_rejected_after_incomplete_timeout(
+    make_settings: Any, db: psycopg.Connection[Row]
+) -> None:
+    timeout_s = 3.0
+    settings = make_settings(watch={"incomplete_timeout_s": timeout_s})
+    inbox = settings.watch.inbox
+    full = tiny_wav(41, seconds=2.0)
+
+    async def scenario() -> float:
+        async with watcher(settings) as w:
+            (inbox / "cut.wav").write_bytes(full[: len(full) // 2])  # final sizes, half the data
+            written = time.time()
+
+            def waiting_logged() -> bool:
+                return any(e["event"] == "waiting for the rest of the file" for e in logs)
+
+            await w.wait_for(waiting_logged, timeout=30, what="the watcher to wait for the rest")
+            assert rows(db) == [], "rejected while it could still be arriving"
+            await w.wait_for(
+                lambda: (inbox / "rejected" / "cut.wav.error.txt").exists(),
+                timeout=30,
+                what="cut.wav rejected after the incomplete timeout",
+            )
+            return written
+
+    with structlog.testing.capture_logs() as logs:
+        written = asyncio.run(scenario())
+
+    (row,) = rows(db)
+    assert row["original_name"] == "cut.wav" and row["state"] == "rejected"
+    assert (
+        "truncated" in row["error"] and f"no more data arrived for {timeout_s:g} s" in row["error"]
+    )
+    waited = row["created_at"].timestamp() - written
+    assert waited >= timeout_s, f"rejected {waited:.2f} s after the last write"
+    assert (inbox / "rejected" / "cut.wav").read_bytes() == full[: len(full) // 2]
+    assert [e["event"] for e in logs].count("waiting for the rest of the file") == 1
+
+
+# -- 9. a file still open for writing ---------------------------------------
+
+
+def test_file_held_open_for_writing_waits_then_is_taken_after_incomplete_timeout(
+    make_settings: Any, db: psycopg.Connection[Row]
+) -> None:
+    """A writer that never closes cannot keep a file out forever: it is taken, with a warning."""
+    timeout_s = 3.0
+    settings = make_settings(watch={"incomplete_timeout_s": timeout_s})
+    inbox = settings.watch.inbox
+    data = without_sizes(tiny_wav(42, seconds=1.0))
+
+    async def scenario() -> float:
+        async with watcher(settings) as w:
+            with (inbox / "open.wav").open("wb") as writer:
+                writer.write(data)
+                writer.flush()
+                written = time.time()
+
+                def open_logged() -> bool:
+                    return any(e["event"] == "waiting: file still open for writing" for e in logs)
+
+                await w.wait_for(open_logged, timeout=30, what="the watcher to see the writer")
+                assert rows(db) == []
+                await w.wait_for(
+                    lambda: row_named(db, "open.wav"), timeout=30, what="open.wav taken anyway"
+                )
+            return written
+
+    with structlog.testing.capture_logs() as logs:
+        written = asyncio.run(scenario())
+
+    row = row_named(db, "open.wav")
+    assert row is not None and row["state"] == "queued" and row["sha256"] == sha256(data)
+    assert row["created_at"].timestamp() - written >= timeout_s
+    events = [e["event"] for e in logs]
+    assert events.count("waiting: file still open for writing") == 1
+    taken = [e for e in logs if e["event"].startswith("taking a file still open for writing")]
+    assert len(taken) == 1 and taken[0]["pid"] == os.getpid()
+
+
+# -- 10. a file that changes after it was ingested --------------------------
+
+
+class PausingIngestor(SpyIngestor):
+    """Holds the first ingest of ``changing.wav`` after its row is recorded, until told.
+
+    That is the window between ingest and tidying in which a writer may resume.
+    """
+
+    recorded: threading.Event
+    resume: threading.Event
+
+    def __init__(self, settings: Settings, db: Database, store: FilesystemStore) -> None:
+        super().__init__(settings, db, store)
+        self.recorded = threading.Event()
+        self.resume = threading.Event()
+
+    async def ingest(self, arrival: Arrival, *args: Any, **kwargs: Any) -> IngestResult:
+        result = await super().ingest(arrival, *args, **kwargs)
+        if arrival.original_name == "changing.wav" and not self.recorded.is_set():
+            self.recorded.set()
+            assert await asyncio.to_thread(self.resume.wait, 30), "the writer never resumed"
+        return result
+
+
+def add_transcript(db: psycopg.Connection[Row], audio_id: Any, text: str) -> None:
+    """What a worker leaves behind for ``audio_id``: a transcript with one segment."""
+    job = db.execute("SELECT id FROM jobs WHERE audio_id = %s", (audio_id,)).fetchone()
+    assert job is not None
+    transcript = db.execute(
+        "INSERT INTO transcripts (audio_id, job_id, attempt, worker_id, language, text, model,"
+        " device, compute_type, audio_duration_s, processing_s, real_time_factor)"
+        " VALUES (%s, %s, 1, 'test', 'en', %s, 'tiny', 'cpu', 'int8', 1, 0.1, 0.1) RETURNING id",
+        (audio_id, job["id"], text),
+    ).fetchone()
+    assert transcript is not None
+    db.execute(
+        "INSERT INTO segments (transcript_id, idx, start_s, end_s, text, avg_logprob,"
+        " no_speech_prob, compression_ratio) VALUES (%s, 0, 0, 1, %s, -0.2, 0.01, 1.2)",
+        (transcript["id"], text),
+    )
+    db.execute("UPDATE audio SET state = 'transcribed' WHERE id = %s", (audio_id,))
+    db.execute("UPDATE jobs SET state = 'done' WHERE id = %s", (job["id"],))
+
+
+def test_file_changed_after_ingest_stays_and_its_new_version_supersedes_the_first(
+    make_settings: Any, db: psycopg.Connection[Row], database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    inbox = settings.watch.inbox
+    full = without_sizes(tiny_wav(43, seconds=2.0))  # no length: any prefix looks complete
+    first = full[: 44 + 32000]  # the header and the first second
+
+    def writer(running: PausingIngestor) -> None:
+        (inbox / "changing.wav").write_bytes(first)  # closed: no open writer to see
+        assert running.recorded.wait(30), "the first half was never ingested"
+        with (inbox / "changing.wav").open("ab") as f:
+            f.write(full[len(first) :])
+        running.resume.set()
+
+    async def scenario() -> None:
+        async with watcher(settings, PausingIngestor) as w:
+            assert isinstance(w.ingestor, PausingIngestor)
+            thread = threading.Thread(target=writer, args=(w.ingestor,))
+            thread.start()
+            try:
+                await w.wait_for(
+                    lambda: (inbox / "processed" / "changing.wav").exists(),
+                    timeout=30,
+                    what="the complete file to be taken and moved",
+                )
+            finally:
+                w.ingestor.resume.set()
+                await asyncio.to_thread(thread.join, 30)
+
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(scenario())
+
+    old, new = rows(db, "original_name = %s", ("changing.wav",))
+    assert old["duration_s"] == pytest.approx(1.0, abs=0.01)
+    assert old["sha256"] == sha256(first)
+    assert new["duration_s"] == pytest.approx(2.0, abs=0.01)
+    assert new["sha256"] == sha256(full) and new["state"] == "queued"
+    assert old["superseded_by"] == new["id"] and new["superseded_by"] is None
+    assert not old["supersede_pending"] and not new["supersede_pending"]
+    jobs = db.execute("SELECT audio_id FROM jobs ORDER BY id").fetchall()
+    assert [j["audio_id"] for j in jobs] == [old["id"], new["id"]]  # the new one gets a job
+    assert (inbox / "processed" / "changing.wav").read_bytes() == full
+    assert not (inbox / "changing.wav").exists()
+    events = [e["event"] for e in logs]
+    assert events.count("file changed after ingest; its next version will supersede this one") == 1
+    assert events.count("superseded") == 1
+
+    # Both get transcribed; only the complete version is training data and searchable.
+    add_transcript(db, old["id"], "halfway there")
+    add_transcript(db, new["id"], "halfway there and all the way")
+    eligible = db.execute(
+        sql.SQL("SELECT a.id FROM audio a JOIN transcripts t ON t.audio_id = a.id WHERE {}").format(
+            ELIGIBLE_AUDIO
+        ),
+        filter_params(DatasetSettings()),
+    ).fetchall()
+    assert [r["id"] for r in eligible] == [new["id"]]
+
+    async def found(query: str) -> list[Row]:
+        async with await psycopg.AsyncConnection.connect(
+            database_url, row_factory=dict_row
+        ) as conn:
+            return await catalog.search(conn, tenant=None, query=query, limit=10)
+
+    assert [r["audio_id"] for r in asyncio.run(found("halfway"))] == [new["id"]]
+
+    # ls, show and the HTTP API say which audio replaced the first.
+    env = {"AI2TEXT_DATABASE__URL": database_url, "AI2TEXT_DATA_DIR": str(tmp_path / "cli")}
+    listed = {r["id"]: r for r in cli_json(env, "ls")}
+    assert listed[str(old["id"])]["superseded_by"] == str(new["id"])
+    assert listed[str(new["id"])]["superseded_by"] is None
+    line = next(x for x in cli_text(env, "ls").splitlines() if x.startswith(str(old["id"])[:8]))
+    assert f"(superseded by {str(new['id'])[:8]})" in line
+    shown = subprocess.run(
+        [sys.executable, "-m", "pipeline", "show", str(old["id"]), "--format", "txt"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert f"superseded by {new['id']}" in shown.stderr
+    assert shown.stdout.strip() == "halfway there"  # the first transcript is kept
+
+    key = new_rsa_key()
+    pem = tmp_path / "jwt-public.pem"
+    pem.write_bytes(public_pem(key))
+    gateway = start_gateway(
+        "gateway",
+        tmp_path / "gw",
+        database_url,
+        Signer(key),
+        {"AI2TEXT_AUTH__PUBLIC_KEY_FILE": str(pem)},
+    )
+    try:
+        with gateway.client() as http:
+            token = gateway.signer.token("audio:read")
+            body = http.get(f"/v1/audio/{old['id']}", headers=bearer(token)).json()
+            assert body["superseded_by"] == str(new["id"])
+            body = http.get(f"/v1/audio/{new['id']}", headers=bearer(token)).json()
+            assert body["superseded_by"] is None
+    finally:
+        assert gateway.service.stop() == 0
