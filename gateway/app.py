@@ -21,10 +21,11 @@ from gateway.metrics import MetricsMiddleware
 from gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.ratelimit import RateLimiter
 from gateway.routes import audio, datasets, health, openai_compat
+from gateway.security import AuthGate
 from gateway.waiter import TranscriptWaiter
-from pipeline.config import Settings
+from pipeline.config import GatewaySettings, Settings
 from pipeline.db.database import Database
-from pipeline.http_serve import serve_asgi
+from pipeline.http_serve import ConnectionLimits, serve_asgi
 from pipeline.ingest.core import Ingestor
 from pipeline.metrics import Metrics
 from pipeline.sources.registry import watched_buckets
@@ -33,6 +34,9 @@ from pipeline.storage import ObjectStore
 log = structlog.get_logger(__name__)
 
 JSON_BODY_LIMIT = 1024 * 1024
+# What a request that no token admitted may send: enough for a small form, not an upload.
+ANONYMOUS_BODY_LIMIT = 8 * 1024
+WEBHOOK_PATH = "/v1/events/s3"
 # Multipart framing on top of the largest accepted file.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -60,20 +64,33 @@ def create_app(
         metrics=metrics,
     )
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(events_router(settings.webhook, db, watched_buckets(settings)))
-    app.include_router(openai_compat.router)
-    app.include_router(audio.router)
-    app.include_router(datasets.router)
+    routers = [
+        health.router,
+        events_router(settings.webhook, db, watched_buckets(settings)),
+        openai_compat.router,
+        audio.router,
+        datasets.router,
+    ]
+    for router in routers:
+        app.include_router(router)
 
     upload_limit = settings.validation.max_bytes + MULTIPART_OVERHEAD
     app.add_middleware(
         BodyLimitMiddleware,
         default=JSON_BODY_LIMIT,
         limits={
-            "/v1/events/s3": settings.webhook.max_body_bytes,
+            WEBHOOK_PATH: settings.webhook.max_body_bytes,
             "/v1/audio": upload_limit,
         },
+        anonymous=ANONYMOUS_BODY_LIMIT,
+        # The webhook checks its own token.
+        self_authenticated=(WEBHOOK_PATH,),
+    )
+    # Outside the body limit, which reads the principal the gate admits.
+    app.add_middleware(
+        AuthGate,
+        ctx=app.state.ctx,
+        routes=[route for router in routers for route in router.routes],
     )
     if settings.gateway.cors_origins:
         app.add_middleware(
@@ -94,6 +111,15 @@ async def serve(app: FastAPI, sock: socket.socket, stop: asyncio.Event) -> None:
     ctx: AppContext = app.state.ctx
     ctx.waiter.start()
     try:
-        await serve_asgi(app, sock, stop)
+        await serve_asgi(app, sock, stop, limits=connection_limits(ctx.settings.gateway))
     finally:
         await ctx.waiter.stop()
+
+
+def connection_limits(gateway: GatewaySettings) -> ConnectionLimits:
+    return ConnectionLimits(
+        header_timeout_s=gateway.header_timeout_s,
+        body_idle_timeout_s=gateway.body_idle_timeout_s,
+        max_connections=gateway.max_connections,
+        trusted_proxies=gateway.trusted_proxies,
+    )

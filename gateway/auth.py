@@ -2,8 +2,9 @@
 
 :class:`TokenVerifier` checks a token in this order, refusing at the first failure:
 
-1. size, then the unverified header: ``alg`` must be in ``auth.algorithms`` (so
-   ``none`` never passes) and a ``crit`` header is refused (we implement no extension);
+1. size (``MAX_TOKEN_CHARS``), then the unverified header, a flat JSON object:
+   ``alg`` must be in ``auth.algorithms`` (so ``none`` never passes) and a ``crit``
+   header is refused (we implement no extension);
 2. the key: HS256 uses only ``auth.hs256_secret``; other algorithms pick a key by
    ``kid`` from the JWKS sources (``auth.jwks_file``, then ``auth.jwks_url``), and
    the PEM public key (configured or development) serves every other token. A token
@@ -11,17 +12,20 @@
    type must fit the algorithm: RSA only for RS256, EC P-256 only for ES256, OKP only
    for EdDSA, whatever the token claims;
 3. signature and claims: ``exp``, ``iat``, ``sub``, ``aud`` and ``iss`` required,
-   audience and issuer equal to the configured ones, ``nbf`` honoured, all with
-   ``auth.leeway_s`` of clock skew.
+   audience and issuer strings equal to the configured ones (an ``aud`` list is
+   refused, even one holding ours), ``exp``/``iat``/``nbf`` JSON numbers (never
+   numeric strings), ``nbf`` honoured, all with ``auth.leeway_s`` of clock skew.
 
-Every failure is an :class:`AuthError` whose ``reason`` is for logs only; the HTTP
-layer answers all of them with the same 401.
+Every failure, however malformed the token, is an :class:`AuthError` whose ``reason``
+is for logs only; the HTTP layer answers all of them with the same 401.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -54,7 +58,10 @@ SCOPES = (
 )
 
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "aud", "iss")
-MAX_TOKEN_CHARS = 16 * 1024
+TIME_CLAIMS = ("exp", "iat", "nbf")
+# Real tokens are well under this; the bound comes before any decoding.
+MAX_TOKEN_CHARS = 8 * 1024
+MAX_HEADER_CHARS = 2 * 1024
 DEFAULT_MIN_REFETCH_S = 30.0
 
 # Most specific first: InvalidSignatureError is a DecodeError, everything a PyJWTError.
@@ -227,24 +234,51 @@ class TokenVerifier:
             raise AuthError(reason or "invalid token") from exc
         except InvalidSignature as exc:
             raise AuthError("bad signature") from exc
-        except (UnsupportedAlgorithm, ValueError) as exc:
+        except (UnsupportedAlgorithm, ValueError, TypeError, ArithmeticError) as exc:
+            # pyjwt turns claim values into numbers itself: inf, nan and lists escape
+            # its own error types.
             raise AuthError("malformed token") from exc
-        # Exact match, whatever the library version does with strings.
+        except RecursionError as exc:  # JSON nested deeper than the parser goes
+            raise AuthError("malformed token") from exc
+        self._check_claim_types(claims)
+        return claims
+
+    def _check_claim_types(self, claims: Mapping[str, Any]) -> None:
+        """Exact matches and JSON numbers, whatever the library accepts or coerces."""
         if claims.get("iss") != self._issuer:
             raise AuthError("wrong issuer")
-        return claims
+        audience = claims.get("aud")
+        if not isinstance(audience, str) or audience != self._audience:
+            raise AuthError("wrong audience")
+        for name in TIME_CLAIMS:
+            if name in claims and not _is_number(claims[name]):
+                raise AuthError(f"malformed {name} claim")
 
 
 def _unverified_header(token: str) -> dict[str, Any]:
-    """The JOSE header, read before anything else so that our own rules come first."""
+    """The JOSE header, read before anything else so that our own rules come first.
+
+    Its size is bounded first; JSON nested deeper than the parser's recursion limit
+    is malformed like any other.
+    """
     segment = token.partition(".")[0]
+    if len(segment) > MAX_HEADER_CHARS:
+        raise AuthError("header too large")
     try:
         header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except ValueError as exc:  # binascii.Error, UnicodeDecodeError, JSONDecodeError
+    except (binascii.Error, ValueError, RecursionError) as exc:
+        # ValueError covers UnicodeDecodeError and JSONDecodeError.
         raise AuthError("malformed token") from exc
     if not isinstance(header, dict):
         raise AuthError("malformed token")
     return header
+
+
+def _is_number(value: object) -> bool:
+    """A JSON number (not a bool, not a numeric string), finite."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value)
 
 
 def _fitting_key(alg: str, key: object) -> PublicKey:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.problems import problem
@@ -27,8 +27,12 @@ _TITLES = {
 }
 
 
-class ApiError(Exception):
-    """An error meant for the caller: status, a stable kind, and a safe detail."""
+class ApiError(StarletteHTTPException):
+    """An error meant for the caller: status, a stable kind, and a safe detail.
+
+    An HTTP exception, so that FastAPI passes it through unchanged when it is raised
+    while a request body is read (it turns any other error there into a bare 400).
+    """
 
     def __init__(
         self,
@@ -40,12 +44,18 @@ class ApiError(Exception):
         headers: dict[str, str] | None = None,
     ) -> None:
         default_kind, default_title = _TITLES.get(status, ("error", "Error"))
-        super().__init__(detail or default_title)
+        super().__init__(status, detail or default_title, headers)
         self.status = status
         self.kind = kind or default_kind
         self.title = title or default_title
-        self.detail = detail
-        self.headers = headers
+        self.problem_detail = detail
+        self.problem_headers = headers
+
+    def response(self) -> JSONResponse:
+        """This error as a problem document."""
+        return problem(
+            self.status, self.kind, self.title, self.problem_detail, headers=self.problem_headers
+        )
 
 
 def unauthorized() -> ApiError:
@@ -57,10 +67,16 @@ def unauthorized() -> ApiError:
     )
 
 
+def forbid_nul(value: str, where: str) -> None:
+    """400 for a NUL character: PostgreSQL text cannot hold one, and no name needs it."""
+    if "\x00" in value:
+        raise ApiError(400, f"NUL characters are not allowed in {where}", kind="nul-character")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
-        return problem(exc.status, exc.kind, exc.title, exc.detail, headers=exc.headers)
+        return exc.response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -13,6 +13,8 @@ from gateway.errors import ApiError
 from gateway.problems import PROBLEM_BASE
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Where the auth gate leaves the admitted caller in the request's state.
+PRINCIPAL_KEY = "principal"
 
 
 class RequestIdMiddleware:
@@ -47,25 +49,50 @@ class _BodyTooLarge(ApiError):
         super().__init__(413, f"the limit is {limit} bytes")
 
 
+def announces_body(scope: Scope) -> bool:
+    """Whether the request head says a body follows (a length above 0, or chunked)."""
+    headers = dict(scope["headers"])
+    return headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+
+
 class BodyLimitMiddleware:
-    """Refuse bodies over ``limit`` bytes with 413, counting as they stream in.
+    """Refuse bodies over their limit with 413, counting as they stream in.
 
     ``limits`` maps a path prefix to its own limit (uploads are larger than JSON).
+    A request that no bearer token admitted (no principal in its state) may send at
+    most ``anonymous`` bytes, except under the ``self_authenticated`` prefixes, whose
+    routes check their own credentials. A response that starts before the body has
+    been read to its end closes the connection: the rest is never read.
     """
 
-    def __init__(self, app: ASGIApp, *, default: int, limits: dict[str, int]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        default: int,
+        limits: dict[str, int],
+        anonymous: int,
+        self_authenticated: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.default = default
         self.limits = sorted(limits.items(), key=lambda kv: -len(kv[0]))
+        self.anonymous = anonymous
+        self.self_authenticated = self_authenticated
 
-    def _limit_for(self, path: str) -> int:
-        return next((lim for prefix, lim in self.limits if path.startswith(prefix)), self.default)
+    def _limit_for(self, scope: Scope) -> int:
+        path: str = scope["path"]
+        limit = next((lim for prefix, lim in self.limits if path.startswith(prefix)), self.default)
+        admitted = PRINCIPAL_KEY in scope.get("state", {})
+        if admitted or path.startswith(self.self_authenticated):
+            return limit
+        return min(limit, self.anonymous)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self._limit_for(scope["path"])
+        limit = self._limit_for(scope)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_413(send, limit)
@@ -73,15 +100,17 @@ class BodyLimitMiddleware:
         seen = 0
         started = False
         exceeded = False
+        body_read = not announces_body(scope)
 
         async def counting_receive() -> Message:
-            nonlocal seen, exceeded
+            nonlocal seen, exceeded, body_read
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     exceeded = True
                     raise _BodyTooLarge(limit)
+                body_read = not message.get("more_body", False)
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -95,6 +124,8 @@ class BodyLimitMiddleware:
                 return
             if message["type"] == "http.response.start":
                 started = True
+                if not body_read:
+                    message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
             await send(message)
 
         try:

@@ -191,6 +191,16 @@ class GatewaySettings(_Section):
     rate_limit_per_minute: int = Field(default=600, ge=1)
     transcription_wait_s: float = Field(default=120.0, ge=0)
     page_size_max: int = Field(default=200, ge=1)
+    # Requests refused for a missing or bad token, per client address (429 past it).
+    auth_failures_per_minute: int = Field(default=60, ge=1)
+    # A request's headers must arrive within this of its first byte (or of the connection).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    # A body that sends nothing for this long is dropped.
+    body_idle_timeout_s: float = Field(default=30.0, gt=0)
+    # Past this many open connections, new requests get 503.
+    max_connections: int = Field(default=1000, ge=1)
+    # Peers whose X-Forwarded-For names the client (e.g. a reverse proxy's address).
+    trusted_proxies: tuple[str, ...] = ()
 
 
 class AuthSettings(_Section):

@@ -15,11 +15,13 @@ from gateway.context import AppContext, get_context
 from gateway.errors import ApiError
 from gateway.pagination import BadCursor, decode_cursor, decode_uuid_cursor, page
 from gateway.security import require
+from gateway.uploads import StagingRoute
 from pipeline import catalog
 from pipeline.formats import Cue, to_srt, to_txt, to_vtt
 from pipeline.ingest.core import Arrival, IngestResult
 
-router = APIRouter(prefix="/v1")
+# Uploads spool under the data directory (see gateway.uploads).
+router = APIRouter(prefix="/v1", route_class=StagingRoute)
 
 Ctx = Annotated[AppContext, Depends(get_context)]
 AudioReader = Annotated[Principal, Depends(require("audio:read"))]

@@ -20,10 +20,12 @@ from gateway.context import AppContext, get_context
 from gateway.errors import ApiError
 from gateway.routes.audio import ingest_upload
 from gateway.security import require
+from gateway.uploads import StagingRoute
 from pipeline import catalog
 from pipeline.formats import Cue, to_srt, to_vtt
 
-router = APIRouter(prefix="/v1")
+# Uploads spool under the data directory (see gateway.uploads).
+router = APIRouter(prefix="/v1", route_class=StagingRoute)
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")

@@ -9,7 +9,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +256,95 @@ def test_token_not_yet_valid_beyond_leeway_is_rejected(
 
 def test_wrong_audience_is_rejected(verifier: TokenVerifier, rsa_key: rsa.RSAPrivateKey) -> None:
     assert reject_reason(verifier, sign(rsa_key, claims(aud="other-service"))) == "wrong audience"
+
+
+def sign_raw(key: rsa.RSAPrivateKey, payload: Any, header: bytes | None = None) -> str:
+    """RS256 over exactly these JSON bytes: pyjwt's encoder checks and converts claims."""
+    head = b64url(header) if header is not None else b64json({"alg": "RS256", "typ": "JWT"})
+    signing_input = f"{head}.{b64url(json.dumps(payload).encode())}"
+    signature = key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{b64url(signature)}"
+
+
+@pytest.mark.parametrize(
+    "audience", [[AUDIENCE], [AUDIENCE, "other-service"], {"aud": AUDIENCE}, 7]
+)
+def test_audience_that_is_not_exactly_our_string_is_rejected(
+    verifier: TokenVerifier, rsa_key: rsa.RSAPrivateKey, audience: Any
+) -> None:
+    """The README promises an exact audience: a list holding ours is not it."""
+    assert reject_reason(verifier, sign_raw(rsa_key, claims(aud=audience))) == "wrong audience"
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_time_claim_given_as_a_numeric_string_is_rejected(
+    verifier: TokenVerifier, rsa_key: rsa.RSAPrivateKey, claim: str
+) -> None:
+    value = claims()[claim] + (9_000_000_000 if claim == "exp" else 0)
+    token = sign_raw(rsa_key, claims(**{claim: str(value)}))
+
+    assert reject_reason(verifier, token) == f"malformed {claim} claim"
+
+
+def test_time_claims_as_json_numbers_with_fractions_are_accepted(
+    verifier: TokenVerifier, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    now = time.time()
+    token = sign_raw(rsa_key, claims(iat=now, nbf=now, exp=now + 300.5))
+
+    assert verifier.verify(token).subject == "alice"
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def parts(header: bytes, payload: bytes | None = None, signature: str = "x") -> str:
+    """A token of these raw header and payload bytes (default: valid claims)."""
+    body = b64json(claims()) if payload is None else b64url(payload)
+    return f"{b64url(header)}.{body}.{signature}"
+
+
+RS256 = b'{"alg":"RS256","typ":"JWT"}'
+MALFORMED_TOKENS: dict[str, Callable[[rsa.RSAPrivateKey], str]] = {
+    # Deeper than the JSON parser's recursion limit, yet within the size bounds.
+    "header nested 1,200 levels": lambda key: parts(b"[" * 1200),
+    "header object nested 1,000 levels": lambda key: parts(b'{"a":' * 1000),
+    "header nested 5,000 levels": lambda key: parts(nested(5000)),
+    "payload nested 1,200 levels": lambda key: parts(RS256, b'{"a":' + b"[" * 1200),
+    "header that is a list": lambda key: parts(b"[]"),
+    "header that is a string": lambda key: parts(b'"RS256"'),
+    "header that is a number": lambda key: parts(b"1e999"),
+    "header not utf-8": lambda key: parts(b"\xff\xfe"),
+    "header not base64": lambda key: "!!!." + parts(RS256).partition(".")[2],
+    "payload not base64": lambda key: sign_raw(key, claims()).split(".")[0] + ".!!!.x",
+    "signature not base64": lambda key: sign_raw(key, claims()).rsplit(".", 1)[0] + ".!!!",
+    "exp infinite": lambda key: sign_raw(key, claims(exp=float("inf"))),
+    "exp NaN": lambda key: sign_raw(key, claims(exp=float("nan"))),
+    "exp a list": lambda key: sign_raw(key, claims(exp=[1])),
+    "exp true": lambda key: sign_raw(key, claims(exp=True)),
+    "iat beyond any date": lambda key: sign_raw(key, claims(iat=10**400)),
+    "payload a list": lambda key: sign_raw(key, [claims()]),
+    "huge token": lambda key: sign_raw(key, claims(pad="x" * 9000)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_TOKENS))
+def test_every_malformed_token_is_an_auth_error(
+    verifier: TokenVerifier, rsa_key: rsa.RSAPrivateKey, case: str
+) -> None:
+    """Never RecursionError, OverflowError or TypeError: those would be a 500."""
+    with pytest.raises(AuthError):
+        verifier.verify(MALFORMED_TOKENS[case](rsa_key))
+
+
+def test_token_over_the_size_bound_is_refused_before_decoding(
+    verifier: TokenVerifier, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    assert reject_reason(verifier, sign_raw(rsa_key, claims(pad="x" * 9000))) == "token too large"
+    assert reject_reason(verifier, parts(nested(5000))) == "token too large"
+    big_header = b'{"alg":"RS256","x":"' + b"y" * 2000 + b'"}'
+    assert reject_reason(verifier, sign_raw(rsa_key, claims(), big_header)) == "header too large"
 
 
 def test_wrong_issuer_is_rejected(verifier: TokenVerifier, rsa_key: rsa.RSAPrivateKey) -> None:
