@@ -11,8 +11,8 @@ Sides, all on the same files, model and beam size, in alternating order:
 - ``direct``: ``WhisperModel.transcribe(audio, vad_filter=True)``;
 - ``direct-batched``: ``BatchedInferencePipeline.transcribe(audio, batch_size=B,
   without_timestamps=False)`` (what the worker asks for: segment timestamps);
-- ``ai2text``: the worker's ``WhisperTranscriber`` with ``batch_size=1``;
-- ``ai2text-batched``: ``WhisperTranscriber`` with ``batch_size=B``.
+- ``ai2text``: the worker's transcriber (``build_transcriber``) with ``batch_size=1``;
+- ``ai2text-batched``: the same with ``batch_size=B``.
 
 Every side is given the file's path and decodes it itself, as a user of plain
 faster-whisper would, so every figure includes decoding.
@@ -42,8 +42,10 @@ if str(REPO) not in sys.path:
 
 from pipeline.config import AsrSettings  # noqa: E402
 from pipeline.media import decode_mono_16k  # noqa: E402
+from pipeline.metrics import Metrics  # noqa: E402
 from tests.e2e.harness import write_long_wav  # noqa: E402
-from workers.asr import WhisperTranscriber, default_model_path  # noqa: E402
+from workers.asr import LongAudioTranscriber, build_transcriber  # noqa: E402
+from workers.engines.faster_whisper import default_model_path  # noqa: E402
 from workers.gpu import GpuMemoryProbe  # noqa: E402
 
 DATA = REPO / "tests" / "data"
@@ -107,11 +109,11 @@ def main() -> None:
     )
     batched = BatchedInferencePipeline(model)
 
-    def worker_transcriber(batch_size: int) -> WhisperTranscriber:
+    def worker_transcriber(batch_size: int) -> LongAudioTranscriber:
         settings = AsrSettings(
             model=model_path, device=args.device, compute_type=compute_type, batch_size=batch_size
         )
-        transcriber = WhisperTranscriber(settings)
+        transcriber = build_transcriber(settings, metrics=Metrics())
         transcriber.load()
         return transcriber
 

@@ -110,7 +110,7 @@ async def claim_loop(db: Any, worker_id: str, mode: str, store: Any = None) -> S
 
 
 def _empty_transcription() -> Any:
-    from workers.asr import Segment, Transcription
+    from workers.transcription import Segment, Transcription
 
     return Transcription(
         language="en",

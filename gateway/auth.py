@@ -297,11 +297,12 @@ def _fitting_key(alg: str, key: object) -> PublicKey:
 
 
 def _principal(claims: Mapping[str, Any]) -> Principal:
+    # Both end up in PostgreSQL text (the tenant column, upload source URIs): no NUL.
     subject = claims["sub"]
-    if not isinstance(subject, str) or not subject:
+    if not isinstance(subject, str) or not subject or "\x00" in subject:
         raise AuthError("malformed subject")
     tenant = claims.get("tenant")
-    if tenant is not None and (not isinstance(tenant, str) or not tenant):
+    if tenant is not None and (not isinstance(tenant, str) or not tenant or "\x00" in tenant):
         raise AuthError("malformed tenant")
     return Principal(subject=subject, scopes=_scopes(claims), tenant=tenant)
 

@@ -225,7 +225,7 @@ async def cmd_s3(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.device:
-        from workers.asr import resolve_device
+        from workers.engines.faster_whisper import resolve_device
 
         try:
             resolve_device(args.device)

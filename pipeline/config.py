@@ -112,6 +112,9 @@ class QueueSettings(_Section):
 class AsrSettings(_Section):
     """The Whisper model and how it runs."""
 
+    # Which ASR engine transcribes (``workers.engines``); windows, language and OOM
+    # back-off are the same for every engine.
+    engine: str = "faster-whisper"
     model: str | None = None
     device: str = "auto"
     compute_type: str = "auto"

@@ -282,10 +282,10 @@ async def _workers(
     metrics: Metrics,
     stop: asyncio.Event,
 ) -> list[Coroutine[Any, Any, None]]:
-    from workers.asr import WhisperTranscriber
+    from workers.asr import build_transcriber
     from workers.worker import AsrWorker, make_worker_id
 
-    transcriber = WhisperTranscriber(
+    transcriber = build_transcriber(
         settings.asr, num_workers=settings.asr.concurrency, metrics=metrics
     )
     await asyncio.to_thread(transcriber.load)

@@ -13,7 +13,8 @@ import threading
 from pathlib import Path
 
 from pipeline.config import load_settings
-from workers.asr import WhisperTranscriber
+from pipeline.metrics import Metrics
+from workers.asr import build_transcriber
 
 
 def _status_kib(field: str) -> int:
@@ -24,7 +25,7 @@ def _status_kib(field: str) -> int:
 
 
 def main() -> None:
-    transcriber = WhisperTranscriber(load_settings().asr)
+    transcriber = build_transcriber(load_settings().asr, metrics=Metrics())
     transcriber.load()
     loaded_kib = _status_kib("VmRSS")
     result = transcriber.transcribe(Path(sys.argv[1]), threading.Event())

@@ -28,7 +28,7 @@ from pipeline.db.database import Database
 from pipeline.errors import LeaseLost
 from pipeline.manifests import manifest_line, shard_key, transcript_document, transcript_key
 from pipeline.storage import ObjectStore
-from workers.asr import Transcriber, Transcription
+from workers.transcription import Transcriber, Transcription
 
 # Given the next backoff delay, waits it out and says whether to try again.
 RetryWait = Callable[[float], Awaitable[bool]]

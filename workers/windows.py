@@ -122,12 +122,16 @@ def split_at_silences(
 
 
 def vad_cut_finder(min_pause_ms: int = MIN_PAUSE_MS) -> CutFinder:
-    """Cut in the middle of the longest pause VAD finds; the latest one on a tie."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
+    """Cut in the middle of the longest pause VAD finds; the latest one on a tie.
 
-    options = VadOptions(min_silence_duration_ms=min_pause_ms, speech_pad_ms=0)
+    Silero VAD (from faster-whisper) is imported on the first cut, so a worker that
+    only ever sees short files never loads it.
+    """
 
     def find_cut(region: Samples) -> int:
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        options = VadOptions(min_silence_duration_ms=min_pause_ms, speech_pad_ms=0)
         speech = get_speech_timestamps(region, options, sampling_rate=SAMPLE_RATE)
         return cut_from_speech(region, [(int(s["start"]), int(s["end"])) for s in speech])
 

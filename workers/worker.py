@@ -29,11 +29,11 @@ from pipeline.metrics import Metrics
 from pipeline.sources.registry import SourceRegistry
 from pipeline.staging import process_staging_dir
 from pipeline.storage import ObjectStore
-from workers.asr import Cancelled, TranscribeOptions, Transcriber, Transcription
 from workers.fetch import Fetched, adopt, fetch
 from workers.gpu import GpuMemoryProbe
 from workers.presence import Presence, WorkerIdentity, forget_departed_workers
 from workers.results import RetryWait, save_transcription
+from workers.transcription import Cancelled, TranscribeOptions, Transcriber, Transcription
 
 log = structlog.get_logger(__name__)
 

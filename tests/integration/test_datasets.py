@@ -31,9 +31,10 @@ from pipeline.db.database import Database
 from pipeline.db.migrate import available_migrations, migrate
 from pipeline.errors import TransientError
 from pipeline.ingest.core import Arrival, Ingestor, IngestResult
+from pipeline.metrics import Metrics
 from pipeline.storage import FilesystemStore, ObjectInfo
 from tests.waiting import jobs_settled
-from workers.asr import WhisperTranscriber
+from workers.asr import LongAudioTranscriber, build_transcriber
 from workers.worker import AsrWorker
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -49,9 +50,9 @@ pytestmark = pytest.mark.slow
 
 
 @functools.cache
-def whisper() -> WhisperTranscriber:
+def whisper() -> LongAudioTranscriber:
     """The real model, loaded once per test session."""
-    transcriber = WhisperTranscriber(AsrSettings())
+    transcriber = build_transcriber(AsrSettings(), metrics=Metrics())
     transcriber.load()
     return transcriber
 

@@ -1,7 +1,9 @@
 """Long files in windows, batched inference and GPU out-of-memory, on the real model.
 
-The OOM cases wrap the real model so that a call raises what CTranslate2 raises
-when CUDA runs out of memory (no GPU here); everything else is the real path.
+The OOM cases wrap the real faster-whisper engine so that a window runs out of
+memory as a GPU would (no GPU here); everything else is the real path. The same
+behaviours over a fake engine, without a model, are in
+``tests/unit/test_long_audio_layer.py``.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import AsrSettings, Settings
 from pipeline.db.database import Database
-from pipeline.errors import TransientError
 from pipeline.ingest.core import Arrival, Ingestor
 from pipeline.metrics import Metrics
 from pipeline.storage import FilesystemStore
 from tests.sparse_audio import write_sparse_speech_wav
 from tests.waiting import jobs_settled
-from workers.asr import GpuOutOfMemory, WhisperTranscriber
+from workers.asr import LongAudioTranscriber, build_transcriber
+from workers.engines import Engine, OutOfMemory, Samples, WindowRequest, WindowResult, build_engine
+from workers.windows import vad_cut_finder
 from workers.worker import AsrWorker
 
 pytestmark = pytest.mark.slow
@@ -56,10 +59,31 @@ def windowed(**overrides: Any) -> AsrSettings:
     return AsrSettings(device="cpu", long_audio_s=60, window_s=60, **overrides)
 
 
+def real(settings: AsrSettings) -> LongAudioTranscriber:
+    return build_transcriber(settings, metrics=Metrics())
+
+
+class Wrapped:
+    """A real engine with one behaviour changed by a subclass; the rest passes through."""
+
+    def __init__(self, real: Engine) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def over(engine: Engine, settings: AsrSettings, metrics: Metrics | None = None) -> Any:
+    """The long-audio layer over a wrapped engine, cutting at pauses as the worker does."""
+    return LongAudioTranscriber(
+        engine, settings, metrics=metrics or Metrics(), cut_finder=vad_cut_finder()
+    )
+
+
 def test_long_file_is_transcribed_in_windows_with_timestamps_on_the_file_clock(
     three_speeches: Path,
 ) -> None:
-    result = WhisperTranscriber(windowed()).transcribe(three_speeches, threading.Event())
+    result = real(windowed()).transcribe(three_speeches, threading.Event())
 
     assert result.windows >= 3
     assert result.audio_duration_s == pytest.approx(200, abs=0.01)
@@ -74,17 +98,13 @@ def test_long_file_is_transcribed_in_windows_with_timestamps_on_the_file_clock(
 
 
 def test_the_same_file_under_the_long_audio_limit_is_one_window(three_speeches: Path) -> None:
-    result = WhisperTranscriber(AsrSettings(device="cpu")).transcribe(
-        three_speeches, threading.Event()
-    )
+    result = real(AsrSettings(device="cpu")).transcribe(three_speeches, threading.Event())
     assert result.windows == 1
     assert jfk_lines(result.text) == 3, result.text
 
 
 def test_word_timestamps_are_moved_onto_the_file_clock(three_speeches: Path) -> None:
-    result = WhisperTranscriber(windowed(word_timestamps=True)).transcribe(
-        three_speeches, threading.Event()
-    )
+    result = real(windowed(word_timestamps=True)).transcribe(three_speeches, threading.Event())
     late = [w for s in result.segments for w in (s.words or []) if "country" in w["word"].lower()]
     assert any(140 < w["start"] < 152 for w in late), late
 
@@ -92,7 +112,7 @@ def test_word_timestamps_are_moved_onto_the_file_clock(three_speeches: Path) -> 
 def test_batched_inference_gives_the_same_words_with_segment_timestamps(
     three_speeches: Path,
 ) -> None:
-    transcriber = WhisperTranscriber(windowed(batch_size=4))
+    transcriber = real(windowed(batch_size=4))
     result = transcriber.transcribe(three_speeches, threading.Event())
     assert transcriber.batch_size == 4
     assert jfk_lines(result.text) >= 2, result.text  # batched decoding may drop a word
@@ -102,28 +122,28 @@ def test_batched_inference_gives_the_same_words_with_segment_timestamps(
     assert all(s.end - s.start <= 30 for s in result.segments)
 
 
-class OomAbove:
-    """The real batched pipeline, except that batches above ``limit`` run out of memory.
+class OomAbove(Wrapped):
+    """The real engine, except that batches above ``limit`` run out of memory.
 
     CTranslate2 raises while the segment generator is consumed, so this does too.
     """
 
-    def __init__(self, real: Any, limit: int) -> None:
-        self.real = real
+    def __init__(self, real: Engine, limit: int) -> None:
+        super().__init__(real)
         self.limit = limit
         self.batches: list[int] = []
 
-    def transcribe(self, audio: Any, *, batch_size: int, **kwargs: Any) -> tuple[Any, Any]:
-        self.batches.append(batch_size)
-        segments, info = self.real.transcribe(audio, batch_size=batch_size, **kwargs)
-        if batch_size <= self.limit:
-            return segments, info
+    def transcribe_window(self, samples: Samples, request: WindowRequest) -> WindowResult:
+        self.batches.append(request.batch_size)
+        result = self.real.transcribe_window(samples, request)
+        if request.batch_size <= self.limit:
+            return result
 
         def failing() -> Iterator[Any]:
-            raise RuntimeError(CUDA_OOM)
+            raise OutOfMemory(CUDA_OOM)
             yield  # pragma: no cover - makes this a generator
 
-        return failing(), info
+        return WindowResult(failing(), result.language, result.language_probability)
 
 
 def oom_count(metrics: Metrics) -> float:
@@ -137,11 +157,9 @@ def test_gpu_out_of_memory_halves_the_batch_and_the_job_still_finishes(
     three_speeches: Path,
 ) -> None:
     metrics = Metrics()
-    transcriber = WhisperTranscriber(windowed(batch_size=8), metrics=metrics)
+    oom = OomAbove(build_engine(windowed(batch_size=8)), limit=2)
+    transcriber = over(oom, windowed(batch_size=8), metrics)
     transcriber.load()
-    assert transcriber.new_batched_pipeline is not None
-    oom = OomAbove(transcriber.new_batched_pipeline(), limit=2)
-    transcriber.new_batched_pipeline = lambda: oom
 
     result = transcriber.transcribe(three_speeches, threading.Event())
 
@@ -152,44 +170,18 @@ def test_gpu_out_of_memory_halves_the_batch_and_the_job_still_finishes(
     assert "country" in result.text.lower()
 
 
-def test_out_of_memory_at_batch_size_one_is_a_transient_error(three_speeches: Path) -> None:
-    transcriber = WhisperTranscriber(windowed(batch_size=2))
-    transcriber.load()
-    assert transcriber.new_batched_pipeline is not None
-    oom = OomAbove(transcriber.new_batched_pipeline(), limit=0)
-    transcriber.new_batched_pipeline = lambda: oom
-    transcriber._model = OomAlways(transcriber._model)
+class OomOnce(Wrapped):
+    """The real engine, out of memory on its first call only."""
 
-    with pytest.raises(GpuOutOfMemory) as raised:
-        transcriber.transcribe(three_speeches, threading.Event())
-    assert isinstance(raised.value, TransientError)
-    assert "batch size 1" in str(raised.value)
-
-
-class OomAlways:
-    """The sequential model, out of memory on every call."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
+    def __init__(self, real: Engine) -> None:
+        super().__init__(real)
         self.calls = 0
 
-    def transcribe(self, audio: Any, **kwargs: Any) -> tuple[Any, Any]:
-        self.calls += 1
-        raise RuntimeError(CUDA_OOM)
-
-
-class OomOnce:
-    """The sequential model, out of memory on its first call only."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.calls = 0
-
-    def transcribe(self, audio: Any, **kwargs: Any) -> tuple[Any, Any]:
+    def transcribe_window(self, samples: Samples, request: WindowRequest) -> WindowResult:
         self.calls += 1
         if self.calls == 1:
-            raise RuntimeError(CUDA_OOM)
-        return self.real.transcribe(audio, **kwargs)  # type: ignore[no-any-return]
+            raise OutOfMemory(CUDA_OOM)
+        return self.real.transcribe_window(samples, request)
 
 
 def test_worker_survives_gpu_out_of_memory_and_retries_the_job(
@@ -199,10 +191,9 @@ def test_worker_survives_gpu_out_of_memory_and_retries_the_job(
         queue={"max_attempts": 3, "backoff_base_s": 0.2, "poll_interval_s": 0.2}
     )
     metrics = Metrics()
-    transcriber = WhisperTranscriber(settings.asr, metrics=metrics)
+    flaky = OomOnce(build_engine(settings.asr))
+    transcriber = over(flaky, settings.asr, metrics)
     transcriber.load()
-    flaky = OomOnce(transcriber._model)
-    transcriber._model = flaky
     jfk = Path(__file__).resolve().parents[1] / "data" / "jfk.flac"
 
     async def scenario() -> uuid.UUID:
@@ -252,16 +243,16 @@ def test_worker_survives_gpu_out_of_memory_and_retries_the_job(
     assert oom_count(metrics) == 1
 
 
-class LanguageSpy:
-    """The real sequential model, recording the language each window was asked for."""
+class LanguageSpy(Wrapped):
+    """The real engine, recording the language each window was asked for."""
 
-    def __init__(self, real: Any) -> None:
-        self.real = real
+    def __init__(self, real: Engine) -> None:
+        super().__init__(real)
         self.languages: list[str | None] = []
 
-    def transcribe(self, audio: Any, **kwargs: Any) -> tuple[Any, Any]:
-        self.languages.append(kwargs.get("language"))
-        return self.real.transcribe(audio, **kwargs)  # type: ignore[no-any-return]
+    def transcribe_window(self, samples: Samples, request: WindowRequest) -> WindowResult:
+        self.languages.append(request.language)
+        return self.real.transcribe_window(samples, request)
 
 
 def test_language_is_kept_from_the_first_window_with_speech_not_from_silence(
@@ -269,10 +260,9 @@ def test_language_is_kept_from_the_first_window_with_speech_not_from_silence(
 ) -> None:
     path = tmp_path / "late-speech.wav"
     write_sparse_speech_wav(path, 200, [75, 140])  # the first 60 s window is silent
-    transcriber = WhisperTranscriber(windowed())
+    spy = LanguageSpy(build_engine(windowed()))
+    transcriber = over(spy, windowed())
     transcriber.load()
-    spy = LanguageSpy(transcriber._model)
-    transcriber._model = spy
 
     result = transcriber.transcribe(path, threading.Event())
 

@@ -22,10 +22,11 @@ from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.ingest.core import Arrival, Ingestor
 from pipeline.ingest.hotfolder import HotFolder
+from pipeline.metrics import Metrics
 from pipeline.storage import open_store
 from pipeline.storage.s3 import S3Store
 from tests.waiting import jobs_settled
-from workers.asr import WhisperTranscriber
+from workers.asr import LongAudioTranscriber, build_transcriber
 from workers.worker import AsrWorker
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -36,10 +37,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def transcriber() -> WhisperTranscriber:
+def transcriber() -> LongAudioTranscriber:
     from pipeline.config import AsrSettings
 
-    t = WhisperTranscriber(AsrSettings())
+    t = build_transcriber(AsrSettings(), metrics=Metrics())
     t.load()
     return t
 
@@ -69,7 +70,7 @@ def test_folder_to_transcript_on_s3(
     make_settings: Any,
     db: psycopg.Connection[Row],
     moto_endpoint: str,
-    transcriber: WhisperTranscriber,
+    transcriber: LongAudioTranscriber,
 ) -> None:
     settings = s3_settings(make_settings, moto_endpoint)
     store = open_store(settings)
@@ -150,7 +151,7 @@ def test_job_whose_object_vanished_from_bucket_ends_dead_after_one_attempt(
     make_settings: Any,
     db: psycopg.Connection[Row],
     moto_endpoint: str,
-    transcriber: WhisperTranscriber,
+    transcriber: LongAudioTranscriber,
 ) -> None:
     settings = s3_settings(make_settings, moto_endpoint)
     store = open_store(settings)

@@ -19,11 +19,13 @@ from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.embedded import EmbeddedPostgres
 from pipeline.ingest.core import Arrival, Ingestor
+from pipeline.metrics import Metrics
 from pipeline.storage import FilesystemStore
 from tests.conftest import public_tempdir
 from tests.e2e.harness import write_long_wav
 from tests.waiting import eventually
-from workers.asr import Cancelled, TranscribeOptions, Transcription, WhisperTranscriber
+from workers.asr import LongAudioTranscriber, build_transcriber
+from workers.transcription import Cancelled, TranscribeOptions, Transcription
 from workers.worker import AsrWorker
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -39,7 +41,7 @@ class Observed:
     commit.
     """
 
-    def __init__(self, real: WhisperTranscriber, *, hold: bool = False) -> None:
+    def __init__(self, real: LongAudioTranscriber, *, hold: bool = False) -> None:
         self.real = real
         self.model_name = real.model_name
         self.device = real.device
@@ -103,7 +105,7 @@ def test_a_lost_lease_cancels_the_transcription_long_before_the_next_heartbeat(
     settings = make_settings(queue={"lease_s": 600, "poll_interval_s": 0.2})
     long_wav = tmp_path / "long.wav"
     write_long_wav(long_wav, DATA / "multilingual.mp3", repeat=3)
-    transcriber = Observed(WhisperTranscriber(settings.asr))
+    transcriber = Observed(build_transcriber(settings.asr, metrics=Metrics()))
     transcriber.load()
 
     async def scenario() -> None:
@@ -152,7 +154,7 @@ def test_a_transcription_finished_during_a_database_outage_is_committed_when_it_
             database={"url": None, "connect_timeout_s": 1},
             queue={"lease_s": 600, "poll_interval_s": 0.2},
         )
-        transcriber = Observed(WhisperTranscriber(settings.asr), hold=True)
+        transcriber = Observed(build_transcriber(settings.asr, metrics=Metrics()), hold=True)
         transcriber.load()
         embedded = EmbeddedPostgres(root / "data" / "pg")
         asyncio.run(_outage_scenario(settings, embedded, transcriber))

@@ -338,6 +338,16 @@ def test_every_malformed_token_is_an_auth_error(
         verifier.verify(MALFORMED_TOKENS[case](rsa_key))
 
 
+@pytest.mark.parametrize("claim", ["sub", "tenant"])
+def test_subject_or_tenant_with_a_nul_character_is_rejected(
+    verifier: TokenVerifier, rsa_key: rsa.RSAPrivateKey, claim: str
+) -> None:
+    """They are stored as PostgreSQL text, which cannot hold NUL."""
+    token = sign(rsa_key, claims(**{claim: "acme\x00evil"}))
+
+    assert reject_reason(verifier, token) == f"malformed {'subject' if claim == 'sub' else claim}"
+
+
 def test_token_over_the_size_bound_is_refused_before_decoding(
     verifier: TokenVerifier, rsa_key: rsa.RSAPrivateKey
 ) -> None:

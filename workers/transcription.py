@@ -1,0 +1,96 @@
+"""What a transcription is, whatever engine made it, and what the worker asks of one.
+
+``Segment`` and ``Transcription`` are plain results on the file's clock; the
+worker stores them and renders every output format from them, never from an
+engine's own types. ``Transcriber`` is all the worker sees of the ASR stack.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.errors import Ai2TextError
+
+
+class Cancelled(Ai2TextError):
+    """Transcription stopped early because the worker is shutting down or lost its lease."""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+    # Each word: {"start", "end", "word", "probability"}.
+    words: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transcription:
+    language: str | None
+    language_probability: float | None
+    audio_duration_s: float
+    processing_s: float
+    segments: list[Segment] = field(default_factory=list)
+    windows: int = 1
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.processing_s / self.audio_duration_s if self.audio_duration_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribeOptions:
+    """Per-job choices (from an API upload); unset fields use the worker's settings."""
+
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float | None = None
+    word_timestamps: bool = False
+
+    @classmethod
+    def from_job(cls, options: dict[str, Any]) -> TranscribeOptions:
+        temperature = options.get("temperature")
+        return cls(
+            language=options.get("language") or None,
+            prompt=options.get("prompt") or None,
+            temperature=float(temperature) if temperature is not None else None,
+            word_timestamps=bool(options.get("word_timestamps", False)),
+        )
+
+
+class Transcriber(Protocol):
+    """A loaded model that turns an audio file into a ``Transcription``."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def compute_type(self) -> str: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def device_label(self) -> str:
+        """``cpu`` or ``cuda:N``: which device, for metrics and the workers table."""
+        ...
+
+    def load(self) -> None: ...
+
+    def transcribe(
+        self, audio_path: Path, cancel: threading.Event, options: TranscribeOptions | None = None
+    ) -> Transcription: ...
