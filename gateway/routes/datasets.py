@@ -23,7 +23,7 @@ from gateway.errors import ApiError
 from gateway.security import require
 from pipeline.datasets import queries
 from pipeline.datasets.layout import DEFAULT_TENANT
-from pipeline.datasets.served import make_servable
+from pipeline.datasets.served import make_servable, served_models
 
 router = APIRouter(prefix="/v1")
 
@@ -44,7 +44,8 @@ async def list_datasets(
     if own is not None and tenant is not None and tenant != own:
         return {"items": []}
     async with ctx.db.connection() as conn:
-        return {"items": await queries.list_versions(conn, tenant=own or tenant)}
+        rows = await queries.list_versions(conn, tenant=own or tenant)
+    return {"items": [_served(row) for row in rows]}
 
 
 @router.get("/datasets/{version}")
@@ -79,7 +80,7 @@ async def download_manifest(
             kind="not-frozen",
             title="Version not frozen",
         )
-    path = await asyncio.to_thread(_fetch, ctx, f"{row['prefix']}/{file}", file != "dataset.json")
+    path = await asyncio.to_thread(_fetch, ctx, f"{row['prefix']}/{file}", file == "dataset.json")
     media = "application/json" if file.endswith(".json") else "application/x-ndjson"
     return FileResponse(
         path,
@@ -89,15 +90,14 @@ async def download_manifest(
     )
 
 
-def _fetch(ctx: AppContext, key: str, manifest: bool) -> Path:
+def _fetch(ctx: AppContext, key: str, description: bool) -> Path:
     ctx.settings.temp_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix="ai2text-manifest-", dir=ctx.settings.temp_dir)
     path = Path(name)
     try:
         with open(fd, "wb") as out:
             ctx.store.download(key, out)
-        if manifest:
-            make_servable(path)  # versions frozen before manifests named keys only
+        make_servable(path, description=description)  # for versions frozen before 0005
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -118,6 +118,12 @@ async def _version(
         )
     if row is None:
         raise ApiError(404, "no such dataset version")
+    return _served(row)
+
+
+def _served(row: dict[str, Any]) -> dict[str, Any]:
+    """A version row with its ASR models named without server paths."""
+    row["model"] = served_models(row["model"])
     return row
 
 

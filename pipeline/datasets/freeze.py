@@ -31,6 +31,7 @@ from psycopg import sql
 from pipeline.config import Settings
 from pipeline.datasets.eligibility import ELIGIBLE_AUDIO, filter_params
 from pipeline.datasets.layout import DEFAULT_TENANT, version_base
+from pipeline.datasets.served import model_label
 from pipeline.datasets.utterances import SegmentRow, Split, split_for, utterances
 from pipeline.db.database import AsyncConn, Database
 from pipeline.errors import Ai2TextError
@@ -137,7 +138,7 @@ class Freezer:
                     _write_audio(outputs, split, audio, cues)
                     seconds = sum(c.duration for c in cues)
                     items.append((audio["id"], split, len(cues), seconds))
-                    models.add(str(audio["model"]))
+                    models.add(model_label(str(audio["model"])))
                     count = counts[split]
                     count.audio += 1
                     count.utterances += len(cues)

@@ -134,6 +134,19 @@ def versions_seen(http: httpx.Client, token: str, **params: Any) -> list[tuple[s
     return sorted((v["tenant"], v["version"]) for v in response.json()["items"])
 
 
+def strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON document, keys and values."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings(v)
+
+
 def assert_not_found(response: httpx.Response) -> None:
     assert response.status_code == 404, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
@@ -183,6 +196,10 @@ def test_a_tenants_manifests_hold_only_its_audio_and_no_server_path(
         assert str(world.gw.data_dir) not in body and "file://" not in body
         entries = [json.loads(line) for text in texts[:4] for line in text.splitlines()]
         assert entries, "no manifest lines"
+        # No absolute path anywhere: not the audio's, not the (bundled) ASR model's.
+        documents = [version, *entries, json.loads(texts[4])]
+        paths = [v for v in strings(documents) if v.startswith("/") and "/" in v[1:]]
+        assert all(p.startswith("/v1/datasets/1/files/") for p in paths), paths  # API links
         for entry in entries:
             path = entry.get("audio_filepath") or entry["file_name"]
             assert path.startswith("audio/sha256/") and not Path(path).is_absolute(), path

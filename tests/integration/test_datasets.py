@@ -25,7 +25,7 @@ from pipeline.datasets.eligibility import eligible_hours
 from pipeline.datasets.freeze import MANIFESTS, Freezer, FrozenVersion
 from pipeline.datasets.materialize import materialize
 from pipeline.datasets.queries import audio_keys
-from pipeline.datasets.served import make_servable
+from pipeline.datasets.served import make_servable, model_label
 from pipeline.datasets.utterances import SegmentRow, passes, split_for, utterances
 from pipeline.db.database import Database
 from pipeline.db.migrate import available_migrations, migrate
@@ -319,7 +319,12 @@ def test_dataset_json_hours_and_checksums_match_the_database_and_the_files(
     assert row["prefix"] == "datasets/default/v1"
     assert description["name"] == "default" and description["version"] == 1
     assert description["filters"] == settings.dataset.model_dump()
-    assert description["asr_model"] == [whisper().model_name]
+    # The bundled model is a local directory: named without the server's path to it.
+    assert whisper().model_name.startswith("/")
+    assert description["asr_model"] == [model_label(whisper().model_name)]
+    assert not description["asr_model"][0].startswith("/") and row["model"] == model_label(
+        whisper().model_name
+    )
     stats = description["stats"]
     assert stats == row["stats"]
     assert stats["audio"] == 3
@@ -756,6 +761,17 @@ def test_a_manifest_frozen_with_server_paths_is_served_with_object_keys(
         make_servable(served)
         assert served.read_bytes() == current
     assert rewritten >= 4  # two audio files, each in a split manifest and in metadata.jsonl
+
+    # dataset.json named a local model by its full path.
+    current = (store.root / frozen.prefix / "dataset.json").read_bytes()
+    legacy_doc = json.loads(current)
+    legacy_doc["asr_model"] = [whisper().model_name]
+    legacy = tmp_path / "dataset.json"
+    legacy.write_text(json.dumps(legacy_doc, indent=2) + "\n")
+    make_servable(legacy, description=True)
+    assert legacy.read_bytes() == current
+    make_servable(legacy, description=True)  # a current one passes through unchanged
+    assert legacy.read_bytes() == current
 
 
 def test_versions_frozen_before_dataset_tenants_belong_to_the_default_tenant(
