@@ -137,6 +137,7 @@ class _StagingParser:
         self._header_name = b""
         self._header_value = b""
         self._fields = 0
+        self._ended = False
 
     async def parse(self, stream: AsyncIterator[bytes]) -> FormData:
         callbacks: MultipartCallbacks = {
@@ -147,6 +148,7 @@ class _StagingParser:
             "on_header_value": self._on_header_value,
             "on_header_end": self._on_header_end,
             "on_headers_finished": self._on_headers_finished,
+            "on_end": self._on_end,
         }
         parser = MultipartParser(self._boundary, callbacks)
         try:
@@ -154,6 +156,8 @@ class _StagingParser:
                 parser.write(chunk)
                 await self._write_pending()
             parser.finalize()
+            if not self._ended:  # the body stopped before the closing boundary
+                raise FormParserError("no closing boundary")
             for upload in self._uploads:
                 await upload.seek(0)
         except FormParserError:
@@ -185,6 +189,9 @@ class _StagingParser:
 
     def _on_part_begin(self) -> None:
         self._part = _Part()
+
+    def _on_end(self) -> None:
+        self._ended = True
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]

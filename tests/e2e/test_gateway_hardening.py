@@ -381,6 +381,23 @@ def test_upload_spools_in_the_staging_directory_not_the_system_temp_dir(gw: Gate
     wait_until(lambda: not staged(gw), timeout=30, what="the spooled file to be closed")
 
 
+@pytest.mark.parametrize(
+    "cut", [lambda body: body[: len(body) - 40], lambda body: b"not multipart at all"]
+)
+def test_multipart_body_cut_short_or_garbled_is_a_400_and_nothing_stays_spooled(
+    gw: Gateway, cut: Callable[[bytes], bytes]
+) -> None:
+    before = counts(gw)
+    boundary = uuid.uuid4().hex
+    body = cut(file_part(boundary, b"cut.wav", sized_wav(2 * 1024 * 1024)))
+    response = post_raw(gw, "/v1/audio", gw.signer.token(*WRITE), body, boundary)
+
+    problem = assert_problem(response, 400)
+    assert "multipart" in problem["detail"], problem
+    assert counts(gw) == before
+    wait_until(lambda: not staged(gw), timeout=30, what="the spooled part to be closed")
+
+
 def test_upload_is_refused_with_503_while_the_disk_is_below_the_floor(
     pg_server: Any, tmp_path: Path
 ) -> None:
