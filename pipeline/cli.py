@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        code = _run(argv)
-        sys.stdout.flush()  # a closed reader shows here, not at interpreter exit
+        try:
+            code = _run(argv)
+        finally:  # also after --help: a closed reader shows here, not at interpreter exit
+            sys.stdout.flush()
     except BrokenPipeError:
         _discard_closed_output()
         code = EXIT_OUTPUT_CLOSED

@@ -3,18 +3,26 @@
 Nested groups use ``__`` in environment names, e.g. ``AI2TEXT_DATABASE__URL`` or
 ``AI2TEXT_ASR__COMPUTE_TYPE``. Priority: environment, then the TOML file, then
 defaults. The settings object is built once in the entry point and passed down.
+
+Every ``AI2TEXT_*`` variable must name a setting, and list or table values must be
+JSON: a misspelt name or ``a,b`` for a list is a ``ConfigError`` that names the
+variable, never silently ignored.
 """
 
 from __future__ import annotations
 
+import json
+import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -334,7 +342,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (
             init_settings,
-            env_settings,
+            StrictEnvSource(settings_cls),
             TomlConfigSettingsSource(settings_cls),
             file_secret_settings,
         )
@@ -344,10 +352,69 @@ class Settings(BaseSettings):
         return self.asr.temp_dir or self.data_dir / "tmp"
 
 
+class StrictEnvSource(EnvSettingsSource):
+    """The environment, refusing ``AI2TEXT_*`` names that are no setting and non-JSON lists."""
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = self.env_prefix if self.case_sensitive else self.env_prefix.lower()
+        for name, value in self.env_vars.items():
+            if name.startswith(prefix):
+                self._check(name, len(prefix), value)
+        try:
+            return super().__call__()
+        except SettingsError as exc:  # a case _check let through: still one readable line
+            raise ConfigError(f"{exc}: {exc.__cause__}") from exc
+
+    def _check(self, name: str, prefix_len: int, value: str | None) -> None:
+        """``name`` must lead to a field; a value for a list or table field must be JSON."""
+        shown = name.upper()
+        parts = name[prefix_len:].split(self.env_nested_delimiter or "__")
+        model: type[BaseModel] = self.settings_cls
+        for depth, part in enumerate(parts):
+            field = model.model_fields.get(part)
+            if field is None:
+                where = f"the {'.'.join(parts[:depth])} group" if depth else "ai2text"
+                raise ConfigError(f"unknown setting {shown}: {where} has no setting {part!r}")
+            if depth == len(parts) - 1:
+                self._check_json(shown, field, value)
+                return
+            nested = field.annotation
+            if isinstance(nested, type) and issubclass(nested, BaseModel):
+                model = nested
+            elif nested is dict or get_origin(nested) is dict:
+                return  # a table's keys are free
+            else:
+                path = ".".join(parts[: depth + 1])
+                raise ConfigError(f"unknown setting {shown}: {path} is not a group of settings")
+
+    def _check_json(self, shown: str, field: Any, value: str | None) -> None:
+        if value is None or not self.field_is_complex(field):
+            return  # a plain value, or one of several types: pydantic decides
+        try:
+            json.loads(value)
+        except ValueError:  # the value is not repeated: it may hold a secret
+            origin = get_origin(field.annotation) or field.annotation
+            if origin in (list, tuple, set):
+                kind = 'list such as ["a", "b"], not comma-separated text'
+            else:
+                kind = 'object such as {"key": "value"}'
+            raise ConfigError(f"{shown} is not valid JSON: it must be a JSON {kind}") from None
+
+
 def load_settings(config_file: Path | None = None) -> Settings:
-    """Build the settings from the environment and, when given, a TOML file."""
-    if config_file is None:
-        return Settings()
+    """Build the settings from the environment and, when given, a TOML file.
+
+    Every problem is a ``ConfigError`` with one line that names the setting or file.
+    """
+    try:
+        if config_file is None:
+            return Settings()
+        return _settings_with_file(config_file)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def _settings_with_file(config_file: Path) -> Settings:
     if not config_file.is_file():
         raise ConfigError(f"config file not found: {config_file}")
 
@@ -359,4 +426,19 @@ def load_settings(config_file: Path | None = None) -> Settings:
             toml_file=config_file,
         )
 
-    return _FileSettings()
+    try:
+        return _FileSettings()
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_file} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Pydantic's report on one line: ``where: what`` per problem, values left out (secrets)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        what = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"{where}: {what.removeprefix('Value error, ')}")
+    return "; ".join(problems)

@@ -1,7 +1,8 @@
 """Object store on the local filesystem, under ``<data_dir>/objects``.
 
 Writes go to a temporary file in the target directory, are fsynced and then
-renamed into place, so a reader sees either nothing or the whole object.
+renamed into place, so a reader sees either nothing or the whole object. Objects
+are private: directories 0700, files 0600 (``mkstemp``'s mode, kept by the rename).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.errors import PermanentError, TransientError
+from pipeline.permissions import make_private_dirs
 from pipeline.storage.base import ObjectInfo, ObjectNotFound, check_key
 
 CHUNK = 1024 * 1024
@@ -23,7 +25,7 @@ class FilesystemStore:
     def __init__(self, root: Path, *, chunk_bytes: int = CHUNK) -> None:
         self.root = root
         self.chunk_bytes = chunk_bytes
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.root)
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -32,7 +34,7 @@ class FilesystemStore:
         self, key: str, stream: BinaryIO, size: int, content_type: str | None = None
     ) -> ObjectInfo:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(target.parent)
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".part")
         digest = hashlib.md5(usedforsecurity=False)
         written = 0

@@ -161,8 +161,10 @@ def run_outcomes(orchestrator: Orchestrator) -> dict[str, float]:
 def test_crossing_the_threshold_launches_one_command_run_that_succeeds(
     make_settings: Any, db: Conn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AI2TEXT_PROBE_SECRET", "must-not-reach-the-trainer")
     settings = make_settings(training=training())
+    # Set after the settings are built (an unknown AI2TEXT_* name is refused there): the
+    # launcher must still keep it, and every AI2TEXT_* variable, from the trainer.
+    monkeypatch.setenv("AI2TEXT_PROBE_SECRET", "must-not-reach-the-trainer")
     store = store_of(settings)
 
     async def scenario() -> tuple[FrozenVersion, Orchestrator, list[FrozenVersion]]:

@@ -68,7 +68,7 @@ def test_nested_environment_variables_use_double_underscore(
 def test_invalid_environment_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AI2TEXT_LOG_LEVEL", "loud")
 
-    with pytest.raises(ValidationError, match="log_level"):
+    with pytest.raises(ConfigError, match="log_level"):
         load_settings()
 
 
@@ -129,14 +129,14 @@ def test_a_directory_as_config_file_raises_config_error(tmp_path: Path) -> None:
 def test_unknown_top_level_key_in_file_is_refused(tmp_path: Path) -> None:
     path = write_toml(tmp_path, 'log_levle = "debug"\n')
 
-    with pytest.raises(ValidationError, match="log_levle"):
+    with pytest.raises(ConfigError, match="log_levle"):
         load_settings(path)
 
 
 def test_unknown_section_in_file_is_refused(tmp_path: Path) -> None:
     path = write_toml(tmp_path, "[wacth]\nquiet_period_s = 1\n")
 
-    with pytest.raises(ValidationError, match="wacth"):
+    with pytest.raises(ConfigError, match="wacth"):
         load_settings(path)
 
 
@@ -148,7 +148,7 @@ def test_unknown_keyword_argument_is_refused() -> None:
 def test_unknown_key_inside_a_section_is_refused(tmp_path: Path) -> None:
     path = write_toml(tmp_path, "[watch]\nquiet_period = 30\n")
 
-    with pytest.raises(ValidationError, match="quiet_period"):
+    with pytest.raises(ConfigError, match="quiet_period"):
         load_settings(path)
 
 
@@ -235,3 +235,124 @@ def test_storage_keys_are_secret_too(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert "AKIAEXAMPLE" not in text
     assert "s3cr3t-value" not in text
+
+
+# -- unknown names and malformed values: one readable line, never ignored --------------
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("AI2TEXT_FOO", "ai2text has no setting 'foo'"),
+        ("AI2TEXT_WATCHER__INBOX", "ai2text has no setting 'watcher'"),
+        ("AI2TEXT_WATCH__INBOXX", "the watch group has no setting 'inboxx'"),
+        ("AI2TEXT_AUTH__SCOPES", "the auth group has no setting 'scopes'"),
+        ("AI2TEXT_SHUTDOWN_GRACE_S__X", "shutdown_grace_s is not a group of settings"),
+        ("AI2TEXT_DATABASE__URL__HOST", "database.url is not a group of settings"),
+    ],
+)
+def test_an_environment_variable_that_names_no_setting_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, problem: str
+) -> None:
+    monkeypatch.setenv(name, "/x")
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert str(refused.value) == f"unknown setting {name}: {problem}"
+
+
+def test_unknown_names_are_found_whatever_their_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ai2text_watcher__inbox", "/x")
+
+    with pytest.raises(ConfigError, match="AI2TEXT_WATCHER__INBOX"):
+        load_settings()
+
+
+def test_settings_built_directly_refuse_unknown_names_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AI2TEXT_LOG_LEVLE", "debug")
+
+    with pytest.raises(ConfigError, match="AI2TEXT_LOG_LEVLE"):
+        Settings()
+
+
+def test_a_table_setting_takes_any_key_below_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AI2TEXT_TRAINING__COMMAND_ENV__HF_HOME", "/cache")
+
+    assert load_settings().training.command_env == {"hf_home": "/cache"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AI2TEXT_AUTH__ALGORITHMS", "RS256,ES256"),
+        ("AI2TEXT_GATEWAY__CORS_ORIGINS", "https://a.example"),
+        ("AI2TEXT_TRAINING__COMMAND", "python train.py"),
+        ("AI2TEXT_VALIDATION__ALLOWED_EXTENSIONS", "wav,flac"),
+        ("AI2TEXT_S3_SOURCES", "uploads"),
+        ("AI2TEXT_AUTH__ALGORITHMS", ""),
+    ],
+)
+def test_a_list_that_is_not_json_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert message.startswith(f"{name} is not valid JSON: it must be a JSON list")
+    assert "\n" not in message
+
+
+def test_a_table_that_is_not_json_is_refused_without_repeating_the_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AI2TEXT_TRAINING__COMMAND_ENV", "TOKEN=hunter2")
+
+    with pytest.raises(ConfigError, match="AI2TEXT_TRAINING__COMMAND_ENV .*JSON object") as refused:
+        load_settings()
+    assert "hunter2" not in str(refused.value)
+
+
+def test_json_lists_in_the_environment_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AI2TEXT_AUTH__ALGORITHMS", '["ES256"]')
+    monkeypatch.setenv("AI2TEXT_S3_SOURCES", '[{"bucket": "uploads"}]')
+
+    settings = load_settings()
+
+    assert settings.auth.algorithms == ("ES256",)
+    assert [s.bucket for s in settings.s3_sources] == ["uploads"]
+
+
+def test_malformed_toml_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[watch\nquiet_period_s = 1\n")
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path} is not valid TOML: ")
+    assert "line 1" in message and "\n" not in message
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "ai2text.toml"
+    path.write_bytes(b'log_level = "\xff"\n')
+
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(path)
+
+
+def test_invalid_values_are_described_on_one_line_without_their_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AI2TEXT_STORAGE__SECURE", "hunter2")
+    monkeypatch.setenv("AI2TEXT_QUEUE__MAX_ATTEMPTS", "0")
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert "storage.secure: Input should be a valid boolean" in message
+    assert "queue.max_attempts: Input should be greater than or equal to 1" in message
+    assert "hunter2" not in message and "\n" not in message
