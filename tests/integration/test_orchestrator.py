@@ -551,11 +551,11 @@ def test_http_launcher_retries_5xx_then_records_the_remote_run(
         assert body["run_id"] == str(frozen.run_id)
         dataset = body["dataset"]
         assert dataset["name"] == "default" and dataset["version"] == 1
-        assert dataset["dir"] == store.uri(prefix)
-        assert dataset["manifests"] == {
         assert dataset["tenant"] == "default"
         # The manifests name object keys; this is where the keys are.
         assert dataset["audio_root"] == f"{store.root}/"
+        assert dataset["dir"] == store.uri(prefix)
+        assert dataset["manifests"] == {
             s: store.uri(f"{prefix}/{s}.jsonl") for s in ("train", "dev", "test")
         }
         assert all(Path(p).is_file() for p in dataset["manifests"].values())
