@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 # Files up to this size stay in memory; larger ones roll over to the staging directory.
 SPOOL_MAX_BYTES = 1024 * 1024
 MAX_FILES = 1
+MAX_FIELDS = 64
 LOW_DISK_RETRY_AFTER_S = 60
 
 
@@ -75,7 +76,9 @@ class StagedRequest(Request):
             boundary,
             _charset(options.get(b"charset")),
             directory=directory,
-            limits=_Limits(int(min(max_files, MAX_FILES)), int(max_fields), max_part_size),
+            limits=_Limits(
+                int(min(max_files, MAX_FILES)), int(min(max_fields, MAX_FIELDS)), max_part_size
+            ),
         )
         self._form = await parser.parse(self.stream())
         return self._form
