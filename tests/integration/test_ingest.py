@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from pipeline.db.database import Database
-from pipeline.ingest.core import Arrival, Ingestor, IngestResult, SourceChanged
+from pipeline.ingest.core import Arrival, Ingestor, IngestResult, SourceChanged, StillArriving
 from pipeline.storage import FilesystemStore, content_key
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -398,3 +398,107 @@ def test_source_changed_leaves_no_rows(
     asyncio.run(scenario())
     assert db.execute("SELECT count(*) AS n FROM audio").fetchone() == {"n": 0}
     assert db.execute("SELECT count(*) AS n FROM jobs").fetchone() == {"n": 0}
+
+
+# -- a source that changed after it was recorded --------------------------------------
+
+
+def half_of(path: Path, tmp_path: Path) -> Path:
+    raw = path.read_bytes()
+    half = tmp_path / f"half-{path.name}"
+    half.write_bytes(raw[: len(raw) // 2])
+    return half
+
+
+def test_incomplete_audio_raises_still_arriving_when_asked_to_wait_and_records_nothing(
+    make_settings: Any, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    half = half_of(JFK, tmp_path)
+
+    async def scenario() -> IngestResult:
+        async with ingestor(make_settings(), tmp_path / "objects") as ing:
+            with pytest.raises(StillArriving) as waiting:
+                await ingest_file(ing, half, arrival_for(half), wait_if_incomplete=True)
+            assert waiting.value.code == "truncated" and "11.0 s" in waiting.value.reason
+            assert db.execute("SELECT count(*) AS n FROM audio").fetchone() == {"n": 0}
+            # Uploads and S3 objects are complete by definition: rejected at once.
+            return await ingest_file(ing, half, arrival_for(half))
+
+    result = asyncio.run(scenario())
+    assert result.outcome == "rejected" and result.reason is not None
+    assert "truncated" in result.reason
+    assert stored_files(tmp_path / "objects") == []
+
+
+def test_the_next_version_of_a_changed_source_supersedes_the_first(
+    make_settings: Any, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    grown = tmp_path / "grown.wav"
+    grown.write_bytes(STEREO.read_bytes() + bytes(2))  # other bytes, same recording, longer
+
+    async def scenario() -> tuple[IngestResult, ...]:
+        async with ingestor(make_settings(), tmp_path / "objects") as ing:
+            first = await ingest_file(ing, STEREO, arrival_for(STEREO, "talk.wav", "v1"))
+            other = await ingest_file(ing, JFK, arrival_for(JFK, "other.flac", "v1"))
+            await ing.mark_supersede_pending(first.audio_id)  # the hot folder saw it change
+            second = await ingest_file(ing, grown, arrival_for(grown, "talk.wav", "v2"))
+            third = await ingest_file(ing, JFK, arrival_for(JFK, "other.flac", "v2"))
+            return first, other, second, third
+
+    first, other, second, third = asyncio.run(scenario())
+    assert (first.outcome, second.outcome) == ("accepted", "accepted")
+    row = db.execute(
+        "SELECT superseded_by, supersede_pending FROM audio WHERE id = %s", (first.audio_id,)
+    ).fetchone()
+    assert row == {"superseded_by": second.audio_id, "supersede_pending": False}
+    # Only a row marked pending is superseded: a new version of other.flac is a duplicate.
+    assert third.outcome == "duplicate" and third.duplicate_of == other.audio_id
+    superseded = db.execute("SELECT id FROM audio WHERE superseded_by IS NOT NULL").fetchall()
+    assert [r["id"] for r in superseded] == [first.audio_id]
+    jobs = db.execute("SELECT audio_id FROM jobs ORDER BY id").fetchall()
+    assert [j["audio_id"] for j in jobs] == [first.audio_id, other.audio_id, second.audio_id]
+
+
+def test_a_changed_source_with_the_same_bytes_is_the_same_audio_not_a_new_version(
+    make_settings: Any, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A ``touch`` during ingest moves the fingerprint, not the content: nothing to supersede."""
+
+    async def scenario() -> tuple[IngestResult, IngestResult, IngestResult | None]:
+        async with ingestor(make_settings(), tmp_path / "objects") as ing:
+            first = await ingest_file(ing, JFK, arrival_for(JFK, version="v1"))
+            await ing.mark_supersede_pending(first.audio_id)
+            again = await ingest_file(ing, JFK, arrival_for(JFK, version="v2"))
+            return first, again, await ing.find_existing(arrival_for(JFK, version="v2"))
+
+    first, again, found = asyncio.run(scenario())
+    assert again.outcome == "already_ingested" and again.audio_id == first.audio_id
+    assert found is not None and found.audio_id == first.audio_id
+    (row,) = db.execute("SELECT * FROM audio").fetchall()
+    assert row["source_version"] == "v2"
+    assert row["superseded_by"] is None and not row["supersede_pending"]
+    assert db.execute("SELECT count(*) AS n FROM jobs").fetchone() == {"n": 1}
+
+
+def test_a_refusal_marked_pending_is_superseded_by_the_version_taken_later(
+    make_settings: Any, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """How an unreadable hot-folder file is recorded, then replaced once it can be read."""
+
+    async def scenario() -> tuple[IngestResult, IngestResult]:
+        async with ingestor(make_settings(), tmp_path / "objects") as ing:
+            placeholder = await ing.reject(
+                arrival_for(JFK, version="unreadable:v1"),
+                "cannot read the file (Permission denied)",
+                code="unreadable",
+                supersede_pending=True,
+            )
+            return placeholder, await ingest_file(ing, JFK, arrival_for(JFK, version="v1"))
+
+    placeholder, taken = asyncio.run(scenario())
+    assert placeholder.outcome == "rejected" and taken.outcome == "accepted"
+    row = db.execute(
+        "SELECT state, superseded_by, supersede_pending FROM audio WHERE id = %s",
+        (placeholder.audio_id,),
+    ).fetchone()
+    assert row == {"state": "rejected", "superseded_by": taken.audio_id, "supersede_pending": False}
