@@ -39,9 +39,12 @@ class DirectoryLock:
 
 def claim_directory(directory: Path, name: str, *, what: str, hint: str) -> DirectoryLock:
     """Lock ``directory`` for this process, or raise ``AlreadyRunning`` naming the holder."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / name
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot use the {what} {directory}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

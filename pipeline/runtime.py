@@ -32,7 +32,7 @@ from pipeline.ops_http import OpsServer, Readiness
 from pipeline.permissions import ensure_data_dir, restrict_data_dir
 from pipeline.sampler import run_sampler
 from pipeline.sources.registry import SourceRegistry
-from pipeline.staging import sweep_dead_staging
+from pipeline.staging import prepare_staging
 from pipeline.storage import ObjectStore, open_store
 
 log = structlog.get_logger(__name__)
@@ -126,10 +126,15 @@ def _claim_directories(
 
 
 async def _run_claimed(settings: Settings, roles: set[Role], stop: asyncio.Event) -> int:
-    # Staging files of processes killed before they could clean up.
-    await asyncio.to_thread(sweep_dead_staging, settings.temp_dir)
+    await asyncio.to_thread(prepare_staging, settings.temp_dir)
     # Claim the HTTP ports first: a busy port is a clear error before anything starts.
     listening = _bind_ports(settings, roles)
+    if listening.gateway is not None:
+        try:
+            await asyncio.to_thread(_check_gateway_keys, settings)
+        except ConfigError:
+            listening.close()
+            raise
     metrics = Metrics()
     readiness = Readiness(stopping=stop)
     db = build_database(settings)
@@ -258,6 +263,13 @@ def _s3_roles(
     return coros
 
 
+def _check_gateway_keys(settings: Settings) -> None:
+    """Load the token keys once up front: a missing key file is one line, before anything."""
+    from gateway.auth import TokenVerifier
+
+    TokenVerifier(settings)
+
+
 async def _serve_http(
     settings: Settings,
     db: Database,
@@ -306,15 +318,21 @@ async def _workers(
 async def _supervise(coros: list[Coroutine[Any, Any, None]], stop: asyncio.Event) -> int:
     tasks = [asyncio.create_task(c) for c in coros]
     exit_code = 0
+    misconfigured: ConfigError | None = None
     try:
         for finished in asyncio.as_completed(tasks):
             try:
                 await finished
+            except ConfigError as exc:  # e.g. the gateway's keys: the user's to fix, one line
+                misconfigured = misconfigured or exc
+                stop.set()
             except Exception:  # noqa: BLE001 - one crashed role stops the others cleanly
                 log.exception("a role crashed; stopping the others")
                 exit_code = 1
                 stop.set()
     finally:
         stop.set()
+    if misconfigured is not None:
+        raise misconfigured
     log.info("stopped", exit_code=exit_code)
     return exit_code

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import structlog
 
+from pipeline.errors import ConfigError
+
 log = structlog.get_logger(__name__)
 
 _OWNED_DIR = re.compile(r"^(?P<host>.+)\.p(?P<pid>\d+)-(?P<start>\d+)$")
@@ -62,6 +64,21 @@ def process_staging_dir(temp_root: Path) -> Path:
     temp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.mkdir(exist_ok=True, mode=0o700)  # again each time: someone may have emptied tmp/
     return path
+
+
+def prepare_staging(temp_root: Path) -> None:
+    """At start-up: make sure ``temp_root`` can be used, and sweep what dead processes left.
+
+    Raises ``ConfigError`` (one line for the user) when the directory cannot be created.
+    """
+    try:
+        temp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the temp directory {temp_root} (AI2TEXT_ASR__TEMP_DIR):"
+            f" {exc.strerror or exc}"
+        ) from None
+    sweep_dead_staging(temp_root)
 
 
 def sweep_dead_staging(temp_root: Path) -> list[Path]:

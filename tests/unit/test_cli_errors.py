@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -204,3 +206,42 @@ def test_output_to_a_closed_reader_ends_quietly(
     assert done.returncode == EXIT_OUTPUT_CLOSED == 141, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert "BrokenPipe" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+def test_an_inbox_under_a_file_stops_the_watcher_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    env = clean_env(
+        AI2TEXT_DATA_DIR=str(tmp_path / "data"), AI2TEXT_WATCH__INBOX=str(tmp_path / "afile/in")
+    )
+
+    done = ai2text(["watch"], env)
+
+    assert_one_line(done, "inbox", str(tmp_path / "afile/in"))
+
+
+def test_a_temp_directory_under_a_file_stops_the_worker_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    env = clean_env(
+        AI2TEXT_DATA_DIR=str(tmp_path / "data"), AI2TEXT_ASR__TEMP_DIR=str(tmp_path / "afile/t")
+    )
+
+    done = ai2text(["worker"], env)
+
+    assert_one_line(done, "temp directory", "AI2TEXT_ASR__TEMP_DIR")
+
+
+def test_a_missing_gateway_key_stops_the_gateway_with_one_line(tmp_path: Path) -> None:
+    # The embedded database must be reachable by the server's user when run as root.
+    root = Path(tempfile.mkdtemp(prefix="ai2text-cli-"))
+    try:
+        env = clean_env(
+            AI2TEXT_DATA_DIR=str(root / "data"),
+            AI2TEXT_GATEWAY__PORT="0",
+            AI2TEXT_AUTH__PUBLIC_KEY_FILE=str(tmp_path / "missing.pem"),
+        )
+
+        done = ai2text(["gateway"], env)
+
+        assert_one_line(done, "missing.pem")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
