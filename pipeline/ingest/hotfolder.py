@@ -210,14 +210,17 @@ class HotFolder:
 
     async def _dispatch_ready(self, now: float) -> None:
         """Hand quiet files to the take loops, unless a process still has them open to write."""
-        ready = list(dict.fromkeys(self.tracker.ready(now) + self.held.due(now)))
+        ready = {
+            path: taking
+            for path in dict.fromkeys(self.tracker.ready(now) + self.held.due(now))
+            if (taking := self._taking(path, now)) is not None
+        }
         if not ready:
             return
-        writers = await asyncio.to_thread(open_for_writing, ready)
-        for path in ready:
-            taking = self._taking(path, now)
-            if taking is None:
-                continue
+        writers = await asyncio.to_thread(open_for_writing, list(ready))
+        for path, taking in ready.items():
+            if self._taking(path, now) != taking:
+                continue  # changed while /proc was read: it waits for a new quiet period
             pid = writers.get(path)
             if pid is not None and not taking.final:
                 self._hold_open(path, taking, pid, now)
