@@ -34,6 +34,8 @@ def embedded_env(root: Path) -> dict[str, str]:
         "AI2TEXT_DATA_DIR": str(root / "data"),
         "AI2TEXT_WATCH__INBOX": str(root / "inbox"),
         "AI2TEXT_WATCH__QUIET_PERIOD_S": str(QUIET_S),
+        # Truncated files wait this long for the rest before they are rejected (default 600).
+        "AI2TEXT_WATCH__INCOMPLETE_TIMEOUT_S": "2",
         "AI2TEXT_WATCH__MIN_FREE_BYTES": "0",
         "AI2TEXT_QUEUE__POLL_INTERVAL_S": "1",
         "AI2TEXT_GATEWAY__PORT": "0",
