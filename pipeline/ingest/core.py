@@ -6,10 +6,8 @@ fingerprint, or same bucket/key/etag) is a no-op, and content already held
 pointing at the first. Dedupe never crosses tenants: that would tell one tenant
 what another holds.
 
-A row marked ``supersede_pending`` (its hot-folder file changed after ingest, or
-could not be read) is superseded by the next version recorded for the same
-source: the new row is recorded and the old one points at it (``superseded_by``)
-in one transaction.
+A row marked ``supersede_pending`` is superseded by the next version recorded
+for the same source, in the same transaction (see ``versions``).
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ import structlog
 from pipeline.config import Settings
 from pipeline.db.database import AsyncConn, Database
 from pipeline.errors import RejectCode, RejectedInput, TransientError
+from pipeline.ingest import versions
 from pipeline.ingest.validation import extension_of, validate
 from pipeline.media import AudioInfo, HeadInfo, IncompleteAudio
 from pipeline.metrics import Metrics
@@ -209,7 +208,12 @@ class Ingestor:
             )
             row = await cur.fetchone()
             if row is not None:
-                await _supersede_pending(conn, arrival, row["id"])  # type: ignore[arg-type]
+                await versions.supersede_pending(
+                    conn,
+                    arrival.source_uri,
+                    row["id"],  # type: ignore[arg-type]
+                    name=arrival.original_name,
+                )
         if row is None:
             # This very source version was accepted earlier; a later refusal must not mark it.
             earlier = await self.find_existing(arrival)
@@ -229,11 +233,7 @@ class Ingestor:
     async def mark_supersede_pending(self, audio_id: uuid.UUID) -> None:
         """The source of ``audio_id`` changed after it was recorded: its next version wins."""
         async with self.db.connection() as conn:
-            await conn.execute(
-                "UPDATE audio SET supersede_pending = true, updated_at = now()"
-                " WHERE id = %s AND superseded_by IS NULL",
-                (audio_id,),
-            )
+            await versions.mark_pending(conn, audio_id)
 
     async def record_remote(
         self, arrival: Arrival, where: RemoteObject, info: HeadInfo
@@ -319,9 +319,11 @@ class Ingestor:
             seen = await cur.fetchone()
             if seen is not None:
                 return IngestResult("already_ingested", seen["id"])  # type: ignore[arg-type]
-            same = await _pending_with_content(conn, arrival, sha256)
+            same = await versions.adopt_version(
+                conn, arrival.source_uri, arrival.source_version, sha256
+            )
             if same is not None:
-                return same
+                return IngestResult("already_ingested", same[0], duplicate_of=same[1])
         cur = await conn.execute(
             "SELECT id FROM audio WHERE tenant = %s AND sha256 = %s"
             " AND state NOT IN ('rejected', 'duplicate')",
@@ -355,7 +357,9 @@ class Ingestor:
         row = await cur.fetchone()
         assert row is not None
         audio_id: uuid.UUID = row["id"]  # type: ignore[assignment]
-        await _supersede_pending(conn, arrival, audio_id)
+        await versions.supersede_pending(
+            conn, arrival.source_uri, audio_id, name=arrival.original_name
+        )
         if original:
             dup_of: uuid.UUID = original["id"]  # type: ignore[assignment]
             log.info(
@@ -378,47 +382,6 @@ class Ingestor:
             source=arrival.source,
         )
         return IngestResult("accepted", audio_id)
-
-
-async def _pending_with_content(
-    conn: AsyncConn, arrival: Arrival, sha256: str
-) -> IngestResult | None:
-    """A pending row of this source with the very same bytes: only its fingerprint moved.
-
-    It is the same recording (a ``touch``, or a copy tool setting times late), so it
-    takes the new source version instead of being superseded by a duplicate of itself.
-    """
-    cur = await conn.execute(
-        "UPDATE audio SET source_version = %s, supersede_pending = false, updated_at = now()"
-        " WHERE id = (SELECT id FROM audio WHERE source_uri = %s AND supersede_pending"
-        "  AND sha256 = %s LIMIT 1)"
-        " RETURNING id, duplicate_of",
-        (arrival.source_version, arrival.source_uri, sha256),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        return None
-    return IngestResult(
-        "already_ingested",
-        row["id"],  # type: ignore[arg-type]
-        duplicate_of=row["duplicate_of"],  # type: ignore[arg-type]
-    )
-
-
-async def _supersede_pending(conn: AsyncConn, arrival: Arrival, audio_id: uuid.UUID) -> None:
-    """Point earlier rows of this source that wait for a new version at ``audio_id``."""
-    cur = await conn.execute(
-        "UPDATE audio SET superseded_by = %s, supersede_pending = false, updated_at = now()"
-        " WHERE source_uri = %s AND supersede_pending AND id <> %s RETURNING id",
-        (audio_id, arrival.source_uri, audio_id),
-    )
-    for row in await cur.fetchall():
-        log.info(
-            "superseded",
-            file=arrival.original_name,
-            audio_id=str(row["id"]),
-            superseded_by=str(audio_id),
-        )
 
 
 def _sha256_of(source: BinaryIO, size: int) -> str:
