@@ -2,7 +2,7 @@
 
 Starlette spools uploaded files in the system temp directory. A route built with
 :class:`StagingRoute` parses its multipart body here instead: file parts spool in
-this process's staging directory (``<temp_dir>/p<pid>-<start>``, swept once the
+this process's staging directory (``<temp_dir>/<host>.p<pid>-<start>``, swept once the
 process is gone), and only after the disk there is found to hold the
 ``watch.min_free_bytes`` floor plus the declared body. A NUL character in a field
 name, a field value or a file name (PostgreSQL text cannot hold one) is a 400 as soon

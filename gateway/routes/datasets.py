@@ -24,6 +24,7 @@ from gateway.security import require
 from pipeline.datasets import queries
 from pipeline.datasets.layout import DEFAULT_TENANT
 from pipeline.datasets.served import make_servable, served_models
+from pipeline.staging import process_staging_dir
 
 router = APIRouter(prefix="/v1")
 
@@ -91,8 +92,8 @@ async def download_manifest(
 
 
 def _fetch(ctx: AppContext, key: str, description: bool) -> Path:
-    ctx.settings.temp_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="ai2text-manifest-", dir=ctx.settings.temp_dir)
+    staging = process_staging_dir(ctx.settings.temp_dir)
+    fd, name = tempfile.mkstemp(prefix="manifest-", dir=staging)
     path = Path(name)
     try:
         with open(fd, "wb") as out:

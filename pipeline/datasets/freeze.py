@@ -35,6 +35,7 @@ from pipeline.datasets.served import model_label
 from pipeline.datasets.utterances import SegmentRow, Split, split_for, utterances
 from pipeline.db.database import AsyncConn, Database
 from pipeline.errors import Ai2TextError
+from pipeline.staging import process_staging_dir
 from pipeline.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
@@ -85,7 +86,8 @@ class Freezer:
         """Write and record ``tenant``'s new version; with ``run_launcher``, create its run."""
         version_id, number, prefix = await self._reserve(tenant)
         try:
-            with tempfile.TemporaryDirectory(prefix="ai2text-freeze-") as tmp:
+            staging = process_staging_dir(self.settings.temp_dir)
+            with tempfile.TemporaryDirectory(prefix="freeze-", dir=staging) as tmp:
                 frozen = await self._build(Path(tmp), tenant, version_id, number, prefix)
                 await asyncio.to_thread(_upload, self.store, Path(tmp), prefix)
             await self._commit(frozen, run_launcher)
