@@ -2,8 +2,9 @@
 
 Every process that stages bytes on disk (a worker's fetched audio, an upload being
 spooled, a manifest being served) does so in its own directory
-``<temp root>/p<pid>-<start>``, where ``<start>`` is the process start time in clock
-ticks since boot. A process killed with SIGKILL cannot clean up after itself, so at
+``<temp root>/<host>.p<pid>-<start>``, where ``<start>`` is the process start time in
+clock ticks since boot; the host name keeps other machines' processes out of the sweep
+when the temp root is on a shared volume. A process killed with SIGKILL cannot clean up after itself, so at
 start-up every process removes the directories whose owner is gone: the pid no longer
 exists, or it now belongs to a process that started at a different time (pid reuse).
 On platforms without ``/proc`` the start time is unknown and only the pid is checked.
@@ -20,38 +21,12 @@ from pathlib import Path
 import structlog
 
 from pipeline.errors import ConfigError
+from pipeline.processes import process_alive, process_start_ticks
 
 log = structlog.get_logger(__name__)
 
 _OWNED_DIR = re.compile(r"^(?P<host>.+)\.p(?P<pid>\d+)-(?P<start>\d+)$")
 _created: dict[Path, Path] = {}
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot, or ``None`` when unknown or gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses; fields after the last
-    # ')' are space-separated, and the start time is field 22 overall.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _owner_alive(pid: int, start: int) -> bool:
-    if Path("/proc").is_dir():
-        return process_start_ticks(pid) == start
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def process_staging_dir(temp_root: Path) -> Path:
@@ -93,7 +68,7 @@ def sweep_dead_staging(temp_root: Path) -> list[Path]:
         match = _OWNED_DIR.match(entry.name)
         if match is None or match["host"] != host or not entry.is_dir() or entry.is_symlink():
             continue
-        if _owner_alive(int(match["pid"]), int(match["start"])):
+        if process_alive(int(match["pid"]), started=int(match["start"])):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         if not entry.exists():

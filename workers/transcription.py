@@ -69,8 +69,8 @@ class TranscribeOptions:
         )
 
 
-class Transcriber(Protocol):
-    """A loaded model that turns an audio file into a ``Transcription``."""
+class LoadedModel(Protocol):
+    """What a worker reports about the model it runs (workers table, metrics, transcripts)."""
 
     @property
     def model_name(self) -> str: ...
@@ -82,14 +82,22 @@ class Transcriber(Protocol):
     def compute_type(self) -> str: ...
 
     @property
-    def batch_size(self) -> int: ...
+    def batch_size(self) -> int:
+        """The batch size each file starts with (1: no batching)."""
+        ...
 
     @property
     def device_label(self) -> str:
         """``cpu`` or ``cuda:N``: which device, for metrics and the workers table."""
         ...
 
-    def load(self) -> None: ...
+    def load(self) -> None:
+        """Load the model once; a configuration problem raises ``ConfigError``."""
+        ...
+
+
+class Transcriber(LoadedModel, Protocol):
+    """A loaded model that turns an audio file into a ``Transcription``."""
 
     def transcribe(
         self, audio_path: Path, cancel: threading.Event, options: TranscribeOptions | None = None

@@ -19,6 +19,7 @@ import structlog
 
 from pipeline.errors import TransientError
 from pipeline.permissions import make_private_dirs, restrict_data_dir
+from pipeline.processes import process_alive
 
 log = structlog.get_logger(__name__)
 
@@ -96,22 +97,7 @@ def _prune_dead_holders(pgdata: Path) -> None:
         pids = json.loads(holders_file.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return
-    alive = [pid for pid in pids if pid == os.getpid() or _process_alive(pid)]
+    alive = [pid for pid in pids if pid == os.getpid() or process_alive(pid)]
     if alive != pids:
         with contextlib.suppress(OSError):
             holders_file.write_text(json.dumps(alive))
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers signals; treat it as gone.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True

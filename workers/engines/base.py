@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import TransientError
-from workers.transcription import Segment
+from workers.transcription import LoadedModel, Segment
 
 Samples = npt.NDArray[np.float32]
 
@@ -50,31 +50,8 @@ class WindowResult:
     language_probability: float | None
 
 
-class Engine(Protocol):
+class Engine(LoadedModel, Protocol):
     """One model on one device, loaded once and shared by the worker's threads."""
-
-    @property
-    def model_name(self) -> str: ...
-
-    @property
-    def device(self) -> str: ...
-
-    @property
-    def compute_type(self) -> str: ...
-
-    @property
-    def batch_size(self) -> int:
-        """The batch size each file starts with (1: no batching)."""
-        ...
-
-    @property
-    def device_label(self) -> str:
-        """``cpu`` or ``cuda:N``: which device, for metrics and the workers table."""
-        ...
-
-    def load(self) -> None:
-        """Load the model; a configuration problem raises ``ConfigError``."""
-        ...
 
     def transcribe_window(self, samples: Samples, request: WindowRequest) -> WindowResult:
         """Start transcribing ``samples``; may raise ``OutOfMemory`` or ``TransientError``."""
