@@ -14,32 +14,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import public_tempdir
-from tests.e2e.harness import REPO, Service, cli_json, wait_until, write_long_wav
-from tests.e2e.test_up import embedded_env, row_named
+from tests.e2e.harness import REPO, Service, cli_json, wait_until
+
+# No external database URL: every process here runs the embedded one.
+from tests.e2e.test_lifecycle import _env, _no_external_database  # noqa: F401
+from tests.e2e.test_up import row_named
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _no_external_database(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AI2TEXT_DATABASE__URL", raising=False)
-
-
-@pytest.fixture(scope="module")
-def long_speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three minutes of real speech: long enough to act on a job mid-transcription."""
-    path = tmp_path_factory.mktemp("long") / "long.wav"
-    write_long_wav(path, DATA / "multilingual.mp3", repeat=3)
-    return path
-
-
-def _env(root: Path, **extra: str) -> dict[str, str]:
-    env = embedded_env(root)
-    env.pop("AI2TEXT_DATABASE__URL")
-    env.update(extra)
-    return env
 
 
 def _staged_files(data_dir: Path) -> list[Path]:

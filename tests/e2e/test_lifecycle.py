@@ -17,7 +17,7 @@ from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.ingest.core import Arrival, Ingestor
 from pipeline.storage import FilesystemStore
-from tests.e2e.harness import Service, cli_json, wait_until, write_long_wav
+from tests.e2e.harness import Service, cli_json, wait_until
 from tests.e2e.test_up import embedded_env, row_named
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -28,14 +28,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(autouse=True)
 def _no_external_database(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AI2TEXT_DATABASE__URL", raising=False)
-
-
-@pytest.fixture(scope="module")
-def long_speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three minutes of real speech: long enough to act on a job mid-transcription."""
-    path = tmp_path_factory.mktemp("long") / "long.wav"
-    write_long_wav(path, DATA / "multilingual.mp3", repeat=3)
-    return path
 
 
 def _env(root: Path, **extra: str) -> dict[str, str]:
