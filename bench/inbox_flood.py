@@ -30,7 +30,6 @@ import tempfile
 import threading
 import time
 import timeit
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ from bench.common import (  # noqa: E402
     wait_for_quiet,
 )
 from bench.sysload import CpuWindow  # noqa: E402
+from tests.wav import write_wav  # noqa: E402
 
 SAMPLE_RATE = 16000
 DEFAULT_QUIET_PERIOD_S = 2.0  # WatchSettings.quiet_period_s, left at its default
@@ -75,11 +75,7 @@ def write_wavs(dest: Path, n: int) -> list[str]:
         pcm = (0.2 * np.sin(2 * np.pi * (220 + i % 500) * t) * 32767).astype("<i2")
         pcm[0], pcm[1] = i & 0x7FFF, i >> 15
         name = f"flood-{i:05d}.wav"
-        with wave.open(str(dest / name), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(SAMPLE_RATE)
-            w.writeframes(pcm.tobytes())
+        write_wav(dest / name, pcm.tobytes(), rate=SAMPLE_RATE)
         names.append(name)
     return names
 

@@ -1,1 +1,1 @@
-"""ai2text HTTP gateway (JWT-guarded query API); filled in by the gateway issue."""
+"""ai2text HTTP gateway: the JWT-guarded API, the S3 webhook and the OpenAI-compatible endpoint."""

@@ -127,21 +127,12 @@ def probe(source: BinaryIO, *, max_duration_s: float) -> AudioInfo:
     way to catch truncated or corrupt files whose headers look fine.
     """
     with open_container(source) as container:
-        streams = [s for s in container.streams if s.type == "audio"]
-        if not streams:
-            raise RejectedInput("no audio stream in the file", code="no_audio_stream")
-        stream = streams[0]
+        stream = _audio_stream(container)
         ctx = stream.codec_context
         sample_rate = int(ctx.sample_rate or 0)
         if sample_rate <= 0:
             raise RejectedInput("audio stream has no sample rate", code="not_audio")
-        claimed = _claimed_duration(container, stream)
-        if claimed is not None and claimed > max_duration_s:
-            raise RejectedInput(
-                f"audio is {claimed:.1f} s long by its header,"
-                f" over the limit of {max_duration_s:g} s",
-                code="too_long",
-            )
+        claimed = _claimed_within_limit(container, stream, max_duration_s)
         try:
             decoded = _decoded_seconds(container, stream, sample_rate, max_duration_s)
         except RejectedInput as exc:
@@ -184,17 +175,9 @@ class HeadInfo:
 def probe_head(head: bytes, *, max_duration_s: float) -> HeadInfo:
     """Check that the start of a file is a supported container with an audio stream."""
     with open_container(io.BytesIO(head)) as container:
-        stream = next((s for s in container.streams if s.type == "audio"), None)
-        if stream is None:
-            raise RejectedInput("no audio stream in the file", code="no_audio_stream")
+        stream = _audio_stream(container)
         ctx = stream.codec_context
-        claimed = _claimed_duration(container, stream)
-        if claimed is not None and claimed > max_duration_s:
-            raise RejectedInput(
-                f"audio is {claimed:.1f} s long by its header,"
-                f" over the limit of {max_duration_s:g} s",
-                code="too_long",
-            )
+        claimed = _claimed_within_limit(container, stream, max_duration_s)
         try:
             next(iter(container.decode(stream)))
         except StopIteration:
@@ -217,12 +200,28 @@ def claimed_duration_s(source: BinaryIO) -> float | None:
     start = source.tell()
     try:
         with open_container(source) as container:
-            stream = next((s for s in container.streams if s.type == "audio"), None)
-            if stream is None:
-                raise RejectedInput("no audio stream in the file", code="no_audio_stream")
-            return _claimed_duration(container, stream)
+            return _claimed_duration(container, _audio_stream(container))
     finally:
         source.seek(start)
+
+
+def _audio_stream(container: Any) -> Any:
+    """The first audio stream, or a rejection when the file has none."""
+    stream = next((s for s in container.streams if s.type == "audio"), None)
+    if stream is None:
+        raise RejectedInput("no audio stream in the file", code="no_audio_stream")
+    return stream
+
+
+def _claimed_within_limit(container: Any, stream: Any, max_duration_s: float) -> float | None:
+    """The duration the header claims, refused when it is over the limit."""
+    claimed = _claimed_duration(container, stream)
+    if claimed is not None and claimed > max_duration_s:
+        raise RejectedInput(
+            f"audio is {claimed:.1f} s long by its header, over the limit of {max_duration_s:g} s",
+            code="too_long",
+        )
+    return claimed
 
 
 def _claimed_duration(container: Any, stream: Any) -> float | None:
@@ -264,9 +263,7 @@ def iter_mono_16k(source: BinaryIO) -> Iterator[npt.NDArray[np.float32]]:
     """Yield 16 kHz mono float32 chunks; memory per chunk is bounded."""
     resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
     with open_container(source) as container:
-        stream = next((s for s in container.streams if s.type == "audio"), None)
-        if stream is None:
-            raise RejectedInput("no audio stream in the file", code="no_audio_stream")
+        stream = _audio_stream(container)
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):

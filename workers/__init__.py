@@ -1,1 +1,1 @@
-"""ai2text workers: the ASR worker and (later) training launchers."""
+"""ai2text workers: the ASR worker (engines below a long-audio layer) and the trainers."""

@@ -6,13 +6,11 @@ import base64
 import functools
 import hashlib
 import hmac
-import io
 import itertools
 import json
 import re
 import time
 import uuid
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.e2e.harness import Service, wait_until
+from tests.wav import speech_pcm, wav_bytes
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 ISSUER = "https://auth.example.com"
@@ -137,23 +136,7 @@ def bearer(token: str) -> dict[str, str]:
 @functools.cache
 def _decoded(name: str) -> bytes:
     """16-bit little-endian 16 kHz mono PCM of a file in tests/data."""
-    import numpy as np
-
-    from pipeline.media import decode_mono_16k
-
-    with open(DATA / name, "rb") as f:
-        audio = decode_mono_16k(f)
-    return bytes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-
-
-def wav_bytes(pcm: bytes) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm)
-    return buf.getvalue()
+    return speech_pcm(DATA / name)
 
 
 def unique_speech(name: str = "jfk.flac") -> bytes:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.wav import SAMPLE_RATE, speech_pcm, write_wav
+
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -139,18 +141,6 @@ def normalise(text: str) -> str:
 
 def write_long_wav(path: Path, source: Path, repeat: int) -> float:
     """A long 16 kHz mono WAV made of real speech repeated; returns its duration."""
-    import wave
-
-    import numpy as np
-
-    from pipeline.media import decode_mono_16k
-
-    with open(source, "rb") as f:
-        audio = decode_mono_16k(f)
-    pcm = (np.clip(np.tile(audio, repeat), -1, 1) * 32767).astype("<i2").tobytes()
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm)
-    return len(pcm) / 2 / 16000
+    pcm = speech_pcm(source, repeat=repeat)
+    write_wav(path, pcm)
+    return len(pcm) / 2 / SAMPLE_RATE

@@ -10,12 +10,12 @@ cannot mask a result); the reconcile test has a bucket of its own.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import secrets
 import time
 import uuid
-import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,6 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import httpx
-import numpy as np
 import psycopg
 import pytest
 from minio import Minio
@@ -31,6 +30,7 @@ from psycopg.rows import dict_row
 
 from tests.e2e.harness import Service, wait_until
 from tests.integration.s3_server import moto_s3_server
+from tests.wav import speech_pcm, trailing_silence, write_wav
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 JFK = DATA / "jfk.flac"
@@ -46,7 +46,9 @@ pytestmark = pytest.mark.slow
 # --------------------------------------------------------------------------- audio
 
 
-_JFK_PCM: list[bytes] = []
+@functools.cache
+def _jfk_pcm() -> bytes:
+    return speech_pcm(JFK)
 
 
 def speech_wav(path: Path, variant: int) -> Path:
@@ -55,19 +57,7 @@ def speech_wav(path: Path, variant: int) -> Path:
     Each test needs content no other test uploads, or content dedupe would turn its
     object into a duplicate of another test's.
     """
-    if not _JFK_PCM:
-        from pipeline.media import decode_mono_16k
-
-        with open(JFK, "rb") as f:
-            audio = decode_mono_16k(f)
-        _JFK_PCM.append((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    pcm = _JFK_PCM[0] + b"\x00\x00" * 16 * (10 + variant)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm)
-    return path
+    return write_wav(path, trailing_silence(_jfk_pcm(), 16 * (10 + variant)))
 
 
 # --------------------------------------------------------------------------- service

@@ -13,21 +13,21 @@ import io
 import json
 import time
 import uuid
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import psycopg
 import pytest
 from minio import Minio
 
 from pipeline.sources.inbox import CLAIM_HIDE_S
+from tests import wav
 from tests.e2e.harness import Service, wait_until
 from tests.e2e.tcp_proxy import TcpProxy
+from tests.wav import trailing_silence, wav_bytes
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 RETRY_WARNING = "unavailable; retrying with backoff"
@@ -49,22 +49,12 @@ def proxy(moto_endpoint: str) -> Iterator[TcpProxy]:
 @pytest.fixture(scope="module")
 def speech_pcm() -> bytes:
     """jfk.flac as 16 kHz mono 16-bit PCM."""
-    from pipeline.media import decode_mono_16k
-
-    with open(DATA / "jfk.flac", "rb") as f:
-        audio = decode_mono_16k(f)
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    return wav.speech_pcm(DATA / "jfk.flac")
 
 
 def speech_wav(pcm: bytes, variant: int) -> bytes:
     """Real speech, made byte-distinct by ``variant`` tenths of a second of trailing silence."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm + b"\x00\x00" * 1600 * variant)
-    return buf.getvalue()
+    return wav_bytes(trailing_silence(pcm, 1600 * variant))
 
 
 @dataclass

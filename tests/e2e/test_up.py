@@ -8,7 +8,6 @@ import shutil
 import struct
 import threading
 import time
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 
 from tests.conftest import public_tempdir
 from tests.e2e.harness import Service, cli_json, cli_text, normalise, wait_until
+from tests.wav import wav_bytes
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 JFK_REFERENCE = (
@@ -132,12 +132,7 @@ def test_same_audio_under_two_names_gives_one_transcript(up: Any) -> None:
 
 
 def _forged_wav(path: Path) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(b"\x00\x01" * 16000)
-    data = bytearray(path.read_bytes())
+    data = bytearray(wav_bytes(b"\x00\x01" * 16000))
     data[40:44] = struct.pack("<I", 0x7FFFFFFF)  # the data chunk claims ~2 GB
     path.write_bytes(data)
 

@@ -10,18 +10,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
-import io
-import math
 import os
 import shutil
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import threading
 import time
-import wave
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -46,6 +42,7 @@ from pipeline.storage import FilesystemStore
 from tests.e2e.gateway_harness import Signer, bearer, new_rsa_key, public_pem, start_gateway
 from tests.e2e.harness import cli_json, cli_text
 from tests.waiting import eventually
+from tests.wav import tone_pcm, wav_bytes
 
 Row = dict[str, Any]
 LOW_SPACE = "low disk space: not taking new files until space returns"
@@ -55,20 +52,9 @@ SPACE_BACK = "disk space back above the floor: taking files again"
 # -- audio ------------------------------------------------------------------
 
 
-def tiny_wav(variant: int = 0, seconds: float = 0.2, rate: int = 16000) -> bytes:
+def tiny_wav(variant: int = 0, seconds: float = 0.2) -> bytes:
     """A short, valid mono 16-bit WAV of a sine tone; ``variant`` makes the bytes distinct."""
-    frames = int(seconds * rate)
-    samples = [int(8000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(frames)]
-    # Stamp the variant into the first two samples: inaudible, but a distinct sha256.
-    samples[0] = (variant & 0x7FFF) - 0x4000
-    samples[1] = ((variant >> 15) & 0x7FFF) - 0x4000
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(struct.pack(f"<{frames}h", *samples))
-    return buf.getvalue()
+    return wav_bytes(tone_pcm(seconds, variant=variant + 1))
 
 
 def sha256(data: bytes) -> str:

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-import math
 import re
 import socket
-import struct
 import time
-import wave
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -36,22 +33,14 @@ from pipeline.runtime import run_roles
 from pipeline.sampler import JOB_STATES, run_sampler, sample_once
 from pipeline.storage import FilesystemStore
 from tests.waiting import eventually
+from tests.wav import tone_pcm, wav_bytes
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def tiny_wav(variant: int) -> bytes:
     """0.2 s of a sine tone; ``variant`` makes the bytes (and so the sha256) distinct."""
-    rate, frames = 16000, 3200
-    samples = [int(8000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(frames)]
-    samples[0] = variant - 0x4000
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(struct.pack(f"<{frames}h", *samples))
-    return buf.getvalue()
+    return wav_bytes(tone_pcm(0.2, variant=variant + 1))
 
 
 def parse(text: str) -> Samples:

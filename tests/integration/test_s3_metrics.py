@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import math
 import socket
-import struct
 import uuid
-import wave
 from typing import Any
 
 from pipeline.config import Settings
@@ -23,22 +20,11 @@ from pipeline.sources.registry import SourceRegistry
 from pipeline.storage import FilesystemStore
 from pipeline.storage.s3 import S3Store
 from tests.waiting import eventually
+from tests.wav import tone_pcm, wav_bytes
 
 
 def tone_wav() -> bytes:
-    rate, frames = 16000, 3200
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(
-            struct.pack(
-                f"<{frames}h",
-                *(int(8000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(frames)),
-            )
-        )
-    return buf.getvalue()
+    return wav_bytes(tone_pcm(0.2))
 
 
 def closed_port() -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.server
 import struct
 import threading
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from pipeline.config import ValidationSettings
 from pipeline.errors import RejectedInput
 from pipeline.ingest.validation import validate
 from pipeline.media import AudioInfo, IncompleteAudio, decode_mono_16k, open_container
+from tests import wav
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 JFK = DATA / "jfk.flac"
@@ -47,12 +47,7 @@ def rejection(path: Path, name: str | None = None, **settings: object) -> str:
 def write_wav(path: Path, seconds: float = 1.0, rate: int = 16000) -> Path:
     frames = int(seconds * rate)
     tone = (np.sin(np.arange(frames) * 2 * np.pi * 440 / rate) * 8000).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(tone.tobytes())
-    return path
+    return wav.write_wav(path, tone.tobytes(), rate=rate)
 
 
 def patch_data_size(path: Path, value: int) -> None:
