@@ -24,7 +24,7 @@ import structlog
 from pipeline import catalog
 from pipeline.config import Settings, load_settings
 from pipeline.errors import Ai2TextError, ConfigError
-from pipeline.formats import Cue, to_srt, to_timestamped, to_txt, to_vtt
+from pipeline.formats import FORMATS, Cue, cli_formats
 from pipeline.logs import configure_logging
 from pipeline.permissions import ensure_data_dir
 from pipeline.runtime import build_database, run_roles
@@ -81,9 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="one JSON document on stdout")
     show = sub.add_parser("show", help="one audio file and its transcript")
     show.add_argument("id", help="audio id or a unique prefix of it")
-    show.add_argument(
-        "--format", choices=["timestamps", "txt", "srt", "vtt", "json"], default="timestamps"
-    )
+    show.add_argument("--format", choices=cli_formats(), default="timestamps")
     show.add_argument("--json", action="store_true", help="same as --format json")
     token = sub.add_parser("token", help="mint a JWT for the gateway from the local private key")
     token.add_argument("--subject", "--sub", default="local-user", help="the token's sub claim")
@@ -321,14 +319,13 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
         _describe_missing(audio, sys.stderr)
         return 1
     cues = [Cue(s["start_s"], s["end_s"], s["text"]) for s in transcript["segments"]]
-    render = {"txt": to_txt, "srt": to_srt, "vtt": to_vtt, "timestamps": to_timestamped}[fmt]
     if fmt == "timestamps":
         sys.stdout.write(
             f"{audio['original_name']}  ({audio['id']})\n"
             f"language {transcript['language']}, {transcript['audio_duration_s']:.1f} s,"
             f" real-time factor {transcript['real_time_factor']:.3f}\n\n"
         )
-    sys.stdout.write(render(cues))
+    sys.stdout.write(FORMATS[fmt].render(cues))
     return 0
 
 

@@ -1,9 +1,15 @@
-"""Transcript renderings: plain text, SRT, WebVTT."""
+"""Transcript renderings: plain text, SRT, WebVTT, the CLI's timestamped lines.
+
+``FORMATS`` is the one table of text renderings. The CLI's ``--format`` choices,
+the values ``GET /v1/audio/{id}/transcript`` accepts and the OpenAI route's
+``response_format``s are all derived from it, so adding a format is one entry here.
+``json`` is not in the table: each surface answers it with its own document.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -44,3 +50,43 @@ def to_timestamped(cues: Sequence[Cue]) -> str:
     return "".join(
         f"[{_clock(c.start, '.')} → {_clock(c.end, '.')}] {c.text.strip()}\n" for c in cues
     )
+
+
+JSON = "json"
+# OpenAI's own renderings, built by its route: the transcript's text, and its JSON shapes.
+OPENAI_OWN_FORMATS = ("text", "verbose_json")
+
+
+@dataclass(frozen=True, slots=True)
+class TextFormat:
+    """A rendering of a transcript's cues, and where it is offered."""
+
+    render: Callable[[Sequence[Cue]], str]
+    media_type: str
+    api: bool = True  # offered by ``GET /v1/audio/{id}/transcript``
+    openai: bool = False  # offered as an OpenAI ``response_format`` of the same name
+
+
+# Keys are the format names users type; the order is the order they are listed in.
+FORMATS: dict[str, TextFormat] = {
+    "timestamps": TextFormat(to_timestamped, "text/plain", api=False),
+    "txt": TextFormat(to_txt, "text/plain"),
+    "srt": TextFormat(to_srt, "application/x-subrip", openai=True),
+    "vtt": TextFormat(to_vtt, "text/vtt", openai=True),
+}
+
+
+def cli_formats() -> tuple[str, ...]:
+    """``ai2text show --format`` choices: every rendering, then ``json``."""
+    return (*FORMATS, JSON)
+
+
+def api_formats() -> tuple[str, ...]:
+    """``format`` values of ``GET /v1/audio/{id}/transcript``: ``json``, then the renderings."""
+    return (JSON, *(name for name, f in FORMATS.items() if f.api))
+
+
+def openai_formats() -> tuple[str, ...]:
+    """OpenAI ``response_format`` values, in OpenAI's order."""
+    text, verbose = OPENAI_OWN_FORMATS
+    return (JSON, text, *(name for name, f in FORMATS.items() if f.openai), verbose)

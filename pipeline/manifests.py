@@ -21,11 +21,23 @@ def shard_key(audio_id: uuid.UUID, lease_token: uuid.UUID) -> str:
 
 
 def manifest_line(
-    *, audio_filepath: str, duration: float, text: str, lang: str | None, audio_id: uuid.UUID
+    *,
+    audio_filepath: str,
+    duration: float,
+    text: str,
+    lang: str | None,
+    audio_id: uuid.UUID | str,
+    offset: float | None = None,
 ) -> str:
-    """One NeMo-style manifest entry (a JSON object on one line)."""
-    entry = {
-        "audio_filepath": audio_filepath,
+    """One NeMo-style manifest entry (a JSON object on one line).
+
+    The one writer of the format, for the worker's per-file shards (whole files, no
+    ``offset``) and for frozen dataset versions (one utterance at ``offset``).
+    """
+    entry: dict[str, Any] = {"audio_filepath": audio_filepath}
+    if offset is not None:
+        entry["offset"] = round(offset, 3)
+    entry |= {
         "duration": round(duration, 3),
         "text": text,
         "lang": lang,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from pathlib import PurePath
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -17,7 +17,7 @@ from gateway.pagination import BadCursor, decode_cursor, decode_uuid_cursor, pag
 from gateway.security import require
 from gateway.uploads import StagingRoute
 from pipeline import catalog
-from pipeline.formats import Cue, to_srt, to_txt, to_vtt
+from pipeline.formats import FORMATS, JSON, Cue, api_formats
 from pipeline.ingest.core import Arrival, IngestResult
 
 # Uploads spool under the data directory (see gateway.uploads).
@@ -28,6 +28,11 @@ AudioReader = Annotated[Principal, Depends(require("audio:read"))]
 AudioWriter = Annotated[Principal, Depends(require("audio:write"))]
 TranscriptReader = Annotated[Principal, Depends(require("transcripts:read"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
+
+if TYPE_CHECKING:
+    TranscriptFormat = str
+else:  # the allowed values come from the one table of formats
+    TranscriptFormat = Literal[api_formats()]
 
 AudioState = Literal["queued", "processing", "transcribed", "failed", "rejected", "duplicate"]
 JobState = Literal["queued", "running", "done", "failed", "dead"]
@@ -127,7 +132,7 @@ async def get_transcript(
     ctx: Ctx,
     principal: TranscriptReader,
     audio_id: str,
-    format: Literal["json", "txt", "srt", "vtt"] = "json",  # noqa: A002 - the API's name
+    format: TranscriptFormat = JSON,  # noqa: A002 - the API's name
 ) -> Response | dict[str, Any]:
     """The transcript as JSON (with segments), plain text, SRT or WebVTT."""
     ident = _parse_id(audio_id)
@@ -145,14 +150,11 @@ async def get_transcript(
             kind="transcript-not-ready",
             title="Transcript not ready",
         )
-    if format == "json":
+    if format == JSON:
         return transcript
     cues = [Cue(s["start_s"], s["end_s"], s["text"]) for s in transcript["segments"]]
-    if format == "txt":
-        return PlainTextResponse(to_txt(cues))
-    if format == "srt":
-        return PlainTextResponse(to_srt(cues), media_type="application/x-subrip")
-    return PlainTextResponse(to_vtt(cues), media_type="text/vtt")
+    rendering = FORMATS[format]
+    return PlainTextResponse(rendering.render(cues), media_type=rendering.media_type)
 
 
 @router.get("/search")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -22,12 +22,15 @@ from gateway.routes.audio import ingest_upload
 from gateway.security import require
 from gateway.uploads import StagingRoute
 from pipeline import catalog
-from pipeline.formats import Cue, to_srt, to_vtt
+from pipeline.formats import FORMATS, JSON, Cue, openai_formats
 
 # Uploads spool under the data directory (see gateway.uploads).
 router = APIRouter(prefix="/v1", route_class=StagingRoute)
 
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+if TYPE_CHECKING:
+    ResponseFormat = str
+else:  # OpenAI's own shapes and the cue renderings offered to OpenAI clients
+    ResponseFormat = Literal[openai_formats()]
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 # OpenAI's verbose_json names the language in English; Whisper reports a code.
 _LANGUAGE_NAMES = {
@@ -58,7 +61,7 @@ async def create_transcription(
     language: Annotated[str | None, Form(max_length=8)] = None,
     prompt: Annotated[str | None, Form(max_length=2000)] = None,
     temperature: Annotated[float | None, Form(ge=0.0, le=1.0)] = None,
-    response_format: Annotated[ResponseFormat, Form()] = "json",
+    response_format: Annotated[ResponseFormat, Form()] = JSON,
     timestamp_granularities: Annotated[
         list[Literal["word", "segment"]] | None, Form(alias="timestamp_granularities[]")
     ] = None,
@@ -124,15 +127,14 @@ def _has_words(transcript: dict[str, Any]) -> bool:
 
 def _render(transcript: dict[str, Any], fmt: ResponseFormat, granularities: set[str]) -> Response:
     segments = transcript["segments"]
-    cues = [Cue(s["start_s"], s["end_s"], s["text"]) for s in segments]
     text = transcript["text"]
     if fmt == "text":
         return PlainTextResponse(text + "\n")
-    if fmt == "srt":
-        return PlainTextResponse(to_srt(cues))
-    if fmt == "vtt":
-        return PlainTextResponse(to_vtt(cues))
-    if fmt == "json":
+    if fmt in FORMATS:
+        # OpenAI answers every text rendering as text/plain; clients rely on no more.
+        cues = [Cue(s["start_s"], s["end_s"], s["text"]) for s in segments]
+        return PlainTextResponse(FORMATS[fmt].render(cues))
+    if fmt == JSON:
         return JSONResponse({"text": text})
     body: dict[str, Any] = {
         "task": "transcribe",

@@ -35,6 +35,7 @@ from pipeline.datasets.served import model_label
 from pipeline.datasets.utterances import SegmentRow, Split, split_for, utterances
 from pipeline.db.database import AsyncConn, Database
 from pipeline.errors import Ai2TextError
+from pipeline.manifests import manifest_line
 from pipeline.staging import process_staging_dir
 from pipeline.storage import ObjectStore
 
@@ -283,15 +284,16 @@ def _write_audio(
     lang = audio["t_language"] or audio["language"]
     key = str(audio["storage_key"])  # a key, never a server path: manifests are served
     for cue in cues:
-        line = {
-            "audio_filepath": key,
-            "offset": cue.offset,
-            "duration": cue.duration,
-            "text": cue.text,
-            "lang": lang,
-            "audio_id": str(audio["id"]),
-        }
-        outputs[f"{split}.jsonl"].write(json.dumps(line, ensure_ascii=False) + "\n")
+        outputs[f"{split}.jsonl"].write(
+            manifest_line(
+                audio_filepath=key,
+                offset=cue.offset,
+                duration=cue.duration,
+                text=cue.text,
+                lang=lang,
+                audio_id=audio["id"],
+            )
+        )
         meta = {
             "file_name": key,
             "transcription": cue.text,

@@ -1,12 +1,25 @@
-"""Transcript renderings: plain text, SRT and WebVTT."""
+"""Transcript renderings (plain text, SRT, WebVTT) and the table every surface offers."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import get_args
 
 import pytest
 
-from pipeline.formats import Cue, to_srt, to_timestamped, to_txt, to_vtt
+from pipeline.formats import (
+    FORMATS,
+    Cue,
+    TextFormat,
+    api_formats,
+    cli_formats,
+    openai_formats,
+    to_srt,
+    to_timestamped,
+    to_txt,
+    to_vtt,
+)
 
 CUES = [
     Cue(0.0, 2.5, " And so my fellow Americans, "),
@@ -112,3 +125,39 @@ def test_timestamped_view_has_one_line_per_segment() -> None:
         "[00:00:00.000 → 00:00:02.500] And so my fellow Americans,\n"
         "[00:00:02.500 → 00:00:05.250] ask not what your country can do for you,\n"
     )
+
+
+def test_each_surface_offers_the_formats_it_always_offered() -> None:
+    assert cli_formats() == ("timestamps", "txt", "srt", "vtt", "json")
+    assert api_formats() == ("json", "txt", "srt", "vtt")
+    assert openai_formats() == ("json", "text", "srt", "vtt", "verbose_json")
+
+
+def test_the_routes_accept_exactly_the_values_derived_from_the_table() -> None:
+    from gateway.routes import audio, openai_compat
+
+    assert get_args(audio.TranscriptFormat) == api_formats()
+    assert get_args(openai_compat.ResponseFormat) == openai_formats()
+
+
+def test_a_format_added_to_the_table_is_offered_by_the_cli_and_the_apis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.cli import build_parser
+
+    def shout(cues: Sequence[Cue]) -> str:
+        return "".join(c.text.strip().upper() + "\n" for c in cues)
+
+    monkeypatch.setitem(FORMATS, "shout", TextFormat(shout, "text/x-shout", openai=True))
+
+    args = build_parser().parse_args(["show", "abc", "--format", "shout"])
+    assert FORMATS[args.format].render(CUES[:1]) == "AND SO MY FELLOW AMERICANS,\n"
+    assert "shout" in cli_formats()
+    assert "shout" in api_formats()
+    assert "shout" in openai_formats()
+
+
+def test_a_cli_only_format_is_not_offered_by_the_apis() -> None:
+    assert not FORMATS["timestamps"].api
+    assert "timestamps" not in api_formats() and "timestamps" not in openai_formats()
+    assert "txt" not in openai_formats()  # OpenAI's plain text is its own "text"

@@ -71,3 +71,27 @@ def test_manifest_duration_is_rounded_to_milliseconds() -> None:
     )
 
     assert json.loads(line)["duration"] == 59.912
+
+
+def test_an_utterance_line_has_its_offset_before_the_duration() -> None:
+    line = manifest_line(
+        audio_filepath="audio/sha256/ab/ab.flac",
+        offset=12.3456,
+        duration=4.25,
+        text="ask not",
+        lang="en",
+        audio_id=str(AUDIO_ID),
+    )
+
+    assert line == (
+        '{"audio_filepath": "audio/sha256/ab/ab.flac", "offset": 12.346, "duration": 4.25,'
+        f' "text": "ask not", "lang": "en", "audio_id": "{AUDIO_ID}"}}\n'
+    )
+
+
+def test_a_whole_file_line_has_no_offset() -> None:
+    line = manifest_line(
+        audio_filepath="a.wav", duration=1.0, text="x", lang="en", audio_id=AUDIO_ID
+    )
+
+    assert "offset" not in json.loads(line)
