@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -266,28 +268,111 @@ class DatasetSettings(_Section):
         return self
 
 
+class CommandLauncherSettings(_Section):
+    """``command``: run an argv template on this machine, without a shell."""
+
+    kind: Literal["command"] = "command"
+    command: tuple[str, ...] = ()
+    command_timeout_s: float = Field(default=24 * 3600.0, gt=0)
+    command_env: dict[str, str] = Field(default_factory=dict)
+
+
+class HttpLauncherSettings(_Section):
+    """``http``: POST the version to a trainer's endpoint."""
+
+    kind: Literal["http"] = "http"
+    http_url: str | None = None
+    http_token: SecretStr | None = None
+    http_timeout_s: float = Field(default=30.0, gt=0)
+    http_attempts: int = Field(default=5, ge=1)
+
+
+# Each launcher's own settings, told apart by ``kind``; its implementation is the entry
+# of the same kind in ``pipeline.datasets.launchers.LAUNCHERS``.
+LauncherSettings = Annotated[
+    CommandLauncherSettings | HttpLauncherSettings, Field(discriminator="kind")
+]
+LAUNCHER_SETTINGS: dict[str, type[BaseModel]] = {
+    model.model_fields["kind"].default: model for model in get_args(get_args(LauncherSettings)[0])
+}
+
+
 class TrainingSettings(_Section):
-    """When to train and how to hand a frozen version to a trainer."""
+    """When to train and how to hand a frozen version to a trainer.
+
+    The launcher's settings live in ``launch`` (``[training.launch]`` with ``kind``).
+    The flat form of earlier releases is still read: ``launcher`` names the kind and
+    the launcher's own keys sit next to it (``training.command``, ``training.http_url``);
+    keys of another launcher than the one chosen are ignored, as they always were.
+    """
 
     enabled: bool = False
     threshold_hours: float = Field(default=100.0, gt=0)
     min_new_hours: float | None = Field(default=None, ge=0)
     check_interval_s: float = Field(default=60.0, gt=0)
-    launcher: Literal["command", "http"] = "command"
-    command: tuple[str, ...] = ()
-    command_timeout_s: float = Field(default=24 * 3600.0, gt=0)
-    command_env: dict[str, str] = Field(default_factory=dict)
-    http_url: str | None = None
-    http_token: SecretStr | None = None
-    http_timeout_s: float = Field(default=30.0, gt=0)
-    http_attempts: int = Field(default=5, ge=1)
+    launch: LauncherSettings = Field(default_factory=CommandLauncherSettings)
     materialize_dir: Path | None = None
     min_free_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
     heartbeat_s: float = Field(default=10.0, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_flat_launcher_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        flat = {key: data.pop(key) for key in list(data) if key in FLAT_LAUNCHER_FIELDS}
+        launch = data.get("launch", {})
+        if isinstance(launch, BaseModel):
+            launch = dict(launch)
+        if not isinstance(launch, dict):
+            return data  # pydantic reports what is wrong with it
+        kind = flat.pop("launcher", None) or launch.get("kind") or "command"
+        model = LAUNCHER_SETTINGS.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            known = ", ".join(LAUNCHER_SETTINGS)
+            raise ValueError(f"unknown training launcher {kind!r}; known launchers: {known}")
+        own = {key: _json_if_text(model, key, value) for key, value in flat.items()}
+        data["launch"] = {
+            **launch,
+            "kind": kind,
+            **{key: value for key, value in own.items() if key in model.model_fields},
+        }
+        return data
+
+    @property
+    def launcher(self) -> str:
+        """The kind of launcher configured (``command``, ``http``)."""
+        return self.launch.kind
+
     @property
     def new_hours_needed(self) -> float:
         return self.threshold_hours if self.min_new_hours is None else self.min_new_hours
+
+
+# Keys read at ``training`` level on behalf of ``training.launch`` (the flat form).
+FLAT_LAUNCHER_FIELDS: dict[str, FieldInfo] = {
+    "launcher": CommandLauncherSettings.model_fields["kind"],
+    **{
+        name: field
+        for model in LAUNCHER_SETTINGS.values()
+        for name, field in model.model_fields.items()
+        if name != "kind"
+    },
+}
+
+
+def _json_if_text(model: type[BaseModel], key: str, value: Any) -> Any:
+    """A flat key's list or table from the environment arrives as JSON text."""
+    field = model.model_fields.get(key)
+    if field is None or not isinstance(value, str):
+        return value
+    if get_origin(field.annotation) not in (tuple, list, dict):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value  # pydantic reports it
 
 
 class Settings(BaseSettings):
@@ -369,9 +454,9 @@ class StrictEnvSource(EnvSettingsSource):
         """``name`` must lead to a field; a value for a list or table field must be JSON."""
         shown = name.upper()
         parts = name[prefix_len:].split(self.env_nested_delimiter or "__")
-        model: type[BaseModel] = self.settings_cls
+        models: tuple[type[BaseModel], ...] = (self.settings_cls,)
         for depth, part in enumerate(parts):
-            field = model.model_fields.get(part)
+            field = _field_named(models, part)
             if field is None:
                 where = f"the {'.'.join(parts[:depth])} group" if depth else "ai2text"
                 raise ConfigError(f"unknown setting {shown}: {where} has no setting {part!r}")
@@ -379,11 +464,10 @@ class StrictEnvSource(EnvSettingsSource):
                 self._check_json(shown, field, value)
                 return
             nested = field.annotation
-            if isinstance(nested, type) and issubclass(nested, BaseModel):
-                model = nested
-            elif nested is dict or get_origin(nested) is dict:
+            if nested is dict or get_origin(nested) is dict:
                 return  # a table's keys are free
-            else:
+            models = _groups(nested)
+            if not models:
                 path = ".".join(parts[: depth + 1])
                 raise ConfigError(f"unknown setting {shown}: {path} is not a group of settings")
 
@@ -399,6 +483,38 @@ class StrictEnvSource(EnvSettingsSource):
             else:
                 kind = 'object such as {"key": "value"}'
             raise ConfigError(f"{shown} is not valid JSON: it must be a JSON {kind}") from None
+
+
+def _field_named(models: tuple[type[BaseModel], ...], name: str) -> FieldInfo | None:
+    """The field ``name`` of one of ``models`` (or a flat key one of them reads)."""
+    for model in models:
+        field = model.model_fields.get(name)
+        if field is None and model is TrainingSettings:
+            field = FLAT_LAUNCHER_FIELDS.get(name)
+        if field is not None:
+            return field
+    return None
+
+
+def _groups(annotation: Any) -> tuple[type[BaseModel], ...]:
+    """The settings groups a field holds: its model, or each model of a union."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    return tuple(
+        m for m in (members or (annotation,)) if isinstance(m, type) and issubclass(m, BaseModel)
+    )
+
+
+def is_setting_name(env_name: str) -> bool:
+    """Whether ``AI2TEXT_A__B`` names a setting, as the environment is read at start-up."""
+    source = StrictEnvSource(Settings)
+    name = env_name.lower()
+    if not name.startswith(source.env_prefix.lower()):
+        return False
+    try:
+        source._check(name, len(source.env_prefix), None)
+    except ConfigError:
+        return False
+    return True
 
 
 def load_settings(config_file: Path | None = None) -> Settings:

@@ -1,6 +1,9 @@
 """Handing a frozen dataset version to a trainer: a local command or an HTTP endpoint.
 
-``command`` runs an argv template without a shell, with a timeout and the
+``LAUNCHERS`` is the table of launchers by kind; each takes its own settings
+(``training.launch``, a union told apart by ``kind`` in :mod:`pipeline.config`)
+and implements :class:`Launcher`. Adding a launcher is its settings model in that
+union and one entry here. ``command`` runs an argv template without a shell, with a timeout and the
 environment from config; its output is streamed to a log file that is copied
 to object storage as it grows and at the end. ``http`` POSTs a description of
 the version, retrying 5xx and network errors with backoff, and records the
@@ -13,14 +16,15 @@ import asyncio
 import contextlib
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import httpx
 import structlog
 
-from pipeline.config import Settings
+from pipeline.config import CommandLauncherSettings, HttpLauncherSettings, LauncherSettings
 from pipeline.datasets.freeze import FrozenVersion
 from pipeline.storage import ObjectStore
 
@@ -46,6 +50,62 @@ class RunContext:
     run_dir: Path
     log_key: str
     local_dir: Path | None = None
+
+
+class Launcher(Protocol):
+    """Hands one run's frozen version to a trainer and says how it ended."""
+
+    # Whether the run's output is copied to ``ctx.log_key`` (recorded on the run).
+    writes_log: bool
+
+    async def launch(self, store: ObjectStore, ctx: RunContext) -> LaunchOutcome: ...
+
+    def after_failure(self, ctx: RunContext) -> None:
+        """After a failed or stopped run: leave nothing that looks like a usable result."""
+
+
+class CommandLauncher:
+    """Runs ``training.launch.command`` here; a failed run's directory is marked failed."""
+
+    writes_log = True
+
+    def __init__(self, settings: CommandLauncherSettings) -> None:
+        self.settings = settings
+
+    async def launch(self, store: ObjectStore, ctx: RunContext) -> LaunchOutcome:
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        log_path = ctx.run_dir / "launcher.log"
+        return await run_command(self.settings, store, ctx, log_path=log_path)
+
+    def after_failure(self, ctx: RunContext) -> None:
+        mark_failed_artefacts(ctx.run_dir)
+
+
+class HttpLauncher:
+    """POSTs the version to ``training.launch.http_url``; the trainer keeps its own files."""
+
+    writes_log = False
+
+    def __init__(self, settings: HttpLauncherSettings) -> None:
+        self.settings = settings
+
+    async def launch(self, store: ObjectStore, ctx: RunContext) -> LaunchOutcome:
+        return await post_http(self.settings, store, ctx)
+
+    def after_failure(self, ctx: RunContext) -> None:
+        return None
+
+
+# Every launcher, by the ``kind`` of its settings.
+LAUNCHERS: dict[str, Callable[[Any], Launcher]] = {
+    "command": CommandLauncher,
+    "http": HttpLauncher,
+}
+
+
+def launcher_for(settings: LauncherSettings) -> Launcher:
+    """The launcher that ``settings`` (one member of ``training.launch``) configures."""
+    return LAUNCHERS[settings.kind](settings)
 
 
 def placeholders(ctx: RunContext, store: ObjectStore) -> dict[str, str]:
@@ -84,9 +144,8 @@ def render_argv(template: tuple[str, ...], values: dict[str, str]) -> list[str]:
 
 
 async def run_command(
-    settings: Settings, store: ObjectStore, ctx: RunContext, *, log_path: Path
+    training: CommandLauncherSettings, store: ObjectStore, ctx: RunContext, *, log_path: Path
 ) -> LaunchOutcome:
-    training = settings.training
     if not training.command:
         return LaunchOutcome(False, error="training.command is empty")
     try:
@@ -172,9 +231,8 @@ def mark_failed_artefacts(run_dir: Path) -> Path | None:
 
 
 async def post_http(
-    settings: Settings, store: ObjectStore, ctx: RunContext, *, transport: Any = None
+    training: HttpLauncherSettings, store: ObjectStore, ctx: RunContext, *, transport: Any = None
 ) -> LaunchOutcome:
-    training = settings.training
     if not training.http_url:
         return LaunchOutcome(False, error="training.http_url is not set")
     prefix = ctx.version.prefix

@@ -59,6 +59,7 @@ class Orchestrator:
         self.db = db
         self.store = store
         self.freezer = Freezer(settings, db, store)
+        self.launcher = launchers.launcher_for(settings.training.launch)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._launches: set[asyncio.Task[None]] = set()
 
@@ -201,26 +202,20 @@ class Orchestrator:
         await self._start(frozen.run_id, ctx.log_key)
         beat = asyncio.create_task(self._heartbeat(frozen.run_id))
         try:
-            if self.training.launcher == "http":
-                outcome = await launchers.post_http(self.settings, self.store, ctx)
-            else:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                outcome = await launchers.run_command(
-                    self.settings, self.store, ctx, log_path=run_dir / "launcher.log"
-                )
+            outcome = await self.launcher.launch(self.store, ctx)
         except asyncio.CancelledError:
             outcome = launchers.LaunchOutcome(
                 False, error="orchestrator stopped while the run was going"
             )
-            await asyncio.shield(self._record_stopped(frozen.run_id, run_dir, outcome))
+            await asyncio.shield(self._record_stopped(frozen.run_id, ctx, outcome))
             raise
         except Exception as exc:  # noqa: BLE001 - a failed launch is recorded, never lost
             log.exception("training launch failed", run_id=run_id)
             outcome = launchers.LaunchOutcome(False, error=f"launch failed: {type(exc).__name__}")
         finally:
             beat.cancel()
-        if not outcome.succeeded and self.training.launcher == "command":
-            await asyncio.to_thread(launchers.mark_failed_artefacts, run_dir)
+        if not outcome.succeeded:
+            await asyncio.to_thread(self.launcher.after_failure, ctx)
         await self._finish(frozen.run_id, outcome)
 
     async def _materialize(
@@ -236,10 +231,9 @@ class Orchestrator:
         return dataclasses.replace(ctx, dataset_dir=str(dest), local_dir=dest)
 
     async def _record_stopped(
-        self, run_id: uuid.UUID, run_dir: Any, outcome: launchers.LaunchOutcome
+        self, run_id: uuid.UUID, ctx: launchers.RunContext, outcome: launchers.LaunchOutcome
     ) -> None:
-        if self.training.launcher == "command":
-            await asyncio.to_thread(launchers.mark_failed_artefacts, run_dir)
+        await asyncio.to_thread(self.launcher.after_failure, ctx)
         await self._finish(run_id, outcome)
 
     def _runs_root(self) -> Any:
@@ -261,7 +255,7 @@ class Orchestrator:
             await conn.execute(
                 "UPDATE training_runs SET state = 'running', owner = %s, started_at = now(),"
                 " heartbeat_at = now(), log_key = %s WHERE id = %s",
-                (self.owner, log_key if self.training.launcher == "command" else None, run_id),
+                (self.owner, log_key if self.launcher.writes_log else None, run_id),
             )
 
     async def _heartbeat(self, run_id: uuid.UUID) -> None:

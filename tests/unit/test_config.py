@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from pipeline.config import Settings, load_settings
+from pipeline.config import (
+    CommandLauncherSettings,
+    HttpLauncherSettings,
+    Settings,
+    load_settings,
+)
 from pipeline.errors import ConfigError
 
 
@@ -280,7 +285,9 @@ def test_settings_built_directly_refuse_unknown_names_too(
 def test_a_table_setting_takes_any_key_below_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AI2TEXT_TRAINING__COMMAND_ENV__HF_HOME", "/cache")
 
-    assert load_settings().training.command_env == {"hf_home": "/cache"}
+    launch = load_settings().training.launch
+    assert isinstance(launch, CommandLauncherSettings)
+    assert launch.command_env == {"hf_home": "/cache"}
 
 
 @pytest.mark.parametrize(
@@ -356,3 +363,71 @@ def test_invalid_values_are_described_on_one_line_without_their_values(
     assert "storage.secure: Input should be a valid boolean" in message
     assert "queue.max_attempts: Input should be greater than or equal to 1" in message
     assert "hunter2" not in message and "\n" not in message
+
+
+def test_the_flat_launcher_variables_of_earlier_releases_still_configure_the_launcher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AI2TEXT_TRAINING__LAUNCHER", "http")
+    monkeypatch.setenv("AI2TEXT_TRAINING__HTTP_URL", "http://trainer.example/runs")
+    monkeypatch.setenv("AI2TEXT_TRAINING__HTTP_TOKEN", "s3cret")
+    monkeypatch.setenv("AI2TEXT_TRAINING__HTTP_ATTEMPTS", "2")
+    monkeypatch.setenv("AI2TEXT_TRAINING__COMMAND", '["python", "train.py"]')
+
+    training = load_settings().training
+
+    assert training.launcher == "http"
+    assert training.launch == HttpLauncherSettings(
+        http_url="http://trainer.example/runs", http_token=SecretStr("s3cret"), http_attempts=2
+    )
+
+
+def test_the_launchers_own_group_is_read_from_toml_and_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = write_toml(
+        tmp_path,
+        '[training.launch]\nkind = "command"\ncommand = ["train", "{run_id}"]\n'
+        'command_env = { HF_HOME = "/cache" }\n',
+    )
+    monkeypatch.setenv("AI2TEXT_TRAINING__LAUNCH__COMMAND_TIMEOUT_S", "60")
+
+    launch = load_settings(path).training.launch
+
+    assert launch == CommandLauncherSettings(
+        command=("train", "{run_id}"), command_env={"HF_HOME": "/cache"}, command_timeout_s=60
+    )
+
+
+def test_the_flat_toml_form_still_reads_and_ignores_the_other_launchers_keys(
+    tmp_path: Path,
+) -> None:
+    path = write_toml(
+        tmp_path,
+        '[training]\nlauncher = "http"\nhttp_url = "http://t.example/"\ncommand = ["x"]\n',
+    )
+
+    assert load_settings(path).training.launch == HttpLauncherSettings(http_url="http://t.example/")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("AI2TEXT_TRAINING__LAUNCHER", "slurm"), ("AI2TEXT_TRAINING__LAUNCH__KIND", "slurm")],
+)
+def test_an_unknown_launcher_is_refused_naming_the_known_ones(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert str(refused.value) == (
+        "training: unknown training launcher 'slurm'; known launchers: command, http"
+    )
+
+
+def test_a_misspelt_launcher_setting_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AI2TEXT_TRAINING__LAUNCH__HTTP_ULR", "http://t.example/")
+
+    with pytest.raises(ConfigError, match="AI2TEXT_TRAINING__LAUNCH__HTTP_ULR.*training.launch"):
+        load_settings()

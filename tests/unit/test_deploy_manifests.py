@@ -24,10 +24,9 @@ import jsonschema
 import pytest
 import yaml
 from kubernetes_validate import utils as k8s_validate
-from pydantic import BaseModel
 
 from pipeline.cli import build_parser
-from pipeline.config import Settings
+from pipeline.config import Settings, is_setting_name
 from pipeline.runtime import Role
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -305,18 +304,8 @@ def test_kubernetes_images_are_the_ones_the_kustomization_sets() -> None:
 
 
 def setting_exists(env_name: str) -> bool:
-    """Whether ``AI2TEXT_A__B`` names a field of Settings (nested groups split on ``__``)."""
-    if not env_name.startswith("AI2TEXT_"):
-        return False
-    model: type[BaseModel] = Settings
-    *groups, leaf = env_name.removeprefix("AI2TEXT_").lower().split("__")
-    for group in groups:
-        field = model.model_fields.get(group)
-        nested = field.annotation if field else None
-        if not (isinstance(nested, type) and issubclass(nested, BaseModel)):
-            return False
-        model = nested
-    return leaf in model.model_fields
+    """Whether ``AI2TEXT_A__B`` names a setting (nested groups split on ``__``)."""
+    return is_setting_name(env_name)
 
 
 def ai2text_variables_in_use() -> set[str]:
