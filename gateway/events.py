@@ -13,7 +13,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Set
 
-import psycopg
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -21,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from gateway.problems import problem
 from pipeline.config import WebhookSettings
 from pipeline.db.database import Database
+from pipeline.errors import DatabaseError, DatabaseUnavailable, ValueRefused
 from pipeline.sources import inbox
 from pipeline.sources.events import MalformedEvent, parse_notification
 
@@ -71,11 +71,11 @@ def events_router(settings: WebhookSettings, db: Database, buckets: Set[str]) ->
         try:
             async with db.connection() as conn:
                 recorded = await inbox.record_events(conn, events, "webhook")
-        except psycopg.DataError as exc:
+        except ValueRefused as exc:
             # A value the parser let through but the database refuses: still the sender's.
             log.warning("S3 event refused by the database", error=str(exc))
             return problem(400, "malformed-event", "Malformed S3 event", "a value is out of range")
-        except psycopg.Error as exc:
+        except (DatabaseUnavailable, DatabaseError) as exc:
             log.error("could not record S3 events; the sender will retry", error=str(exc))
             return problem(503, "unavailable", "Events could not be recorded; retry later")
         return JSONResponse({"recorded": recorded})

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from pipeline.db import jobs as job_store
 from pipeline.db.database import AsyncConn
+from pipeline.db.jobs import request_word_timestamps as request_word_timestamps
 from pipeline.errors import Ai2TextError
 
 # Every query limits rows with: (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)
 
-# Errors of jobs whose worker died name that worker, as queue.reap_exhausted writes them.
+# Errors of jobs whose worker died name that worker, as job_store.reap_exhausted writes them.
 _DEAD_WORKER = re.compile(r"worker \S+ stopped responding")
 
 
@@ -264,35 +266,7 @@ async def s3_event_counts(conn: AsyncConn) -> dict[str, int]:
     return {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
 
 
-async def request_word_timestamps(conn: AsyncConn, audio_id: uuid.UUID) -> bool:
-    """Transcribe finished audio again with word timestamps; the new transcript replaces it."""
-    async with conn.transaction():
-        cur = await conn.execute(
-            "UPDATE jobs SET state = 'queued', attempts = 0, run_after = now(), finished_at = NULL,"
-            " options = options || '{\"word_timestamps\": true}'::jsonb, updated_at = now()"
-            " WHERE audio_id = %s AND state = 'done' RETURNING id",
-            (audio_id,),
-        )
-        requeued = await cur.fetchone() is not None
-        if requeued:
-            await conn.execute("NOTIFY ai2text_jobs")
-    return requeued
-
-
 async def retry_job(conn: AsyncConn, job_id: int) -> dict[str, Any] | None:
-    """Put a dead or failed job back in the queue with fresh attempts (admin)."""
-    async with conn.transaction():
-        cur = await conn.execute(
-            "UPDATE jobs SET state = 'queued', attempts = 0, run_after = now(), last_error = NULL,"
-            " lease_token = NULL, lease_expires_at = NULL, finished_at = NULL, updated_at = now()"
-            " WHERE id = %s AND state IN ('dead', 'failed') RETURNING id, audio_id, state",
-            (job_id,),
-        )
-        row = await cur.fetchone()
-        if row is not None:
-            await conn.execute(
-                "UPDATE audio SET state = 'queued', error = NULL, updated_at = now() WHERE id = %s",
-                (row["audio_id"],),
-            )
-            await conn.execute("NOTIFY ai2text_jobs")
-    return row
+    """Put a dead or failed job back in the queue (admin); the row as the API shows it."""
+    retried = await job_store.retry_job(conn, job_id)
+    return asdict(retried) if retried is not None else None

@@ -4,7 +4,11 @@
     ├── ConfigError            settings that cannot work (bad path, bad model name)
     ├── RejectedInput          input that will never be accepted; carries a readable reason
     ├── TransientError         worth retrying: timeouts, storage or database down, GPU OOM
-    │   └── StorageUnavailable the object store cannot be reached at all: wait, don't count it
+    │   ├── StorageUnavailable the object store cannot be reached at all: wait, don't count it
+    │   └── DatabaseUnavailable PostgreSQL unreachable, connection lost, pool exhausted
+    ├── DatabaseError          PostgreSQL refused a statement
+    │   ├── Conflict           a write collided with a concurrent one (a unique key): look again
+    │   └── ValueRefused       a value the column cannot hold (out of range, malformed)
     ├── PermanentError         retrying cannot help: undecodable audio, object vanished
     └── LeaseLost              another worker owns the job now; our result must be dropped
 
@@ -65,6 +69,26 @@ class StorageUnavailable(TransientError):
     Workers put such jobs back without spending an attempt, so an outage of any
     length never turns good audio into dead jobs.
     """
+
+
+class DatabaseUnavailable(TransientError):
+    """PostgreSQL cannot be reached, the connection broke, or no pooled connection came free.
+
+    Raised by ``pipeline.db`` in place of the driver's errors, so nothing outside it
+    needs to know the driver.
+    """
+
+
+class DatabaseError(Ai2TextError):
+    """PostgreSQL refused a statement (not an outage: trying again will not help)."""
+
+
+class Conflict(DatabaseError):
+    """A write collided with a concurrent one on a unique key; the caller looks again."""
+
+
+class ValueRefused(DatabaseError):
+    """A value PostgreSQL will not store in its column (out of range, malformed)."""
 
 
 class PermanentError(Ai2TextError):

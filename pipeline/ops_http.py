@@ -16,7 +16,6 @@ import asyncio
 import socket
 from dataclasses import dataclass, field
 
-import psycopg
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -25,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pipeline.db.database import Database
+from pipeline.errors import DatabaseError, DatabaseUnavailable
 from pipeline.http_serve import serve_asgi, url_of
 from pipeline.metrics import Metrics
 
@@ -57,7 +57,7 @@ async def database_problem(db: Database, timeout_s: float) -> str | None:
                 await conn.execute("SELECT 1")
     except TimeoutError:
         return f"database did not answer within {timeout_s:g} s"
-    except psycopg.Error as exc:
+    except (DatabaseUnavailable, DatabaseError) as exc:
         return f"database unreachable: {type(exc).__name__}"
     return None
 

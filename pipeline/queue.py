@@ -1,254 +1,39 @@
-"""The job queue, in PostgreSQL.
+"""The job queue as workers use it: the job store's operations and the retry policy.
 
-Workers claim with ``FOR UPDATE SKIP LOCKED`` and hold a lease (a token and an
-expiry) that they extend while working. Every later write by the worker names
-the token, so a worker that lost its lease (paused, partitioned) can neither
-extend it nor complete the job: completion is fenced. A job whose lease expired
-is claimable again; one that used up its attempts ends ``dead`` with its error.
+Every write lives in :mod:`pipeline.db.jobs`; this module only names them for
+callers that think in terms of a queue.
 """
 
-from __future__ import annotations
-
-import uuid
-from dataclasses import dataclass, field
-from typing import Any
-
-from psycopg.types.json import Jsonb
-
-from pipeline.db.database import AsyncConn
-from pipeline.errors import LeaseLost
-
-JOBS_CHANNEL = "ai2text_jobs"
-# Sent when a transcript is committed (the dataset orchestrator listens).
-TRANSCRIPTS_CHANNEL = "ai2text_transcripts"
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedJob:
-    id: int
-    audio_id: uuid.UUID
-    attempt: int
-    max_attempts: int
-    lease_token: uuid.UUID
-    storage_key: str | None
-    original_name: str
-    duration_s: float
-    tenant: str
-    source_bucket: str | None = None
-    source_key: str | None = None
-    source_etag: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    base_s: float
-    max_s: float
-
-    def delay_s(self, attempt: int) -> float:
-        """Exponential backoff: base, 2·base, 4·base … capped at ``max_s``."""
-        return float(min(self.max_s, self.base_s * 2.0 ** min(max(0, attempt - 1), 64)))
-
-
-async def enqueue(
-    conn: AsyncConn,
-    audio_id: uuid.UUID,
-    *,
-    max_attempts: int,
-    options: dict[str, object] | None = None,
-) -> None:
-    """Queue transcription of ``audio_id`` (once) and wake the workers on commit."""
-    await conn.execute(
-        "INSERT INTO jobs (audio_id, max_attempts, options) VALUES (%s, %s, %s)"
-        " ON CONFLICT (audio_id, kind) DO NOTHING",
-        (audio_id, max_attempts, Jsonb(options or {})),
-    )
-    await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
-
-
-# Two index-backed lookups, not one OR: with an OR PostgreSQL sorts every matching row
-# to find the first (a sequential scan that grows with the queue: 23 ms a claim at
-# 100,000 queued jobs); each lookup here is an index scan that stops at its first row.
-# A job whose worker stopped renewing its lease goes first: it is the oldest work, and
-# ``ready`` is not even scanned (nothing locked) when there is one.
-_CLAIM = """
-WITH expired AS (
-    SELECT id FROM jobs
-    WHERE state = 'running' AND lease_expires_at < now() AND attempts < max_attempts
-    ORDER BY lease_expires_at
-    FOR UPDATE SKIP LOCKED
-    LIMIT 1
-), ready AS (
-    SELECT id FROM jobs
-    WHERE state = 'queued' AND run_after <= now() AND NOT EXISTS (SELECT 1 FROM expired)
-    ORDER BY run_after, id
-    FOR UPDATE SKIP LOCKED
-    LIMIT 1
-), next AS (
-    SELECT id FROM expired UNION ALL SELECT id FROM ready
-), claimed AS (
-    UPDATE jobs j
-    SET state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
-        lease_expires_at = now() + make_interval(secs => %(lease_s)s),
-        worker_id = %(worker_id)s, started_at = now(), updated_at = now()
-    FROM next WHERE j.id = next.id
-    RETURNING j.id, j.audio_id, j.attempts, j.max_attempts, j.lease_token, j.options
-), touched AS (
-    UPDATE audio a SET state = 'processing', updated_at = now()
-    FROM claimed WHERE a.id = claimed.audio_id
-    RETURNING a.id, a.storage_key, a.original_name, a.duration_s, a.tenant,
-              a.source_bucket, a.source_key, a.source_etag
+from pipeline.db.jobs import (
+    JOBS_CHANNEL,
+    TRANSCRIPTS_CHANNEL,
+    ClaimedJob,
+    RetryPolicy,
+    claim,
+    enqueue,
+    fail,
+    finish_without_transcript,
+    heartbeat,
+    holds_lease,
+    mark_done,
+    notify_finished,
+    reap_exhausted,
+    release,
 )
-SELECT c.id, c.audio_id, c.attempts, c.max_attempts, c.lease_token, c.options,
-       t.storage_key, t.original_name, t.duration_s, t.tenant,
-       t.source_bucket, t.source_key, t.source_etag
-FROM claimed c JOIN touched t ON t.id = c.audio_id
-"""
 
-
-async def claim(conn: AsyncConn, *, worker_id: str, lease_s: float) -> ClaimedJob | None:
-    """Take the next ready job, or a job whose worker's lease ran out."""
-    async with conn.transaction():
-        cur = await conn.execute(_CLAIM, {"lease_s": lease_s, "worker_id": worker_id})
-        row = await cur.fetchone()
-    if row is None:
-        return None
-    return ClaimedJob(
-        id=int(row["id"]),  # type: ignore[call-overload]
-        audio_id=row["audio_id"],  # type: ignore[arg-type]
-        attempt=int(row["attempts"]),  # type: ignore[call-overload]
-        max_attempts=int(row["max_attempts"]),  # type: ignore[call-overload]
-        lease_token=row["lease_token"],  # type: ignore[arg-type]
-        storage_key=row["storage_key"],  # type: ignore[arg-type]
-        original_name=str(row["original_name"]),
-        duration_s=float(row["duration_s"] or 0.0),  # type: ignore[arg-type]
-        tenant=str(row["tenant"]),
-        source_bucket=row["source_bucket"],  # type: ignore[arg-type]
-        source_key=row["source_key"],  # type: ignore[arg-type]
-        source_etag=row["source_etag"],  # type: ignore[arg-type]
-        options=dict(row["options"] or {}),  # type: ignore[call-overload]
-    )
-
-
-async def heartbeat(conn: AsyncConn, job: ClaimedJob, *, lease_s: float) -> None:
-    """Extend the lease; raise ``LeaseLost`` if another worker owns the job now."""
-    cur = await conn.execute(
-        "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => %s), updated_at = now()"
-        " WHERE id = %s AND lease_token = %s AND state = 'running'",
-        (lease_s, job.id, job.lease_token),
-    )
-    if cur.rowcount != 1:
-        raise LeaseLost(f"job {job.id} lease lost")
-
-
-async def holds_lease(conn: AsyncConn, job: ClaimedJob) -> bool:
-    """Whether ``job`` is still running under this worker's lease (a read; extends nothing)."""
-    cur = await conn.execute(
-        "SELECT 1 FROM jobs WHERE id = %s AND lease_token = %s AND state = 'running'",
-        (job.id, job.lease_token),
-    )
-    return await cur.fetchone() is not None
-
-
-async def mark_done(conn: AsyncConn, job: ClaimedJob, *, language: str | None) -> None:
-    """Finish the job; call inside the transaction that stores the transcript.
-
-    Raises ``LeaseLost`` (so the caller's transaction rolls back) unless this
-    worker still holds the lease: the fencing check.
-    """
-    await finish_without_transcript(conn, job)
-    await conn.execute(
-        "UPDATE audio SET state = 'transcribed', error = NULL, language = %s, updated_at = now()"
-        " WHERE id = %s",
-        (language, job.audio_id),
-    )
-
-
-async def finish_without_transcript(conn: AsyncConn, job: ClaimedJob) -> None:
-    """Close the job (fenced) when there is nothing to transcribe, e.g. a duplicate."""
-    cur = await conn.execute(
-        "UPDATE jobs SET state = 'done', finished_at = now(), updated_at = now(),"
-        " lease_token = NULL, lease_expires_at = NULL, last_error = NULL"
-        " WHERE id = %s AND lease_token = %s AND state = 'running'",
-        (job.id, job.lease_token),
-    )
-    if cur.rowcount != 1:
-        raise LeaseLost(f"job {job.id} lease lost before completion")
-
-
-async def fail(
-    conn: AsyncConn, job: ClaimedJob, error: str, *, transient: bool, policy: RetryPolicy
-) -> str:
-    """Record a failure; retry later if transient and attempts remain. Return the new state."""
-    retry = transient and job.attempt < job.max_attempts
-    new_state = "queued" if retry else "dead"
-    async with conn.transaction():
-        cur = await conn.execute(
-            "UPDATE jobs SET state = %s, last_error = %s, updated_at = now(),"
-            " run_after = now() + make_interval(secs => %s),"
-            " lease_token = NULL, lease_expires_at = NULL,"
-            " finished_at = CASE WHEN %s = 'dead' THEN now() END"
-            " WHERE id = %s AND lease_token = %s AND state = 'running'",
-            (new_state, error, policy.delay_s(job.attempt), new_state, job.id, job.lease_token),
-        )
-        if cur.rowcount != 1:
-            raise LeaseLost(f"job {job.id} lease lost before recording failure")
-        await conn.execute(
-            "UPDATE audio SET state = %s, error = %s, updated_at = now() WHERE id = %s",
-            ("queued" if retry else "failed", error, job.audio_id),
-        )
-        if not retry:
-            await notify_finished(conn, job.audio_id)
-    return new_state
-
-
-async def notify_finished(conn: AsyncConn, audio_id: uuid.UUID) -> None:
-    """Tell waiters (e.g. a synchronous API call) that this audio's job has ended."""
-    await conn.execute("SELECT pg_notify(%s, %s)", (TRANSCRIPTS_CHANNEL, str(audio_id)))
-
-
-async def release(
-    conn: AsyncConn, job: ClaimedJob, *, delay_s: float = 0.0, error: str | None = None
-) -> bool:
-    """Give the lease back unfinished; the attempt is not counted.
-
-    Used on shutdown, and (with a delay and the error) while a dependency such as
-    the object store is down: the job waits instead of using up its attempts.
-    """
-    async with conn.transaction():
-        cur = await conn.execute(
-            "UPDATE jobs SET state = 'queued', attempts = greatest(attempts - 1, 0),"
-            " lease_token = NULL, lease_expires_at = NULL,"
-            " run_after = now() + make_interval(secs => %s), updated_at = now(),"
-            " last_error = coalesce(%s, last_error)"
-            " WHERE id = %s AND lease_token = %s AND state = 'running'",
-            (delay_s, error, job.id, job.lease_token),
-        )
-        if cur.rowcount != 1:
-            return False
-        await conn.execute(
-            "UPDATE audio SET state = 'queued', updated_at = now() WHERE id = %s", (job.audio_id,)
-        )
-        await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
-    return True
-
-
-async def reap_exhausted(conn: AsyncConn) -> int:
-    """Jobs whose last allowed attempt lost its worker end ``dead``."""
-    # No parameters are passed, so the %s below reach PostgreSQL's format() untouched.
-    async with conn.transaction():
-        cur = await conn.execute(
-            "WITH dead AS ("
-            " UPDATE jobs SET state = 'dead', finished_at = now(), updated_at = now(),"
-            "  last_error = coalesce(last_error || '; ', '') ||"
-            "   format('worker %s stopped responding (lease expired) on attempt %s of %s',"
-            "          worker_id, attempts, max_attempts),"
-            "  lease_token = NULL, lease_expires_at = NULL"
-            " WHERE state = 'running' AND lease_expires_at < now() AND attempts >= max_attempts"
-            " RETURNING audio_id, last_error)"
-            " UPDATE audio a SET state = 'failed', error = dead.last_error, updated_at = now()"
-            " FROM dead WHERE a.id = dead.audio_id"
-            # Wake waiters as notify_finished() does (channel TRANSCRIPTS_CHANNEL).
-            " RETURNING a.id, pg_notify('ai2text_transcripts', a.id::text)"
-        )
-        return cur.rowcount
+__all__ = [
+    "JOBS_CHANNEL",
+    "TRANSCRIPTS_CHANNEL",
+    "ClaimedJob",
+    "RetryPolicy",
+    "claim",
+    "enqueue",
+    "fail",
+    "finish_without_transcript",
+    "heartbeat",
+    "holds_lease",
+    "mark_done",
+    "notify_finished",
+    "reap_exhausted",
+    "release",
+]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import psycopg
 import structlog
 
 from pipeline.catalog import jobs_by_state
@@ -21,6 +20,7 @@ from pipeline.config import Settings
 from pipeline.datasets.eligibility import eligible_hours
 from pipeline.datasets.queries import list_versions
 from pipeline.db.database import AsyncConn, Database
+from pipeline.errors import DatabaseError, DatabaseUnavailable
 from pipeline.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -66,7 +66,7 @@ async def run_sampler(
     while not stop.is_set():
         try:
             await sample_once(db, metrics, settings)
-        except psycopg.Error as exc:
+        except (DatabaseUnavailable, DatabaseError) as exc:
             metrics.db_errors.labels("metrics").inc()
             if not failing:
                 log.warning("cannot sample queue metrics; will retry", error=str(exc))

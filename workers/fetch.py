@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import psycopg
-
 from pipeline import queue
 from pipeline.config import Settings
+from pipeline.db import audio as audio_store
+from pipeline.db.audio import StoredContent
 from pipeline.db.database import Database
-from pipeline.errors import PermanentError, RejectedInput, TransientError
+from pipeline.errors import Conflict, PermanentError, RejectedInput, TransientError
 from pipeline.ingest.validation import extension_of, validate
 from pipeline.media import AudioInfo
 from pipeline.sources.registry import SourceRegistry
@@ -119,41 +119,21 @@ async def adopt(db: Database, job: queue.ClaimedJob, fetched: Fetched) -> uuid.U
 
     A duplicate's job is finished here (fenced by the lease) and needs no transcription.
     """
-    assert fetched.sha256 is not None and fetched.info is not None
-    info = fetched.info
+    assert fetched.sha256 is not None and fetched.storage_key is not None
+    assert fetched.info is not None
+    content = StoredContent(fetched.sha256, fetched.storage_key, fetched.info)
     for _ in range(3):
         try:
             async with db.connection() as conn, conn.transaction():
-                cur = await conn.execute(
-                    "SELECT id FROM audio WHERE tenant = %s AND sha256 = %s AND id <> %s"
-                    " AND state NOT IN ('rejected', 'duplicate')",
-                    (job.tenant, fetched.sha256, job.audio_id),
+                original = await audio_store.find_original(
+                    conn, tenant=job.tenant, sha256=fetched.sha256, other_than=job.audio_id
                 )
-                original = await cur.fetchone()
-                await conn.execute(
-                    "UPDATE audio SET sha256 = %s, storage_key = %s, duration_s = %s,"
-                    " sample_rate = %s, channels = %s, codec = %s, container = %s,"
-                    " state = CASE WHEN %s::uuid IS NULL THEN state ELSE 'duplicate' END,"
-                    " duplicate_of = %s, updated_at = now() WHERE id = %s",
-                    (
-                        fetched.sha256,
-                        fetched.storage_key,
-                        info.duration_s,
-                        info.sample_rate,
-                        info.channels,
-                        info.codec,
-                        info.container,
-                        original["id"] if original else None,
-                        original["id"] if original else None,
-                        job.audio_id,
-                    ),
-                )
+                await audio_store.adopt_fetched(conn, job.audio_id, content, duplicate_of=original)
                 if original is None:
                     return None
                 await queue.finish_without_transcript(conn, job)
                 await queue.notify_finished(conn, job.audio_id)
-                dup_of: uuid.UUID = original["id"]  # type: ignore[assignment]
-                return dup_of
-        except psycopg.errors.UniqueViolation:
+                return original
+        except Conflict:
             continue  # the same content was adopted concurrently: now it is a duplicate
     raise TransientError("could not record fetched audio: concurrent updates")

@@ -19,13 +19,12 @@ import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
-import psycopg
 from psycopg.types.json import Jsonb
 
 from pipeline import queue
 from pipeline.backoff import Backoff
 from pipeline.db.database import Database
-from pipeline.errors import LeaseLost
+from pipeline.errors import DatabaseUnavailable, LeaseLost
 from pipeline.manifests import manifest_line, shard_key, transcript_document, transcript_key
 from pipeline.storage import ObjectStore
 from workers.transcription import Transcriber, Transcription
@@ -74,7 +73,7 @@ async def save_transcription(
     )
     try:
         await _commit_through_outages(db, commit, json_key, wait_to_retry)
-    except psycopg.OperationalError:
+    except DatabaseUnavailable:
         # Given up while the database was unreachable: the last try may have landed, so
         # the objects stay (they are keyed by this lease and overwrite nothing).
         raise
@@ -101,7 +100,7 @@ async def _commit_through_outages(
                 outage.succeeded()
                 return
             raise
-        except psycopg.OperationalError as exc:
+        except DatabaseUnavailable as exc:
             unsure = True
             if not await wait_to_retry(outage.failed(str(exc))):
                 raise

@@ -1,10 +1,16 @@
-"""The database handle: connection pool, embedded server and migrations."""
+"""The database handle: connection pool, embedded server and migrations.
+
+The driver's errors stop here: connections handed out by :class:`Database` raise
+``DatabaseUnavailable`` for a lost connection or an exhausted pool, ``Conflict``
+for a unique violation, ``ValueRefused`` for a value PostgreSQL will not store,
+and ``DatabaseError`` for anything else the database refused.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import psycopg
 import structlog
@@ -14,11 +20,26 @@ from psycopg_pool import AsyncConnectionPool
 from pipeline.config import DatabaseSettings
 from pipeline.db.embedded import EmbeddedPostgres
 from pipeline.db.migrate import migrate
-from pipeline.errors import TransientError
+from pipeline.errors import Conflict, DatabaseError, DatabaseUnavailable, ValueRefused
 
 log = structlog.get_logger(__name__)
 
 AsyncConn = psycopg.AsyncConnection[dict[str, object]]
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Raise the driver's errors from the body as ai2text's (see the module docstring)."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as exc:
+        raise Conflict(str(exc)) from exc
+    except psycopg.DataError as exc:
+        raise ValueRefused(str(exc)) from exc
+    except psycopg.OperationalError as exc:  # connection lost, server gone, PoolTimeout
+        raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(str(exc)) from exc
 
 
 class Database:
@@ -55,7 +76,7 @@ class Database:
             ) as conn:
                 migrate(conn)
         except psycopg.OperationalError as exc:
-            raise TransientError(f"database unreachable: {exc}") from exc
+            raise DatabaseUnavailable(f"database unreachable: {exc}") from exc
 
     def point_at(self, conninfo: str) -> None:
         """Use ``conninfo`` for new connections (the embedded server came back elsewhere)."""
@@ -74,13 +95,21 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConn]:
+        """A pooled connection; the driver's errors in the block leave it translated."""
         if self._pool is None:
             raise RuntimeError("database is not open")
-        async with self._pool.connection() as conn:
-            yield conn
+        # Translated outside the pool's block, so the pool still sees the driver's error
+        # and discards a broken connection.
+        with translated_errors():
+            async with self._pool.connection() as conn:
+                yield conn
 
     async def listen_connection(self) -> AsyncConn:
-        """A dedicated autocommit connection for LISTEN (not from the pool)."""
+        """A dedicated autocommit connection for LISTEN (not from the pool).
+
+        Raises the driver's errors, as its reads do: whoever listens on it (the
+        notification hub) handles them itself.
+        """
         conn: AsyncConn = await psycopg.AsyncConnection.connect(
             self.conninfo,
             autocommit=True,

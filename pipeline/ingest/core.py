@@ -7,7 +7,8 @@ pointing at the first. Dedupe never crosses tenants: that would tell one tenant
 what another holds.
 
 A row marked ``supersede_pending`` is superseded by the next version recorded
-for the same source, in the same transaction (see ``versions``).
+for the same source, in the same transaction. The rows themselves are written
+by ``pipeline.db.audio`` and ``pipeline.db.jobs``.
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
-import psycopg
 import structlog
 
 from pipeline.config import Settings
+from pipeline.db import audio as audio_store
+from pipeline.db.audio import RecordedVersion, StoredContent
+from pipeline.db.audio import RemoteObject as RemoteObject  # sources name it from here
 from pipeline.db.database import AsyncConn, Database
-from pipeline.errors import RejectCode, RejectedInput, TransientError
-from pipeline.ingest import versions
+from pipeline.db.jobs import enqueue
+from pipeline.db.states import AudioState
+from pipeline.errors import Conflict, RejectCode, RejectedInput, TransientError
 from pipeline.ingest.validation import extension_of, validate
-from pipeline.media import AudioInfo, HeadInfo, IncompleteAudio
+from pipeline.media import HeadInfo, IncompleteAudio
 from pipeline.metrics import Metrics
-from pipeline.queue import enqueue
 from pipeline.storage import ObjectStore, content_key
 
 log = structlog.get_logger(__name__)
@@ -65,26 +68,6 @@ class Arrival:
 
 
 @dataclass(frozen=True, slots=True)
-class RemoteObject:
-    """An object version in a source bucket."""
-
-    bucket: str
-    key: str
-    etag: str | None
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Content:
-    """What is known about accepted bytes once they are validated, hashed and stored."""
-
-    info: AudioInfo
-    sha256: str
-    key: str
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
 class IngestResult:
     outcome: Outcome
     audio_id: uuid.UUID
@@ -111,20 +94,8 @@ class Ingestor:
         if arrival.source_version is None:
             return None
         async with self.db.connection() as conn:
-            cur = await conn.execute(
-                "SELECT id, state, error, duplicate_of FROM audio"
-                " WHERE source_uri = %s AND source_version = %s",
-                (arrival.source_uri, arrival.source_version),
-            )
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        return IngestResult(
-            outcome="rejected" if row["state"] == "rejected" else "already_ingested",
-            audio_id=row["id"],  # type: ignore[arg-type]
-            reason=row["error"],  # type: ignore[arg-type]
-            duplicate_of=row["duplicate_of"],  # type: ignore[arg-type]
-        )
+            row = await audio_store.find_version(conn, arrival.source_uri, arrival.source_version)
+        return None if row is None else _earlier_result(row)
 
     async def ingest(
         self,
@@ -169,8 +140,8 @@ class Ingestor:
                 await asyncio.to_thread(self.store.put_stream, key, source, size)
         if unchanged is not None and not unchanged():
             raise SourceChanged(f"{arrival.original_name} changed while it was read")
-        content = _Content(info=info, sha256=sha256, key=key, size=size)
-        return await self._record(arrival, content, options or {})
+        content = StoredContent(sha256=sha256, storage_key=key, info=info)
+        return await self._record(arrival, content, size, options or {})
 
     async def reject(
         self,
@@ -187,34 +158,14 @@ class Ingestor:
         then supersedes this row (a file that could not be read yet).
         """
         async with self.db.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "INSERT INTO audio (tenant, source, original_name, source_uri, source_version,"
-                " size_bytes, state, error, supersede_pending)"
-                " VALUES (%s, %s, %s, %s, %s, %s, 'rejected', %s, %s)"
-                " ON CONFLICT (source_uri, source_version) WHERE source_version IS NOT NULL"
-                " DO UPDATE SET error = EXCLUDED.error, updated_at = now()"
-                " WHERE audio.state = 'rejected'"
-                " RETURNING id",
-                (
-                    arrival.tenant,
-                    arrival.source,
-                    arrival.original_name,
-                    arrival.source_uri,
-                    arrival.source_version,
-                    size,
-                    reason,
-                    supersede_pending,
-                ),
+            audio_id = await audio_store.insert_rejected(
+                conn, arrival, reason, size=size, supersede_pending=supersede_pending
             )
-            row = await cur.fetchone()
-            if row is not None:
-                await versions.supersede_pending(
-                    conn,
-                    arrival.source_uri,
-                    row["id"],  # type: ignore[arg-type]
-                    name=arrival.original_name,
+            if audio_id is not None:
+                await audio_store.supersede_pending(
+                    conn, arrival.source_uri, audio_id, name=arrival.original_name
                 )
-        if row is None:
+        if audio_id is None:
             # This very source version was accepted earlier; a later refusal must not mark it.
             earlier = await self.find_existing(arrival)
             assert earlier is not None
@@ -224,16 +175,16 @@ class Ingestor:
             file=arrival.original_name,
             reason=reason,
             code=code,
-            audio_id=str(row["id"]),
+            audio_id=str(audio_id),
             source=arrival.source,
         )
         self.metrics.files_rejected.labels(SOURCE_LABELS[arrival.source], code).inc()
-        return IngestResult("rejected", row["id"], reason=reason)  # type: ignore[arg-type]
+        return IngestResult("rejected", audio_id, reason=reason)
 
     async def mark_supersede_pending(self, audio_id: uuid.UUID) -> None:
         """The source of ``audio_id`` changed after it was recorded: its next version wins."""
         async with self.db.connection() as conn:
-            await versions.mark_pending(conn, audio_id)
+            await audio_store.mark_supersede_pending(conn, audio_id)
 
     async def record_remote(
         self, arrival: Arrival, where: RemoteObject, info: HeadInfo
@@ -243,36 +194,11 @@ class Ingestor:
         Content dedupe happens when the worker has the bytes and their sha256.
         """
         async with self.db.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "INSERT INTO audio (tenant, source, original_name, source_uri, source_version,"
-                " source_bucket, source_key, source_etag, size_bytes, duration_s, sample_rate,"
-                " channels, codec, container, state)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'queued')"
-                " ON CONFLICT (source_uri, source_version) WHERE source_version IS NOT NULL"
-                " DO NOTHING RETURNING id",
-                (
-                    arrival.tenant,
-                    arrival.source,
-                    arrival.original_name,
-                    arrival.source_uri,
-                    arrival.source_version,
-                    where.bucket,
-                    where.key,
-                    where.etag,
-                    where.size,
-                    info.duration_s,
-                    info.sample_rate,
-                    info.channels,
-                    info.codec,
-                    info.container,
-                ),
-            )
-            row = await cur.fetchone()
-            if row is None:
+            audio_id = await audio_store.insert_remote(conn, arrival, where, info)
+            if audio_id is None:
                 earlier = await self.find_existing(arrival)
                 assert earlier is not None
                 return earlier
-            audio_id: uuid.UUID = row["id"]  # type: ignore[assignment]
             await enqueue(conn, audio_id, max_attempts=self.settings.queue.max_attempts)
         log.info(
             "ingested",
@@ -285,14 +211,14 @@ class Ingestor:
         return IngestResult("accepted", audio_id)
 
     async def _record(
-        self, arrival: Arrival, content: _Content, options: dict[str, Any]
+        self, arrival: Arrival, content: StoredContent, size: int, options: dict[str, Any]
     ) -> IngestResult:
         async with self.db.connection() as conn:
             for _ in range(3):
                 try:
                     async with conn.transaction():
-                        result = await self._insert(conn, arrival, content, options)
-                except psycopg.errors.UniqueViolation:
+                        result = await self._insert(conn, arrival, content, size, options)
+                except Conflict:
                     # Another ingester recorded the same content or source meanwhile: look again.
                     continue
                 self._count(arrival, result)
@@ -308,68 +234,40 @@ class Ingestor:
             self.metrics.files_duplicate.labels(source).inc()
 
     async def _insert(
-        self, conn: AsyncConn, arrival: Arrival, content: _Content, options: dict[str, Any]
+        self,
+        conn: AsyncConn,
+        arrival: Arrival,
+        content: StoredContent,
+        size: int,
+        options: dict[str, Any],
     ) -> IngestResult:
-        info, sha256, key, size = content.info, content.sha256, content.key, content.size
         if arrival.source_version is not None:
-            cur = await conn.execute(
-                "SELECT id FROM audio WHERE source_uri = %s AND source_version = %s",
-                (arrival.source_uri, arrival.source_version),
-            )
-            seen = await cur.fetchone()
+            seen = await audio_store.find_version(conn, arrival.source_uri, arrival.source_version)
             if seen is not None:
-                return IngestResult("already_ingested", seen["id"])  # type: ignore[arg-type]
-            same = await versions.adopt_version(
-                conn, arrival.source_uri, arrival.source_version, sha256
+                return IngestResult("already_ingested", seen.id)
+            same = await audio_store.adopt_version(
+                conn, arrival.source_uri, arrival.source_version, content.sha256
             )
             if same is not None:
-                return IngestResult("already_ingested", same[0], duplicate_of=same[1])
-        cur = await conn.execute(
-            "SELECT id FROM audio WHERE tenant = %s AND sha256 = %s"
-            " AND state NOT IN ('rejected', 'duplicate')",
-            (arrival.tenant, sha256),
+                return IngestResult("already_ingested", same.id, duplicate_of=same.duplicate_of)
+        original = await audio_store.find_original(
+            conn, tenant=arrival.tenant, sha256=content.sha256
         )
-        original = await cur.fetchone()
-        state = "duplicate" if original else "queued"
-        cur = await conn.execute(
-            "INSERT INTO audio (tenant, source, original_name, source_uri, source_version, sha256,"
-            " size_bytes, duration_s, sample_rate, channels, codec, container, storage_key,"
-            " state, duplicate_of)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (
-                arrival.tenant,
-                arrival.source,
-                arrival.original_name,
-                arrival.source_uri,
-                arrival.source_version,
-                sha256,
-                size,
-                info.duration_s,
-                info.sample_rate,
-                info.channels,
-                info.codec,
-                info.container,
-                key,
-                state,
-                original["id"] if original else None,
-            ),
+        audio_id = await audio_store.insert_content(
+            conn, arrival, content, size=size, duplicate_of=original
         )
-        row = await cur.fetchone()
-        assert row is not None
-        audio_id: uuid.UUID = row["id"]  # type: ignore[assignment]
-        await versions.supersede_pending(
+        await audio_store.supersede_pending(
             conn, arrival.source_uri, audio_id, name=arrival.original_name
         )
-        if original:
-            dup_of: uuid.UUID = original["id"]  # type: ignore[assignment]
+        if original is not None:
             log.info(
                 "duplicate",
                 file=arrival.original_name,
                 audio_id=str(audio_id),
-                duplicate_of=str(dup_of),
+                duplicate_of=str(original),
                 source=arrival.source,
             )
-            return IngestResult("duplicate", audio_id, duplicate_of=dup_of)
+            return IngestResult("duplicate", audio_id, duplicate_of=original)
         await enqueue(
             conn, audio_id, max_attempts=self.settings.queue.max_attempts, options=options
         )
@@ -377,11 +275,21 @@ class Ingestor:
             "ingested",
             file=arrival.original_name,
             audio_id=str(audio_id),
-            duration_s=round(info.duration_s, 2),
-            codec=info.codec,
+            duration_s=round(content.info.duration_s, 2),
+            codec=content.info.codec,
             source=arrival.source,
         )
         return IngestResult("accepted", audio_id)
+
+
+def _earlier_result(row: RecordedVersion) -> IngestResult:
+    """What an earlier ingest of the same source version came to."""
+    return IngestResult(
+        outcome="rejected" if row.state == AudioState.REJECTED else "already_ingested",
+        audio_id=row.id,
+        reason=row.error,
+        duplicate_of=row.duplicate_of,
+    )
 
 
 def _sha256_of(source: BinaryIO, size: int) -> str:

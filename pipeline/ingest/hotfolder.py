@@ -20,12 +20,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import structlog
 from watchfiles import Change, awatch
 
 from pipeline.config import Settings
-from pipeline.errors import TransientError
+from pipeline.errors import DatabaseUnavailable, TransientError
 from pipeline.ingest.core import Ingestor
 from pipeline.ingest.open_writers import open_for_writing
 from pipeline.ingest.stability import Fingerprint, Held, HeldFiles, StabilityTracker, backoff_s
@@ -310,12 +309,12 @@ class HotFolder:
             try:
                 outcome = await self.taker.take(path, self.inbox, self._in_flight[path])
                 self._after(path, self._in_flight[path], outcome)
-            except TransientError as exc:
-                log.warning("will retry file", file=str(path), error=str(exc))
-                self._retry_later(path)
-            except psycopg.OperationalError as exc:
+            except DatabaseUnavailable as exc:
                 self.metrics.db_errors.labels("watcher").inc()
                 log.warning("database unavailable; will retry file", file=str(path), error=str(exc))
+                self._retry_later(path)
+            except TransientError as exc:
+                log.warning("will retry file", file=str(path), error=str(exc))
                 self._retry_later(path)
             except Exception:  # noqa: BLE001 - one bad file must not stop the watcher
                 log.exception("failed to take file; left in place", file=str(path))

@@ -12,13 +12,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 import structlog
 from minio.error import MinioException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from pipeline.backoff import Backoff
 from pipeline.db.database import Database
+from pipeline.errors import DatabaseUnavailable
 from pipeline.metrics import Metrics
 from pipeline.sources import inbox
 from pipeline.sources.events import MalformedEvent, parse_notification
@@ -99,7 +99,7 @@ async def _record(db: Database, notification: dict[str, Any], metrics: Metrics) 
     try:
         async with db.connection() as conn:
             await inbox.record_events(conn, events, "listen")
-    except psycopg.OperationalError as exc:
+    except DatabaseUnavailable as exc:
         # The next reconcile listing finds these objects; the stream itself stays open.
         metrics.db_errors.labels("s3_listener").inc()
         log.warning(

@@ -12,12 +12,11 @@ import contextlib
 from collections.abc import Iterator
 from itertools import islice
 
-import psycopg
 import structlog
 
 from pipeline.backoff import Backoff
 from pipeline.db.database import Database
-from pipeline.errors import TransientError
+from pipeline.errors import DatabaseUnavailable, TransientError
 from pipeline.metrics import Metrics
 from pipeline.sources import inbox
 from pipeline.sources.events import ObjectEvent
@@ -101,13 +100,13 @@ async def run_reconcile(
             backoff = backoffs[id(source)]
             try:
                 found = await reconcile_source(db, source)
+            except DatabaseUnavailable as exc:
+                metrics.db_errors.labels("s3_reconcile").inc()
+                due[id(source)] = loop.time() + backoff.failed(f"database: {exc}")
+                continue
             except TransientError as exc:
                 metrics.s3_errors.labels("list").inc()
                 due[id(source)] = loop.time() + backoff.failed(str(exc))
-                continue
-            except psycopg.OperationalError as exc:
-                metrics.db_errors.labels("s3_reconcile").inc()
-                due[id(source)] = loop.time() + backoff.failed(f"database: {exc}")
                 continue
             backoff.succeeded()
             due[id(source)] = loop.time() + source.settings.reconcile_interval_s

@@ -1,0 +1,293 @@
+"""The audio store: every write to ``audio`` outside a job's life (see ``jobs`` for that).
+
+Ingest records rows here (accepted, duplicate, rejected, or left in a source
+bucket for a worker to fetch), and a worker adopts fetched content here.
+
+Versions of one source: a hot-folder file that changed after it was ingested (a
+writer carried on), or that could not be read yet, has its row marked
+``supersede_pending``. The next version recorded for the same ``source_uri``
+supersedes it, in the transaction that records that version: the old row keeps
+its transcript but points at the new one (``superseded_by``), which keeps it out
+of datasets and search.
+
+Two concurrent writers of the same content or source version meet on a unique
+index; the loser gets ``Conflict`` (its transaction rolls back) and looks again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from psycopg.rows import RowMaker, class_row
+
+from pipeline.db.database import AsyncConn, translated_errors
+from pipeline.db.states import AudioState, Source
+from pipeline.media import AudioInfo, HeadInfo
+
+log = structlog.get_logger(__name__)
+
+
+class Origin(Protocol):
+    """Where a row's audio came from (an ingest ``Arrival``)."""
+
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def original_name(self) -> str: ...
+    @property
+    def source_uri(self) -> str: ...
+    @property
+    def source_version(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedVersion:
+    """The row already recorded for one version of a source."""
+
+    id: uuid.UUID
+    state: AudioState
+    error: str | None
+    duplicate_of: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteObject:
+    """An object version left in a source bucket, fetched later by a worker."""
+
+    bucket: str
+    key: str
+    etag: str | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredContent:
+    """Validated bytes held in the content-addressed store."""
+
+    sha256: str
+    storage_key: str
+    info: AudioInfo
+
+
+def _origin_values(origin: Origin) -> tuple[str, Source, str, str, str | None]:
+    return (
+        origin.tenant,
+        Source(origin.source),
+        origin.original_name,
+        origin.source_uri,
+        origin.source_version,
+    )
+
+
+async def find_version(
+    conn: AsyncConn, source_uri: str, source_version: str
+) -> RecordedVersion | None:
+    async with conn.cursor(row_factory=class_row(RecordedVersion)) as cur:
+        await cur.execute(
+            "SELECT id, state, error, duplicate_of FROM audio"
+            " WHERE source_uri = %s AND source_version = %s",
+            (source_uri, source_version),
+        )
+        return await cur.fetchone()
+
+
+async def find_original(
+    conn: AsyncConn, *, tenant: str, sha256: str, other_than: uuid.UUID | None = None
+) -> uuid.UUID | None:
+    """The accepted row of the tenant holding this content (not ``other_than``), if any."""
+    async with conn.cursor(row_factory=_first_uuid) as cur:
+        await cur.execute(
+            "SELECT id FROM audio WHERE tenant = %s AND sha256 = %s"
+            " AND (%s::uuid IS NULL OR id <> %s) AND state NOT IN ('rejected', 'duplicate')",
+            (tenant, sha256, other_than, other_than),
+        )
+        return await cur.fetchone()
+
+
+async def insert_rejected(
+    conn: AsyncConn,
+    origin: Origin,
+    reason: str,
+    *,
+    size: int | None,
+    supersede_pending: bool,
+) -> uuid.UUID | None:
+    """A ``rejected`` row; None when this very source version was accepted earlier."""
+    async with conn.cursor(row_factory=_first_uuid) as cur:
+        await cur.execute(
+            "INSERT INTO audio (tenant, source, original_name, source_uri, source_version,"
+            " size_bytes, state, error, supersede_pending)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (source_uri, source_version) WHERE source_version IS NOT NULL"
+            " DO UPDATE SET error = EXCLUDED.error, updated_at = now()"
+            " WHERE audio.state = 'rejected'"
+            " RETURNING id",
+            (*_origin_values(origin), size, AudioState.REJECTED, reason, supersede_pending),
+        )
+        return await cur.fetchone()
+
+
+async def insert_remote(
+    conn: AsyncConn, origin: Origin, where: RemoteObject, info: HeadInfo
+) -> uuid.UUID | None:
+    """A ``queued`` row for an object left in its bucket; None if this version is recorded."""
+    async with conn.cursor(row_factory=_first_uuid) as cur:
+        await cur.execute(
+            "INSERT INTO audio (tenant, source, original_name, source_uri, source_version,"
+            " source_bucket, source_key, source_etag, size_bytes, duration_s, sample_rate,"
+            " channels, codec, container, state)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (source_uri, source_version) WHERE source_version IS NOT NULL"
+            " DO NOTHING RETURNING id",
+            (
+                *_origin_values(origin),
+                where.bucket,
+                where.key,
+                where.etag,
+                where.size,
+                info.duration_s,
+                info.sample_rate,
+                info.channels,
+                info.codec,
+                info.container,
+                AudioState.QUEUED,
+            ),
+        )
+        return await cur.fetchone()
+
+
+async def insert_content(
+    conn: AsyncConn,
+    origin: Origin,
+    content: StoredContent,
+    *,
+    size: int,
+    duplicate_of: uuid.UUID | None,
+) -> uuid.UUID:
+    """A ``queued`` row for stored content, or a ``duplicate`` of ``duplicate_of``.
+
+    Raises ``Conflict`` when a concurrent ingest recorded the same content or version.
+    """
+    info = content.info
+    state = AudioState.DUPLICATE if duplicate_of is not None else AudioState.QUEUED
+    with translated_errors():
+        async with conn.cursor(row_factory=_first_uuid) as cur:
+            await cur.execute(
+                "INSERT INTO audio (tenant, source, original_name, source_uri, source_version,"
+                " sha256, size_bytes, duration_s, sample_rate, channels, codec, container,"
+                " storage_key, state, duplicate_of)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " RETURNING id",
+                (
+                    *_origin_values(origin),
+                    content.sha256,
+                    size,
+                    info.duration_s,
+                    info.sample_rate,
+                    info.channels,
+                    info.codec,
+                    info.container,
+                    content.storage_key,
+                    state,
+                    duplicate_of,
+                ),
+            )
+            audio_id = await cur.fetchone()
+    assert audio_id is not None
+    return audio_id
+
+
+async def adopt_fetched(
+    conn: AsyncConn,
+    audio_id: uuid.UUID,
+    content: StoredContent,
+    *,
+    duplicate_of: uuid.UUID | None,
+) -> None:
+    """Record the content a worker fetched from a source bucket (a ``duplicate`` if seen).
+
+    Raises ``Conflict`` when the same content was adopted concurrently.
+    """
+    info = content.info
+    with translated_errors():
+        await conn.execute(
+            "UPDATE audio SET sha256 = %s, storage_key = %s, duration_s = %s,"
+            " sample_rate = %s, channels = %s, codec = %s, container = %s,"
+            " state = CASE WHEN %s::uuid IS NULL THEN state ELSE %s END,"
+            " duplicate_of = %s, updated_at = now() WHERE id = %s",
+            (
+                content.sha256,
+                content.storage_key,
+                info.duration_s,
+                info.sample_rate,
+                info.channels,
+                info.codec,
+                info.container,
+                duplicate_of,
+                AudioState.DUPLICATE,
+                duplicate_of,
+                audio_id,
+            ),
+        )
+
+
+async def mark_supersede_pending(conn: AsyncConn, audio_id: uuid.UUID) -> None:
+    """The source of ``audio_id`` changed after it was recorded: its next version wins."""
+    await conn.execute(
+        "UPDATE audio SET supersede_pending = true, updated_at = now()"
+        " WHERE id = %s AND superseded_by IS NULL",
+        (audio_id,),
+    )
+
+
+async def adopt_version(
+    conn: AsyncConn, source_uri: str, source_version: str | None, sha256: str
+) -> RecordedVersion | None:
+    """A pending row of this source with the very same bytes takes the new version.
+
+    Only its fingerprint moved (a ``touch``, a copy tool setting times late): it is
+    the same recording, not a new one to supersede it. Returns that row, or None
+    when no such row waits; raises ``Conflict`` when a concurrent ingest recorded
+    this version first.
+    """
+    with translated_errors():  # Conflict: a concurrent ingest recorded this version
+        async with conn.cursor(row_factory=class_row(RecordedVersion)) as cur:
+            await cur.execute(
+                "UPDATE audio SET source_version = %s, supersede_pending = false,"
+                " updated_at = now()"
+                " WHERE id = (SELECT id FROM audio WHERE source_uri = %s AND supersede_pending"
+                "  AND sha256 = %s LIMIT 1)"
+                " RETURNING id, state, error, duplicate_of",
+                (source_version, source_uri, sha256),
+            )
+            return await cur.fetchone()
+
+
+async def supersede_pending(
+    conn: AsyncConn, source_uri: str, audio_id: uuid.UUID, *, name: str
+) -> None:
+    """Point the rows of this source that wait for a new version at ``audio_id``."""
+    async with conn.cursor(row_factory=_first_uuid) as cur:
+        await cur.execute(
+            "UPDATE audio SET superseded_by = %s, supersede_pending = false, updated_at = now()"
+            " WHERE source_uri = %s AND supersede_pending AND id <> %s RETURNING id",
+            (audio_id, source_uri, audio_id),
+        )
+        for old_id in await cur.fetchall():
+            log.info("superseded", file=name, audio_id=str(old_id), superseded_by=str(audio_id))
+
+
+def _first_uuid(cursor: Any) -> RowMaker[uuid.UUID]:
+    """Row factory for a query whose one column is an id."""
+
+    def make(values: Sequence[Any]) -> uuid.UUID:
+        value: uuid.UUID = values[0]
+        return value
+
+    return make

@@ -1,0 +1,292 @@
+"""The job store: every write to ``jobs`` (and the audio state that moves with it).
+
+Workers claim with ``FOR UPDATE SKIP LOCKED`` and hold a lease (a token and an
+expiry) that they extend while working. Every later write by the worker names
+the token, so a worker that lost its lease (paused, partitioned) can neither
+extend it nor complete the job: completion is fenced. A job whose lease expired
+is claimable again; one that used up its attempts ends ``dead`` with its error.
+
+Operators put dead jobs back (``retry_job``) and the API asks for a transcript
+again with word timestamps (``request_word_timestamps``) through here too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from pipeline.db.database import AsyncConn
+from pipeline.db.states import AudioState, JobState
+from pipeline.errors import LeaseLost
+
+JOBS_CHANNEL = "ai2text_jobs"
+# Sent when a transcript is committed (the dataset orchestrator listens).
+TRANSCRIPTS_CHANNEL = "ai2text_transcripts"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job a worker holds the lease of, with what it needs to know about its audio."""
+
+    id: int
+    audio_id: uuid.UUID
+    attempt: int
+    max_attempts: int
+    lease_token: uuid.UUID
+    storage_key: str | None
+    original_name: str
+    duration_s: float
+    tenant: str
+    source_bucket: str | None = None
+    source_key: str | None = None
+    source_etag: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RetriedJob:
+    """A dead or failed job an operator put back in the queue."""
+
+    id: int
+    audio_id: uuid.UUID
+    state: JobState
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base_s: float
+    max_s: float
+
+    def delay_s(self, attempt: int) -> float:
+        """Exponential backoff: base, 2·base, 4·base … capped at ``max_s``."""
+        return float(min(self.max_s, self.base_s * 2.0 ** min(max(0, attempt - 1), 64)))
+
+
+async def enqueue(
+    conn: AsyncConn,
+    audio_id: uuid.UUID,
+    *,
+    max_attempts: int,
+    options: dict[str, object] | None = None,
+) -> None:
+    """Queue transcription of ``audio_id`` (once) and wake the workers on commit."""
+    await conn.execute(
+        "INSERT INTO jobs (audio_id, max_attempts, options) VALUES (%s, %s, %s)"
+        " ON CONFLICT (audio_id, kind) DO NOTHING",
+        (audio_id, max_attempts, Jsonb(options or {})),
+    )
+    await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
+
+
+# States are literals in the SQL (not parameters) so that the planner can match the
+# partial indexes; tests/integration/test_states.py keeps them within ``states``.
+#
+# Two index-backed lookups, not one OR: with an OR PostgreSQL sorts every matching row
+# to find the first (a sequential scan that grows with the queue: 23 ms a claim at
+# 100,000 queued jobs); each lookup here is an index scan that stops at its first row.
+# A job whose worker stopped renewing its lease goes first: it is the oldest work, and
+# ``ready`` is not even scanned (nothing locked) when there is one.
+_CLAIM = """
+WITH expired AS (
+    SELECT id FROM jobs
+    WHERE state = 'running' AND lease_expires_at < now() AND attempts < max_attempts
+    ORDER BY lease_expires_at
+    FOR UPDATE SKIP LOCKED
+    LIMIT 1
+), ready AS (
+    SELECT id FROM jobs
+    WHERE state = 'queued' AND run_after <= now() AND NOT EXISTS (SELECT 1 FROM expired)
+    ORDER BY run_after, id
+    FOR UPDATE SKIP LOCKED
+    LIMIT 1
+), next AS (
+    SELECT id FROM expired UNION ALL SELECT id FROM ready
+), claimed AS (
+    UPDATE jobs j
+    SET state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => %(lease_s)s),
+        worker_id = %(worker_id)s, started_at = now(), updated_at = now()
+    FROM next WHERE j.id = next.id
+    RETURNING j.id, j.audio_id, j.attempts, j.max_attempts, j.lease_token, j.options
+), touched AS (
+    UPDATE audio a SET state = 'processing', updated_at = now()
+    FROM claimed WHERE a.id = claimed.audio_id
+    RETURNING a.id, a.storage_key, a.original_name, a.duration_s, a.tenant,
+              a.source_bucket, a.source_key, a.source_etag
+)
+SELECT c.id, c.audio_id, c.attempts AS attempt, c.max_attempts, c.lease_token,
+       coalesce(c.options, '{}'::jsonb) AS options,
+       t.storage_key, t.original_name, coalesce(t.duration_s, 0.0) AS duration_s, t.tenant,
+       t.source_bucket, t.source_key, t.source_etag
+FROM claimed c JOIN touched t ON t.id = c.audio_id
+"""
+
+
+async def claim(conn: AsyncConn, *, worker_id: str, lease_s: float) -> ClaimedJob | None:
+    """Take the next ready job, or a job whose worker's lease ran out."""
+    params = {"lease_s": lease_s, "worker_id": worker_id}
+    async with conn.transaction(), conn.cursor(row_factory=class_row(ClaimedJob)) as cur:
+        await cur.execute(_CLAIM, params)
+        return await cur.fetchone()
+
+
+async def heartbeat(conn: AsyncConn, job: ClaimedJob, *, lease_s: float) -> None:
+    """Extend the lease; raise ``LeaseLost`` if another worker owns the job now."""
+    cur = await conn.execute(
+        "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => %s), updated_at = now()"
+        " WHERE id = %s AND lease_token = %s AND state = 'running'",
+        (lease_s, job.id, job.lease_token),
+    )
+    if cur.rowcount != 1:
+        raise LeaseLost(f"job {job.id} lease lost")
+
+
+async def holds_lease(conn: AsyncConn, job: ClaimedJob) -> bool:
+    """Whether ``job`` is still running under this worker's lease (a read; extends nothing)."""
+    cur = await conn.execute(
+        "SELECT 1 FROM jobs WHERE id = %s AND lease_token = %s AND state = 'running'",
+        (job.id, job.lease_token),
+    )
+    return await cur.fetchone() is not None
+
+
+async def mark_done(conn: AsyncConn, job: ClaimedJob, *, language: str | None) -> None:
+    """Finish the job; call inside the transaction that stores the transcript.
+
+    Raises ``LeaseLost`` (so the caller's transaction rolls back) unless this
+    worker still holds the lease: the fencing check.
+    """
+    await finish_without_transcript(conn, job)
+    await conn.execute(
+        "UPDATE audio SET state = 'transcribed', error = NULL, language = %s, updated_at = now()"
+        " WHERE id = %s",
+        (language, job.audio_id),
+    )
+
+
+async def finish_without_transcript(conn: AsyncConn, job: ClaimedJob) -> None:
+    """Close the job (fenced) when there is nothing to transcribe, e.g. a duplicate."""
+    cur = await conn.execute(
+        "UPDATE jobs SET state = 'done', finished_at = now(), updated_at = now(),"
+        " lease_token = NULL, lease_expires_at = NULL, last_error = NULL"
+        " WHERE id = %s AND lease_token = %s AND state = 'running'",
+        (job.id, job.lease_token),
+    )
+    if cur.rowcount != 1:
+        raise LeaseLost(f"job {job.id} lease lost before completion")
+
+
+async def fail(
+    conn: AsyncConn, job: ClaimedJob, error: str, *, transient: bool, policy: RetryPolicy
+) -> JobState:
+    """Record a failure; retry later if transient and attempts remain. Return the new state."""
+    retry = transient and job.attempt < job.max_attempts
+    new_state = JobState.QUEUED if retry else JobState.DEAD
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE jobs SET state = %s, last_error = %s, updated_at = now(),"
+            " run_after = now() + make_interval(secs => %s),"
+            " lease_token = NULL, lease_expires_at = NULL,"
+            " finished_at = CASE WHEN %s = 'dead' THEN now() END"
+            " WHERE id = %s AND lease_token = %s AND state = 'running'",
+            (new_state, error, policy.delay_s(job.attempt), new_state, job.id, job.lease_token),
+        )
+        if cur.rowcount != 1:
+            raise LeaseLost(f"job {job.id} lease lost before recording failure")
+        await conn.execute(
+            "UPDATE audio SET state = %s, error = %s, updated_at = now() WHERE id = %s",
+            (AudioState.QUEUED if retry else AudioState.FAILED, error, job.audio_id),
+        )
+        if not retry:
+            await notify_finished(conn, job.audio_id)
+    return new_state
+
+
+async def notify_finished(conn: AsyncConn, audio_id: uuid.UUID) -> None:
+    """Tell waiters (e.g. a synchronous API call) that this audio's job has ended."""
+    await conn.execute("SELECT pg_notify(%s, %s)", (TRANSCRIPTS_CHANNEL, str(audio_id)))
+
+
+async def release(
+    conn: AsyncConn, job: ClaimedJob, *, delay_s: float = 0.0, error: str | None = None
+) -> bool:
+    """Give the lease back unfinished; the attempt is not counted.
+
+    Used on shutdown, and (with a delay and the error) while a dependency such as
+    the object store is down: the job waits instead of using up its attempts.
+    """
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE jobs SET state = 'queued', attempts = greatest(attempts - 1, 0),"
+            " lease_token = NULL, lease_expires_at = NULL,"
+            " run_after = now() + make_interval(secs => %s), updated_at = now(),"
+            " last_error = coalesce(%s, last_error)"
+            " WHERE id = %s AND lease_token = %s AND state = 'running'",
+            (delay_s, error, job.id, job.lease_token),
+        )
+        if cur.rowcount != 1:
+            return False
+        await conn.execute(
+            "UPDATE audio SET state = 'queued', updated_at = now() WHERE id = %s", (job.audio_id,)
+        )
+        await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
+    return True
+
+
+async def reap_exhausted(conn: AsyncConn) -> int:
+    """Jobs whose last allowed attempt lost its worker end ``dead``."""
+    # No parameters are passed, so the %s below reach PostgreSQL's format() untouched.
+    async with conn.transaction():
+        cur = await conn.execute(
+            "WITH dead AS ("
+            " UPDATE jobs SET state = 'dead', finished_at = now(), updated_at = now(),"
+            "  last_error = coalesce(last_error || '; ', '') ||"
+            "   format('worker %s stopped responding (lease expired) on attempt %s of %s',"
+            "          worker_id, attempts, max_attempts),"
+            "  lease_token = NULL, lease_expires_at = NULL"
+            " WHERE state = 'running' AND lease_expires_at < now() AND attempts >= max_attempts"
+            " RETURNING audio_id, last_error)"
+            " UPDATE audio a SET state = 'failed', error = dead.last_error, updated_at = now()"
+            " FROM dead WHERE a.id = dead.audio_id"
+            # Wake waiters as notify_finished() does (channel TRANSCRIPTS_CHANNEL).
+            " RETURNING a.id, pg_notify('ai2text_transcripts', a.id::text)"
+        )
+        return cur.rowcount
+
+
+async def request_word_timestamps(conn: AsyncConn, audio_id: uuid.UUID) -> bool:
+    """Transcribe finished audio again with word timestamps; the new transcript replaces it."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE jobs SET state = 'queued', attempts = 0, run_after = now(), finished_at = NULL,"
+            " options = options || '{\"word_timestamps\": true}'::jsonb, updated_at = now()"
+            " WHERE audio_id = %s AND state = 'done' RETURNING id",
+            (audio_id,),
+        )
+        requeued = await cur.fetchone() is not None
+        if requeued:
+            await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
+    return requeued
+
+
+async def retry_job(conn: AsyncConn, job_id: int) -> RetriedJob | None:
+    """Put a dead or failed job back in the queue with fresh attempts (admin)."""
+    async with conn.transaction(), conn.cursor(row_factory=class_row(RetriedJob)) as cur:
+        await cur.execute(
+            "UPDATE jobs SET state = 'queued', attempts = 0, run_after = now(), last_error = NULL,"
+            " lease_token = NULL, lease_expires_at = NULL, finished_at = NULL, updated_at = now()"
+            " WHERE id = %s AND state IN ('dead', 'failed') RETURNING id, audio_id, state",
+            (job_id,),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            await conn.execute(
+                "UPDATE audio SET state = 'queued', error = NULL, updated_at = now() WHERE id = %s",
+                (row.audio_id,),
+            )
+            await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
+    return row
