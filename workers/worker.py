@@ -24,7 +24,14 @@ from pipeline.backoff import Backoff
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.notify import wait_for_notify
-from pipeline.errors import LeaseLost, PermanentError, StorageUnavailable, TransientError
+from pipeline.errors import (
+    DatabaseError,
+    DatabaseUnavailable,
+    LeaseLost,
+    PermanentError,
+    StorageUnavailable,
+    TransientError,
+)
 from pipeline.metrics import Metrics
 from pipeline.sources.registry import SourceRegistry
 from pipeline.staging import process_staging_dir
@@ -128,7 +135,7 @@ class AsrWorker:
                         await self._process(job, stop)
                 except (psycopg.OperationalError, TransientError) as exc:
                     log.warning("worker loop error; retrying", error=str(exc))
-                    if isinstance(exc, psycopg.OperationalError):
+                    if isinstance(exc, psycopg.OperationalError | DatabaseUnavailable):
                         self.metrics.db_errors.labels("worker").inc()
                     if listener is not None:
                         await listener.close()
@@ -141,7 +148,7 @@ class AsrWorker:
                 await presence
             if listener is not None:
                 await listener.close()
-            with contextlib.suppress(psycopg.Error, TransientError):
+            with contextlib.suppress(DatabaseError, TransientError):
                 await self.presence.stopped()
             log.info("worker stopped", worker_id=self.worker_id)
 
@@ -155,7 +162,7 @@ class AsrWorker:
                     registered = True
                 else:
                     await self.presence.beat(self._current_job)
-            except (psycopg.Error, TransientError) as exc:
+            except (DatabaseError, TransientError) as exc:
                 self.metrics.db_errors.labels("worker").inc()
                 log.warning("worker heartbeat failed; will try again", error=str(exc))
             await asyncio.sleep(self.settings.queue.heartbeat_interval_s)
@@ -254,7 +261,7 @@ class AsrWorker:
             return
         try:
             await self.presence.job_finished(succeeded=outcome in ("done", "duplicate"))
-        except (psycopg.Error, TransientError) as exc:
+        except (DatabaseError, TransientError) as exc:
             self.metrics.db_errors.labels("worker").inc()
             log.warning("could not count the job on the worker's row", error=str(exc))
 
@@ -324,7 +331,7 @@ class AsrWorker:
                 lost.set()
                 cancel.set()
                 return
-            except (psycopg.OperationalError, TransientError) as exc:
+            except TransientError as exc:
                 if not failing:
                     log.warning("heartbeat failed; will try again", error=str(exc))
                 failing = True

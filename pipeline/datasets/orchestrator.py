@@ -33,7 +33,7 @@ from pipeline.datasets.materialize import materialize
 from pipeline.datasets.queries import audio_keys
 from pipeline.db.database import AsyncConn, Database
 from pipeline.db.notify import wait_for_notify
-from pipeline.errors import Ai2TextError
+from pipeline.errors import Ai2TextError, DatabaseUnavailable
 from pipeline.metrics import Metrics
 from pipeline.queue import TRANSCRIPTS_CHANNEL
 from pipeline.storage import ObjectStore
@@ -77,7 +77,7 @@ class Orchestrator:
                         listener = await self._listen()
                     await self.reap_orphans()
                     await self.check()
-                except psycopg.OperationalError as exc:
+                except (psycopg.OperationalError, DatabaseUnavailable) as exc:
                     self.metrics.db_errors.labels("orchestrator").inc()
                     log.warning("orchestrator check failed; will retry", error=str(exc))
                     if listener is not None:
@@ -266,7 +266,7 @@ class Orchestrator:
                     await conn.execute(
                         "UPDATE training_runs SET heartbeat_at = now() WHERE id = %s", (run_id,)
                     )
-            except psycopg.OperationalError as exc:
+            except DatabaseUnavailable as exc:
                 self.metrics.db_errors.labels("orchestrator").inc()
                 log.warning("run heartbeat failed", error=str(exc))
 

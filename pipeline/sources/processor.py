@@ -20,7 +20,7 @@ from pipeline.backoff import Backoff
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.notify import wait_for_notify
-from pipeline.errors import PermanentError, RejectedInput, TransientError
+from pipeline.errors import DatabaseUnavailable, PermanentError, RejectedInput, TransientError
 from pipeline.ingest.core import Arrival, Ingestor, IngestResult, RemoteObject
 from pipeline.ingest.validation import check_extension, check_size
 from pipeline.media import HeadInfo, check_wav_header, probe_head
@@ -66,7 +66,7 @@ class S3EventProcessor:
                     self.db_backoff.succeeded()
                     if not handled:
                         await wait_for_notify(listener, stop, self.settings.queue.poll_interval_s)
-                except psycopg.OperationalError as exc:
+                except (psycopg.OperationalError, DatabaseUnavailable) as exc:
                     # A claimed event stays hidden for a while, then is claimed again.
                     self.metrics.db_errors.labels("s3_processor").inc()
                     delay = self.db_backoff.failed(str(exc))
@@ -96,7 +96,7 @@ class S3EventProcessor:
             ):
                 await self._handle(event)
             self.backoff.succeeded()
-        except psycopg.OperationalError:
+        except DatabaseUnavailable:
             raise  # the database is down: nothing can be recorded; the run loop waits
         except TransientError as exc:
             delay = self.backoff.failed(str(exc))
