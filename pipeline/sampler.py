@@ -20,14 +20,15 @@ from pipeline.config import Settings
 from pipeline.datasets.eligibility import eligible_hours
 from pipeline.datasets.queries import list_versions
 from pipeline.db.database import AsyncConn, Database
+from pipeline.db.states import JobState
 from pipeline.errors import DatabaseError, DatabaseUnavailable
 from pipeline.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
-# Every state a job can be in (the CHECK constraint on ``jobs.state``): each gets a
-# sample, 0 included, so a dashboard never shows a gap for an empty state.
-JOB_STATES = ("queued", "running", "done", "failed", "dead")
+# Every state a job can be in: each gets a sample, 0 included, so a dashboard never
+# shows a gap for an empty state.
+JOB_STATES = tuple(JobState)
 
 
 async def _oldest_queued_s(conn: AsyncConn) -> float:

@@ -34,8 +34,11 @@ if TYPE_CHECKING:
 else:  # the allowed values come from the one table of formats
     TranscriptFormat = Literal[api_formats()]
 
+# The values of pipeline.db.states (tests/integration/test_states.py holds them equal),
+# spelled out so that type checkers see them too.
 AudioState = Literal["queued", "processing", "transcribed", "failed", "rejected", "duplicate"]
 JobState = Literal["queued", "running", "done", "failed", "dead"]
+SourceName = Literal["folder", "s3", "upload"]
 
 
 def _limit(ctx: AppContext, limit: int) -> int:
@@ -54,7 +57,7 @@ async def list_audio(
     ctx: Ctx,
     principal: AudioReader,
     state: AudioState | None = None,
-    source: Literal["folder", "s3", "upload"] | None = None,
+    source: SourceName | None = None,
     language: Annotated[str | None, Query(max_length=16)] = None,
     since: datetime | None = None,
     until: datetime | None = None,

@@ -18,6 +18,7 @@ import pytest
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.embedded import EmbeddedPostgres
+from pipeline.errors import DatabaseUnavailable
 from pipeline.ingest.core import Arrival, Ingestor
 from pipeline.metrics import Metrics
 from pipeline.storage import FilesystemStore
@@ -201,7 +202,7 @@ async def _outage_scenario(
         async def done() -> dict[str, Any] | None:
             try:
                 job = await _job(database, audio_id)
-            except psycopg.OperationalError:
+            except DatabaseUnavailable:
                 return None
             return job if job["state"] == "done" else None
 
