@@ -8,9 +8,11 @@ with the driver's error as its cause.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -96,3 +98,27 @@ def test_a_value_the_column_cannot_hold_raises_value_refused(make_settings: Any)
                     await conn.execute("SELECT %s::smallint", (10**6,))
 
     asyncio.run(scenario())
+
+
+# Modules whose hand-written LISTEN loops still read a raw listen connection, whose
+# errors are the driver's; they move onto pipeline.db.notifications (issue 11, item 2).
+RAW_LISTENERS = {
+    "workers/worker.py",
+    "pipeline/sources/processor.py",
+    "pipeline/datasets/orchestrator.py",
+    "gateway/waiter.py",
+}
+CATCHES_DRIVER_ERRORS = re.compile(r"psycopg\.(\w*Error|errors)\b|UniqueViolation")
+
+
+def test_no_module_outside_pipeline_db_catches_the_drivers_errors() -> None:
+    root = Path(__file__).resolve().parents[2]
+    catching = sorted(
+        name
+        for package in ("pipeline", "workers", "gateway")
+        for path in (root / package).rglob("*.py")
+        if not (name := str(path.relative_to(root))).startswith("pipeline/db/")
+        and name not in RAW_LISTENERS
+        and CATCHES_DRIVER_ERRORS.search(path.read_text())
+    )
+    assert catching == []
