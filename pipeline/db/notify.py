@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
+import contextlib
 
-import psycopg
+from pipeline.db.notifications import Subscription
 
 
-async def wait_for_notify(
-    listener: psycopg.AsyncConnection[Any], stop: asyncio.Event, max_wait_s: float
-) -> None:
-    """Return on the first notification on ``listener``, after ``max_wait_s``, or on ``stop``.
+async def wait_for_notify(sub: Subscription, stop: asyncio.Event, max_wait_s: float) -> None:
+    """Return on the next notice on ``sub`` (or a ``missed`` one), after ``max_wait_s``,
+    or on ``stop``.
 
-    Notifications are read in short slices so shutdown is noticed within half a second.
+    What else is buffered is dropped: the caller re-checks the table, which covers it.
     """
-    deadline = time.monotonic() + max_wait_s
-    while not stop.is_set():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        async for _ in listener.notifies(timeout=min(remaining, 0.5), stop_after=1):
-            return
+    if stop.is_set():
+        return
+    notice = asyncio.ensure_future(sub.get())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait(
+            {notice, stopping}, timeout=max_wait_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for waiting in (notice, stopping):
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+    sub.clear()
