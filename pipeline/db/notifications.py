@@ -281,11 +281,12 @@ class NotificationHub:
             await asyncio.wait({reading, changed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             changed.cancel()
-            if not reading.done():
-                # Waiting for data on an idle connection: safe to interrupt.
-                reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reading
+            # Waiting for data on an idle connection: safe to interrupt. Waited on with
+            # asyncio.wait, which never mistakes this task's own cancellation for its.
+            reading.cancel()
+            await asyncio.wait({reading})
+        if not reading.cancelled():
+            reading.result()  # the link's error: reading never ends otherwise
 
     async def _dispatch(self, conn: AsyncConn) -> None:
         async for note in conn.notifies():

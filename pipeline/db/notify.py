@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from pipeline.db.notifications import Subscription
 
@@ -23,8 +22,8 @@ async def wait_for_notify(sub: Subscription, stop: asyncio.Event, max_wait_s: fl
             {notice, stopping}, timeout=max_wait_s, return_when=asyncio.FIRST_COMPLETED
         )
     finally:
-        for waiting in (notice, stopping):
-            waiting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiting
+        notice.cancel()
+        stopping.cancel()
+        # Not ``await notice``: that would swallow a cancellation of the caller itself.
+        await asyncio.wait({notice, stopping})
     sub.clear()

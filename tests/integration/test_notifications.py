@@ -195,3 +195,26 @@ def test_channel_names_must_be_plain_identifiers(make_settings: Any) -> None:
                 await hub.subscribe("jobs; DROP TABLE audio")
 
     asyncio.run(scenario())
+
+
+def test_closing_the_hub_while_it_changes_channels_returns(make_settings: Any) -> None:
+    """Closing must not be lost in any step of an UNLISTEN (it once hung a stopping process)."""
+
+    async def scenario() -> None:
+        database = Database(make_settings().database, embedded=None)
+        await database.open()
+        try:
+            for steps in range(8):  # close after each number of loop turns into the change
+                hub = NotificationHub(database)
+                await hub.start()
+                sub = await hub.subscribe("t_jobs")
+                await sub.close()
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+                closing = asyncio.create_task(hub.close())
+                done, _ = await asyncio.wait({closing}, timeout=10)
+                assert done, f"close() hung ({steps} turns in)"
+        finally:
+            await database.close()
+
+    asyncio.run(scenario())
