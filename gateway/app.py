@@ -25,6 +25,7 @@ from gateway.security import AuthGate
 from gateway.waiter import TranscriptWaiter
 from pipeline.config import GatewaySettings, Settings
 from pipeline.db.database import Database
+from pipeline.db.notifications import NotificationHub
 from pipeline.http_serve import ConnectionLimits, serve_asgi
 from pipeline.ingest.core import Ingestor
 from pipeline.metrics import Metrics
@@ -49,8 +50,12 @@ def create_app(
     *,
     verifier: TokenVerifier | None = None,
     metrics: Metrics | None = None,
+    notifications: NotificationHub | None = None,
 ) -> FastAPI:
-    """The API; ``/metrics`` serves ``metrics`` (default: the ingestor's), the whole process's."""
+    """The API; ``/metrics`` serves ``metrics`` (default: the ingestor's), the whole process's.
+
+    ``notifications`` is the process's shared hub (else the API listens on its own).
+    """
     app = FastAPI(title="ai2text", version="0.1.0", docs_url="/docs", redoc_url=None)
     metrics = metrics if metrics is not None else ingestor.metrics
     app.state.ctx = AppContext(
@@ -60,7 +65,7 @@ def create_app(
         ingestor=ingestor,
         verifier=verifier or TokenVerifier(settings),
         limiter=RateLimiter(settings.gateway.rate_limit_per_minute),
-        waiter=TranscriptWaiter(db),
+        waiter=TranscriptWaiter(db, notifications),
         metrics=metrics,
     )
     install_error_handlers(app)

@@ -7,18 +7,21 @@ import contextlib
 import uuid
 from collections import defaultdict
 
-import psycopg
-import structlog
-
 from pipeline.db.database import Database
+from pipeline.db.notifications import NotificationHub, shared_or_own
 from pipeline.queue import TRANSCRIPTS_CHANNEL
-
-log = structlog.get_logger(__name__)
 
 
 class TranscriptWaiter:
-    def __init__(self, db: Database) -> None:
+    """Wakes the requests waiting on an audio when its job ends.
+
+    Reads the process's notification hub (``notifications``), or, without one, a hub
+    of its own while started.
+    """
+
+    def __init__(self, db: Database, notifications: NotificationHub | None = None) -> None:
         self.db = db
+        self.notifications = notifications
         self._waiting: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
 
@@ -48,18 +51,16 @@ class TranscriptWaiter:
                 del self._waiting[key]
 
     async def _listen(self) -> None:
-        while True:
-            try:
-                conn = await self.db.listen_connection()
-                async with conn:
-                    await conn.execute(f"LISTEN {TRANSCRIPTS_CHANNEL}")
-                    async for note in conn.notifies():
-                        for event in self._waiting.get(note.payload, ()):
-                            event.set()
-            except psycopg.OperationalError as exc:
-                log.warning("transcript notifications interrupted; reconnecting", error=str(exc))
-                # Wake everyone so they re-check the database instead of waiting blind.
-                for events in self._waiting.values():
-                    for event in events:
-                        event.set()
-                await asyncio.sleep(1.0)
+        async with (
+            shared_or_own(self.db, self.notifications) as hub,
+            hub.subscription(TRANSCRIPTS_CHANNEL) as endings,
+        ):
+            async for notice in endings:
+                self._wake(notice.payload, everyone=notice.missed)
+
+    def _wake(self, audio_id: str, *, everyone: bool) -> None:
+        # After a gap, everyone re-checks the database instead of waiting blind.
+        groups = self._waiting.values() if everyone else [self._waiting.get(audio_id, set())]
+        for events in groups:
+            for event in events:
+                event.set()

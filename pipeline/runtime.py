@@ -21,6 +21,7 @@ import structlog
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.embedded import EmbeddedPostgres
+from pipeline.db.notifications import NotificationHub
 from pipeline.db.supervise import supervise_embedded
 from pipeline.errors import ConfigError, TransientError
 from pipeline.http_serve import bind_socket, url_of
@@ -148,15 +149,17 @@ async def _run_claimed(settings: Settings, roles: set[Role], stop: asyncio.Event
         try:
             if stop.is_set():
                 return 0
-            coros = await _build_roles(settings, roles, db, metrics, listening, stop)
-            if db.embedded is not None:
-                coros.append(supervise_embedded(db, stop))
-            if listening.gateway is not None or "orchestrator" in roles:
-                # Database-wide gauges come from the few control-plane processes, not
-                # from every worker: N workers would run the same counting queries N times.
-                coros.append(run_sampler(db, metrics, settings, stop))
-            readiness.started.set()
-            return await _supervise(coros, stop)
+            # One LISTEN connection for the whole process, closed once every role stopped.
+            async with NotificationHub(db) as hub:
+                coros = await _build_roles(settings, roles, db, hub, metrics, listening, stop)
+                if db.embedded is not None:
+                    coros.append(supervise_embedded(db, stop))
+                if listening.gateway is not None or "orchestrator" in roles:
+                    # Database-wide gauges come from the few control-plane processes, not
+                    # from every worker: N workers would run the same counting queries N times.
+                    coros.append(run_sampler(db, metrics, settings, stop))
+                readiness.started.set()
+                return await _supervise(coros, stop)
         finally:
             stop.set()  # /readyz says "stopping" from here on
             if ops is not None:
@@ -206,6 +209,7 @@ async def _build_roles(
     settings: Settings,
     roles: set[Role],
     db: Database,
+    hub: NotificationHub,
     metrics: Metrics,
     listening: Listening,
     stop: asyncio.Event,
@@ -223,17 +227,18 @@ async def _build_roles(
         if "watch" in roles:
             coros.append(HotFolder(settings, ingestor, metrics=metrics).run(stop))
         if "s3" in roles and sources:
-            coros.extend(_s3_roles(settings, db, ingestor, sources, metrics, stop))
+            coros.extend(_s3_roles(settings, db, hub, ingestor, sources, metrics, stop))
         if "orchestrator" in roles and settings.training.enabled:
             from pipeline.datasets.orchestrator import Orchestrator
 
-            coros.append(Orchestrator(settings, db, store, metrics=metrics).run(stop))
+            orchestrator = Orchestrator(settings, db, store, metrics=metrics, notifications=hub)
+            coros.append(orchestrator.run(stop))
         if listening.gateway is not None:
             coros.append(
-                _serve_http(settings, db, store, ingestor, metrics, listening.gateway, stop)
+                _serve_http(settings, db, hub, store, ingestor, metrics, listening.gateway, stop)
             )
         if "worker" in roles and settings.asr.concurrency > 0:
-            coros.extend(await _workers(settings, db, store, sources, metrics, stop))
+            coros.extend(await _workers(settings, db, hub, store, sources, metrics, stop))
     except BaseException:
         for coro in coros:  # built but never started (e.g. the model failed to load)
             coro.close()
@@ -244,6 +249,7 @@ async def _build_roles(
 def _s3_roles(
     settings: Settings,
     db: Database,
+    hub: NotificationHub,
     ingestor: Ingestor,
     sources: SourceRegistry,
     metrics: Metrics,
@@ -253,8 +259,11 @@ def _s3_roles(
     from pipeline.sources.processor import S3EventProcessor
     from pipeline.sources.reconcile import run_reconcile
 
+    processor = S3EventProcessor(
+        settings, db, ingestor, sources, metrics=metrics, notifications=hub
+    )
     coros: list[Coroutine[Any, Any, None]] = [
-        S3EventProcessor(settings, db, ingestor, sources, metrics=metrics).run(stop),
+        processor.run(stop),
         run_reconcile(db, sources, stop, metrics=metrics),
     ]
     coros.extend(
@@ -273,6 +282,7 @@ def _check_gateway_keys(settings: Settings) -> None:
 async def _serve_http(
     settings: Settings,
     db: Database,
+    hub: NotificationHub,
     store: ObjectStore,
     ingestor: Ingestor,
     metrics: Metrics,
@@ -281,7 +291,7 @@ async def _serve_http(
 ) -> None:
     from gateway.app import create_app, serve
 
-    app = create_app(settings, db, store, ingestor, metrics=metrics)
+    app = create_app(settings, db, store, ingestor, metrics=metrics, notifications=hub)
     log.info("gateway listening", url=url_of(sock))
     await serve(app, sock, stop)
 
@@ -289,6 +299,7 @@ async def _serve_http(
 async def _workers(
     settings: Settings,
     db: Database,
+    hub: NotificationHub,
     store: ObjectStore,
     sources: SourceRegistry,
     metrics: Metrics,
@@ -310,6 +321,7 @@ async def _workers(
             worker_id=make_worker_id(i),
             sources=sources,
             metrics=metrics,
+            notifications=hub,
         ).run(stop)
         for i in range(settings.asr.concurrency)
     ]

@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import psycopg
 import structlog
 
 from pipeline import queue
 from pipeline.backoff import Backoff
 from pipeline.config import Settings
 from pipeline.db.database import Database
+from pipeline.db.notifications import NotificationHub, Subscription, shared_or_own
 from pipeline.db.notify import wait_for_notify
 from pipeline.errors import (
     DatabaseError,
@@ -88,10 +88,13 @@ class AsrWorker:
         worker_id: str | None = None,
         sources: SourceRegistry | None = None,
         metrics: Metrics | None = None,
+        notifications: NotificationHub | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.db = db
+        # The process's shared hub (else the worker opens its own while it runs).
+        self.notifications = notifications
         self.store = store
         self.transcriber = transcriber
         self.worker_id = worker_id or make_worker_id()
@@ -117,40 +120,40 @@ class AsrWorker:
     async def run(self, stop: asyncio.Event) -> None:
         process_staging_dir(self.settings.temp_dir)
         log.info("worker ready", worker_id=self.worker_id, device=self.transcriber.device)
-        listener: psycopg.AsyncConnection[Any] | None = None
         presence = asyncio.create_task(self._presence_loop())
         try:
-            while not stop.is_set():
-                try:
-                    if listener is None or listener.closed:
-                        listener = await self._listen()
-                    await self._reap_if_due()
-                    async with self.db.connection() as conn:
-                        job = await queue.claim(
-                            conn, worker_id=self.worker_id, lease_s=self.settings.queue.lease_s
-                        )
-                    if job is None:
-                        await wait_for_notify(listener, stop, self.settings.queue.poll_interval_s)
-                    else:
-                        await self._process(job, stop)
-                except (psycopg.OperationalError, TransientError) as exc:
-                    log.warning("worker loop error; retrying", error=str(exc))
-                    if isinstance(exc, psycopg.OperationalError | DatabaseUnavailable):
-                        self.metrics.db_errors.labels("worker").inc()
-                    if listener is not None:
-                        await listener.close()
-                    listener = None
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.settings.queue.poll_interval_s)
+            async with (
+                shared_or_own(self.db, self.notifications) as hub,
+                hub.subscription(queue.JOBS_CHANNEL) as new_jobs,
+            ):
+                await self._claim_until_stopped(new_jobs, stop)
         finally:
             presence.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await presence
-            if listener is not None:
-                await listener.close()
             with contextlib.suppress(DatabaseError, TransientError):
                 await self.presence.stopped()
             log.info("worker stopped", worker_id=self.worker_id)
+
+    async def _claim_until_stopped(self, new_jobs: Subscription, stop: asyncio.Event) -> None:
+        """Claim and process jobs; with none queued, sleep until NOTIFY or the poll interval."""
+        while not stop.is_set():
+            try:
+                await self._reap_if_due()
+                async with self.db.connection() as conn:
+                    job = await queue.claim(
+                        conn, worker_id=self.worker_id, lease_s=self.settings.queue.lease_s
+                    )
+                if job is None:
+                    await wait_for_notify(new_jobs, stop, self.settings.queue.poll_interval_s)
+                else:
+                    await self._process(job, stop)
+            except TransientError as exc:
+                log.warning("worker loop error; retrying", error=str(exc))
+                if isinstance(exc, DatabaseUnavailable):
+                    self.metrics.db_errors.labels("worker").inc()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.queue.poll_interval_s)
 
     async def _presence_loop(self) -> None:
         """Say the worker is alive (and what it does) every heartbeat interval, busy or not."""
@@ -166,11 +169,6 @@ class AsrWorker:
                 self.metrics.db_errors.labels("worker").inc()
                 log.warning("worker heartbeat failed; will try again", error=str(exc))
             await asyncio.sleep(self.settings.queue.heartbeat_interval_s)
-
-    async def _listen(self) -> psycopg.AsyncConnection[Any]:
-        conn = await self.db.listen_connection()
-        await conn.execute(f"LISTEN {queue.JOBS_CHANNEL}")
-        return conn
 
     async def _reap_if_due(self) -> None:
         now = time.monotonic()

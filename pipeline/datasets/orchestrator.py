@@ -13,7 +13,6 @@ while their launcher works; a run whose orchestrator died is marked failed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import shutil
@@ -21,7 +20,6 @@ import socket
 import uuid
 from typing import Any
 
-import psycopg
 import structlog
 
 from pipeline.config import Settings
@@ -32,6 +30,7 @@ from pipeline.datasets.layout import local_dir_name
 from pipeline.datasets.materialize import materialize
 from pipeline.datasets.queries import audio_keys
 from pipeline.db.database import AsyncConn, Database
+from pipeline.db.notifications import NotificationHub, shared_or_own
 from pipeline.db.notify import wait_for_notify
 from pipeline.errors import Ai2TextError, DatabaseUnavailable
 from pipeline.metrics import Metrics
@@ -52,9 +51,12 @@ class Orchestrator:
         store: ObjectStore,
         *,
         metrics: Metrics | None = None,
+        notifications: NotificationHub | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
+        # The process's shared hub (else the orchestrator opens its own while it runs).
+        self.notifications = notifications
         self.training = settings.training
         self.db = db
         self.store = store
@@ -69,49 +71,31 @@ class Orchestrator:
             threshold_hours=self.training.threshold_hours,
             launcher=self.training.launcher,
         )
-        listener: psycopg.AsyncConnection[dict[str, object]] | None = None
         try:
-            while not stop.is_set():
-                try:
-                    if listener is None or listener.closed:
-                        listener = await self._listen()
-                    await self.reap_orphans()
-                    await self.check()
-                except (psycopg.OperationalError, DatabaseUnavailable) as exc:
-                    self.metrics.db_errors.labels("orchestrator").inc()
-                    log.warning("orchestrator check failed; will retry", error=str(exc))
-                    if listener is not None:
-                        await listener.close()
-                    listener = None
-                except Ai2TextError as exc:
-                    log.warning("orchestrator check failed; will retry", error=str(exc))
-                except Exception:  # noqa: BLE001 - the loop must outlive one bad check
-                    log.exception("orchestrator check failed; will retry")
-                await self._wait(listener, stop)
+            async with (
+                shared_or_own(self.db, self.notifications) as hub,
+                hub.subscription(TRANSCRIPTS_CHANNEL) as transcripts,
+            ):
+                while not stop.is_set():
+                    await self._check_once()
+                    # Until a transcript is committed, the check interval passes, or stop.
+                    await wait_for_notify(transcripts, stop, self.training.check_interval_s)
         finally:
-            if listener is not None:
-                await listener.close()
             for task in list(self._launches):
                 task.cancel()
             await asyncio.gather(*self._launches, return_exceptions=True)
 
-    async def _listen(self) -> psycopg.AsyncConnection[dict[str, object]]:
-        listener = await self.db.listen_connection()
-        await listener.execute(f"LISTEN {TRANSCRIPTS_CHANNEL}")
-        return listener
-
-    async def _wait(
-        self, listener: psycopg.AsyncConnection[dict[str, object]] | None, stop: asyncio.Event
-    ) -> None:
-        """Until a transcript is committed, the check interval passes, or ``stop``."""
-        if listener is not None and not listener.closed:
-            try:
-                await wait_for_notify(listener, stop, self.training.check_interval_s)
-                return
-            except psycopg.OperationalError:
-                await listener.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), self.training.check_interval_s)
+    async def _check_once(self) -> None:
+        try:
+            await self.reap_orphans()
+            await self.check()
+        except DatabaseUnavailable as exc:
+            self.metrics.db_errors.labels("orchestrator").inc()
+            log.warning("orchestrator check failed; will retry", error=str(exc))
+        except Ai2TextError as exc:
+            log.warning("orchestrator check failed; will retry", error=str(exc))
+        except Exception:  # noqa: BLE001 - the loop must outlive one bad check
+            log.exception("orchestrator check failed; will retry")
 
     async def check(self) -> list[FrozenVersion]:
         """Freeze and start a run for every tenant whose crossing happened (or none if busy).

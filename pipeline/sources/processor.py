@@ -13,12 +13,12 @@ import contextlib
 import io
 from datetime import UTC, datetime
 
-import psycopg
 import structlog
 
 from pipeline.backoff import Backoff
 from pipeline.config import Settings
 from pipeline.db.database import Database
+from pipeline.db.notifications import NotificationHub, shared_or_own
 from pipeline.db.notify import wait_for_notify
 from pipeline.errors import DatabaseUnavailable, PermanentError, RejectedInput, TransientError
 from pipeline.ingest.core import Arrival, Ingestor, IngestResult, RemoteObject
@@ -46,9 +46,12 @@ class S3EventProcessor:
         registry: SourceRegistry,
         *,
         metrics: Metrics | None = None,
+        notifications: NotificationHub | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
+        # The process's shared hub (else the processor opens its own while it runs).
+        self.notifications = notifications
         self.ingestor = ingestor
         self.registry = registry
         self.metrics = metrics if metrics is not None else ingestor.metrics
@@ -56,33 +59,22 @@ class S3EventProcessor:
         self.db_backoff = Backoff("database (S3 event processing)", base_s=0.5, cap_s=10.0)
 
     async def run(self, stop: asyncio.Event) -> None:
-        listener: psycopg.AsyncConnection[dict[str, object]] | None = None
-        try:
+        async with (
+            shared_or_own(self.db, self.notifications) as hub,
+            hub.subscription(inbox.EVENTS_CHANNEL) as new_events,
+        ):
             while not stop.is_set():
                 try:
-                    if listener is None or listener.closed:
-                        listener = await self._listen()
                     handled = await self.process_one()
                     self.db_backoff.succeeded()
                     if not handled:
-                        await wait_for_notify(listener, stop, self.settings.queue.poll_interval_s)
-                except (psycopg.OperationalError, DatabaseUnavailable) as exc:
+                        await wait_for_notify(new_events, stop, self.settings.queue.poll_interval_s)
+                except DatabaseUnavailable as exc:
                     # A claimed event stays hidden for a while, then is claimed again.
                     self.metrics.db_errors.labels("s3_processor").inc()
                     delay = self.db_backoff.failed(str(exc))
-                    if listener is not None:
-                        await listener.close()
-                    listener = None
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), delay)
-        finally:
-            if listener is not None:
-                await listener.close()
-
-    async def _listen(self) -> psycopg.AsyncConnection[dict[str, object]]:
-        listener = await self.db.listen_connection()
-        await listener.execute(f"LISTEN {inbox.EVENTS_CHANNEL}")
-        return listener
 
     async def process_one(self) -> bool:
         """Handle the next due event; False when none is due."""
