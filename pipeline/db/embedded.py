@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from pipeline.permissions import make_private_dirs, restrict_data_dir
 from pipeline.processes import process_alive
 
 log = structlog.get_logger(__name__)
+
+
+# pg_ctl waits 10 s for the server; a loaded machine gets this many such waits.
+START_ATTEMPTS = 3
 
 
 class EmbeddedPostgres:
@@ -38,14 +43,23 @@ class EmbeddedPostgres:
 
         make_private_dirs(self.pgdata.parent)
         _prune_dead_holders(self.pgdata)
-        try:
-            self._server = pgserver.get_server(  # type: ignore[attr-defined]
-                self.pgdata, cleanup_mode="stop"
-            )
-        except Exception as exc:  # noqa: BLE001 - pgserver raises many kinds; one message
-            raise TransientError(
-                f"embedded PostgreSQL failed to start in {self.pgdata}: {exc}"
-            ) from exc
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._server = pgserver.get_server(  # type: ignore[attr-defined]
+                    self.pgdata, cleanup_mode="stop"
+                )
+                break
+            except Exception as exc:  # noqa: BLE001 - pgserver raises many kinds; one message
+                # pgserver caches the handle before starting; a failed one must not be reused.
+                pgserver.PostgresServer._instances.pop(self.pgdata.resolve(), None)  # type: ignore[attr-defined]
+                if attempt == START_ATTEMPTS or not isinstance(exc, subprocess.TimeoutExpired):
+                    raise TransientError(
+                        f"embedded PostgreSQL failed to start in {self.pgdata}: {exc}"
+                    ) from exc
+                # pg_ctl gives up after 10 s; on a busy machine the server may just be slow.
+                log.warning(
+                    "embedded database slow to start; trying again", pgdata=str(self.pgdata)
+                )
         # pgserver running as root has just made every directory above pgdata 0755.
         restrict_data_dir(self.pgdata.parent, server_dir=self.pgdata)
         uri: str = self._server.get_uri()

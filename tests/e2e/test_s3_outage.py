@@ -323,7 +323,8 @@ def test_a_download_cut_mid_transfer_is_retried_and_transcribed_once(
     audio = stack.audio("d.wav")[0]
     assert audio["sha256"] == hashlib.sha256(d).hexdigest()
     # The partial download left no temp file behind.
-    leftovers = list((Path(stack.service.env["AI2TEXT_DATA_DIR"]) / "tmp").iterdir())
+    staging = Path(stack.service.env["AI2TEXT_DATA_DIR"]) / "tmp"
+    leftovers = [p for p in staging.rglob("*") if not p.is_dir()]
     assert leftovers == []
 
 
