@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,6 +16,9 @@ import pytest
 
 from pipeline.db.database import Database
 from pipeline.db.notifications import Notice, NotificationHub, Subscription
+from pipeline.queue import JOBS_CHANNEL, TRANSCRIPTS_CHANNEL
+from tests.e2e.gateway_harness import new_rsa_key, public_pem
+from tests.e2e.harness import Service, wait_until
 from tests.waiting import eventually
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -218,3 +224,43 @@ def test_closing_the_hub_while_it_changes_channels_returns(make_settings: Any) -
             await database.close()
 
     asyncio.run(scenario())
+
+
+def test_a_process_running_every_waiting_role_holds_one_listen_connection(
+    database_url: str, db: Conn, tmp_path: Path
+) -> None:
+    """Two workers, the orchestrator and the API's waiter share the process's one hub."""
+    pem = tmp_path / "jwt-public.pem"
+    pem.write_bytes(public_pem(new_rsa_key()))
+    env = {
+        "AI2TEXT_DATABASE__URL": database_url,
+        "AI2TEXT_DATA_DIR": str(tmp_path / "data"),
+        "AI2TEXT_WATCH__INBOX": str(tmp_path / "inbox"),
+        "AI2TEXT_WATCH__MIN_FREE_BYTES": "0",
+        "AI2TEXT_GATEWAY__PORT": "0",
+        "AI2TEXT_GATEWAY__HOST": "127.0.0.1",
+        "AI2TEXT_AUTH__PUBLIC_KEY_FILE": str(pem),
+        "AI2TEXT_ASR__CONCURRENCY": "2",
+        "AI2TEXT_TRAINING__ENABLED": "true",
+        "AI2TEXT_TRAINING__THRESHOLD_HOURS": "1000",
+        "AI2TEXT_TRAINING__MIN_FREE_BYTES": "0",
+        "AI2TEXT_TRAINING__COMMAND": json.dumps([sys.executable, "-c", "pass"]),
+    }
+    service = Service("up", env, tmp_path / "up.log").start()
+    try:
+        service.wait_for_event("gateway listening", timeout=120)
+        service.wait_for_event("orchestrator ready", timeout=120)
+        wait_until(
+            lambda: service.count("worker ready") == 2, timeout=180, what="both workers ready"
+        )
+        wait_until(lambda: listeners(db), timeout=30, what="a LISTEN")
+        # Every role subscribes as it starts; each used to open a connection of its own.
+        db.execute(f"NOTIFY {JOBS_CHANNEL}")  # wakes the workers: they claim, find none, wait
+        (hub,) = listeners(db)
+        assert hub["query"] in {f"LISTEN {JOBS_CHANNEL}", f"LISTEN {TRANSCRIPTS_CHANNEL}"}
+        service.check_alive()
+    finally:
+        try:
+            assert service.stop() == 0
+        finally:
+            service.kill()
