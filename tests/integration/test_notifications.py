@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ import pytest
 from pipeline.db.database import Database
 from pipeline.db.notifications import Notice, NotificationHub, Subscription
 from pipeline.queue import JOBS_CHANNEL, TRANSCRIPTS_CHANNEL
+from pipeline.sources.inbox import EVENTS_CHANNEL
 from tests.e2e.gateway_harness import new_rsa_key, public_pem
 from tests.e2e.harness import Service, wait_until
 from tests.waiting import eventually
@@ -264,3 +266,21 @@ def test_a_process_running_every_waiting_role_holds_one_listen_connection(
             assert service.stop() == 0
         finally:
             service.kill()
+
+
+# A channel named in SQL text rather than through its constant (pg_notify('...'),
+# NOTIFY ..., LISTEN ...); the reap query keeps one inside a single statement.
+CHANNEL_IN_SQL = re.compile(r"(?:pg_notify\(\s*'|\b(?:UN)?(?:LISTEN|NOTIFY)\s+)(\w+)")
+
+
+def test_every_channel_written_into_sql_is_one_of_the_channel_constants() -> None:
+    root = Path(__file__).resolve().parents[2]
+    named = {
+        (str(path.relative_to(root)), match)
+        for package in ("pipeline", "workers", "gateway")
+        for path in (root / package).rglob("*.py")
+        for match in CHANNEL_IN_SQL.findall(path.read_text())
+        if match.startswith("ai2text")
+    }
+    assert named, "the reap query's literal channel was expected to be found"
+    assert {channel for _, channel in named} <= {JOBS_CHANNEL, TRANSCRIPTS_CHANNEL, EVENTS_CHANNEL}
