@@ -100,14 +100,6 @@ def test_a_value_the_column_cannot_hold_raises_value_refused(make_settings: Any)
     asyncio.run(scenario())
 
 
-# Modules whose hand-written LISTEN loops still read a raw listen connection, whose
-# errors are the driver's; they move onto pipeline.db.notifications (issue 11, item 2).
-RAW_LISTENERS = {
-    "workers/worker.py",
-    "pipeline/sources/processor.py",
-    "pipeline/datasets/orchestrator.py",
-    "gateway/waiter.py",
-}
 CATCHES_DRIVER_ERRORS = re.compile(r"psycopg\.(\w*Error|errors)\b|UniqueViolation")
 
 
@@ -118,7 +110,6 @@ def test_no_module_outside_pipeline_db_catches_the_drivers_errors() -> None:
         for package in ("pipeline", "workers", "gateway")
         for path in (root / package).rglob("*.py")
         if not (name := str(path.relative_to(root))).startswith("pipeline/db/")
-        and name not in RAW_LISTENERS
         and CATCHES_DRIVER_ERRORS.search(path.read_text())
     )
     assert catching == []
