@@ -151,8 +151,7 @@ class NotificationHub:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task})  # unlike ``await task``, keeps a cancel of our own
         self._release_waiters()
         self._mark_all_missed()  # wake anyone still waiting; they see their stop signal
 
