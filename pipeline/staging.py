@@ -4,9 +4,10 @@ Every process that stages bytes on disk (a worker's fetched audio, an upload bei
 spooled, a manifest being served) does so in its own directory
 ``<temp root>/<host>.p<pid>-<start>``, where ``<start>`` is the process start time in
 clock ticks since boot; the host name keeps other machines' processes out of the sweep
-when the temp root is on a shared volume. A process killed with SIGKILL cannot clean up after itself, so at
-start-up every process removes the directories whose owner is gone: the pid no longer
-exists, or it now belongs to a process that started at a different time (pid reuse).
+when the temp root is on a shared volume. A process killed with SIGKILL cannot clean up
+after itself, so at start-up every process removes the directories whose owner is gone:
+the pid no longer exists, or it now belongs to a process that started at a different
+time (pid reuse).
 On platforms without ``/proc`` the start time is unknown and only the pid is checked.
 """
 
