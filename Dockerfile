@@ -31,6 +31,7 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY workers ./workers
 COPY gateway ./gateway
+COPY ai2text ./ai2text
 RUN pip wheel --wheel-dir /wheels .
 
 # ---------------------------------------------------------------------------

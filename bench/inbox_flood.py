@@ -159,7 +159,7 @@ class Flood:
         with open(log_path, "ab") as out:
             t0 = time.time()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "watch"],
+                [sys.executable, "-m", "ai2text", "watch"],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -182,7 +182,7 @@ class Up:
     def start(self) -> None:
         with open(self.tail.path, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "up"],
+                [sys.executable, "-m", "ai2text", "up"],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -214,7 +214,7 @@ class Up:
 
     def cli_json(self, *args: str) -> Any:
         done = subprocess.run(
-            [sys.executable, "-m", "pipeline", *args, "--json"],
+            [sys.executable, "-m", "ai2text", *args, "--json"],
             env=self.env,
             capture_output=True,
             timeout=120,

@@ -231,7 +231,7 @@ class WorkerRun:
             with open(path, "ab") as out:
                 self.procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "pipeline", "worker"],
+                        [sys.executable, "-m", "ai2text", "worker"],
                         env=env,
                         stdout=out,
                         stderr=subprocess.STDOUT,

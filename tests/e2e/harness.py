@@ -48,7 +48,7 @@ class Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", self.role, *self.args],
+            [sys.executable, "-m", "ai2text", self.role, *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -109,7 +109,7 @@ class Service:
 def cli_json(env: dict[str, str], *args: str) -> Any:
     """Run an ``ai2text`` query command with ``--json`` and parse its stdout."""
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", *args, "--json"],
+        [sys.executable, "-m", "ai2text", *args, "--json"],
         env={**os.environ, **env},
         capture_output=True,
         timeout=120,
@@ -122,7 +122,7 @@ def cli_json(env: dict[str, str], *args: str) -> Any:
 
 def cli_text(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
+        [sys.executable, "-m", "ai2text", *args],
         env={**os.environ, **env},
         capture_output=True,
         timeout=120,

@@ -126,7 +126,7 @@ def test_embedded_database_killed_under_up_comes_back_and_the_job_costs_no_attem
 
 def _run_briefly(role: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", role],
+        [sys.executable, "-m", "ai2text", role],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

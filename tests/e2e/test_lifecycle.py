@@ -249,7 +249,7 @@ def test_a_busy_gateway_port_is_a_clear_error_before_anything_starts(
         port = taken.getsockname()[1]
         env = {**os.environ, **_env(embedded_root), "AI2TEXT_GATEWAY__PORT": str(port)}
         done = subprocess.run(
-            [sys.executable, "-m", "pipeline", "up"],
+            [sys.executable, "-m", "ai2text", "up"],
             env=env,
             capture_output=True,
             timeout=60,

@@ -150,7 +150,7 @@ def json_up() -> Iterator[tuple[Process, dict[str, str], Path]]:
     stdout, stderr = root / "stdout.txt", root / "stderr.txt"
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "up"],
+            [sys.executable, "-m", "ai2text", "up"],
             env=full_env,
             stdout=out,
             stderr=err,

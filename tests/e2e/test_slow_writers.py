@@ -304,7 +304,7 @@ class RestrictedService(Service):
         prefix = drop if os.geteuid() == 0 else []
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "pipeline", self.role, *self.args],
+                [*prefix, sys.executable, "-m", "ai2text", self.role, *self.args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -61,7 +61,7 @@ def training_env(root: Path, database_url: str) -> dict[str, str]:
 def mint_token(env: dict[str, str], *scopes: str) -> str:
     args = [a for scope in scopes for a in ("--scope", scope)]
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "token", *args],
+        [sys.executable, "-m", "ai2text", "token", *args],
         env={**os.environ, **env},
         capture_output=True,
         timeout=120,

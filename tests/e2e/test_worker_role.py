@@ -80,7 +80,7 @@ def test_bad_worker_flags_fail_at_once_with_a_clear_message(
     env = {k: v for k, v in os.environ.items() if not k.startswith("AI2TEXT_")}
     env["AI2TEXT_DATA_DIR"] = str(tmp_path / "data")
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "worker", *args],
+        [sys.executable, "-m", "ai2text", "worker", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

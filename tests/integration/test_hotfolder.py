@@ -706,7 +706,7 @@ def test_file_changed_after_ingest_stays_and_its_new_version_supersedes_the_firs
     line = next(x for x in cli_text(env, "ls").splitlines() if x.startswith(str(old["id"])[:8]))
     assert f"(superseded by {str(new['id'])[:8]})" in line
     shown = subprocess.run(
-        [sys.executable, "-m", "pipeline", "show", str(old["id"]), "--format", "txt"],
+        [sys.executable, "-m", "ai2text", "show", str(old["id"]), "--format", "txt"],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -22,6 +22,7 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
+from ai2text.runtime import run_roles
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.errors import ConfigError
@@ -29,7 +30,6 @@ from pipeline.http_serve import bind_socket
 from pipeline.ingest.core import Arrival, Ingestor
 from pipeline.metrics import Metrics
 from pipeline.ops_http import OpsServer, Readiness
-from pipeline.runtime import run_roles
 from pipeline.sampler import JOB_STATES, run_sampler, sample_once
 from pipeline.storage import FilesystemStore
 from tests.waiting import eventually

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import psycopg
 
+from ai2text.runtime import build_database
 from pipeline.config import DatabaseSettings, Settings
 from pipeline.db.database import Database
 from pipeline.permissions import ensure_data_dir
-from pipeline.runtime import build_database
 from pipeline.storage.filesystem import FilesystemStore
 from tests.waiting import eventually
 

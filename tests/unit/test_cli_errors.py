@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import COMMANDS, EXIT_OUTPUT_CLOSED
+from ai2text.cli import COMMANDS, EXIT_OUTPUT_CLOSED
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,7 @@ def ai2text(
     preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
+        [sys.executable, "-m", "ai2text", *args],
         cwd=REPO,
         env=env,
         stdout=stdout,

@@ -25,9 +25,9 @@ import pytest
 import yaml
 from kubernetes_validate import utils as k8s_validate
 
-from pipeline.cli import build_parser
+from ai2text.cli import build_parser
+from ai2text.runtime import Role
 from pipeline.config import Settings, is_setting_name
-from pipeline.runtime import Role
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -143,7 +143,7 @@ def test_the_routes_accept_exactly_the_values_derived_from_the_table() -> None:
 def test_a_format_added_to_the_table_is_offered_by_the_cli_and_the_apis(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pipeline.cli import build_parser
+    from ai2text.cli import build_parser
 
     def shout(cues: Sequence[Cue]) -> str:
         return "".join(c.text.strip().upper() + "\n" for c in cues)

@@ -21,13 +21,13 @@ from typing import Any, TextIO
 
 import structlog
 
+from ai2text.runtime import build_database, run_roles
 from pipeline import catalog
 from pipeline.config import Settings, load_settings
 from pipeline.errors import Ai2TextError, ConfigError
 from pipeline.formats import FORMATS, Cue, cli_formats
 from pipeline.logs import configure_logging
 from pipeline.permissions import ensure_data_dir
-from pipeline.runtime import build_database, run_roles
 
 log = structlog.get_logger(__name__)
 
