@@ -10,9 +10,9 @@ Against one real PostgreSQL (pgserver) started here, each measurement gets a fre
 database (the project's migrations) holding K queued jobs, then C concurrent claimers
 loop until the queue is empty, doing exactly what the ASR worker does around the model:
 
-- ``queue``: ``pipeline.queue.claim`` on a pooled connection, then in one transaction
-  ``queue.mark_done`` + ``queue.notify_finished``;
-- ``commit``: ``queue.claim``, then the worker's whole save step
+- ``queue``: ``pipeline.db.jobs.claim`` on a pooled connection, then in one transaction
+  ``jobs.mark_done`` + ``jobs.notify_finished``;
+- ``commit``: ``jobs.claim``, then the worker's whole save step
   (``workers.results.save_transcription``: transcript JSON and manifest shard written to a
   filesystem store with fsync, then the fenced transaction with the transcript and one
   segment) for an empty one-segment transcription.
@@ -74,14 +74,14 @@ class _Model:
 
 async def claim_loop(db: Any, worker_id: str, mode: str, store: Any = None) -> Stats:
     """Claim and finish jobs until the queue is empty, as the worker does."""
-    from pipeline import queue
+    from pipeline.db import jobs
 
     stats = Stats(worker_id, started=time.time())
     result = _empty_transcription() if mode == "commit" else None
     while True:
         t0 = time.perf_counter()
         async with db.connection() as conn:
-            job = await queue.claim(conn, worker_id=worker_id, lease_s=LEASE_S)
+            job = await jobs.claim(conn, worker_id=worker_id, lease_s=LEASE_S)
         t1 = time.perf_counter()
         if job is None:
             break
@@ -99,8 +99,8 @@ async def claim_loop(db: Any, worker_id: str, mode: str, store: Any = None) -> S
             )
         else:
             async with db.connection() as conn, conn.transaction():
-                await queue.mark_done(conn, job, language="en")
-                await queue.notify_finished(conn, job.audio_id)
+                await jobs.mark_done(conn, job, language="en")
+                await jobs.notify_finished(conn, job.audio_id)
         t2 = time.perf_counter()
         stats.jobs += 1
         stats.claim_s.append(t1 - t0)
@@ -187,10 +187,10 @@ def load_jobs(url: str, k: int) -> None:
 
 
 def claim_plan(conn: Any) -> list[str]:
-    """EXPLAIN (without running it) of the very statement ``queue.claim`` executes."""
-    from pipeline import queue
+    """EXPLAIN (without running it) of the very statement ``jobs.claim`` executes."""
+    from pipeline.db import jobs
 
-    sql = "EXPLAIN " + queue._CLAIM  # noqa: SLF001 - the real statement, not a copy
+    sql = "EXPLAIN " + jobs._CLAIM  # noqa: SLF001 - the real statement, not a copy
     rows = conn.execute(sql, {"lease_s": LEASE_S, "worker_id": "bench-explain"}).fetchall()
     return [r[0] for r in rows]
 
@@ -341,7 +341,7 @@ class Measurement:
 
     async def _idle_claims(self, url: str, n: int = 200) -> dict[str, float]:
         """What an idle worker's poll costs once the queue holds K finished jobs."""
-        from pipeline import queue
+        from pipeline.db import jobs
 
         db = await open_db(url, 1)
         try:
@@ -349,7 +349,7 @@ class Measurement:
             for _ in range(n):
                 t = time.perf_counter()
                 async with db.connection() as conn:
-                    job = await queue.claim(conn, worker_id="bench-idle", lease_s=LEASE_S)
+                    job = await jobs.claim(conn, worker_id="bench-idle", lease_s=LEASE_S)
                 times.append(time.perf_counter() - t)
                 assert job is None
         finally:
@@ -377,19 +377,19 @@ async def depth_probe(pg: PgServer, depth: int, n: int) -> dict[str, Any]:
         plan = claim_plan(conn)
     db = await open_db(url, 1)
     try:
-        from pipeline import queue
+        from pipeline.db import jobs
 
         claims, finishes = [], []
         window = CpuWindow(lambda: [os.getpid(), *pg.pids()]).start()
         for _ in range(n):
             t0 = time.perf_counter()
             async with db.connection() as conn:
-                job = await queue.claim(conn, worker_id="bench-depth", lease_s=LEASE_S)
+                job = await jobs.claim(conn, worker_id="bench-depth", lease_s=LEASE_S)
             t1 = time.perf_counter()
             assert job is not None
             async with db.connection() as conn, conn.transaction():
-                await queue.mark_done(conn, job, language="en")
-                await queue.notify_finished(conn, job.audio_id)
+                await jobs.mark_done(conn, job, language="en")
+                await jobs.notify_finished(conn, job.audio_id)
             claims.append(t1 - t0)
             finishes.append(time.perf_counter() - t1)
         cpu = window.stop()
@@ -405,7 +405,7 @@ async def depth_probe(pg: PgServer, depth: int, n: int) -> dict[str, Any]:
         for _ in range(n):
             t0 = time.perf_counter()
             async with db.connection() as conn:
-                job = await queue.claim(conn, worker_id="bench-depth", lease_s=LEASE_S)
+                job = await jobs.claim(conn, worker_id="bench-depth", lease_s=LEASE_S)
             idle.append(time.perf_counter() - t0)
             assert job is None
     finally:

@@ -8,8 +8,8 @@ import uuid
 from collections import defaultdict
 
 from pipeline.db.database import Database
+from pipeline.db.jobs import TRANSCRIPTS_CHANNEL
 from pipeline.db.notifications import NotificationHub, shared_or_own
-from pipeline.queue import TRANSCRIPTS_CHANNEL
 
 
 class TranscriptWaiter:

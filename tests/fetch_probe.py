@@ -101,8 +101,8 @@ class _HashingSink:
 
 def main() -> None:
     from pipeline.config import Settings
+    from pipeline.db.jobs import ClaimedJob
     from pipeline.ingest.validation import validate
-    from pipeline.queue import ClaimedJob
     from pipeline.sources.registry import SourceRegistry
     from pipeline.storage import open_store
     from workers.fetch import fetch

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from pipeline.config import Settings
-from pipeline.queue import JOBS_CHANNEL, TRANSCRIPTS_CHANNEL
+from pipeline.db.jobs import JOBS_CHANNEL, TRANSCRIPTS_CHANNEL
 
 T = TypeVar("T")
 

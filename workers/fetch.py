@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pipeline import queue
 from pipeline.config import Settings
 from pipeline.db import audio as audio_store
+from pipeline.db import jobs
 from pipeline.db.audio import StoredContent
 from pipeline.db.database import Database
 from pipeline.errors import Conflict, PermanentError, RejectedInput, TransientError
@@ -49,7 +49,7 @@ class _HashingWriter:
 
 
 def fetch(
-    job: queue.ClaimedJob, *, settings: Settings, store: ObjectStore, sources: SourceRegistry
+    job: jobs.ClaimedJob, *, settings: Settings, store: ObjectStore, sources: SourceRegistry
 ) -> Fetched:
     """Blocking: put the job's audio in a private temp file (the caller removes it)."""
     ext = extension_of(job.storage_key or job.source_key or "")
@@ -74,7 +74,7 @@ def fetch(
         raise
 
 
-def _download_from_source(job: queue.ClaimedJob, tmp: BinaryIO, sources: SourceRegistry) -> str:
+def _download_from_source(job: jobs.ClaimedJob, tmp: BinaryIO, sources: SourceRegistry) -> str:
     assert job.source_bucket is not None and job.source_key is not None
     bucket = sources.bucket(job.source_bucket)
     if bucket is None:
@@ -91,7 +91,7 @@ def _download_from_source(job: queue.ClaimedJob, tmp: BinaryIO, sources: SourceR
 
 
 def _validate_and_store(
-    job: queue.ClaimedJob,
+    job: jobs.ClaimedJob,
     path: Path,
     sha256: str,
     ext: str,
@@ -114,7 +114,7 @@ def _validate_and_store(
     return Fetched(path, sha256=sha256, storage_key=key, info=info)
 
 
-async def adopt(db: Database, job: queue.ClaimedJob, fetched: Fetched) -> uuid.UUID | None:
+async def adopt(db: Database, job: jobs.ClaimedJob, fetched: Fetched) -> uuid.UUID | None:
     """Record the fetched content on the audio row; return the original if it is a duplicate.
 
     A duplicate's job is finished here (fenced by the lease) and needs no transcription.
@@ -131,8 +131,8 @@ async def adopt(db: Database, job: queue.ClaimedJob, fetched: Fetched) -> uuid.U
                 await audio_store.adopt_fetched(conn, job.audio_id, content, duplicate_of=original)
                 if original is None:
                     return None
-                await queue.finish_without_transcript(conn, job)
-                await queue.notify_finished(conn, job.audio_id)
+                await jobs.finish_without_transcript(conn, job)
+                await jobs.notify_finished(conn, job.audio_id)
                 return original
         except Conflict:
             continue  # the same content was adopted concurrently: now it is a duplicate

@@ -1,6 +1,6 @@
 """Worker presence: a row per worker in ``workers``, refreshed on every heartbeat.
 
-Lease heartbeats (``pipeline.queue.heartbeat``) keep one job's lease alive;
+Lease heartbeats (``pipeline.db.jobs.heartbeat``) keep one job's lease alive;
 presence tells operators which workers exist at all, what device and model each
 runs, what it is doing now and, on CUDA, how much GPU memory it sees.
 """

@@ -21,8 +21,8 @@ from dataclasses import asdict
 
 from psycopg.types.json import Jsonb
 
-from pipeline import queue
 from pipeline.backoff import Backoff
+from pipeline.db import jobs
 from pipeline.db.database import Database
 from pipeline.errors import DatabaseUnavailable, LeaseLost
 from pipeline.manifests import manifest_line, shard_key, transcript_document, transcript_key
@@ -40,7 +40,7 @@ async def _never_retry(delay_s: float) -> bool:
 async def save_transcription(
     db: Database,
     store: ObjectStore,
-    job: queue.ClaimedJob,
+    job: jobs.ClaimedJob,
     result: Transcription,
     *,
     storage_key: str,
@@ -117,7 +117,7 @@ async def _landed(db: Database, json_key: str) -> bool:
 
 async def _insert(
     db: Database,
-    job: queue.ClaimedJob,
+    job: jobs.ClaimedJob,
     result: Transcription,
     transcriber: Transcriber,
     worker_id: str,
@@ -125,7 +125,7 @@ async def _insert(
     manifest_key: str,
 ) -> None:
     async with db.connection() as conn, conn.transaction():
-        await queue.mark_done(conn, job, language=result.language)
+        await jobs.mark_done(conn, job, language=result.language)
         # A re-run (e.g. for word timestamps) replaces the earlier transcript.
         await conn.execute("DELETE FROM transcripts WHERE audio_id = %s", (job.audio_id,))
         cur = await conn.execute(
@@ -174,4 +174,4 @@ async def _insert(
                     for i, s in enumerate(result.segments)
                 ],
             )
-        await queue.notify_finished(conn, job.audio_id)
+        await jobs.notify_finished(conn, job.audio_id)

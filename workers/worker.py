@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import structlog
 
-from pipeline import queue
 from pipeline.backoff import Backoff
 from pipeline.config import Settings
+from pipeline.db import jobs
 from pipeline.db.database import Database
 from pipeline.db.notifications import NotificationHub, Subscription, shared_or_own
 from pipeline.db.notify import wait_for_notify
@@ -99,7 +99,7 @@ class AsrWorker:
         self.transcriber = transcriber
         self.worker_id = worker_id or make_worker_id()
         self.sources = sources or SourceRegistry(settings)
-        self.policy = queue.RetryPolicy(settings.queue.backoff_base_s, settings.queue.backoff_max_s)
+        self.policy = jobs.RetryPolicy(settings.queue.backoff_base_s, settings.queue.backoff_max_s)
         self._last_reap = 0.0
         self.outage = Backoff("object storage (worker)", base_s=1.0, cap_s=60.0)
         self._current_job: int | None = None
@@ -124,7 +124,7 @@ class AsrWorker:
         try:
             async with (
                 shared_or_own(self.db, self.notifications) as hub,
-                hub.subscription(queue.JOBS_CHANNEL) as new_jobs,
+                hub.subscription(jobs.JOBS_CHANNEL) as new_jobs,
             ):
                 await self._claim_until_stopped(new_jobs, stop)
         finally:
@@ -141,7 +141,7 @@ class AsrWorker:
             try:
                 await self._reap_if_due()
                 async with self.db.connection() as conn:
-                    job = await queue.claim(
+                    job = await jobs.claim(
                         conn, worker_id=self.worker_id, lease_s=self.settings.queue.lease_s
                     )
                 if job is None:
@@ -176,14 +176,14 @@ class AsrWorker:
             return
         self._last_reap = now
         async with self.db.connection() as conn:
-            reaped = await queue.reap_exhausted(conn)
+            reaped = await jobs.reap_exhausted(conn)
         if reaped:
             log.warning("jobs ended dead after their workers stopped responding", count=reaped)
         forgotten = await forget_departed_workers(self.db)
         if forgotten:
             log.info("forgot workers not seen for a week", count=forgotten)
 
-    async def _process(self, job: queue.ClaimedJob, stop: asyncio.Event) -> None:
+    async def _process(self, job: jobs.ClaimedJob, stop: asyncio.Event) -> None:
         structlog.contextvars.bind_contextvars(job_id=job.id, audio_id=str(job.audio_id))
         started = time.monotonic()
         self._current_job = job.id
@@ -263,7 +263,7 @@ class AsrWorker:
             self.metrics.db_errors.labels("worker").inc()
             log.warning("could not count the job on the worker's row", error=str(exc))
 
-    async def _is_duplicate(self, job: queue.ClaimedJob, fetched: Fetched) -> bool:
+    async def _is_duplicate(self, job: jobs.ClaimedJob, fetched: Fetched) -> bool:
         """For audio fetched from a source bucket: record it, and stop if seen before."""
         if fetched.sha256 is None:
             return False
@@ -276,7 +276,7 @@ class AsrWorker:
     async def _blocking(
         self,
         fn: Callable[[], T],
-        job: queue.ClaimedJob,
+        job: jobs.ClaimedJob,
         stop: asyncio.Event,
         cancel: threading.Event,
     ) -> T | None:
@@ -296,7 +296,7 @@ class AsrWorker:
                 cancel.set()
                 work.add_done_callback(lambda f: f.cancelled() or f.exception())
                 async with self.db.connection() as conn:
-                    released = await queue.release(conn, job)
+                    released = await jobs.release(conn, job)
                 log.warning(
                     "shutdown grace ran out: job released for another worker", released=released
                 )
@@ -304,7 +304,7 @@ class AsrWorker:
         return work.result()
 
     async def _heartbeat(
-        self, job: queue.ClaimedJob, cancel: threading.Event, lost: asyncio.Event
+        self, job: jobs.ClaimedJob, cancel: threading.Event, lost: asyncio.Event
     ) -> None:
         """Extend the lease every heartbeat interval, and check it every second in between.
 
@@ -320,9 +320,9 @@ class AsrWorker:
             try:
                 async with self.db.connection() as conn:
                     if time.monotonic() >= extend_at:
-                        await queue.heartbeat(conn, job, lease_s=self.settings.queue.lease_s)
+                        await jobs.heartbeat(conn, job, lease_s=self.settings.queue.lease_s)
                         extend_at = time.monotonic() + interval
-                    elif not await queue.holds_lease(conn, job):
+                    elif not await jobs.holds_lease(conn, job):
                         raise LeaseLost(f"job {job.id} lease lost")
             except LeaseLost:
                 log.warning("lease lost: another worker owns this job now")
@@ -366,7 +366,7 @@ class AsrWorker:
 
     async def _store(
         self,
-        job: queue.ClaimedJob,
+        job: jobs.ClaimedJob,
         result: Transcription,
         storage_key: str | None,
         wait_to_retry: RetryWait,
@@ -393,17 +393,17 @@ class AsrWorker:
             windows=result.windows,
         )
 
-    async def _wait_out_outage(self, job: queue.ClaimedJob, error: str) -> None:
+    async def _wait_out_outage(self, job: jobs.ClaimedJob, error: str) -> None:
         """Hand the job back for later without spending an attempt; back off while down."""
         delay = self.outage.failed(error)
         async with self.db.connection() as conn:
-            await queue.release(conn, job, delay_s=delay, error=error)
+            await jobs.release(conn, job, delay_s=delay, error=error)
 
-    async def _record_failure(self, job: queue.ClaimedJob, error: str, *, transient: bool) -> str:
+    async def _record_failure(self, job: jobs.ClaimedJob, error: str, *, transient: bool) -> str:
         """Record the failure; return the outcome for metrics (retry, failed or lease_lost)."""
         try:
             async with self.db.connection() as conn:
-                state = await queue.fail(conn, job, error, transient=transient, policy=self.policy)
+                state = await jobs.fail(conn, job, error, transient=transient, policy=self.policy)
         except LeaseLost:
             log.warning("lease lost before the failure could be recorded", error=error)
             return "lease_lost"

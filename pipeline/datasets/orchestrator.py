@@ -30,11 +30,11 @@ from pipeline.datasets.layout import local_dir_name
 from pipeline.datasets.materialize import materialize
 from pipeline.datasets.queries import audio_keys
 from pipeline.db.database import AsyncConn, Database
+from pipeline.db.jobs import TRANSCRIPTS_CHANNEL
 from pipeline.db.notifications import NotificationHub, shared_or_own
 from pipeline.db.notify import wait_for_notify
 from pipeline.errors import Ai2TextError, DatabaseUnavailable
 from pipeline.metrics import Metrics
-from pipeline.queue import TRANSCRIPTS_CHANNEL
 from pipeline.storage import ObjectStore
 
 log = structlog.get_logger(__name__)

@@ -239,21 +239,22 @@ async def release(
 
 async def reap_exhausted(conn: AsyncConn) -> int:
     """Jobs whose last allowed attempt lost its worker end ``dead``."""
-    # No parameters are passed, so the %s below reach PostgreSQL's format() untouched.
+    # %%s is PostgreSQL format()'s placeholder, escaped from psycopg's.
     async with conn.transaction():
         cur = await conn.execute(
             "WITH dead AS ("
             " UPDATE jobs SET state = 'dead', finished_at = now(), updated_at = now(),"
             "  last_error = coalesce(last_error || '; ', '') ||"
-            "   format('worker %s stopped responding (lease expired) on attempt %s of %s',"
+            "   format('worker %%s stopped responding (lease expired) on attempt %%s of %%s',"
             "          worker_id, attempts, max_attempts),"
             "  lease_token = NULL, lease_expires_at = NULL"
             " WHERE state = 'running' AND lease_expires_at < now() AND attempts >= max_attempts"
             " RETURNING audio_id, last_error)"
             " UPDATE audio a SET state = 'failed', error = dead.last_error, updated_at = now()"
             " FROM dead WHERE a.id = dead.audio_id"
-            # Wake waiters as notify_finished() does (channel TRANSCRIPTS_CHANNEL).
-            " RETURNING a.id, pg_notify('ai2text_transcripts', a.id::text)"
+            # Wake waiters as notify_finished() does.
+            " RETURNING a.id, pg_notify(%(channel)s, a.id::text)",
+            {"channel": TRANSCRIPTS_CHANNEL},
         )
         return cur.rowcount
 

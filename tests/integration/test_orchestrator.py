@@ -27,8 +27,8 @@ from pipeline.config import Settings
 from pipeline.datasets.freeze import Freezer, FrozenVersion
 from pipeline.datasets.orchestrator import Orchestrator
 from pipeline.db.database import Database
+from pipeline.db.jobs import TRANSCRIPTS_CHANNEL
 from pipeline.errors import TransientError
-from pipeline.queue import TRANSCRIPTS_CHANNEL
 from tests.e2e.harness import Service, wait_until
 from tests.integration.test_datasets import (
     BASE,

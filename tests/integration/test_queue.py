@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from pipeline import queue
+from pipeline.db import jobs
 from pipeline.db.database import AsyncConn, Database
+from pipeline.db.jobs import RetryPolicy
 from pipeline.errors import LeaseLost
-from pipeline.queue import RetryPolicy
 from tests.waiting import eventually
 
 T = TypeVar("T")
@@ -69,7 +69,7 @@ async def add_audio(conn: AsyncConn, name: str = "a.flac") -> uuid.UUID:
 
 async def add_job(conn: AsyncConn, name: str = "a.flac", *, max_attempts: int = 5) -> uuid.UUID:
     audio_id = await add_audio(conn, name)
-    await queue.enqueue(conn, audio_id, max_attempts=max_attempts)
+    await jobs.enqueue(conn, audio_id, max_attempts=max_attempts)
     return audio_id
 
 
@@ -101,7 +101,7 @@ def test_claim_returns_job_with_attempt_1_and_marks_audio_processing(make_settin
     async def scenario() -> None:
         async with opened(make_settings()) as database, connections(database, 1) as (conn,):
             audio_id = await add_job(conn, "one.flac")
-            job = await queue.claim(conn, worker_id="w1", lease_s=LONG)
+            job = await jobs.claim(conn, worker_id="w1", lease_s=LONG)
 
             assert job is not None
             assert job.audio_id == audio_id
@@ -126,7 +126,7 @@ def test_claim_returns_job_with_attempt_1_and_marks_audio_processing(make_settin
 def test_claim_on_empty_queue_returns_none(make_settings: Any) -> None:
     async def scenario() -> None:
         async with opened(make_settings()) as database, connections(database, 1) as (conn,):
-            assert await queue.claim(conn, worker_id="w1", lease_s=LONG) is None
+            assert await jobs.claim(conn, worker_id="w1", lease_s=LONG) is None
 
     asyncio.run(scenario())
 
@@ -135,10 +135,10 @@ def test_second_claim_returns_none_while_lease_is_valid(make_settings: Any) -> N
     async def scenario() -> None:
         async with opened(make_settings()) as database, connections(database, 2) as (c1, c2):
             await add_job(c1)
-            first = await queue.claim(c1, worker_id="w1", lease_s=LONG)
+            first = await jobs.claim(c1, worker_id="w1", lease_s=LONG)
             assert first is not None
-            assert await queue.claim(c2, worker_id="w2", lease_s=LONG) is None
-            assert await queue.claim(c1, worker_id="w1", lease_s=LONG) is None
+            assert await jobs.claim(c2, worker_id="w2", lease_s=LONG) is None
+            assert await jobs.claim(c1, worker_id="w1", lease_s=LONG) is None
             row = await job_row(c1, first.id)
             assert (row["attempts"], row["worker_id"]) == (1, "w1")
 
@@ -152,20 +152,20 @@ def test_eight_concurrent_claimers_get_eight_distinct_jobs(make_settings: Any) -
         async with opened(make_settings()) as database, connections(database, n) as conns:
             audio_ids = {await add_job(conns[0], f"f{i}.flac") for i in range(n)}
             claimed = await asyncio.gather(
-                *(queue.claim(c, worker_id=f"w{i}", lease_s=LONG) for i, c in enumerate(conns))
+                *(jobs.claim(c, worker_id=f"w{i}", lease_s=LONG) for i, c in enumerate(conns))
             )
             assert all(j is not None for j in claimed)
-            jobs = [j for j in claimed if j is not None]
-            assert len({j.id for j in jobs}) == n
-            assert {j.audio_id for j in jobs} == audio_ids
-            assert len({j.lease_token for j in jobs}) == n
+            taken = [j for j in claimed if j is not None]
+            assert len({j.id for j in taken}) == n
+            assert {j.audio_id for j in taken} == audio_ids
+            assert len({j.lease_token for j in taken}) == n
             cur = await conns[0].execute(
                 "SELECT count(*) AS n, count(DISTINCT worker_id) AS workers, max(attempts) AS a"
                 " FROM jobs WHERE state = 'running'"
             )
             assert await cur.fetchone() == {"n": n, "workers": n, "a": 1}
             # Nothing left for a ninth worker.
-            assert await queue.claim(conns[0], worker_id="w9", lease_s=LONG) is None
+            assert await jobs.claim(conns[0], worker_id="w9", lease_s=LONG) is None
 
     asyncio.run(scenario())
 
@@ -184,7 +184,7 @@ def test_concurrent_claimers_through_the_pool_never_share_a_job(make_settings: A
                 got: list[int] = []
                 while True:
                     async with database.connection() as conn:
-                        job = await queue.claim(conn, worker_id=name, lease_s=LONG)
+                        job = await jobs.claim(conn, worker_id=name, lease_s=LONG)
                     if job is None:
                         return got
                     got.append(job.id)
@@ -204,11 +204,11 @@ def test_heartbeat_extends_the_lease(make_settings: Any) -> None:
     async def scenario() -> None:
         async with opened(make_settings()) as database, connections(database, 2) as (c1, c2):
             await add_job(c1)
-            job = await queue.claim(c1, worker_id="w1", lease_s=0.5)
+            job = await jobs.claim(c1, worker_id="w1", lease_s=0.5)
             assert job is not None
             first_expiry = (await job_row(c1, job.id))["lease_expires_at"]
 
-            await queue.heartbeat(c1, job, lease_s=LONG)
+            await jobs.heartbeat(c1, job, lease_s=LONG)
 
             row = await job_row(c1, job.id)
             assert row["lease_expires_at"] - first_expiry > timedelta(seconds=LONG - 10)
@@ -217,7 +217,7 @@ def test_heartbeat_extends_the_lease(make_settings: Any) -> None:
             await eventually(
                 lambda: db_now_after(c2, first_expiry), what="first lease to pass", timeout=10
             )
-            assert await queue.claim(c2, worker_id="w2", lease_s=LONG) is None
+            assert await jobs.claim(c2, worker_id="w2", lease_s=LONG) is None
             row = await job_row(c1, job.id)
             assert (row["state"], row["worker_id"], row["attempts"]) == ("running", "w1", 1)
 
@@ -228,13 +228,13 @@ def test_expired_lease_is_claimed_again_and_old_holder_is_fenced(make_settings: 
     async def scenario() -> None:
         async with opened(make_settings()) as database, connections(database, 2) as (c1, c2):
             audio_id = await add_job(c1)
-            old = await queue.claim(c1, worker_id="w1", lease_s=LONG)
+            old = await jobs.claim(c1, worker_id="w1", lease_s=LONG)
             assert old is not None
             # Worker 1 stalls: its lease runs out (shortened through its own heartbeat).
-            await queue.heartbeat(c1, old, lease_s=0.2)
+            await jobs.heartbeat(c1, old, lease_s=0.2)
 
             new = await eventually(
-                lambda: queue.claim(c2, worker_id="w2", lease_s=LONG),
+                lambda: jobs.claim(c2, worker_id="w2", lease_s=LONG),
                 what="expired lease",
                 timeout=10,
             )
@@ -246,14 +246,14 @@ def test_expired_lease_is_claimed_again_and_old_holder_is_fenced(make_settings: 
 
             # The old holder can neither extend nor complete nor fail the job.
             with pytest.raises(LeaseLost):
-                await queue.heartbeat(c1, old, lease_s=LONG)
+                await jobs.heartbeat(c1, old, lease_s=LONG)
             with pytest.raises(LeaseLost):
                 async with c1.transaction():
                     await c1.execute("UPDATE audio SET language = 'xx' WHERE id = %s", (audio_id,))
-                    await queue.mark_done(c1, old, language="xx")
+                    await jobs.mark_done(c1, old, language="xx")
             with pytest.raises(LeaseLost):
-                await queue.fail(c1, old, "late", transient=False, policy=NO_BACKOFF)
-            assert not await queue.release(c1, old)
+                await jobs.fail(c1, old, "late", transient=False, policy=NO_BACKOFF)
+            assert not await jobs.release(c1, old)
 
             row = await job_row(c2, new.id)
             assert (row["state"], row["lease_token"]) == ("running", new.lease_token)
@@ -261,7 +261,7 @@ def test_expired_lease_is_claimed_again_and_old_holder_is_fenced(make_settings: 
             assert (audio["state"], audio["language"]) == ("processing", None)
 
             async with c2.transaction():
-                await queue.mark_done(c2, new, language="en")
+                await jobs.mark_done(c2, new, language="en")
             row = await job_row(c2, new.id)
             assert row["state"] == "done"
             assert row["lease_token"] is None and row["lease_expires_at"] is None
@@ -274,11 +274,11 @@ def test_expired_lease_is_claimed_again_and_old_holder_is_fenced(make_settings: 
             )
             # Done is final: neither holder can touch it again, nobody can claim it.
             with pytest.raises(LeaseLost):
-                await queue.heartbeat(c2, new, lease_s=LONG)
+                await jobs.heartbeat(c2, new, lease_s=LONG)
             with pytest.raises(LeaseLost):
                 async with c2.transaction():
-                    await queue.mark_done(c2, new, language="en")
-            assert await queue.claim(c1, worker_id="w3", lease_s=LONG) is None
+                    await jobs.mark_done(c2, new, language="en")
+            assert await jobs.claim(c1, worker_id="w3", lease_s=LONG) is None
 
     asyncio.run(scenario())
 
@@ -292,10 +292,10 @@ def test_transient_failure_requeues_with_backoff(make_settings: Any) -> None:
     async def scenario() -> None:
         async with opened(make_settings()) as database, connections(database, 2) as (c1, c2):
             audio_id = await add_job(c1)
-            job = await queue.claim(c1, worker_id="w1", lease_s=LONG)
+            job = await jobs.claim(c1, worker_id="w1", lease_s=LONG)
             assert job is not None
 
-            state = await queue.fail(c1, job, "storage timeout", transient=True, policy=policy)
+            state = await jobs.fail(c1, job, "storage timeout", transient=True, policy=policy)
 
             assert state == "queued"
             row = await job_row(c1, job.id)
@@ -309,10 +309,10 @@ def test_transient_failure_requeues_with_backoff(make_settings: Any) -> None:
             assert (audio["state"], audio["error"]) == ("queued", "storage timeout")
 
             # Not claimable before run_after ...
-            assert await queue.claim(c2, worker_id="w2", lease_s=LONG) is None
+            assert await jobs.claim(c2, worker_id="w2", lease_s=LONG) is None
             # ... and claimable after it, as attempt 2.
             again = await eventually(
-                lambda: queue.claim(c2, worker_id="w2", lease_s=LONG),
+                lambda: jobs.claim(c2, worker_id="w2", lease_s=LONG),
                 what="backoff to end",
                 timeout=10,
             )
@@ -322,7 +322,7 @@ def test_transient_failure_requeues_with_backoff(make_settings: Any) -> None:
             assert again.attempt == 2
 
             # The second failure waits twice as long.
-            await queue.fail(c2, again, "again", transient=True, policy=policy)
+            await jobs.fail(c2, again, "again", transient=True, policy=policy)
             row = await job_row(c2, job.id)
             delay = row["run_after"] - row["db_now"]
             assert timedelta(seconds=1.5) < delay <= timedelta(seconds=2.0)
@@ -340,10 +340,10 @@ def test_permanent_failure_is_dead_at_once(make_settings: Any) -> None:
     async def scenario() -> None:
         async with opened(make_settings()) as database, connections(database, 1) as (conn,):
             audio_id = await add_job(conn, max_attempts=5)
-            job = await queue.claim(conn, worker_id="w1", lease_s=LONG)
+            job = await jobs.claim(conn, worker_id="w1", lease_s=LONG)
             assert job is not None
 
-            state = await queue.fail(
+            state = await jobs.fail(
                 conn, job, "undecodable audio", transient=False, policy=NO_BACKOFF
             )
 
@@ -357,7 +357,7 @@ def test_permanent_failure_is_dead_at_once(make_settings: Any) -> None:
             assert row["finished_at"] is not None and row["lease_token"] is None
             audio = await audio_row(conn, audio_id)
             assert (audio["state"], audio["error"]) == ("failed", "undecodable audio")
-            assert await queue.claim(conn, worker_id="w1", lease_s=LONG) is None
+            assert await jobs.claim(conn, worker_id="w1", lease_s=LONG) is None
 
     asyncio.run(scenario())
 
@@ -370,13 +370,13 @@ def test_transient_failures_up_to_max_attempts_end_dead(make_settings: Any) -> N
             attempts = []
             for i in range(3):
                 job = await eventually(
-                    lambda: queue.claim(conn, worker_id="w1", lease_s=LONG),
+                    lambda: jobs.claim(conn, worker_id="w1", lease_s=LONG),
                     what="retry",
                     timeout=10,
                 )
                 attempts.append(job.attempt)
                 states.append(
-                    await queue.fail(conn, job, f"timeout {i}", transient=True, policy=NO_BACKOFF)
+                    await jobs.fail(conn, job, f"timeout {i}", transient=True, policy=NO_BACKOFF)
                 )
 
             assert attempts == [1, 2, 3]
@@ -385,7 +385,7 @@ def test_transient_failures_up_to_max_attempts_end_dead(make_settings: Any) -> N
             assert (row["state"], row["attempts"], row["last_error"]) == ("dead", 3, "timeout 2")
             audio = await audio_row(conn, audio_id)
             assert (audio["state"], audio["error"]) == ("failed", "timeout 2")
-            assert await queue.claim(conn, worker_id="w1", lease_s=LONG) is None
+            assert await jobs.claim(conn, worker_id="w1", lease_s=LONG) is None
 
     asyncio.run(scenario())
 
@@ -394,19 +394,19 @@ def test_release_requeues_without_counting_the_attempt(make_settings: Any) -> No
     async def scenario() -> None:
         async with opened(make_settings()) as database, connections(database, 2) as (c1, c2):
             audio_id = await add_job(c1)
-            job = await queue.claim(c1, worker_id="w1", lease_s=LONG)
+            job = await jobs.claim(c1, worker_id="w1", lease_s=LONG)
             assert job is not None
 
-            assert await queue.release(c1, job) is True
+            assert await jobs.release(c1, job) is True
 
             row = await job_row(c1, job.id)
             assert (row["state"], row["attempts"], row["lease_token"]) == ("queued", 0, None)
             assert row["run_after"] <= row["db_now"]
             assert (await audio_row(c1, audio_id))["state"] == "queued"
             # Released twice: the second is a no-op.
-            assert await queue.release(c1, job) is False
+            assert await jobs.release(c1, job) is False
 
-            again = await queue.claim(c2, worker_id="w2", lease_s=LONG)
+            again = await jobs.claim(c2, worker_id="w2", lease_s=LONG)
             assert again is not None
             assert again.id == job.id
             assert again.attempt == 1
@@ -423,17 +423,17 @@ def test_reap_exhausted_marks_dead_a_job_whose_last_lease_expired(make_settings:
         async with opened(make_settings()) as database, connections(database, 2) as (c1, c2):
             audio_id = await add_job(c1, max_attempts=1)
             other_audio = await add_job(c1, "other.flac", max_attempts=1)
-            job = await queue.claim(c1, worker_id="w1", lease_s=LONG)
-            other = await queue.claim(c1, worker_id="w9", lease_s=LONG)
+            job = await jobs.claim(c1, worker_id="w1", lease_s=LONG)
+            other = await jobs.claim(c1, worker_id="w9", lease_s=LONG)
             assert job is not None and other is not None
 
-            assert await queue.reap_exhausted(c2) == 0  # lease still valid
-            await queue.heartbeat(c1, job, lease_s=0.2)  # then the worker goes silent
+            assert await jobs.reap_exhausted(c2) == 0  # lease still valid
+            await jobs.heartbeat(c1, job, lease_s=0.2)  # then the worker goes silent
 
             # On its last attempt an expired job is not claimable, only reapable.
-            reaped = await eventually(lambda: queue.reap_exhausted(c2), what="reap", timeout=10)
+            reaped = await eventually(lambda: jobs.reap_exhausted(c2), what="reap", timeout=10)
             assert reaped == 1
-            assert await queue.claim(c2, worker_id="w2", lease_s=LONG) is None
+            assert await jobs.claim(c2, worker_id="w2", lease_s=LONG) is None
 
             row = await job_row(c2, job.id)
             assert row["state"] == "dead"
@@ -446,7 +446,7 @@ def test_reap_exhausted_marks_dead_a_job_whose_last_lease_expired(make_settings:
             assert (await job_row(c2, other.id))["state"] == "running"
             assert (await audio_row(c2, other_audio))["state"] == "processing"
             with pytest.raises(LeaseLost):
-                await queue.heartbeat(c1, job, lease_s=LONG)
+                await jobs.heartbeat(c1, job, lease_s=LONG)
 
     asyncio.run(scenario())
 
@@ -455,9 +455,9 @@ def test_reap_exhausted_error_names_the_worker_and_attempts(make_settings: Any) 
     async def scenario() -> None:
         async with opened(make_settings()) as database, connections(database, 1) as (conn,):
             await add_job(conn, max_attempts=1)
-            job = await queue.claim(conn, worker_id="worker-7", lease_s=0.2)
+            job = await jobs.claim(conn, worker_id="worker-7", lease_s=0.2)
             assert job is not None
-            await eventually(lambda: queue.reap_exhausted(conn), what="reap", timeout=10)
+            await eventually(lambda: jobs.reap_exhausted(conn), what="reap", timeout=10)
             row = await job_row(conn, job.id)
             assert row["last_error"] == (
                 "worker worker-7 stopped responding (lease expired) on attempt 1 of 1"
@@ -473,19 +473,19 @@ def test_enqueue_twice_for_the_same_audio_yields_one_job(make_settings: Any) -> 
     async def scenario() -> None:
         async with opened(make_settings()) as database, connections(database, 1) as (conn,):
             audio_id = await add_job(conn, max_attempts=3)
-            await queue.enqueue(conn, audio_id, max_attempts=7)
+            await jobs.enqueue(conn, audio_id, max_attempts=7)
             cur = await conn.execute(
                 "SELECT max_attempts, state FROM jobs WHERE audio_id = %s", (audio_id,)
             )
             assert await cur.fetchall() == [{"max_attempts": 3, "state": "queued"}]
 
             # Also once it has been claimed: no second job appears.
-            job = await queue.claim(conn, worker_id="w1", lease_s=LONG)
+            job = await jobs.claim(conn, worker_id="w1", lease_s=LONG)
             assert job is not None
-            await queue.enqueue(conn, audio_id, max_attempts=3)
+            await jobs.enqueue(conn, audio_id, max_attempts=3)
             cur = await conn.execute("SELECT count(*) AS n FROM jobs")
             assert await cur.fetchone() == {"n": 1}
-            assert await queue.claim(conn, worker_id="w2", lease_s=LONG) is None
+            assert await jobs.claim(conn, worker_id="w2", lease_s=LONG) is None
 
     asyncio.run(scenario())
 
@@ -493,14 +493,14 @@ def test_enqueue_twice_for_the_same_audio_yields_one_job(make_settings: Any) -> 
 def test_enqueue_notifies_listeners_on_commit(
     make_settings: Any, db: psycopg.Connection[Any]
 ) -> None:
-    db.execute(f"LISTEN {queue.JOBS_CHANNEL}")
-    assert queue.JOBS_CHANNEL == "ai2text_jobs"
+    db.execute(f"LISTEN {jobs.JOBS_CHANNEL}")
+    assert jobs.JOBS_CHANNEL == "ai2text_jobs"
 
     async def scenario() -> None:
         async with opened(make_settings()) as database:
             async with database.connection() as conn:  # not autocommit: one transaction
                 audio_id = await add_audio(conn)
-                await queue.enqueue(conn, audio_id, max_attempts=3)
+                await jobs.enqueue(conn, audio_id, max_attempts=3)
                 # Not delivered before the transaction commits.
                 assert list(db.notifies(timeout=0.3, stop_after=1)) == []
             # The pool's context commits on exit.
@@ -517,7 +517,7 @@ def test_enqueue_notifies_listeners_on_commit(
 def test_enqueue_rolled_back_sends_no_notification(
     make_settings: Any, db: psycopg.Connection[Any]
 ) -> None:
-    db.execute(f"LISTEN {queue.JOBS_CHANNEL}")
+    db.execute(f"LISTEN {jobs.JOBS_CHANNEL}")
 
     async def scenario() -> None:
         async with opened(make_settings()) as database, connections(database, 1) as (conn,):
@@ -528,7 +528,7 @@ def test_enqueue_rolled_back_sends_no_notification(
 
             with pytest.raises(Abort):
                 async with conn.transaction():
-                    await queue.enqueue(conn, audio_id, max_attempts=3)
+                    await jobs.enqueue(conn, audio_id, max_attempts=3)
                     raise Abort
             assert list(db.notifies(timeout=0.3, stop_after=1)) == []
             cur = await conn.execute("SELECT count(*) AS n FROM jobs")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.queue import RetryPolicy
+from pipeline.db.jobs import RetryPolicy
 
 
 def test_delay_doubles_with_each_attempt_starting_at_base() -> None:
