@@ -222,10 +222,17 @@ async def _build_roles(
         log.warning("object store not reachable yet; work will be retried", error=str(exc))
     coros: list[Coroutine[Any, Any, None]] = []
     try:
-        ingestor = Ingestor(settings, db, store, metrics=metrics)
+        ingestor = Ingestor(
+            db,
+            store,
+            validation=settings.validation,
+            max_attempts=settings.queue.max_attempts,
+            metrics=metrics,
+        )
         sources = SourceRegistry(settings)
         if "watch" in roles:
-            coros.append(HotFolder(settings, ingestor, metrics=metrics).run(stop))
+            hotfolder = HotFolder(settings.watch, ingestor, data_dir=settings.data_dir)
+            coros.append(hotfolder.run(stop))
         if "s3" in roles and sources:
             coros.extend(_s3_roles(settings, db, hub, ingestor, sources, metrics, stop))
         if "orchestrator" in roles and settings.training.enabled:

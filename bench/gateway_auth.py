@@ -107,6 +107,7 @@ async def serve_main(cfg: dict[str, Any]) -> None:
     from pipeline.db.database import Database
     from pipeline.ingest.core import Ingestor
     from pipeline.logs import configure_logging
+    from pipeline.metrics import Metrics
     from pipeline.storage import open_store
 
     settings = bench_settings(cfg)
@@ -114,7 +115,13 @@ async def serve_main(cfg: dict[str, Any]) -> None:
     db = Database(settings.database, embedded=None)
     await db.open(run_migrations=False)
     store = open_store(settings)
-    ingestor = Ingestor(settings, db, store)
+    ingestor = Ingestor(
+        db,
+        store,
+        validation=settings.validation,
+        max_attempts=settings.queue.max_attempts,
+        metrics=Metrics(),
+    )
     with_auth = create_app(settings, db, store, ingestor)
     without_auth = create_app(settings, db, store, ingestor)
     principal = Principal(subject=SUBJECT, scopes=frozenset(SCOPES), tenant=None)
@@ -204,14 +211,22 @@ async def ingest_one(settings: Any) -> str:
     """One real audio row (jfk.flac through the project's Ingestor); its id."""
     from pipeline.db.database import Database
     from pipeline.ingest.core import Arrival, Ingestor
+    from pipeline.metrics import Metrics
     from pipeline.storage import open_store
 
     db = Database(settings.database, embedded=None)
     await db.open()
     try:
+        ingestor = Ingestor(
+            db,
+            open_store(settings),
+            validation=settings.validation,
+            max_attempts=settings.queue.max_attempts,
+            metrics=Metrics(),
+        )
         path = REPO / "tests" / "data" / "jfk.flac"
         with open(path, "rb") as f:  # noqa: ASYNC230 - set-up, not measured
-            result = await Ingestor(settings, db, open_store(settings)).ingest(
+            result = await ingestor.ingest(
                 Arrival("folder", path.name, path.as_uri(), "bench"), f, path.stat().st_size
             )
         return str(result.audio_id)

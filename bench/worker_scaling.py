@@ -155,13 +155,20 @@ async def _ingest(url: str, data_dir: Path, items: list[Item]) -> None:
     from pipeline.config import Settings
     from pipeline.db.database import Database
     from pipeline.ingest.core import Arrival, Ingestor
+    from pipeline.metrics import Metrics
     from pipeline.storage import open_store
 
     settings = Settings(data_dir=data_dir, database={"url": url})  # type: ignore[arg-type]
     db = Database(settings.database, embedded=None)
     await db.open()
     try:
-        ingestor = Ingestor(settings, db, open_store(settings))
+        ingestor = Ingestor(
+            db,
+            open_store(settings),
+            validation=settings.validation,
+            max_attempts=settings.queue.max_attempts,
+            metrics=Metrics(),
+        )
         for item in items:
             with open(item.path, "rb") as f:  # noqa: ASYNC230 - set-up, not measured
                 arrival = Arrival("folder", item.name, item.path.as_uri(), "bench-v1")

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Literal
 
 import structlog
 
-from pipeline.config import Settings
+from pipeline.config import ValidationSettings
 from pipeline.db import audio as audio_store
 from pipeline.db.audio import RecordedVersion, StoredContent
 from pipeline.db.audio import RemoteObject as RemoteObject  # sources name it from here
@@ -76,18 +76,22 @@ class IngestResult:
 
 
 class Ingestor:
+    """Takes the ``validation`` rules and the queue's ``max_attempts`` for new jobs."""
+
     def __init__(
         self,
-        settings: Settings,
         db: Database,
         store: ObjectStore,
         *,
-        metrics: Metrics | None = None,
+        validation: ValidationSettings,
+        max_attempts: int,
+        metrics: Metrics,
     ) -> None:
-        self.settings = settings
+        self.validation = validation
+        self.max_attempts = max_attempts
         self.db = db
         self.store = store
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics = metrics
 
     async def find_existing(self, arrival: Arrival) -> IngestResult | None:
         """The earlier result for this exact source version, if it was ingested."""
@@ -122,7 +126,7 @@ class Ingestor:
                 source,
                 name=arrival.original_name,
                 size=size,
-                settings=self.settings.validation,
+                settings=self.validation,
             )
         except IncompleteAudio as incomplete:
             if wait_if_incomplete:
@@ -199,7 +203,7 @@ class Ingestor:
                 earlier = await self.find_existing(arrival)
                 assert earlier is not None
                 return earlier
-            await enqueue(conn, audio_id, max_attempts=self.settings.queue.max_attempts)
+            await enqueue(conn, audio_id, max_attempts=self.max_attempts)
         log.info(
             "ingested",
             file=arrival.source_uri,
@@ -268,9 +272,7 @@ class Ingestor:
                 source=arrival.source,
             )
             return IngestResult("duplicate", audio_id, duplicate_of=original)
-        await enqueue(
-            conn, audio_id, max_attempts=self.settings.queue.max_attempts, options=options
-        )
+        await enqueue(conn, audio_id, max_attempts=self.max_attempts, options=options)
         log.info(
             "ingested",
             file=arrival.original_name,

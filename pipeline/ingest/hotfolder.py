@@ -23,7 +23,7 @@ from pathlib import Path
 import structlog
 from watchfiles import Change, awatch
 
-from pipeline.config import Settings
+from pipeline.config import WatchSettings
 from pipeline.errors import DatabaseUnavailable, TransientError
 from pipeline.ingest.core import Ingestor
 from pipeline.ingest.open_writers import open_for_writing
@@ -46,16 +46,22 @@ def is_ignored_name(name: str) -> bool:
 
 class HotFolder:
     def __init__(
-        self, settings: Settings, ingestor: Ingestor, *, metrics: Metrics | None = None
+        self,
+        watch: WatchSettings,
+        ingestor: Ingestor,
+        *,
+        data_dir: Path,
+        metrics: Metrics | None = None,
     ) -> None:
-        self.settings = settings
+        """``data_dir``'s free space gates taking files; ``metrics`` defaults to the ingestor's."""
+        self.data_dir = data_dir
         self.metrics = metrics if metrics is not None else ingestor.metrics
-        self.watch = settings.watch
-        self.inbox = settings.watch.inbox
+        self.watch = watch
+        self.inbox = watch.inbox
         self.ingestor = ingestor
-        self.tracker = StabilityTracker(settings.watch.quiet_period_s)
+        self.tracker = StabilityTracker(watch.quiet_period_s)
         self.held = HeldFiles()
-        self.taker = FileTaker(settings.watch, ingestor)
+        self.taker = FileTaker(watch, ingestor)
         self._candidates: set[Path] = set()
         # Files handed to the take loops, with what they looked like when judged ready.
         # They leave the tracker when dispatched, so the tick never re-examines them.
@@ -279,7 +285,7 @@ class HotFolder:
             self.tracker.observe(path, taking.fingerprint, time.monotonic())
 
     def _space_ok(self) -> bool:
-        free = shutil.disk_usage(self.settings.data_dir).free
+        free = shutil.disk_usage(self.data_dir).free
         low = free < self.watch.min_free_bytes
         if low != self._low_space:
             self._low_space = low

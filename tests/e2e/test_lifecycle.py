@@ -15,8 +15,9 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.db.database import Database
-from pipeline.ingest.core import Arrival, Ingestor
+from pipeline.ingest.core import Arrival
 from pipeline.storage import FilesystemStore
+from tests.components import ingestor_of
 from tests.e2e.harness import Service, cli_json, wait_until
 from tests.e2e.test_up import embedded_env, row_named
 
@@ -116,7 +117,7 @@ def _ingest(settings: Settings, path: Path) -> str:
         try:
             store = FilesystemStore(settings.data_dir / "objects")
             with open(path, "rb") as f:
-                result = await Ingestor(settings, db, store).ingest(
+                result = await ingestor_of(settings, db, store).ingest(
                     Arrival("folder", path.name, path.as_uri(), "v1"), f, path.stat().st_size
                 )
             assert result.outcome == "accepted"

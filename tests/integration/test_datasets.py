@@ -30,9 +30,10 @@ from pipeline.datasets.utterances import SegmentRow, passes, split_for, utteranc
 from pipeline.db.database import Database
 from pipeline.db.migrate import available_migrations, migrate
 from pipeline.errors import TransientError
-from pipeline.ingest.core import Arrival, Ingestor, IngestResult
+from pipeline.ingest.core import Arrival, IngestResult
 from pipeline.metrics import Metrics
 from pipeline.storage import FilesystemStore, ObjectInfo
+from tests.components import ingestor_of
 from tests.waiting import jobs_settled
 from workers.asr import LongAudioTranscriber, build_transcriber
 from workers.worker import AsrWorker
@@ -78,7 +79,7 @@ async def ingest(
     tenant: str = "default",
 ) -> dict[str, IngestResult]:
     """Ingest test files; a ``(name, data file)`` pair ingests that file under another name."""
-    ingestor = Ingestor(settings, database, store_of(settings))
+    ingestor = ingestor_of(settings, database, store_of(settings))
     results = {}
     for entry in names:
         name, source = (entry, entry) if isinstance(entry, str) else entry
@@ -516,7 +517,7 @@ def test_duplicate_and_rejected_audio_never_enter_a_dataset(
             results = await ingest(
                 settings, database, ["jfk.flac", ("jfk again.flac", "jfk.flac"), "hotwords.mp3"]
             )
-            ingestor = Ingestor(settings, database, store_of(settings))
+            ingestor = ingestor_of(settings, database, store_of(settings))
             with open(not_audio, "rb") as f:
                 results["notes.wav"] = await ingestor.ingest(
                     Arrival("folder", "notes.wav", "file:///inbox/notes.wav", "v1"),

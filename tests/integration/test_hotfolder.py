@@ -38,6 +38,7 @@ from pipeline.datasets.eligibility import ELIGIBLE_AUDIO, filter_params
 from pipeline.db.database import Database
 from pipeline.ingest.core import Arrival, Ingestor, IngestResult
 from pipeline.ingest.hotfolder import HotFolder
+from pipeline.metrics import Metrics
 from pipeline.storage import FilesystemStore
 from tests.e2e.gateway_harness import Signer, bearer, new_rsa_key, public_pem, start_gateway
 from tests.e2e.harness import cli_json, cli_text
@@ -68,7 +69,13 @@ class SpyIngestor(Ingestor):
     """The real Ingestor, remembering what the watcher asked of it."""
 
     def __init__(self, settings: Settings, db: Database, store: FilesystemStore) -> None:
-        super().__init__(settings, db, store)
+        super().__init__(
+            db,
+            store,
+            validation=settings.validation,
+            max_attempts=settings.queue.max_attempts,
+            metrics=Metrics(),
+        )
         self.looked_up: list[tuple[str, IngestResult | None]] = []
         self.ingested: list[str] = []
 
@@ -116,7 +123,7 @@ async def watcher(
     try:
         store = FilesystemStore(settings.data_dir / "objects")
         ingestor = ingestor_class(settings, database, store)
-        hotfolder = HotFolder(settings, ingestor)
+        hotfolder = HotFolder(settings.watch, ingestor, data_dir=settings.data_dir)
         stop = asyncio.Event()
         task = asyncio.create_task(hotfolder.run(stop))
         running = Running(settings, store, ingestor, hotfolder, task, stop)

@@ -16,6 +16,7 @@ import pytest
 from pipeline.db.database import Database
 from pipeline.ingest.core import Arrival, Ingestor, IngestResult, SourceChanged, StillArriving
 from pipeline.storage import FilesystemStore, content_key
+from tests.components import ingestor_of
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 JFK = DATA / "jfk.flac"
@@ -27,7 +28,7 @@ async def ingestor(settings: Any, objects: Path) -> AsyncIterator[Ingestor]:
     database = Database(settings.database, embedded=None)
     await database.open()
     try:
-        yield Ingestor(settings, database, FilesystemStore(objects))
+        yield ingestor_of(settings, database, FilesystemStore(objects))
     finally:
         await database.close()
 

@@ -22,9 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import AsrSettings, Settings
 from pipeline.db.database import Database
-from pipeline.ingest.core import Arrival, Ingestor
+from pipeline.ingest.core import Arrival
 from pipeline.metrics import Metrics
 from pipeline.storage import FilesystemStore
+from tests.components import ingestor_of
 from tests.sparse_audio import write_sparse_speech_wav
 from tests.waiting import jobs_settled
 from workers.asr import LongAudioTranscriber, build_transcriber
@@ -203,7 +204,7 @@ def test_worker_survives_gpu_out_of_memory_and_retries_the_job(
         try:
             store = FilesystemStore(settings.data_dir / "objects")
             with jfk.open("rb") as f:
-                ingested = await Ingestor(settings, database, store).ingest(
+                ingested = await ingestor_of(settings, database, store).ingest(
                     Arrival("folder", "jfk.flac", jfk.as_uri(), "v1"), f, jfk.stat().st_size
                 )
             worker = AsrWorker(

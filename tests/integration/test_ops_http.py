@@ -27,11 +27,12 @@ from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.errors import ConfigError
 from pipeline.http_serve import bind_socket
-from pipeline.ingest.core import Arrival, Ingestor
+from pipeline.ingest.core import Arrival
 from pipeline.metrics import Metrics
 from pipeline.ops_http import OpsServer, Readiness
 from pipeline.sampler import JOB_STATES, run_sampler, sample_once
 from pipeline.storage import FilesystemStore
+from tests.components import ingestor_of
 from tests.waiting import eventually
 from tests.wav import tone_pcm, wav_bytes
 
@@ -103,7 +104,7 @@ def database_closed(pg_server: Any, database_url: str) -> Iterator[None]:
 
 
 async def ingest_wavs(settings: Settings, database: Database, metrics: Metrics, n: int) -> None:
-    ingestor = Ingestor(
+    ingestor = ingestor_of(
         settings, database, FilesystemStore(settings.data_dir / "objects"), metrics=metrics
     )
     for i in range(n):

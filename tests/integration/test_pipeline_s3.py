@@ -20,11 +20,11 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.db.database import Database
-from pipeline.ingest.core import Arrival, Ingestor
-from pipeline.ingest.hotfolder import HotFolder
+from pipeline.ingest.core import Arrival
 from pipeline.metrics import Metrics
 from pipeline.storage import open_store
 from pipeline.storage.s3 import S3Store
+from tests.components import hotfolder_of, ingestor_of
 from tests.waiting import jobs_settled
 from workers.asr import LongAudioTranscriber, build_transcriber
 from workers.worker import AsrWorker
@@ -91,7 +91,7 @@ def test_folder_to_transcript_on_s3(
             staged = settings.data_dir / "jfk.flac.part"
             shutil.copyfile(JFK, staged)
             staged.rename(inbox / "jfk.flac")
-            hotfolder = HotFolder(settings, Ingestor(settings, database, store))
+            hotfolder = hotfolder_of(settings, ingestor_of(settings, database, store))
             worker = AsrWorker(settings, database, store, transcriber, worker_id="s3-test:0")
             tasks = [
                 asyncio.create_task(hotfolder.run(stop)),
@@ -164,7 +164,7 @@ def test_job_whose_object_vanished_from_bucket_ends_dead_after_one_attempt(
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         try:
-            ingestor = Ingestor(settings, database, store)
+            ingestor = ingestor_of(settings, database, store)
             with open(JFK, "rb") as source:
                 result = await ingestor.ingest(
                     Arrival("folder", "jfk.flac", JFK.as_uri(), "v1"),

@@ -10,7 +10,6 @@ from typing import Any
 
 from pipeline.config import Settings
 from pipeline.db.database import Database
-from pipeline.ingest.core import Ingestor
 from pipeline.metrics import Metrics
 from pipeline.sources import inbox
 from pipeline.sources.events import ObjectEvent
@@ -19,6 +18,7 @@ from pipeline.sources.reconcile import run_reconcile
 from pipeline.sources.registry import SourceRegistry
 from pipeline.storage import FilesystemStore
 from pipeline.storage.s3 import S3Store
+from tests.components import ingestor_of
 from tests.waiting import eventually
 from tests.wav import tone_pcm, wav_bytes
 
@@ -82,7 +82,7 @@ def test_processor_counts_s3_ingests_and_rejections_by_reason_code(
         try:
             metrics = Metrics()
             store = FilesystemStore(settings.data_dir / "objects")
-            ingestor = Ingestor(settings, database, store, metrics=metrics)
+            ingestor = ingestor_of(settings, database, store, metrics=metrics)
             processor = S3EventProcessor(
                 settings, database, ingestor, SourceRegistry(settings), metrics=metrics
             )
@@ -118,7 +118,7 @@ def test_unreachable_endpoint_counts_s3_errors_by_operation_and_the_event_waits(
         reconcile = asyncio.create_task(run_reconcile(database, sources, stop, metrics=metrics))
         try:
             store = FilesystemStore(settings.data_dir / "objects")
-            ingestor = Ingestor(settings, database, store, metrics=metrics)
+            ingestor = ingestor_of(settings, database, store, metrics=metrics)
             processor = S3EventProcessor(settings, database, ingestor, sources, metrics=metrics)
             async with database.connection() as conn:
                 await inbox.record_events(conn, [created(bucket, "a.wav")], "webhook")

@@ -20,8 +20,9 @@ import psycopg
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.errors import TransientError
-from pipeline.ingest.core import Arrival, Ingestor
+from pipeline.ingest.core import Arrival
 from pipeline.storage import FilesystemStore
+from tests.components import ingestor_of
 from tests.fake_engine import SOUND_TEXT, fake_transcriber
 from tests.waiting import jobs_settled
 from workers.transcription import TranscribeOptions, Transcriber, Transcription
@@ -62,7 +63,7 @@ class FailsFor:
 
 async def _ingest_all(settings: Settings, db: Database, names: list[str]) -> dict[str, uuid.UUID]:
     store = FilesystemStore(settings.data_dir / "objects")
-    ingestor = Ingestor(settings, db, store)
+    ingestor = ingestor_of(settings, db, store)
     ids = {}
     for name in names:
         path = DATA / name

@@ -19,9 +19,10 @@ from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.embedded import EmbeddedPostgres
 from pipeline.errors import DatabaseUnavailable
-from pipeline.ingest.core import Arrival, Ingestor
+from pipeline.ingest.core import Arrival
 from pipeline.metrics import Metrics
 from pipeline.storage import FilesystemStore
+from tests.components import ingestor_of
 from tests.conftest import public_tempdir
 from tests.e2e.harness import write_long_wav
 from tests.waiting import eventually
@@ -78,7 +79,7 @@ class Observed:
 async def _ingest(settings: Settings, db: Database, path: Path) -> uuid.UUID:
     store = FilesystemStore(settings.data_dir / "objects")
     with open(path, "rb") as f:
-        result = await Ingestor(settings, db, store).ingest(
+        result = await ingestor_of(settings, db, store).ingest(
             Arrival("folder", path.name, path.as_uri(), "v1"), f, path.stat().st_size
         )
     return result.audio_id

@@ -14,6 +14,7 @@ from typing import Any
 from pipeline.config import Settings
 from pipeline.ingest.core import Ingestor
 from pipeline.ingest.hotfolder import HotFolder
+from pipeline.metrics import Metrics
 
 
 def hot_folder(tmp_path: Path) -> HotFolder:
@@ -21,8 +22,14 @@ def hot_folder(tmp_path: Path) -> HotFolder:
         data_dir=tmp_path / "data",
         watch={"inbox": tmp_path / "inbox", "quiet_period_s": 2, "min_free_bytes": 0},
     )
-    ingestor: Any = Ingestor(settings, db=None, store=None)  # type: ignore[arg-type]
-    folder = HotFolder(settings, ingestor)
+    ingestor: Any = Ingestor(
+        db=None,  # type: ignore[arg-type]
+        store=None,  # type: ignore[arg-type]
+        validation=settings.validation,
+        max_attempts=settings.queue.max_attempts,
+        metrics=Metrics(),
+    )
+    folder = HotFolder(settings.watch, ingestor, data_dir=settings.data_dir)
     folder._prepare_dirs()
     return folder
 
