@@ -15,9 +15,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg.rows import class_row
+
 from pipeline.db import jobs as job_store
 from pipeline.db.database import AsyncConn
 from pipeline.db.jobs import request_word_timestamps as request_word_timestamps
+from pipeline.db.rows import counts
 from pipeline.errors import Ai2TextError
 
 # Every query limits rows with: (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)
@@ -100,13 +103,12 @@ async def resolve_audio_id(conn: AsyncConn, ref: str) -> uuid.UUID:
     cur = await conn.execute(
         "SELECT id FROM audio WHERE id::text LIKE %s ORDER BY id LIMIT 2", (ref + "%",)
     )
-    rows = await cur.fetchall()
-    if not rows:
+    found = [uuid.UUID(str(row["id"])) for row in await cur.fetchall()]
+    if not found:
         raise NotFound(f"no audio with id {ref}")
-    if len(rows) > 1:
+    if len(found) > 1:
         raise NotFound(f"id prefix {ref} is ambiguous; give more characters")
-    found: uuid.UUID = rows[0]["id"]  # type: ignore[assignment]
-    return found
+    return found[0]
 
 
 async def get_audio(
@@ -204,44 +206,49 @@ async def list_jobs(
 async def jobs_by_state(conn: AsyncConn, *, tenant: str | None) -> dict[str, int]:
     """Job counts by state, for one tenant or (``None``) all of them."""
     if tenant is None:  # no join: the metrics sampler asks this every few seconds
-        cur = await conn.execute("SELECT state, count(*) AS n FROM jobs GROUP BY state")
-    else:
-        cur = await conn.execute(
-            "SELECT j.state, count(*) AS n FROM jobs j JOIN audio a ON a.id = j.audio_id"
-            " WHERE a.tenant = %s GROUP BY j.state",
-            (tenant,),
-        )
-    return {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
+        return await counts(conn, "SELECT state AS key, count(*) AS n FROM jobs GROUP BY state")
+    return await counts(
+        conn,
+        "SELECT j.state AS key, count(*) AS n FROM jobs j JOIN audio a ON a.id = j.audio_id"
+        " WHERE a.tenant = %s GROUP BY j.state",
+        (tenant,),
+    )
 
 
 async def stats(conn: AsyncConn, *, tenant: str | None) -> dict[str, Any]:
     params = {"tenant": tenant}
-    cur = await conn.execute(
-        "SELECT a.state, count(*) AS n FROM audio a"
+    audio = await counts(
+        conn,
+        "SELECT a.state AS key, count(*) AS n FROM audio a"
         " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s) GROUP BY a.state",
         params,
     )
-    audio = {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
     jobs = await jobs_by_state(conn, tenant=tenant)
-    cur = await conn.execute(
-        "SELECT coalesce(sum(t.audio_duration_s), 0) / 3600.0 AS hours,"
-        " avg(t.real_time_factor) AS rtf, count(*) AS transcripts"
-        " FROM transcripts t JOIN audio a ON a.id = t.audio_id"
-        " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)",
-        params,
-    )
-    totals = await cur.fetchone()
+    async with conn.cursor(row_factory=class_row(_Totals)) as cur:
+        await cur.execute(
+            "SELECT coalesce(sum(t.audio_duration_s), 0) / 3600.0 AS hours,"
+            " avg(t.real_time_factor) AS rtf, count(*) AS transcripts"
+            " FROM transcripts t JOIN audio a ON a.id = t.audio_id"
+            " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)",
+            params,
+        )
+        totals = await cur.fetchone()
     assert totals is not None
     return {
         "audio_by_state": audio,
         "jobs_by_state": jobs,
         "queue_depth": jobs.get("queued", 0) + jobs.get("running", 0),
-        "hours_transcribed": float(totals["hours"]),  # type: ignore[arg-type]
-        "transcripts": int(totals["transcripts"]),  # type: ignore[call-overload]
-        "average_real_time_factor": (
-            float(totals["rtf"]) if totals["rtf"] is not None else None  # type: ignore[arg-type]
-        ),
+        "hours_transcribed": float(totals.hours),
+        "transcripts": totals.transcripts,
+        "average_real_time_factor": float(totals.rtf) if totals.rtf is not None else None,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class _Totals:
+    hours: float
+    rtf: float | None
+    transcripts: int
 
 
 async def list_workers(conn: AsyncConn, *, stale_after_s: float) -> list[dict[str, Any]]:
@@ -262,8 +269,7 @@ async def list_workers(conn: AsyncConn, *, stale_after_s: float) -> list[dict[st
 
 async def s3_event_counts(conn: AsyncConn) -> dict[str, int]:
     """S3 notifications by processing state (operators only: events carry no tenant)."""
-    cur = await conn.execute("SELECT state, count(*) AS n FROM s3_events GROUP BY state")
-    return {str(r["state"]): int(r["n"]) for r in await cur.fetchall()}  # type: ignore[call-overload]
+    return await counts(conn, "SELECT state AS key, count(*) AS n FROM s3_events GROUP BY state")
 
 
 async def retry_job(conn: AsyncConn, job_id: int) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from psycopg import sql
 
 from pipeline.config import DatasetSettings
 from pipeline.db.database import AsyncConn
+from pipeline.db.rows import amounts, one_value
 
 ELIGIBLE_AUDIO = sql.SQL("""
     a.state = 'transcribed' AND a.duplicate_of IS NULL
@@ -41,29 +42,28 @@ async def eligible_hours(
     conn: AsyncConn, rules: DatasetSettings, tenant: str | None = None
 ) -> float:
     """Eligible hours of ``tenant``'s audio, or of every tenant's with ``None``."""
-    cur = await conn.execute(
+    hours = await one_value(
+        conn,
         sql.SQL(
-            "SELECT coalesce(sum(a.duration_s), 0) / 3600.0 AS hours"
+            "SELECT coalesce(sum(a.duration_s), 0) / 3600.0 AS value"
             " FROM audio a JOIN transcripts t ON t.audio_id = a.id WHERE {}"
             " AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
         ).format(ELIGIBLE_AUDIO),
         {**filter_params(rules), "tenant": tenant},
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return float(row["hours"])  # type: ignore[arg-type]
+    return float(hours)
 
 
 async def eligible_hours_by_tenant(conn: AsyncConn, rules: DatasetSettings) -> dict[str, float]:
     """Eligible hours per tenant (tenants without eligible audio are absent)."""
-    cur = await conn.execute(
+    return await amounts(
+        conn,
         sql.SQL(
-            "SELECT a.tenant, sum(a.duration_s) / 3600.0 AS hours"
+            "SELECT a.tenant AS key, sum(a.duration_s) / 3600.0 AS value"
             " FROM audio a JOIN transcripts t ON t.audio_id = a.id WHERE {} GROUP BY a.tenant"
         ).format(ELIGIBLE_AUDIO),
         filter_params(rules),
     )
-    return {str(r["tenant"]): float(r["hours"]) for r in await cur.fetchall()}  # type: ignore[arg-type]
 
 
 async def hours_at_last_run_by_tenant(conn: AsyncConn, name: str) -> dict[str, float]:
@@ -71,13 +71,10 @@ async def hours_at_last_run_by_tenant(conn: AsyncConn, name: str) -> dict[str, f
 
     Tenants whose dataset ``name`` never had a run are absent (0 hours).
     """
-    cur = await conn.execute(
-        "SELECT DISTINCT ON (v.tenant) v.tenant, v.audio_hours FROM training_runs r"
-        " JOIN dataset_versions v ON v.id = r.version_id WHERE v.name = %s"
+    return await amounts(
+        conn,
+        "SELECT DISTINCT ON (v.tenant) v.tenant AS key, v.audio_hours AS value"
+        " FROM training_runs r JOIN dataset_versions v ON v.id = r.version_id WHERE v.name = %s"
         " ORDER BY v.tenant, v.version DESC",
         (name,),
     )
-    return {
-        str(r["tenant"]): float(r["audio_hours"] or 0.0)  # type: ignore[arg-type]
-        for r in await cur.fetchall()
-    }

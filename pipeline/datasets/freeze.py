@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import structlog
 from psycopg import sql
+from psycopg.rows import class_row
 
 from pipeline.config import Settings
 from pipeline.datasets.eligibility import ELIGIBLE_AUDIO, filter_params
@@ -74,6 +75,13 @@ class _SplitCount:
     audio_seconds: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Reserved:
+    id: int
+    version: int
+    prefix: str
+
+
 class Freezer:
     def __init__(self, settings: Settings, db: Database, store: ObjectStore) -> None:
         self.settings = settings
@@ -112,17 +120,18 @@ class Freezer:
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", (tenant, name)
             )
-            cur = await conn.execute(
-                "INSERT INTO dataset_versions (tenant, name, version, prefix)"
-                " SELECT %(tenant)s, %(name)s, n, %(base)s || '/v' || n FROM"
-                "  (SELECT coalesce(max(version), 0) + 1 AS n FROM dataset_versions"
-                "   WHERE tenant = %(tenant)s AND name = %(name)s) AS next"
-                " RETURNING id, version, prefix",
-                {"tenant": tenant, "name": name, "base": version_base(tenant, name)},
-            )
-            row = await cur.fetchone()
+            async with conn.cursor(row_factory=class_row(_Reserved)) as cur:
+                await cur.execute(
+                    "INSERT INTO dataset_versions (tenant, name, version, prefix)"
+                    " SELECT %(tenant)s, %(name)s, n, %(base)s || '/v' || n FROM"
+                    "  (SELECT coalesce(max(version), 0) + 1 AS n FROM dataset_versions"
+                    "   WHERE tenant = %(tenant)s AND name = %(name)s) AS next"
+                    " RETURNING id, version, prefix",
+                    {"tenant": tenant, "name": name, "base": version_base(tenant, name)},
+                )
+                row = await cur.fetchone()
         assert row is not None
-        return int(row["id"]), int(row["version"]), str(row["prefix"])  # type: ignore[call-overload]
+        return row.id, row.version, row.prefix
 
     async def _build(
         self, tmp: Path, tenant: str, version_id: int, number: int, prefix: str
@@ -230,7 +239,7 @@ class Freezer:
                 )
                 row = await cur2.fetchone()
                 assert row is not None
-                frozen.run_id = row["id"]  # type: ignore[assignment]
+                frozen.run_id = uuid.UUID(str(row["id"]))
 
     async def _abandon(self, version_id: int) -> None:
         try:
@@ -255,27 +264,14 @@ async def _eligible_audio(conn: AsyncConn, settings: Settings, tenant: str) -> A
     async with conn.cursor(name="eligible_audio") as cur:
         await cur.execute(query, {**filter_params(settings.dataset), "tenant": tenant})
         async for audio in cur:
-            async with conn.cursor() as seg_cur:
+            async with conn.cursor(row_factory=class_row(SegmentRow)) as seg_cur:
                 await seg_cur.execute(
-                    "SELECT start_s, end_s, text, avg_logprob, no_speech_prob, compression_ratio"
-                    " FROM segments WHERE transcript_id = %s ORDER BY idx",
+                    "SELECT start_s AS start, end_s AS end, text, avg_logprob, no_speech_prob,"
+                    " compression_ratio FROM segments WHERE transcript_id = %s ORDER BY idx",
                     (audio["transcript_id"],),
                 )
-                rows = await seg_cur.fetchall()
-            yield (
-                audio,
-                [
-                    SegmentRow(
-                        float(r["start_s"]),  # type: ignore[arg-type]
-                        float(r["end_s"]),  # type: ignore[arg-type]
-                        str(r["text"]),
-                        _maybe_float(r["avg_logprob"]),
-                        _maybe_float(r["no_speech_prob"]),
-                        _maybe_float(r["compression_ratio"]),
-                    )
-                    for r in rows
-                ],
-            )
+                segments = await seg_cur.fetchall()
+            yield audio, segments
 
 
 def _write_audio(
@@ -304,10 +300,6 @@ def _write_audio(
             "audio_id": str(audio["id"]),
         }
         outputs["metadata.jsonl"].write(json.dumps(meta, ensure_ascii=False) + "\n")
-
-
-def _maybe_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 def _open_outputs(tmp: Path) -> dict[str, IO[str]]:

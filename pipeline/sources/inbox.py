@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from psycopg.rows import class_row
+
 from pipeline.db.database import AsyncConn
 from pipeline.sources.events import ObjectEvent, sequencer_is_newer
 
@@ -56,34 +58,19 @@ async def record_events(conn: AsyncConn, events: Iterable[ObjectEvent], origin: 
 
 
 async def claim_event(conn: AsyncConn) -> PendingEvent | None:
-    async with conn.transaction():
-        cur = await conn.execute(
+    async with conn.transaction(), conn.cursor(row_factory=class_row(PendingEvent)) as cur:
+        await cur.execute(
             "WITH next AS ("
             " SELECT id FROM s3_events WHERE state = 'pending' AND run_after <= now()"
             " ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1)"
             " UPDATE s3_events e SET attempts = e.attempts + 1, updated_at = now(),"
             "  run_after = now() + make_interval(secs => %s)"
             " FROM next WHERE e.id = next.id"
-            " RETURNING e.id, e.origin, e.bucket, e.key, e.event_name, e.size_bytes, e.etag,"
-            "  e.version_id, e.sequencer, e.attempts, e.seen_etag",
+            " RETURNING e.id, e.origin, e.bucket, e.key, e.event_name, e.size_bytes AS size,"
+            "  e.etag, e.version_id, e.sequencer, e.attempts, e.seen_etag",
             (CLAIM_HIDE_S,),
         )
-        row = await cur.fetchone()
-    if row is None:
-        return None
-    return PendingEvent(
-        id=row["id"],  # type: ignore[arg-type]
-        origin=row["origin"],  # type: ignore[arg-type]
-        bucket=row["bucket"],  # type: ignore[arg-type]
-        key=row["key"],  # type: ignore[arg-type]
-        event_name=row["event_name"],  # type: ignore[arg-type]
-        size=row["size_bytes"],  # type: ignore[arg-type]
-        etag=row["etag"],  # type: ignore[arg-type]
-        version_id=row["version_id"],  # type: ignore[arg-type]
-        sequencer=row["sequencer"],  # type: ignore[arg-type]
-        attempts=row["attempts"],  # type: ignore[arg-type]
-        seen_etag=row["seen_etag"],  # type: ignore[arg-type]
-    )
+        return await cur.fetchone()
 
 
 async def finish_event(
