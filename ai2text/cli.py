@@ -265,7 +265,7 @@ async def _with_store(settings: Settings, fn: Callable[[Any, Any], Awaitable[Any
     db = build_database(settings)
     await db.open(pool_max_size=4)
     try:
-        return await fn(db, open_store(settings))
+        return await fn(db, open_store(settings.storage, settings.data_dir))
     finally:
         await db.close()
 
@@ -333,7 +333,7 @@ async def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.keys import mint_token, resolve_key_files
 
     ensure_data_dir(settings.data_dir)  # the dev keys live there, 0700 like the rest
-    private, _public = resolve_key_files(settings)
+    private, _public = resolve_key_files(settings.auth, settings.data_dir)
     scopes = args.scopes or ["audio:read", "audio:write", "transcripts:read"]
     token = mint_token(
         settings, subject=args.subject, scopes=scopes, tenant=args.tenant, ttl_s=args.ttl

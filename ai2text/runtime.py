@@ -157,7 +157,10 @@ async def _run_claimed(settings: Settings, roles: set[Role], stop: asyncio.Event
                 if listening.gateway is not None or "orchestrator" in roles:
                     # Database-wide gauges come from the few control-plane processes, not
                     # from every worker: N workers would run the same counting queries N times.
-                    coros.append(run_sampler(db, metrics, settings, stop))
+                    interval_s = settings.metrics.queue_sample_interval_s
+                    coros.append(
+                        run_sampler(db, metrics, settings.dataset, stop, interval_s=interval_s)
+                    )
                 readiness.started.set()
                 return await _supervise(coros, stop)
         finally:
@@ -215,7 +218,7 @@ async def _build_roles(
     stop: asyncio.Event,
 ) -> list[Coroutine[Any, Any, None]]:
     """Construct every role this process runs; the worker's model is loaded here."""
-    store = open_store(settings)
+    store = open_store(settings.storage, settings.data_dir)
     try:
         await asyncio.to_thread(store.check)  # also creates a missing S3 bucket
     except TransientError as exc:
@@ -229,7 +232,11 @@ async def _build_roles(
             max_attempts=settings.queue.max_attempts,
             metrics=metrics,
         )
-        sources = SourceRegistry(settings)
+        sources = SourceRegistry(
+            settings.s3_sources,
+            storage=settings.storage,
+            allowed_extensions=settings.validation.allowed_extensions,
+        )
         if "watch" in roles:
             hotfolder = HotFolder(settings.watch, ingestor, data_dir=settings.data_dir)
             coros.append(hotfolder.run(stop))
@@ -238,7 +245,16 @@ async def _build_roles(
         if "orchestrator" in roles and settings.training.enabled:
             from pipeline.datasets.orchestrator import Orchestrator
 
-            orchestrator = Orchestrator(settings, db, store, metrics=metrics, notifications=hub)
+            orchestrator = Orchestrator(
+                db,
+                store,
+                training=settings.training,
+                dataset=settings.dataset,
+                data_dir=settings.data_dir,
+                temp_dir=settings.temp_dir,
+                metrics=metrics,
+                notifications=hub,
+            )
             coros.append(orchestrator.run(stop))
         if listening.gateway is not None:
             coros.append(
@@ -267,7 +283,13 @@ def _s3_roles(
     from pipeline.sources.reconcile import run_reconcile
 
     processor = S3EventProcessor(
-        settings, db, ingestor, sources, metrics=metrics, notifications=hub
+        db,
+        ingestor,
+        sources,
+        validation=settings.validation,
+        poll_interval_s=settings.queue.poll_interval_s,
+        metrics=metrics,
+        notifications=hub,
     )
     coros: list[Coroutine[Any, Any, None]] = [
         processor.run(stop),
@@ -283,7 +305,7 @@ def _check_gateway_keys(settings: Settings) -> None:
     """Load the token keys once up front: a missing key file is one line, before anything."""
     from gateway.auth import TokenVerifier
 
-    TokenVerifier(settings)
+    TokenVerifier(settings.auth, settings.data_dir)
 
 
 async def _serve_http(
@@ -313,15 +335,21 @@ async def _workers(
     stop: asyncio.Event,
 ) -> list[Coroutine[Any, Any, None]]:
     from workers.asr import build_transcriber
-    from workers.worker import AsrWorker, make_worker_id
+    from workers.worker import AsrWorker, WorkerSettings, make_worker_id
 
     transcriber = build_transcriber(
         settings.asr, num_workers=settings.asr.concurrency, metrics=metrics
     )
     await asyncio.to_thread(transcriber.load)
+    worker_settings = WorkerSettings(
+        queue=settings.queue,
+        validation=settings.validation,
+        temp_dir=settings.temp_dir,
+        shutdown_grace_s=settings.shutdown_grace_s,
+    )
     return [
         AsrWorker(
-            settings,
+            worker_settings,
             db,
             store,
             transcriber,

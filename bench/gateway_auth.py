@@ -114,7 +114,7 @@ async def serve_main(cfg: dict[str, Any]) -> None:
     configure_logging(fmt="json", level="info")  # as deployed
     db = Database(settings.database, embedded=None)
     await db.open(run_migrations=False)
-    store = open_store(settings)
+    store = open_store(settings.storage, settings.data_dir)
     ingestor = Ingestor(
         db,
         store,
@@ -219,7 +219,7 @@ async def ingest_one(settings: Any) -> str:
     try:
         ingestor = Ingestor(
             db,
-            open_store(settings),
+            open_store(settings.storage, settings.data_dir),
             validation=settings.validation,
             max_attempts=settings.queue.max_attempts,
             metrics=Metrics(),
@@ -239,7 +239,7 @@ def micro_verify(settings: Any, token: str, number: int, repeat: int) -> dict[st
     from gateway.auth import TokenVerifier, parse_bearer
     from gateway.ratelimit import RateLimiter
 
-    verifier = TokenVerifier(settings)
+    verifier = TokenVerifier(settings.auth, settings.data_dir)
     header = f"Bearer {token}"
     limiter = RateLimiter(RATE_LIMIT_PER_MINUTE)
     verify = timeit.repeat(

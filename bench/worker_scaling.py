@@ -164,7 +164,7 @@ async def _ingest(url: str, data_dir: Path, items: list[Item]) -> None:
     try:
         ingestor = Ingestor(
             db,
-            open_store(settings),
+            open_store(settings.storage, settings.data_dir),
             validation=settings.validation,
             max_attempts=settings.queue.max_attempts,
             metrics=Metrics(),

@@ -63,7 +63,7 @@ def create_app(
         db=db,
         store=store,
         ingestor=ingestor,
-        verifier=verifier or TokenVerifier(settings),
+        verifier=verifier or TokenVerifier(settings.auth, settings.data_dir),
         limiter=RateLimiter(settings.gateway.rate_limit_per_minute),
         waiter=TranscriptWaiter(db, notifications),
         metrics=metrics,
@@ -71,7 +71,7 @@ def create_app(
     install_error_handlers(app)
     routers = [
         health.router,
-        events_router(settings.webhook, db, watched_buckets(settings)),
+        events_router(settings.webhook, db, watched_buckets(settings.s3_sources)),
         openai_compat.router,
         audio.router,
         datasets.router,

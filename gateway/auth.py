@@ -29,6 +29,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -45,7 +46,7 @@ from gateway.keys import (
     load_public_key,
     resolve_key_files,
 )
-from pipeline.config import Settings
+from pipeline.config import AuthSettings
 from pipeline.errors import Ai2TextError, ConfigError
 
 SCOPES = (
@@ -128,12 +129,13 @@ class TokenVerifier:
 
     def __init__(
         self,
-        settings: Settings,
+        auth: AuthSettings,
+        data_dir: Path,
         *,
         min_refetch_interval_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        auth = settings.auth
+        """``data_dir`` holds the development key pair (``auth.dev_keys``)."""
         self._algorithms = frozenset(auth.algorithms)
         self._audience = auth.audience
         self._issuer = auth.issuer
@@ -142,7 +144,7 @@ class TokenVerifier:
         if "HS256" in self._algorithms and auth.hs256_secret is not None:
             self._hmac_secret = auth.hs256_secret.get_secret_value().encode("utf-8")
 
-        private_path, public_path = resolve_key_files(settings)
+        private_path, public_path = resolve_key_files(auth, data_dir)
         self._pem_key: PublicKey | None = None
         if public_path is not None:
             self._pem_key = load_public_key(public_path)

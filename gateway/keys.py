@@ -30,7 +30,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from pipeline.config import Settings
+from pipeline.config import AuthSettings, Settings
 from pipeline.errors import ConfigError, TransientError
 
 log = structlog.get_logger(__name__)
@@ -108,12 +108,11 @@ def _publish_once(path: Path, data: bytes, *, mode: int) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-def resolve_key_files(settings: Settings) -> tuple[Path | None, Path | None]:
+def resolve_key_files(auth: AuthSettings, data_dir: Path) -> tuple[Path | None, Path | None]:
     """The (private, public) PEM files in use; the dev pair (created) when nothing is set."""
-    auth = settings.auth
     configured = (auth.private_key_file, auth.public_key_file, auth.jwks_file, auth.jwks_url)
     if auth.dev_keys and all(item is None for item in configured):
-        return ensure_dev_keys(settings.data_dir)
+        return ensure_dev_keys(data_dir)
     return auth.private_key_file, auth.public_key_file
 
 
@@ -315,7 +314,7 @@ def mint_token(
         raise ValueError("subject must not be empty")
     if ttl_s <= 0:
         raise ValueError("ttl_s must be positive")
-    private_path, _ = resolve_key_files(settings)
+    private_path, _ = resolve_key_files(settings.auth, settings.data_dir)
     if private_path is None:
         raise ConfigError(
             "no private key to sign tokens with: set auth.private_key_file, or turn on "

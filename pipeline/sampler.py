@@ -16,7 +16,7 @@ import contextlib
 import structlog
 
 from pipeline.catalog import jobs_by_state
-from pipeline.config import Settings
+from pipeline.config import DatasetSettings
 from pipeline.datasets.eligibility import eligible_hours
 from pipeline.datasets.queries import list_versions
 from pipeline.db.database import AsyncConn, Database
@@ -42,13 +42,13 @@ async def _oldest_queued_s(conn: AsyncConn) -> float:
     return max(0.0, float(row["age"]))  # type: ignore[arg-type]
 
 
-async def sample_once(db: Database, metrics: Metrics, settings: Settings) -> None:
+async def sample_once(db: Database, metrics: Metrics, dataset: DatasetSettings) -> None:
     """Read every sampled value in one connection, then set the gauges together."""
-    name = settings.dataset.name
+    name = dataset.name
     async with db.connection() as conn:
         jobs = await jobs_by_state(conn, tenant=None)
         oldest_s = await _oldest_queued_s(conn)
-        eligible_h = await eligible_hours(conn, settings.dataset)
+        eligible_h = await eligible_hours(conn, dataset)
         versions = await list_versions(conn, name)
     for state in JOB_STATES:
         metrics.queue_jobs.labels(state).set(jobs.get(state, 0))
@@ -60,13 +60,18 @@ async def sample_once(db: Database, metrics: Metrics, settings: Settings) -> Non
 
 
 async def run_sampler(
-    db: Database, metrics: Metrics, settings: Settings, stop: asyncio.Event
+    db: Database,
+    metrics: Metrics,
+    dataset: DatasetSettings,
+    stop: asyncio.Event,
+    *,
+    interval_s: float,
 ) -> None:
-    """Sample now and every ``metrics.queue_sample_interval_s`` until ``stop``."""
+    """Sample now and every ``interval_s`` (``metrics.queue_sample_interval_s``) until ``stop``."""
     failing = False
     while not stop.is_set():
         try:
-            await sample_once(db, metrics, settings)
+            await sample_once(db, metrics, dataset)
         except (DatabaseUnavailable, DatabaseError) as exc:
             metrics.db_errors.labels("metrics").inc()
             if not failing:
@@ -77,4 +82,4 @@ async def run_sampler(
                 log.info("sampling queue metrics again")
             failing = False
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), settings.metrics.queue_sample_interval_s)
+            await asyncio.wait_for(stop.wait(), interval_s)

@@ -121,8 +121,12 @@ def main() -> None:
         validation=args.get("validation", {}),
     )
     settings.temp_dir.mkdir(parents=True, exist_ok=True)
-    store = open_store(settings)
-    sources = SourceRegistry(settings)
+    store = open_store(settings.storage, settings.data_dir)
+    sources = SourceRegistry(
+        settings.s3_sources,
+        storage=settings.storage,
+        allowed_extensions=settings.validation.allowed_extensions,
+    )
 
     def timed_fetch(key: str, etag: str) -> tuple[Any, float]:
         job = ClaimedJob(
@@ -131,7 +135,13 @@ def main() -> None:
             source_bucket=args["bucket"], source_key=key, source_etag=etag,
         )  # fmt: skip
         started = time.monotonic()
-        fetched = fetch(job, settings=settings, store=store, sources=sources)
+        fetched = fetch(
+            job,
+            validation=settings.validation,
+            temp_dir=settings.temp_dir,
+            store=store,
+            sources=sources,
+        )
         return fetched, time.monotonic() - started
 
     report: dict[str, Any] = {"idle": _memory()}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pipeline.config import Settings
+from pipeline.config import ValidationSettings
 from pipeline.db import audio as audio_store
 from pipeline.db import jobs
 from pipeline.db.audio import StoredContent
@@ -49,14 +49,22 @@ class _HashingWriter:
 
 
 def fetch(
-    job: jobs.ClaimedJob, *, settings: Settings, store: ObjectStore, sources: SourceRegistry
+    job: jobs.ClaimedJob,
+    *,
+    validation: ValidationSettings,
+    temp_dir: Path,
+    store: ObjectStore,
+    sources: SourceRegistry,
 ) -> Fetched:
-    """Blocking: put the job's audio in a private temp file (the caller removes it)."""
+    """Blocking: put the job's audio in a private temp file (the caller removes it).
+
+    The file is staged under ``temp_dir``; audio from a source bucket must pass ``validation``.
+    """
     ext = extension_of(job.storage_key or job.source_key or "")
     fd, name = tempfile.mkstemp(
         prefix="ai2text-",
         suffix=f".{ext}" if ext else "",
-        dir=process_staging_dir(settings.temp_dir),
+        dir=process_staging_dir(temp_dir),
     )
     path = Path(name)
     try:
@@ -68,7 +76,7 @@ def fetch(
                     raise PermanentError(f"stored audio is missing: {job.storage_key}") from exc
                 return Fetched(path)
             sha256 = _download_from_source(job, tmp, sources)
-        return _validate_and_store(job, path, sha256, ext, settings=settings, store=store)
+        return _validate_and_store(job, path, sha256, ext, validation=validation, store=store)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -96,15 +104,13 @@ def _validate_and_store(
     sha256: str,
     ext: str,
     *,
-    settings: Settings,
+    validation: ValidationSettings,
     store: ObjectStore,
 ) -> Fetched:
     size = path.stat().st_size
     with open(path, "rb") as f:
         try:
-            info = validate(
-                f, name=job.source_key or path.name, size=size, settings=settings.validation
-            )
+            info = validate(f, name=job.source_key or path.name, size=size, settings=validation)
         except RejectedInput as exc:
             raise PermanentError(f"not acceptable audio: {exc.reason}") from exc
         key = content_key(sha256, ext)

@@ -14,12 +14,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
 from pipeline.backoff import Backoff
-from pipeline.config import Settings
+from pipeline.config import QueueSettings, ValidationSettings
 from pipeline.db import jobs
 from pipeline.db.database import Database
 from pipeline.db.notifications import NotificationHub, Subscription, shared_or_own
@@ -77,28 +79,40 @@ def run_in_daemon_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
     return future
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """What a worker reads of the settings; the runtime builds it from the groups."""
+
+    queue: QueueSettings
+    # Audio fetched from a source bucket is validated again, with the same rules.
+    validation: ValidationSettings
+    temp_dir: Path
+    shutdown_grace_s: float
+
+
 class AsrWorker:
     def __init__(
         self,
-        settings: Settings,
+        settings: WorkerSettings,
         db: Database,
         store: ObjectStore,
         transcriber: Transcriber,
         *,
+        sources: SourceRegistry,
+        metrics: Metrics,
         worker_id: str | None = None,
-        sources: SourceRegistry | None = None,
-        metrics: Metrics | None = None,
         notifications: NotificationHub | None = None,
     ) -> None:
+        """``sources`` reach audio left in a watched bucket (``fetch``)."""
         self.settings = settings
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics
         self.db = db
         # The process's shared hub (else the worker opens its own while it runs).
         self.notifications = notifications
         self.store = store
         self.transcriber = transcriber
         self.worker_id = worker_id or make_worker_id()
-        self.sources = sources or SourceRegistry(settings)
+        self.sources = sources
         self.policy = jobs.RetryPolicy(settings.queue.backoff_base_s, settings.queue.backoff_max_s)
         self._last_reap = 0.0
         self.outage = Backoff("object storage (worker)", base_s=1.0, cap_s=60.0)
@@ -194,7 +208,13 @@ class AsrWorker:
         outcome = "released"
         try:
             fetched = await self._blocking(
-                lambda: fetch(job, settings=self.settings, store=self.store, sources=self.sources),
+                lambda: fetch(
+                    job,
+                    validation=self.settings.validation,
+                    temp_dir=self.settings.temp_dir,
+                    store=self.store,
+                    sources=self.sources,
+                ),
                 job,
                 stop,
                 cancel,

@@ -40,7 +40,8 @@ async def freeze_now(
     tenant: str = DEFAULT_TENANT,
 ) -> dict[str, Any]:
     """Freeze a version of ``tenant``'s dataset now, optionally copying it to local disk."""
-    frozen = await Freezer(settings, db, store).freeze(tenant=tenant)
+    freezer = Freezer(db, store, dataset=settings.dataset, temp_dir=settings.temp_dir)
+    frozen = await freezer.freeze(tenant=tenant)
     result: dict[str, Any] = {
         "tenant": frozen.tenant,
         "name": frozen.name,

@@ -29,7 +29,7 @@ import structlog
 from psycopg import sql
 from psycopg.rows import class_row
 
-from pipeline.config import Settings
+from pipeline.config import DatasetSettings
 from pipeline.datasets.eligibility import ELIGIBLE_AUDIO, filter_params
 from pipeline.datasets.layout import DEFAULT_TENANT, version_base
 from pipeline.datasets.served import model_label
@@ -83,9 +83,13 @@ class _Reserved:
 
 
 class Freezer:
-    def __init__(self, settings: Settings, db: Database, store: ObjectStore) -> None:
-        self.settings = settings
-        self.rules = settings.dataset
+    """Freezes versions by the ``dataset`` rules, staging files under ``temp_dir``."""
+
+    def __init__(
+        self, db: Database, store: ObjectStore, *, dataset: DatasetSettings, temp_dir: Path
+    ) -> None:
+        self.rules = dataset
+        self.temp_dir = temp_dir
         self.db = db
         self.store = store
 
@@ -95,7 +99,7 @@ class Freezer:
         """Write and record ``tenant``'s new version; with ``run_launcher``, create its run."""
         version_id, number, prefix = await self._reserve(tenant)
         try:
-            staging = process_staging_dir(self.settings.temp_dir)
+            staging = process_staging_dir(self.temp_dir)
             with tempfile.TemporaryDirectory(prefix="freeze-", dir=staging) as tmp:
                 frozen = await self._build(Path(tmp), tenant, version_id, number, prefix)
                 await asyncio.to_thread(_upload, self.store, Path(tmp), prefix)
@@ -142,7 +146,7 @@ class Freezer:
         outputs = _open_outputs(tmp)
         try:
             async with self.db.connection() as conn:
-                async for audio, segments in _eligible_audio(conn, self.settings, tenant):
+                async for audio, segments in _eligible_audio(conn, self.rules, tenant):
                     split = split_for(str(audio["sha256"]), self.rules)
                     cues = list(utterances(segments, self.rules))
                     if not cues:
@@ -253,7 +257,7 @@ class Freezer:
             log.exception("could not mark dataset version abandoned", version_id=version_id)
 
 
-async def _eligible_audio(conn: AsyncConn, settings: Settings, tenant: str) -> Any:
+async def _eligible_audio(conn: AsyncConn, rules: DatasetSettings, tenant: str) -> Any:
     """Yield (audio row, its segments) for ``tenant``'s eligible audio, oldest first, streamed."""
     query = sql.SQL(
         "SELECT a.id, a.sha256, a.storage_key, a.duration_s, a.language, a.original_name,"
@@ -262,7 +266,7 @@ async def _eligible_audio(conn: AsyncConn, settings: Settings, tenant: str) -> A
         " WHERE a.tenant = %(tenant)s AND {} ORDER BY a.created_at, a.id"
     ).format(ELIGIBLE_AUDIO)
     async with conn.cursor(name="eligible_audio") as cur:
-        await cur.execute(query, {**filter_params(settings.dataset), "tenant": tenant})
+        await cur.execute(query, {**filter_params(rules), "tenant": tenant})
         async for audio in cur:
             async with conn.cursor(row_factory=class_row(SegmentRow)) as seg_cur:
                 await seg_cur.execute(

@@ -18,11 +18,12 @@ import os
 import shutil
 import socket
 import uuid
+from pathlib import Path
 from typing import Any
 
 import structlog
 
-from pipeline.config import Settings
+from pipeline.config import DatasetSettings, TrainingSettings
 from pipeline.datasets import launchers
 from pipeline.datasets.eligibility import eligible_hours_by_tenant, hours_at_last_run_by_tenant
 from pipeline.datasets.freeze import Freezer, FrozenVersion
@@ -46,22 +47,28 @@ ORCHESTRATOR_LOCK_KEY = 0x6169326F
 class Orchestrator:
     def __init__(
         self,
-        settings: Settings,
         db: Database,
         store: ObjectStore,
         *,
-        metrics: Metrics | None = None,
+        training: TrainingSettings,
+        dataset: DatasetSettings,
+        data_dir: Path,
+        temp_dir: Path,
+        metrics: Metrics,
         notifications: NotificationHub | None = None,
     ) -> None:
-        self.settings = settings
-        self.metrics = metrics if metrics is not None else Metrics()
+        """Runs go under ``training.materialize_dir``, else ``data_dir``; freezing stages
+        its files under ``temp_dir``."""
+        self.metrics = metrics
         # The process's shared hub (else the orchestrator opens its own while it runs).
         self.notifications = notifications
-        self.training = settings.training
+        self.training = training
+        self.dataset = dataset
+        self.data_dir = data_dir
         self.db = db
         self.store = store
-        self.freezer = Freezer(settings, db, store)
-        self.launcher = launchers.launcher_for(settings.training.launch)
+        self.freezer = Freezer(db, store, dataset=dataset, temp_dir=temp_dir)
+        self.launcher = launchers.launcher_for(training.launch)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._launches: set[asyncio.Task[None]] = set()
 
@@ -137,8 +144,8 @@ class Orchestrator:
 
     async def _crossed(self, conn: AsyncConn) -> list[str]:
         """Tenants at the threshold with enough new hours since their last run."""
-        totals = await eligible_hours_by_tenant(conn, self.settings.dataset)
-        previous = await hours_at_last_run_by_tenant(conn, self.settings.dataset.name)
+        totals = await eligible_hours_by_tenant(conn, self.dataset)
+        previous = await hours_at_last_run_by_tenant(conn, self.dataset.name)
         crossed = []
         for tenant, total in sorted(totals.items()):
             before = previous.get(tenant, 0.0)
@@ -221,10 +228,10 @@ class Orchestrator:
         await self._finish(run_id, outcome)
 
     def _runs_root(self) -> Any:
-        return (self.training.materialize_dir or self.settings.data_dir) / "runs"
+        return (self.training.materialize_dir or self.data_dir) / "runs"
 
     def _disk_problem(self) -> str | None:
-        where = self.training.materialize_dir or self.settings.data_dir
+        where = self.training.materialize_dir or self.data_dir
         where.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(where).free
         if free < self.training.min_free_bytes:

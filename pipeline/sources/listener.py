@@ -33,10 +33,9 @@ def listen_forever(
     stop: threading.Event,
     *,
     wait: Callable[[float], bool] | None = None,
-    metrics: Metrics | None = None,
+    metrics: Metrics,
 ) -> None:
     """Blocking: feed every notification to ``deliver`` until ``stop`` is set."""
-    metrics = metrics if metrics is not None else Metrics()
     backoff = Backoff(f"listening on s3://{source.settings.bucket}/{source.settings.prefix}")
     pause = wait or stop.wait
     while not stop.is_set():
@@ -63,9 +62,8 @@ async def run_listener(
     source: WatchedSource,
     stop: asyncio.Event,
     *,
-    metrics: Metrics | None = None,
+    metrics: Metrics,
 ) -> None:
-    metrics = metrics if metrics is not None else Metrics()
     loop = asyncio.get_running_loop()
     halt = threading.Event()
 

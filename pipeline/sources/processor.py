@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import structlog
 
 from pipeline.backoff import Backoff
-from pipeline.config import Settings
+from pipeline.config import ValidationSettings
 from pipeline.db.database import Database
 from pipeline.db.notifications import NotificationHub, shared_or_own
 from pipeline.db.notify import wait_for_notify
@@ -40,15 +40,22 @@ _INDEX_AT_END = ("m4a", "mp4")
 class S3EventProcessor:
     def __init__(
         self,
-        settings: Settings,
         db: Database,
         ingestor: Ingestor,
         registry: SourceRegistry,
         *,
+        validation: ValidationSettings,
+        poll_interval_s: float,
         metrics: Metrics | None = None,
         notifications: NotificationHub | None = None,
     ) -> None:
-        self.settings = settings
+        """``validation`` judges each object's name, size and head before it is ingested.
+
+        With no event waiting, the processor wakes on NOTIFY or every ``poll_interval_s``;
+        ``metrics`` defaults to the ingestor's.
+        """
+        self.validation = validation
+        self.poll_interval_s = poll_interval_s
         self.db = db
         # The process's shared hub (else the processor opens its own while it runs).
         self.notifications = notifications
@@ -68,7 +75,7 @@ class S3EventProcessor:
                     handled = await self.process_one()
                     self.db_backoff.succeeded()
                     if not handled:
-                        await wait_for_notify(new_events, stop, self.settings.queue.poll_interval_s)
+                        await wait_for_notify(new_events, stop, self.poll_interval_s)
                 except DatabaseUnavailable as exc:
                     # A claimed event stays hidden for a while, then is claimed again.
                     self.metrics.db_errors.labels("s3_processor").inc()
@@ -170,7 +177,7 @@ class S3EventProcessor:
         return await self.ingestor.record_remote(arrival, where, info)
 
     def _check_head(self, source: WatchedSource, obj: SourceObject) -> HeadInfo:
-        validation = self.settings.validation
+        validation = self.validation
         ext = check_extension(obj.key, validation)
         check_size(obj.size, validation)
         with self.metrics.s3_call("get"):

@@ -83,10 +83,9 @@ async def run_reconcile(
     registry: SourceRegistry,
     stop: asyncio.Event,
     *,
-    metrics: Metrics | None = None,
+    metrics: Metrics,
 ) -> None:
     """Reconcile every source now and then on its interval, until ``stop``."""
-    metrics = metrics if metrics is not None else Metrics()
     loop = asyncio.get_running_loop()
     due = {id(s): 0.0 for s in registry.sources}
     backoffs = {

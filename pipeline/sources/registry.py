@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline.config import S3SourceSettings, Settings
+from pipeline.config import S3SourceSettings, StorageSettings
 from pipeline.ingest.validation import extension_of
 from pipeline.sources.s3_bucket import SourceBucket
 
@@ -20,26 +21,32 @@ class WatchedSource:
         return key.startswith(self.settings.prefix) and extension_of(key) in self.suffixes
 
 
-def watched_buckets(settings: Settings) -> frozenset[str]:
+def watched_buckets(s3_sources: Sequence[S3SourceSettings]) -> frozenset[str]:
     """The buckets some ``s3_sources`` entry watches; no connection is made.
 
     The webhook receiver refuses events for any other bucket before storing them.
     """
-    return frozenset(src.bucket for src in settings.s3_sources)
+    return frozenset(src.bucket for src in s3_sources)
 
 
 class SourceRegistry:
-    def __init__(self, settings: Settings) -> None:
+    """The ``s3_sources``, reached with ``storage``'s connection settings where they say
+    none; a source without ``suffixes`` wants the ``allowed_extensions``."""
+
+    def __init__(
+        self,
+        s3_sources: Sequence[S3SourceSettings],
+        *,
+        storage: StorageSettings,
+        allowed_extensions: Sequence[str],
+    ) -> None:
         self.sources: list[WatchedSource] = []
         buckets: dict[str, SourceBucket] = {}
-        for src in settings.s3_sources:
-            connection = src.connection(settings.storage)
+        for src in s3_sources:
+            connection = src.connection(storage)
             if src.bucket not in buckets:
                 buckets[src.bucket] = SourceBucket.for_source(connection)
-            suffixes = tuple(
-                s.lower().lstrip(".")
-                for s in (src.suffixes or settings.validation.allowed_extensions)
-            )
+            suffixes = tuple(s.lower().lstrip(".") for s in (src.suffixes or allowed_extensions))
             self.sources.append(WatchedSource(src, buckets[src.bucket], suffixes))
         self._buckets = buckets
 

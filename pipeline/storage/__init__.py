@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.storage.base import ObjectInfo, ObjectNotFound, ObjectStore, content_key
 from pipeline.storage.filesystem import FilesystemStore
 
 if TYPE_CHECKING:
-    from pipeline.config import Settings
+    from pipeline.config import StorageSettings
 
 __all__ = [
     "FilesystemStore",
@@ -20,10 +21,10 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings) -> ObjectStore:
-    """The S3 store when an endpoint is configured, else the filesystem store."""
-    if settings.storage.endpoint:
+def open_store(storage: StorageSettings, data_dir: Path) -> ObjectStore:
+    """The S3 store when an endpoint is configured, else the filesystem store in ``data_dir``."""
+    if storage.endpoint:
         from pipeline.storage.s3 import S3Store
 
-        return S3Store.from_settings(settings.storage)
-    return FilesystemStore(settings.data_dir / "objects", chunk_bytes=settings.storage.chunk_bytes)
+        return S3Store.from_settings(storage)
+    return FilesystemStore(data_dir / "objects", chunk_bytes=storage.chunk_bytes)

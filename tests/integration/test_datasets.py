@@ -22,7 +22,7 @@ import pytest
 
 from pipeline.config import AsrSettings, DatasetSettings, Settings
 from pipeline.datasets.eligibility import eligible_hours
-from pipeline.datasets.freeze import MANIFESTS, Freezer, FrozenVersion
+from pipeline.datasets.freeze import MANIFESTS, FrozenVersion
 from pipeline.datasets.materialize import materialize
 from pipeline.datasets.queries import audio_keys
 from pipeline.datasets.served import make_servable, model_label
@@ -33,10 +33,9 @@ from pipeline.errors import TransientError
 from pipeline.ingest.core import Arrival, IngestResult
 from pipeline.metrics import Metrics
 from pipeline.storage import FilesystemStore, ObjectInfo
-from tests.components import ingestor_of
+from tests.components import freezer_of, ingestor_of, worker_of
 from tests.waiting import jobs_settled
 from workers.asr import LongAudioTranscriber, build_transcriber
-from workers.worker import AsrWorker
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SPLIT_FILES = ("train.jsonl", "dev.jsonl", "test.jsonl")
@@ -93,7 +92,7 @@ async def ingest(
 async def transcribe_pending(settings: Settings, database: Database, db: Conn) -> None:
     """Run one real ASR worker until no job is left queued or running; none may die."""
     stop = asyncio.Event()
-    worker = AsrWorker(settings, database, store_of(settings), whisper(), worker_id="test:1:0")
+    worker = worker_of(settings, database, store_of(settings), whisper(), worker_id="test:1:0")
     task = asyncio.create_task(worker.run(stop))
     try:
         await jobs_settled(settings, timeout=180, watch=[task])
@@ -120,7 +119,7 @@ async def add_transcribed(
 async def freeze(
     settings: Settings, database: Database, store: Any = None, tenant: str = "default"
 ) -> FrozenVersion:
-    return await Freezer(settings, database, store or store_of(settings)).freeze(tenant=tenant)
+    return await freezer_of(settings, database, store or store_of(settings)).freeze(tenant=tenant)
 
 
 async def hours_eligible(
@@ -423,7 +422,7 @@ def test_version_numbers_are_never_reused_after_a_failed_or_abandoned_freeze(
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, "jfk.flac", "hotwords.mp3")
             with pytest.raises(TransientError, match="injected"):
-                await Freezer(settings, database, failing).freeze(run_launcher="command")
+                await freezer_of(settings, database, failing).freeze(run_launcher="command")
             done = [await freeze(settings, database)]
             # A version some other writer reserved and gave up on also keeps its number.
             db.execute(
@@ -658,7 +657,7 @@ def test_a_version_abandoned_while_freezing_gets_no_items_and_no_run(
     async def scenario() -> None:
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, "jfk.flac")
-            freezer = Freezer(settings, database, ReapedWhileWriting(store_of(settings), db))
+            freezer = freezer_of(settings, database, ReapedWhileWriting(store_of(settings), db))
             try:
                 await freezer.freeze(run_launcher="command")
             except Exception:  # refusing to commit is a correct outcome too

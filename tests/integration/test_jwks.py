@@ -18,8 +18,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.auth import AuthError, TokenVerifier
+from gateway.auth import AuthError
 from pipeline.config import AuthSettings, Settings
+from tests.components import verifier_of
 
 ISSUER = "https://auth.example.com"
 AUDIENCE = "ai2text"
@@ -135,7 +136,7 @@ def test_token_with_known_kid_verifies(
     tmp_path: Path, server: JwksServer, old_key: rsa.RSAPrivateKey, new_key: rsa.RSAPrivateKey
 ) -> None:
     server.publish(jwk(old_key, "old"), jwk(new_key, "new"))
-    verifier = TokenVerifier(settings_for(tmp_path, server.url))
+    verifier = verifier_of(settings_for(tmp_path, server.url))
 
     assert verifier.verify(token(new_key, "new", subject="n")).subject == "n"
     assert verifier.verify(token(old_key, "old", subject="o")).subject == "o"
@@ -147,7 +148,7 @@ def test_token_without_kid_uses_the_only_key_of_the_set(
     tmp_path: Path, server: JwksServer, old_key: rsa.RSAPrivateKey
 ) -> None:
     server.publish(jwk(old_key, "old"))
-    verifier = TokenVerifier(settings_for(tmp_path, server.url))
+    verifier = verifier_of(settings_for(tmp_path, server.url))
 
     assert verifier.verify(token(old_key, None)).subject == "alice"
 
@@ -156,7 +157,7 @@ def test_burst_of_random_kids_causes_a_bounded_number_of_fetches(
     tmp_path: Path, server: JwksServer, old_key: rsa.RSAPrivateKey
 ) -> None:
     server.publish(jwk(old_key, "old"))
-    verifier = TokenVerifier(settings_for(tmp_path, server.url))
+    verifier = verifier_of(settings_for(tmp_path, server.url))
     tokens = [token(old_key, secrets.token_urlsafe(12)) for _ in range(200)]
 
     def reason(t: str) -> str:
@@ -178,7 +179,7 @@ def test_rotated_key_is_accepted_after_the_refetch_interval(
 ) -> None:
     server.publish(jwk(old_key, "old"))
     clock = FakeClock()
-    verifier = TokenVerifier(
+    verifier = verifier_of(
         settings_for(tmp_path, server.url), min_refetch_interval_s=0.2, clock=clock
     )
     assert verifier.verify(token(old_key, "old")).subject == "alice"
@@ -200,7 +201,7 @@ def test_rotated_key_is_picked_up_in_real_time(
 ) -> None:
     server.publish(jwk(old_key, "old"))
     window_s = 0.2
-    verifier = TokenVerifier(settings_for(tmp_path, server.url), min_refetch_interval_s=window_s)
+    verifier = verifier_of(settings_for(tmp_path, server.url), min_refetch_interval_s=window_s)
     verifier.verify(token(old_key, "old"))
     fetched_by = time.monotonic()
     server.publish(jwk(new_key, "new"))
@@ -220,7 +221,7 @@ def test_expired_cache_is_refreshed_for_known_kids(
 ) -> None:
     server.publish(jwk(old_key, "old"))
     clock = FakeClock()
-    verifier = TokenVerifier(settings_for(tmp_path, server.url, jwks_cache_s=60), clock=clock)
+    verifier = verifier_of(settings_for(tmp_path, server.url, jwks_cache_s=60), clock=clock)
     verifier.verify(token(old_key, "old"))
 
     clock.advance(59)
@@ -236,7 +237,7 @@ def test_outage_keeps_serving_the_last_good_key_set(
 ) -> None:
     server.publish(jwk(old_key, "old"))
     clock = FakeClock()
-    verifier = TokenVerifier(settings_for(tmp_path, server.url, jwks_cache_s=60), clock=clock)
+    verifier = verifier_of(settings_for(tmp_path, server.url, jwks_cache_s=60), clock=clock)
     verifier.verify(token(old_key, "old"))
 
     server.stop()
@@ -256,7 +257,7 @@ def unused_port() -> int:
 
 def test_jwks_server_down_gives_auth_error(tmp_path: Path, old_key: rsa.RSAPrivateKey) -> None:
     url = f"http://127.0.0.1:{unused_port()}/jwks.json"
-    verifier = TokenVerifier(settings_for(tmp_path, url, jwks_timeout_s=1.0))
+    verifier = verifier_of(settings_for(tmp_path, url, jwks_timeout_s=1.0))
 
     started = time.monotonic()
     with pytest.raises(AuthError, match="key set unavailable"):
@@ -272,7 +273,7 @@ def test_hanging_jwks_server_gives_auth_error_within_the_timeout(
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         port = listener.getsockname()[1]
-        verifier = TokenVerifier(
+        verifier = verifier_of(
             settings_for(tmp_path, f"http://127.0.0.1:{port}/jwks.json", jwks_timeout_s=0.5)
         )
 

@@ -25,13 +25,12 @@ from pipeline.db.database import Database
 from pipeline.ingest.core import Arrival
 from pipeline.metrics import Metrics
 from pipeline.storage import FilesystemStore
-from tests.components import ingestor_of
+from tests.components import ingestor_of, worker_of
 from tests.sparse_audio import write_sparse_speech_wav
 from tests.waiting import jobs_settled
 from workers.asr import LongAudioTranscriber, build_transcriber
 from workers.engines import Engine, OutOfMemory, Samples, WindowRequest, WindowResult, build_engine
 from workers.windows import vad_cut_finder
-from workers.worker import AsrWorker
 
 pytestmark = pytest.mark.slow
 
@@ -207,7 +206,7 @@ def test_worker_survives_gpu_out_of_memory_and_retries_the_job(
                 ingested = await ingestor_of(settings, database, store).ingest(
                     Arrival("folder", "jfk.flac", jfk.as_uri(), "v1"), f, jfk.stat().st_size
                 )
-            worker = AsrWorker(
+            worker = worker_of(
                 settings, database, store, transcriber, worker_id="oom:1:0", metrics=metrics
             )
             task = asyncio.create_task(worker.run(stop))

@@ -188,7 +188,7 @@ def test_metrics_has_every_job_state_and_the_ingest_counters_in_prometheus_text(
                 "UPDATE jobs SET state = 'dead' WHERE id = (SELECT min(id) FROM jobs)"
             )  # one job in another state, so "queued" must not simply count every job
             db.execute("UPDATE jobs SET run_after = now() - interval '90 seconds'")
-            await sample_once(ops.db, ops.metrics, settings)
+            await sample_once(ops.db, ops.metrics, settings.dataset)
 
             response = await ops.http.get("/metrics")
             assert response.status_code == 200
@@ -232,7 +232,15 @@ def test_sampler_counts_database_errors_and_keeps_running_through_an_outage(
         async with ops_server(settings) as ops:
             await ingest_wavs(settings, ops.db, ops.metrics, 1)
             stop = asyncio.Event()
-            task = asyncio.create_task(run_sampler(ops.db, ops.metrics, settings, stop))
+            task = asyncio.create_task(
+                run_sampler(
+                    ops.db,
+                    ops.metrics,
+                    settings.dataset,
+                    stop,
+                    interval_s=settings.metrics.queue_sample_interval_s,
+                )
+            )
 
             async def sampled(state: str, n: float) -> bool:
                 return value(await ops.scrape(), "ai2text_queue_jobs", state=state) == n
@@ -289,12 +297,12 @@ def test_dataset_gauges_follow_eligible_and_frozen_audio(
             ids = await add_transcribed(settings, database, db, "jfk.flac")
             row = db.execute("SELECT duration_s FROM audio WHERE id = %s", (ids["jfk.flac"],))
             duration_s = float(row.fetchone()["duration_s"])  # type: ignore[index]
-            await sample_once(database, metrics, settings)
+            await sample_once(database, metrics, settings.dataset)
             assert gauge(metrics, "eligible") == pytest.approx(duration_s)
             assert gauge(metrics, "frozen") == 0
 
             version = await freeze(settings, database)
-            await sample_once(database, metrics, settings)
+            await sample_once(database, metrics, settings.dataset)
             assert version.audio_hours * 3600 == pytest.approx(duration_s)
             assert gauge(metrics, "frozen") == pytest.approx(duration_s)
             assert gauge(metrics, "eligible") == pytest.approx(duration_s)

@@ -24,11 +24,12 @@ import psycopg
 import pytest
 
 from pipeline.config import Settings
-from pipeline.datasets.freeze import Freezer, FrozenVersion
+from pipeline.datasets.freeze import FrozenVersion
 from pipeline.datasets.orchestrator import Orchestrator
 from pipeline.db.database import Database
 from pipeline.db.jobs import TRANSCRIPTS_CHANNEL
 from pipeline.errors import TransientError
+from tests.components import freezer_of, orchestrator_of
 from tests.e2e.harness import Service, wait_until
 from tests.integration.test_datasets import (
     BASE,
@@ -126,7 +127,7 @@ def freeze_and_launch_once(settings: Settings, db: Conn, store: Any) -> FrozenVe
     async def scenario() -> FrozenVersion:
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
-            (frozen,) = await Orchestrator(settings, database, store).check()
+            (frozen,) = await orchestrator_of(settings, database, store).check()
             await runs_finished(db, 1)
             return frozen
 
@@ -169,7 +170,7 @@ def test_crossing_the_threshold_launches_one_command_run_that_succeeds(
 
     async def scenario() -> tuple[FrozenVersion, Orchestrator, list[FrozenVersion]]:
         async with opened(settings) as database:
-            orchestrator = Orchestrator(settings, database, store)
+            orchestrator = orchestrator_of(settings, database, store)
             await add_transcribed(settings, database, db, "jfk.flac", "hotwords.mp3")
             assert await orchestrator.check() == []  # 15 s: below the threshold
             assert versions(db) == []
@@ -233,7 +234,7 @@ def test_five_orchestrators_checking_at_once_make_one_run_and_one_version(
         for d in databases:
             await d.open()
         try:
-            orchestrators = [Orchestrator(settings, d, store_of(settings)) for d in databases]
+            orchestrators = [orchestrator_of(settings, d, store_of(settings)) for d in databases]
             first = await asyncio.gather(*(o.check() for o in orchestrators))
             await runs_finished(db, 1)
             second = await asyncio.gather(*(o.check() for o in orchestrators))
@@ -315,7 +316,7 @@ def test_a_second_crossing_makes_version_2_and_a_second_run_leaving_v1_untouched
 
     async def scenario() -> tuple[FrozenVersion, FrozenVersion]:
         async with opened(settings) as database:
-            orchestrator = Orchestrator(settings, database, store)
+            orchestrator = orchestrator_of(settings, database, store)
             await add_transcribed(settings, database, db, *BASE)
             (first,) = await orchestrator.check()
             await runs_finished(db, 1)
@@ -352,7 +353,7 @@ def test_a_trainer_exiting_non_zero_fails_the_run_and_marks_its_directory(
         nonlocal orchestrator
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
-            orchestrator = Orchestrator(settings, database, store)
+            orchestrator = orchestrator_of(settings, database, store)
             (frozen,) = await orchestrator.check()
             await runs_finished(db, 1)
             return frozen
@@ -392,8 +393,8 @@ def test_a_running_trainer_heartbeats_and_is_not_reaped_by_another_orchestrator(
     async def scenario() -> None:
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
-            owner = Orchestrator(settings, database, store_of(settings))
-            other = Orchestrator(settings, database, store_of(settings))
+            owner = orchestrator_of(settings, database, store_of(settings))
+            other = orchestrator_of(settings, database, store_of(settings))
             assert len(await owner.check()) == 1
 
             def heartbeating() -> bool:  # running, and heartbeating well past 3 intervals
@@ -523,7 +524,7 @@ def http_run(make_settings: Any, db: Conn, **overrides: Any) -> tuple[Settings, 
     async def scenario() -> FrozenVersion:
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
-            (frozen,) = await Orchestrator(settings, database, store_of(settings)).check()
+            (frozen,) = await orchestrator_of(settings, database, store_of(settings)).check()
             await runs_finished(db, 1)
             return frozen
 
@@ -601,11 +602,11 @@ def test_a_run_left_running_by_a_dead_orchestrator_is_reaped_and_the_next_crossi
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
             # The dead orchestrator froze v1 and recorded its run...
-            orphan = await Freezer(settings, database, store_of(settings)).freeze(
+            orphan = await freezer_of(settings, database, store_of(settings)).freeze(
                 run_launcher="command"
             )
             assert orphan.run_id is not None
-            orchestrator = Orchestrator(settings, database, store_of(settings))
+            orchestrator = orchestrator_of(settings, database, store_of(settings))
             fresh = await orchestrator.reap_orphans()  # heartbeat just now: not an orphan
             # ...started it, then stopped heartbeating an hour ago.
             db.execute(
@@ -653,10 +654,10 @@ def test_a_freeze_failing_mid_way_releases_the_lock_and_the_next_check_freezes_a
     async def scenario() -> FrozenVersion:
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
-            broken = Orchestrator(settings, database, FailingStore(store_of(settings), 3))
+            broken = orchestrator_of(settings, database, FailingStore(store_of(settings), 3))
             with pytest.raises(TransientError, match="injected"):
                 await broken.check()
-            other = Orchestrator(settings, database, store_of(settings))
+            other = orchestrator_of(settings, database, store_of(settings))
             (frozen,) = await other.check()
             await runs_finished(db, 1)
             return frozen
@@ -678,7 +679,7 @@ def test_the_orchestrator_loop_survives_a_storage_outage_while_freezing(
             await add_transcribed(settings, database, db, *BASE)
             flaky = FailingStore(store_of(settings), 1)  # only the very first write fails
             stop = asyncio.Event()
-            task = asyncio.create_task(Orchestrator(settings, database, flaky).run(stop))
+            task = asyncio.create_task(orchestrator_of(settings, database, flaky).run(stop))
             await eventually(  # or the orchestrator stopping first: reported below
                 lambda: task.done() or any(r["state"] in TERMINAL for r in runs(db)),
                 timeout=60,
@@ -712,7 +713,7 @@ def test_a_finished_transcript_wakes_the_orchestrator_loop_without_waiting_for_i
             await add_transcribed(settings, database, db, "jfk.flac", "hotwords.mp3")
             stop = asyncio.Event()
             task = asyncio.create_task(
-                Orchestrator(settings, database, store_of(settings)).run(stop)
+                orchestrator_of(settings, database, store_of(settings)).run(stop)
             )
             try:
                 await eventually(lambda: listening(db), timeout=30, what="LISTEN", watch=[task])
@@ -744,7 +745,7 @@ def test_each_tenants_crossing_makes_its_own_version_and_run_exactly_once(
 
     async def scenario() -> tuple[dict[str, Any], list[FrozenVersion], list[FrozenVersion]]:
         async with opened(settings) as database:
-            orchestrator = Orchestrator(settings, database, store)
+            orchestrator = orchestrator_of(settings, database, store)
             ids = await add_transcribed(settings, database, db, "jfk.flac", tenant="acme")
             ids |= await add_transcribed(settings, database, db, "hotwords.mp3", tenant="globex")
             first = await orchestrator.check()
@@ -803,12 +804,12 @@ def test_one_tenants_failed_freeze_costs_no_other_tenant_its_run(
             await add_transcribed(settings, database, db, "jfk.flac", tenant="acme")
             await add_transcribed(settings, database, db, "hotwords.mp3", tenant="globex")
             # acme is frozen first and its first write fails; globex's freeze goes on.
-            broken = Orchestrator(settings, database, FailingStore(store_of(settings), 1))
+            broken = orchestrator_of(settings, database, FailingStore(store_of(settings), 1))
             with pytest.raises(TransientError, match="injected"):
                 await broken.check()
             await runs_finished(db, 1)
             # The next check freezes acme anew (its failed version keeps its number).
-            retried = await Orchestrator(settings, database, store_of(settings)).check()
+            retried = await orchestrator_of(settings, database, store_of(settings)).check()
             await runs_finished(db, 2)
             return retried
 

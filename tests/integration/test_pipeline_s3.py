@@ -24,10 +24,9 @@ from pipeline.ingest.core import Arrival
 from pipeline.metrics import Metrics
 from pipeline.storage import open_store
 from pipeline.storage.s3 import S3Store
-from tests.components import hotfolder_of, ingestor_of
+from tests.components import hotfolder_of, ingestor_of, worker_of
 from tests.waiting import jobs_settled
 from workers.asr import LongAudioTranscriber, build_transcriber
-from workers.worker import AsrWorker
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 JFK = DATA / "jfk.flac"
@@ -73,7 +72,7 @@ def test_folder_to_transcript_on_s3(
     transcriber: LongAudioTranscriber,
 ) -> None:
     settings = s3_settings(make_settings, moto_endpoint)
-    store = open_store(settings)
+    store = open_store(settings.storage, settings.data_dir)
     assert isinstance(store, S3Store)
     bucket = settings.storage.bucket
     inbox = settings.watch.inbox
@@ -92,7 +91,7 @@ def test_folder_to_transcript_on_s3(
             shutil.copyfile(JFK, staged)
             staged.rename(inbox / "jfk.flac")
             hotfolder = hotfolder_of(settings, ingestor_of(settings, database, store))
-            worker = AsrWorker(settings, database, store, transcriber, worker_id="s3-test:0")
+            worker = worker_of(settings, database, store, transcriber, worker_id="s3-test:0")
             tasks = [
                 asyncio.create_task(hotfolder.run(stop)),
                 asyncio.create_task(worker.run(stop)),
@@ -154,7 +153,7 @@ def test_job_whose_object_vanished_from_bucket_ends_dead_after_one_attempt(
     transcriber: LongAudioTranscriber,
 ) -> None:
     settings = s3_settings(make_settings, moto_endpoint)
-    store = open_store(settings)
+    store = open_store(settings.storage, settings.data_dir)
     assert isinstance(store, S3Store)
 
     async def scenario() -> uuid.UUID:
@@ -180,7 +179,7 @@ def test_job_whose_object_vanished_from_bucket_ends_dead_after_one_attempt(
             store.delete(row["storage_key"])
             assert store.stat(row["storage_key"]) is None
 
-            worker = AsrWorker(settings, database, store, transcriber, worker_id="s3-test:1")
+            worker = worker_of(settings, database, store, transcriber, worker_id="s3-test:1")
             tasks = [asyncio.create_task(worker.run(stop))]
             await jobs_settled(settings, timeout=60, audio_id=result.audio_id, watch=tasks)
             return result.audio_id

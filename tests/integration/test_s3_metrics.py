@@ -13,12 +13,10 @@ from pipeline.db.database import Database
 from pipeline.metrics import Metrics
 from pipeline.sources import inbox
 from pipeline.sources.events import ObjectEvent
-from pipeline.sources.processor import S3EventProcessor
 from pipeline.sources.reconcile import run_reconcile
-from pipeline.sources.registry import SourceRegistry
 from pipeline.storage import FilesystemStore
 from pipeline.storage.s3 import S3Store
-from tests.components import ingestor_of
+from tests.components import ingestor_of, processor_of, sources_of
 from tests.waiting import eventually
 from tests.wav import tone_pcm, wav_bytes
 
@@ -83,9 +81,7 @@ def test_processor_counts_s3_ingests_and_rejections_by_reason_code(
             metrics = Metrics()
             store = FilesystemStore(settings.data_dir / "objects")
             ingestor = ingestor_of(settings, database, store, metrics=metrics)
-            processor = S3EventProcessor(
-                settings, database, ingestor, SourceRegistry(settings), metrics=metrics
-            )
+            processor = processor_of(settings, database, ingestor, sources_of(settings))
             async with database.connection() as conn:
                 events = [created(bucket, k) for k in ("good.wav", "notes.wav", "gone.wav")]
                 await inbox.record_events(conn, events, "webhook")
@@ -114,12 +110,12 @@ def test_unreachable_endpoint_counts_s3_errors_by_operation_and_the_event_waits(
         await database.open()
         metrics = Metrics()
         stop = asyncio.Event()
-        sources = SourceRegistry(settings)
+        sources = sources_of(settings)
         reconcile = asyncio.create_task(run_reconcile(database, sources, stop, metrics=metrics))
         try:
             store = FilesystemStore(settings.data_dir / "objects")
             ingestor = ingestor_of(settings, database, store, metrics=metrics)
-            processor = S3EventProcessor(settings, database, ingestor, sources, metrics=metrics)
+            processor = processor_of(settings, database, ingestor, sources)
             async with database.connection() as conn:
                 await inbox.record_events(conn, [created(bucket, "a.wav")], "webhook")
             assert await processor.process_one()

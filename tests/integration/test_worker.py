@@ -22,11 +22,10 @@ from pipeline.db.database import Database
 from pipeline.errors import TransientError
 from pipeline.ingest.core import Arrival
 from pipeline.storage import FilesystemStore
-from tests.components import ingestor_of
+from tests.components import ingestor_of, worker_of
 from tests.fake_engine import SOUND_TEXT, fake_transcriber
 from tests.waiting import jobs_settled
 from workers.transcription import TranscribeOptions, Transcriber, Transcription
-from workers.worker import AsrWorker
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -96,7 +95,7 @@ def test_job_failing_transiently_backs_off_and_ends_dead_while_others_flow(
         try:
             ids = await _ingest_all(settings, database, ["hotwords.mp3", "jfk.flac"])
             store = FilesystemStore(settings.data_dir / "objects")
-            worker = AsrWorker(settings, database, store, transcriber, worker_id="test:1:0")
+            worker = worker_of(settings, database, store, transcriber, worker_id="test:1:0")
             task = asyncio.create_task(worker.run(stop))
             await jobs_settled(settings, timeout=120, watch=[task])
             stop.set()
@@ -150,7 +149,7 @@ def test_permanent_failure_is_not_retried(
             assert row is not None
             store.delete(row["storage_key"])
             transcriber = fake_transcriber(settings.asr)
-            worker = AsrWorker(settings, database, store, transcriber, worker_id="test:2:0")
+            worker = worker_of(settings, database, store, transcriber, worker_id="test:2:0")
             task = asyncio.create_task(worker.run(stop))
             await jobs_settled(settings, timeout=60, watch=[task])
             stop.set()

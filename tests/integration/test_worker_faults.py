@@ -22,13 +22,12 @@ from pipeline.errors import DatabaseUnavailable
 from pipeline.ingest.core import Arrival
 from pipeline.metrics import Metrics
 from pipeline.storage import FilesystemStore
-from tests.components import ingestor_of
+from tests.components import ingestor_of, worker_of
 from tests.conftest import public_tempdir
 from tests.e2e.harness import write_long_wav
 from tests.waiting import eventually
 from workers.asr import LongAudioTranscriber, build_transcriber
 from workers.transcription import Cancelled, TranscribeOptions, Transcription
-from workers.worker import AsrWorker
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -117,7 +116,7 @@ def test_a_lost_lease_cancels_the_transcription_long_before_the_next_heartbeat(
         try:
             audio_id = await _ingest(settings, database, long_wav)
             store = FilesystemStore(settings.data_dir / "objects")
-            worker = AsrWorker(settings, database, store, transcriber, worker_id="test:1:0")
+            worker = worker_of(settings, database, store, transcriber, worker_id="test:1:0")
             task = asyncio.create_task(worker.run(stop))
             await eventually(
                 transcriber.started.is_set, timeout=120, what="transcription to start", watch=[task]
@@ -173,7 +172,7 @@ async def _outage_scenario(
     try:
         audio_id = await _ingest(settings, database, DATA / "jfk.flac")
         store = FilesystemStore(settings.data_dir / "objects")
-        worker = AsrWorker(settings, database, store, transcriber, worker_id="test:1:0")
+        worker = worker_of(settings, database, store, transcriber, worker_id="test:1:0")
         task = asyncio.create_task(worker.run(stop))
         await eventually(
             transcriber.ended.is_set, timeout=120, what="the transcription to end", watch=[task]

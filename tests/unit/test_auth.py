@@ -23,6 +23,7 @@ from gateway.auth import AuthError, Principal, TokenVerifier, parse_bearer
 from gateway.keys import ensure_dev_keys, jwk_thumbprint, mint_token, resolve_key_files
 from pipeline.config import AuthSettings, Settings
 from pipeline.errors import ConfigError
+from tests.components import verifier_of
 
 ISSUER = "https://auth.example.com"
 AUDIENCE = "ai2text"
@@ -68,7 +69,7 @@ def make_settings(tmp_path: Path, **auth: Any) -> Settings:
 def verifier_for(tmp_path: Path, key: Any, **auth: Any) -> TokenVerifier:
     path = tmp_path / "public.pem"
     path.write_bytes(public_pem(key))
-    return TokenVerifier(make_settings(tmp_path, public_key_file=path, **auth))
+    return verifier_of(make_settings(tmp_path, public_key_file=path, **auth))
 
 
 @pytest.fixture
@@ -417,16 +418,14 @@ def test_token_signed_by_a_different_key_is_rejected(
 def test_hs256_is_accepted_only_when_configured(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
     token = sign(HS_SECRET.encode(), claims(), alg="HS256")
     default = verifier_for(tmp_path, rsa_key)
-    with_hs256 = TokenVerifier(
-        make_settings(tmp_path, algorithms=("HS256",), hs256_secret=HS_SECRET)
-    )
+    with_hs256 = verifier_of(make_settings(tmp_path, algorithms=("HS256",), hs256_secret=HS_SECRET))
 
     assert reject_reason(default, token) == "algorithm not allowed"
     assert with_hs256.verify(token).subject == "alice"
 
 
 def test_hs256_token_with_another_secret_is_rejected(tmp_path: Path) -> None:
-    verifier = TokenVerifier(make_settings(tmp_path, algorithms=("HS256",), hs256_secret=HS_SECRET))
+    verifier = verifier_of(make_settings(tmp_path, algorithms=("HS256",), hs256_secret=HS_SECRET))
     token = sign(b"t" * 40, claims(), alg="HS256")
 
     assert reject_reason(verifier, token) == "bad signature"
@@ -449,7 +448,7 @@ def test_jwks_file_key_is_chosen_by_kid(
 
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps({"keys": [jwk(rsa_key, "one"), jwk(other_rsa_key, "two")]}))
-    verifier = TokenVerifier(make_settings(tmp_path, jwks_file=path))
+    verifier = verifier_of(make_settings(tmp_path, jwks_file=path))
 
     assert (
         verifier.verify(sign(other_rsa_key, claims(sub="two"), headers={"kid": "two"})).subject
@@ -467,7 +466,7 @@ def test_jwks_file_key_is_chosen_by_kid(
 
 def test_verifier_without_any_key_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
-        TokenVerifier(make_settings(tmp_path))
+        verifier_of(make_settings(tmp_path))
 
 
 # -- minting and the development keys -----------------------------------------------------
@@ -479,10 +478,10 @@ def test_minted_token_verifies_with_dev_keys(tmp_path: Path) -> None:
     token = mint_token(
         settings, subject="bob", scopes=["audio:write", "bogus"], tenant="t1", ttl_s=60
     )
-    principal = TokenVerifier(settings).verify(token)
+    principal = verifier_of(settings).verify(token)
 
     assert principal == Principal(subject="bob", scopes=frozenset({"audio:write"}), tenant="t1")
-    private, public = resolve_key_files(settings)
+    private, public = resolve_key_files(settings.auth, settings.data_dir)
     assert private == tmp_path / "data" / "keys" / "jwt-private.pem"
     assert public is not None
     public_key = serialization.load_pem_public_key(public.read_bytes())
@@ -539,7 +538,7 @@ def test_mint_token_signs_es256_with_a_configured_ec_key(
     token = mint_token(settings, subject="carol", scopes=["admin"], tenant=None, kid="k1")
 
     assert jwt.get_unverified_header(token) == {"alg": "ES256", "typ": "JWT", "kid": "k1"}
-    assert TokenVerifier(settings).verify(token).is_admin
+    assert verifier_of(settings).verify(token).is_admin
 
 
 def test_jwk_thumbprint_matches_rfc_7638_example() -> None:

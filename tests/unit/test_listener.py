@@ -11,6 +11,7 @@ import structlog
 from urllib3.exceptions import ProtocolError
 
 from pipeline.config import S3SourceSettings
+from pipeline.metrics import Metrics
 from pipeline.sources.listener import listen_forever
 from pipeline.sources.registry import WatchedSource
 
@@ -63,7 +64,7 @@ def test_listener_reconnects_with_growing_capped_backoff_and_delivers_events() -
         return False
 
     with structlog.testing.capture_logs() as logs:
-        listen_forever(_source(client), delivered.append, stop, wait=wait)
+        listen_forever(_source(client), delivered.append, stop, wait=wait, metrics=Metrics())
 
     assert delivered == [record, record]  # keep-alive blanks (None) are not delivered
     assert waits == sorted(waits) and waits[0] > 0
@@ -82,5 +83,5 @@ def test_listener_stops_when_asked_during_backoff() -> None:
     def wait(seconds: float) -> bool:
         return True  # the stop event fired while waiting
 
-    listen_forever(_source(client), lambda n: None, stop, wait=wait)
+    listen_forever(_source(client), lambda n: None, stop, wait=wait, metrics=Metrics())
     assert client.opened == 1
