@@ -336,7 +336,12 @@ async def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     private, _public = resolve_key_files(settings.auth, settings.data_dir)
     scopes = args.scopes or ["audio:read", "audio:write", "transcripts:read"]
     token = mint_token(
-        settings, subject=args.subject, scopes=scopes, tenant=args.tenant, ttl_s=args.ttl
+        settings.auth,
+        settings.data_dir,
+        subject=args.subject,
+        scopes=scopes,
+        tenant=args.tenant,
+        ttl_s=args.ttl,
     )
     sys.stderr.write(f"signed with {private}; valid {args.ttl:.0f} s; scopes {' '.join(scopes)}\n")
     sys.stdout.write(token + "\n")

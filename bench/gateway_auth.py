@@ -402,7 +402,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "server": sorted(os.sched_getaffinity(server.pid)),
             "postgres": sorted(os.sched_getaffinity(pg.pids()[0])),
         }
-        token = mint_token(settings, subject=SUBJECT, scopes=list(SCOPES), tenant=None, ttl_s=7200)
+        token = mint_token(
+            settings.auth,
+            settings.data_dir,
+            subject=SUBJECT,
+            scopes=list(SCOPES),
+            tenant=None,
+            ttl_s=7200,
+        )
         bearer = {"Authorization": f"Bearer {token}"}
         sides = {
             name: Side(

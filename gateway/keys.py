@@ -30,7 +30,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from pipeline.config import AuthSettings, Settings
+from pipeline.config import AuthSettings
 from pipeline.errors import ConfigError, TransientError
 
 log = structlog.get_logger(__name__)
@@ -297,7 +297,8 @@ class RemoteKeySet:
 
 
 def mint_token(
-    settings: Settings,
+    auth: AuthSettings,
+    data_dir: Path,
     *,
     subject: str,
     scopes: Sequence[str],
@@ -314,7 +315,7 @@ def mint_token(
         raise ValueError("subject must not be empty")
     if ttl_s <= 0:
         raise ValueError("ttl_s must be positive")
-    private_path, _ = resolve_key_files(settings.auth, settings.data_dir)
+    private_path, _ = resolve_key_files(auth, data_dir)
     if private_path is None:
         raise ConfigError(
             "no private key to sign tokens with: set auth.private_key_file, or turn on "
@@ -322,15 +323,15 @@ def mint_token(
         )
     key = load_private_key(private_path)
     algorithm = _signing_algorithm(key, private_path)
-    if algorithm not in settings.auth.algorithms:
+    if algorithm not in auth.algorithms:
         raise ConfigError(
             f"{private_path} signs {algorithm}, which auth.algorithms does not accept "
-            f"({', '.join(settings.auth.algorithms)})"
+            f"({', '.join(auth.algorithms)})"
         )
     now = int(time.time())
     claims: dict[str, Any] = {
-        "iss": settings.auth.issuer,
-        "aud": settings.auth.audience,
+        "iss": auth.issuer,
+        "aud": auth.audience,
         "sub": subject,
         "iat": now,
         "nbf": now,

@@ -476,7 +476,12 @@ def test_minted_token_verifies_with_dev_keys(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, dev_keys=True)
 
     token = mint_token(
-        settings, subject="bob", scopes=["audio:write", "bogus"], tenant="t1", ttl_s=60
+        settings.auth,
+        settings.data_dir,
+        subject="bob",
+        scopes=["audio:write", "bogus"],
+        tenant="t1",
+        ttl_s=60,
     )
     principal = verifier_of(settings).verify(token)
 
@@ -519,7 +524,7 @@ def test_mint_token_without_private_key_is_a_config_error(
     settings = make_settings(tmp_path, public_key_file=path, dev_keys=True)
 
     with pytest.raises(ConfigError, match="private key"):
-        mint_token(settings, subject="bob", scopes=[], tenant=None)
+        mint_token(settings.auth, settings.data_dir, subject="bob", scopes=[], tenant=None)
 
 
 def test_mint_token_signs_es256_with_a_configured_ec_key(
@@ -535,7 +540,9 @@ def test_mint_token_signs_es256_with_a_configured_ec_key(
     )
     settings = make_settings(tmp_path, private_key_file=path)
 
-    token = mint_token(settings, subject="carol", scopes=["admin"], tenant=None, kid="k1")
+    token = mint_token(
+        settings.auth, settings.data_dir, subject="carol", scopes=["admin"], tenant=None, kid="k1"
+    )
 
     assert jwt.get_unverified_header(token) == {"alg": "ES256", "typ": "JWT", "kid": "k1"}
     assert verifier_of(settings).verify(token).is_admin
