@@ -17,6 +17,7 @@ from typing import Any
 
 from psycopg.rows import class_row
 
+from pipeline.datasets.served import model_label
 from pipeline.db import jobs as job_store
 from pipeline.db.database import AsyncConn
 from pipeline.db.jobs import request_word_timestamps as request_word_timestamps
@@ -141,6 +142,7 @@ async def get_transcript(
     transcript = await cur.fetchone()
     if transcript is None:
         return None
+    transcript["model"] = model_label(str(transcript["model"]))  # never a server path
     cur = await conn.execute(
         "SELECT idx, start_s, end_s, text, avg_logprob, no_speech_prob, compression_ratio, words"
         " FROM segments WHERE transcript_id = %s ORDER BY idx",

@@ -22,6 +22,7 @@ from dataclasses import asdict
 from psycopg.types.json import Jsonb
 
 from pipeline.backoff import Backoff
+from pipeline.datasets.served import model_label
 from pipeline.db import jobs
 from pipeline.db.database import Database
 from pipeline.errors import DatabaseUnavailable, LeaseLost
@@ -53,7 +54,7 @@ async def save_transcription(
     manifest_key = shard_key(job.audio_id, job.lease_token)
     document = transcript_document(
         audio_id=job.audio_id,
-        model=transcriber.model_name,
+        model=model_label(transcriber.model_name),
         language=result.language,
         duration=result.audio_duration_s,
         text=result.text,
