@@ -12,9 +12,10 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -27,6 +28,8 @@ log = structlog.get_logger(__name__)
 
 # pg_ctl waits 10 s for the server; a loaded machine gets this many such waits.
 START_ATTEMPTS = 3
+# How long a restart waits for a postmaster that is still shutting down.
+SETTLE_TIMEOUT_S = 30.0
 
 
 class EmbeddedPostgres:
@@ -68,25 +71,38 @@ class EmbeddedPostgres:
 
     def is_running(self) -> bool:
         """Whether the postmaster recorded in the data directory is alive and ready."""
+        return self._postmaster() == "ready"
+
+    def _postmaster(self) -> Literal["ready", "gone", "busy"]:
+        """``busy``: alive but starting or shutting down (not yet safe to start another)."""
         from pgserver.utils import PostmasterInfo
 
         try:
             info = PostmasterInfo.read_from_pgdata(self.pgdata)
         except (OSError, ValueError, AssertionError):
-            return False  # missing, half-written or stale postmaster.pid
-        return info is not None and info.is_running() and info.status == "ready"
+            return "gone"  # missing, half-written or stale postmaster.pid
+        if info is None or not info.is_running():
+            return "gone"
+        return "ready" if info.status == "ready" else "busy"
 
     def restart(self) -> str:
         """Start the server again after it died under us; return its (possibly new) URI.
 
         Only a server this process already holds is restarted, under pgserver's
         inter-process lock, so two processes noticing the same death start it once.
+        A postmaster still shutting down is waited for first (pgserver would take it
+        for a running server).
         """
         if self._server is None:
             return self.start()
         try:
             with self._server._lock:
-                if not self.is_running():
+                deadline = time.monotonic() + SETTLE_TIMEOUT_S
+                while (state := self._postmaster()) == "busy" and time.monotonic() < deadline:
+                    time.sleep(0.1)  # an external process's shutdown: nothing to wait on
+                if state == "busy":
+                    raise TransientError("the old postmaster is still starting or stopping")
+                if state == "gone":
                     self._server.ensure_postgres_running()
         except Exception as exc:  # noqa: BLE001 - pg_ctl failures come in many kinds
             raise TransientError(
