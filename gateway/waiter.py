@@ -10,6 +10,7 @@ from collections import defaultdict
 from pipeline.db.database import Database
 from pipeline.db.jobs import TRANSCRIPTS_CHANNEL
 from pipeline.db.notifications import NotificationHub, shared_or_own
+from pipeline.tasks import cancel_and_wait
 
 
 class TranscriptWaiter:
@@ -30,9 +31,7 @@ class TranscriptWaiter:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def wait(self, audio_id: uuid.UUID, timeout_s: float) -> None:
         """Return when a notification for ``audio_id`` arrives or ``timeout_s`` passes.

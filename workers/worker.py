@@ -38,6 +38,7 @@ from pipeline.metrics import Metrics
 from pipeline.sources.registry import SourceRegistry
 from pipeline.staging import process_staging_dir
 from pipeline.storage import ObjectStore
+from pipeline.tasks import cancel_and_wait
 from workers.fetch import Fetched, adopt, fetch
 from workers.gpu import GpuMemoryProbe
 from workers.presence import Presence, WorkerIdentity, forget_departed_workers
@@ -142,9 +143,7 @@ class AsrWorker:
             ):
                 await self._claim_until_stopped(new_jobs, stop)
         finally:
-            presence.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await presence
+            await cancel_and_wait(presence)
             with contextlib.suppress(DatabaseError, TransientError):
                 await self.presence.stopped()
             log.info("worker stopped", worker_id=self.worker_id)
@@ -260,9 +259,7 @@ class AsrWorker:
         finally:
             if fetched is not None:
                 fetched.path.unlink(missing_ok=True)
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await cancel_and_wait(beat)
             self._current_job = None
             await self._job_finished(outcome, time.monotonic() - started)
             structlog.contextvars.unbind_contextvars("job_id", "audio_id")

@@ -31,6 +31,7 @@ import structlog
 
 from pipeline.backoff import Backoff
 from pipeline.db.database import AsyncConn, Database
+from pipeline.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -150,8 +151,7 @@ class NotificationHub:
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.wait({task})  # unlike ``await task``, keeps a cancel of our own
+            await cancel_and_wait(task)
         self._release_waiters()
         self._mark_all_missed()  # wake anyone still waiting; they see their stop signal
 

@@ -1,0 +1,60 @@
+"""Stopping a background task whose cancellation is swallowed by a library call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pipeline.tasks import cancel_and_wait
+
+
+async def _swallows_one_cancel(entered: asyncio.Event, swallowed: list[int]) -> None:
+    """A loop whose body eats the first cancellation, as a driver mid-query can."""
+    while True:
+        try:
+            entered.set()
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed.append(1)
+
+
+def test_a_swallowed_cancellation_is_sent_again_until_the_task_ends() -> None:
+    async def scenario() -> list[int]:
+        entered, swallowed = asyncio.Event(), []
+        task = asyncio.create_task(_swallows_one_cancel(entered, swallowed))
+        await entered.wait()
+        await asyncio.wait_for(cancel_and_wait(task), timeout=30)
+        assert task.cancelled()
+        return swallowed
+
+    assert asyncio.run(scenario()) == [1]
+
+
+def test_a_task_that_failed_is_waited_for_without_raising_its_error() -> None:
+    async def fails() -> None:
+        raise ValueError("boom")
+
+    async def scenario() -> None:
+        task = asyncio.create_task(fails())
+        await asyncio.wait({task})
+        await cancel_and_wait(task)
+        assert isinstance(task.exception(), ValueError)
+
+    asyncio.run(scenario())
+
+
+def test_cancelling_the_caller_still_cancels_the_caller() -> None:
+    async def scenario() -> None:
+        entered, swallowed = asyncio.Event(), [1]  # this task does not swallow
+        inner = asyncio.create_task(_swallows_one_cancel(entered, swallowed))
+        await entered.wait()
+        outer = asyncio.create_task(cancel_and_wait(inner))
+        await asyncio.sleep(0)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+
+    asyncio.run(scenario())
