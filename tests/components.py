@@ -7,6 +7,8 @@ is a fresh ``Metrics()`` unless the test reads the one it passes.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from gateway.auth import TokenVerifier
@@ -113,3 +115,16 @@ def orchestrator_of(
 
 def verifier_of(settings: Settings, **options: Any) -> TokenVerifier:
     return TokenVerifier(settings.auth, settings.data_dir, **options)
+
+
+@asynccontextmanager
+async def opened(
+    settings: Settings, *, pool_max_size: int | None = None
+) -> AsyncIterator[Database]:
+    """The settings' (external, test) database, open for the block."""
+    database = Database(settings.database, embedded=None)
+    await database.open(pool_max_size=pool_max_size)
+    try:
+        yield database
+    finally:
+        await database.close()

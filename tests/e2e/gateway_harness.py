@@ -24,6 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.e2e.harness import Service, wait_until
 from tests.wav import speech_pcm, wav_bytes
 
+READ = ("audio:read", "transcripts:read")
+WRITE = (*READ, "audio:write")
+PROBLEM = "application/problem+json"
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 ISSUER = "https://auth.example.com"
 AUDIENCE = "ai2text"

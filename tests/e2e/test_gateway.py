@@ -29,6 +29,9 @@ from tests.e2e.gateway_harness import (
     DATA,
     DROP,
     ISSUER,
+    PROBLEM,
+    READ,
+    WRITE,
     Gateway,
     Signer,
     bearer,
@@ -50,9 +53,6 @@ from tests.e2e.harness import wait_until
 
 pytestmark = pytest.mark.slow
 
-READ = ("audio:read", "transcripts:read")
-WRITE = (*READ, "audio:write")
-PROBLEM = "application/problem+json"
 INVALID_TOKEN = 'Bearer error="invalid_token"'
 EDGE_KID = "edge-key-1"
 EDGE_MAX_BYTES = 2_000_000

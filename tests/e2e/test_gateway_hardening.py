@@ -32,6 +32,9 @@ import pytest
 from tests.conftest import fresh_database
 from tests.e2e.gateway_harness import (
     AUDIENCE,
+    PROBLEM,
+    READ,
+    WRITE,
     Gateway,
     Signer,
     b64url,
@@ -48,9 +51,6 @@ from tests.e2e.harness import wait_until
 
 pytestmark = pytest.mark.slow
 
-READ = ("audio:read", "transcripts:read")
-WRITE = (*READ, "audio:write")
-PROBLEM = "application/problem+json"
 FAILURES_PER_MINUTE = 5
 HEADER_TIMEOUT_S = 2
 BODY_IDLE_TIMEOUT_S = 2

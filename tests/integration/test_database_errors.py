@@ -10,26 +10,14 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from pipeline.db.database import Database
 from pipeline.errors import Conflict, DatabaseUnavailable, TransientError, ValueRefused
-
-
-@asynccontextmanager
-async def opened(settings: Any, *, pool_max_size: int | None = None) -> AsyncIterator[Database]:
-    database = Database(settings.database, embedded=None)
-    await database.open(pool_max_size=pool_max_size)
-    try:
-        yield database
-    finally:
-        await database.close()
+from tests.components import opened
 
 
 async def _add_rejected(conn: Any, uri: str) -> None:

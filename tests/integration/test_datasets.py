@@ -12,8 +12,7 @@ import functools
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -33,7 +32,7 @@ from pipeline.errors import TransientError
 from pipeline.ingest.core import Arrival, IngestResult
 from pipeline.metrics import Metrics
 from pipeline.storage import FilesystemStore, ObjectInfo
-from tests.components import freezer_of, ingestor_of, worker_of
+from tests.components import freezer_of, ingestor_of, opened, worker_of
 from tests.waiting import jobs_settled
 from workers.asr import LongAudioTranscriber, build_transcriber
 
@@ -59,16 +58,6 @@ def whisper() -> LongAudioTranscriber:
 
 def store_of(settings: Settings) -> FilesystemStore:
     return FilesystemStore(settings.data_dir / "objects")
-
-
-@asynccontextmanager
-async def opened(settings: Settings) -> AsyncIterator[Database]:
-    database = Database(settings.database, embedded=None)
-    await database.open()
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def ingest(

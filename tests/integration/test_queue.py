@@ -22,6 +22,7 @@ from pipeline.db import jobs
 from pipeline.db.database import AsyncConn, Database
 from pipeline.db.jobs import RetryPolicy
 from pipeline.errors import LeaseLost
+from tests.components import opened
 from tests.waiting import eventually
 
 T = TypeVar("T")
@@ -30,16 +31,6 @@ NO_BACKOFF = RetryPolicy(base_s=0.0, max_s=0.0)
 
 
 # ---------------------------------------------------------------- helpers
-
-
-@asynccontextmanager
-async def opened(settings: Any, *, pool_max_size: int | None = None) -> AsyncIterator[Database]:
-    database = Database(settings.database, embedded=None)
-    await database.open(pool_max_size=pool_max_size)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 @asynccontextmanager
