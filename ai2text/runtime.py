@@ -18,6 +18,13 @@ from typing import Any, Literal
 
 import structlog
 
+from ai2text.components import (
+    ingestor_of,
+    orchestrator_of,
+    processor_of,
+    sources_of,
+    worker_settings_of,
+)
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.embedded import EmbeddedPostgres
@@ -225,36 +232,15 @@ async def _build_roles(
         log.warning("object store not reachable yet; work will be retried", error=str(exc))
     coros: list[Coroutine[Any, Any, None]] = []
     try:
-        ingestor = Ingestor(
-            db,
-            store,
-            validation=settings.validation,
-            max_attempts=settings.queue.max_attempts,
-            metrics=metrics,
-        )
-        sources = SourceRegistry(
-            settings.s3_sources,
-            storage=settings.storage,
-            allowed_extensions=settings.validation.allowed_extensions,
-        )
+        ingestor = ingestor_of(settings, db, store, metrics)
+        sources = sources_of(settings)
         if "watch" in roles:
             hotfolder = HotFolder(settings.watch, ingestor, data_dir=settings.data_dir)
             coros.append(hotfolder.run(stop))
         if "s3" in roles and sources:
             coros.extend(_s3_roles(settings, db, hub, ingestor, sources, metrics, stop))
         if "orchestrator" in roles and settings.training.enabled:
-            from pipeline.datasets.orchestrator import Orchestrator
-
-            orchestrator = Orchestrator(
-                db,
-                store,
-                training=settings.training,
-                dataset=settings.dataset,
-                data_dir=settings.data_dir,
-                temp_dir=settings.temp_dir,
-                metrics=metrics,
-                notifications=hub,
-            )
+            orchestrator = orchestrator_of(settings, db, store, metrics, notifications=hub)
             coros.append(orchestrator.run(stop))
         if listening.gateway is not None:
             coros.append(
@@ -279,18 +265,9 @@ def _s3_roles(
     stop: asyncio.Event,
 ) -> list[Coroutine[Any, Any, None]]:
     from pipeline.sources.listener import run_listener
-    from pipeline.sources.processor import S3EventProcessor
     from pipeline.sources.reconcile import run_reconcile
 
-    processor = S3EventProcessor(
-        db,
-        ingestor,
-        sources,
-        validation=settings.validation,
-        poll_interval_s=settings.queue.poll_interval_s,
-        metrics=metrics,
-        notifications=hub,
-    )
+    processor = processor_of(settings, db, ingestor, sources, metrics=metrics, notifications=hub)
     coros: list[Coroutine[Any, Any, None]] = [
         processor.run(stop),
         run_reconcile(db, sources, stop, metrics=metrics),
@@ -335,18 +312,13 @@ async def _workers(
     stop: asyncio.Event,
 ) -> list[Coroutine[Any, Any, None]]:
     from workers.asr import build_transcriber
-    from workers.worker import AsrWorker, WorkerSettings, make_worker_id
+    from workers.worker import AsrWorker, make_worker_id
 
     transcriber = build_transcriber(
         settings.asr, num_workers=settings.asr.concurrency, metrics=metrics
     )
     await asyncio.to_thread(transcriber.load)
-    worker_settings = WorkerSettings(
-        queue=settings.queue,
-        validation=settings.validation,
-        temp_dir=settings.temp_dir,
-        shutdown_grace_s=settings.shutdown_grace_s,
-    )
+    worker_settings = worker_settings_of(settings)
     return [
         AsrWorker(
             worker_settings,

@@ -1,8 +1,8 @@
 """Components built from one whole ``Settings``, handing each the groups it takes.
 
-The runtime does the same split (``ai2text.runtime``); tests that hold one
-``Settings`` build their components here instead of repeating it. ``metrics``
-is a fresh ``Metrics()`` unless the test reads the one it passes.
+The split itself lives in ``ai2text.components`` (the runtime's); these wrappers
+only make ``metrics`` optional: a fresh ``Metrics()`` unless the test reads the one
+it passes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from ai2text import components as built
 from gateway.auth import TokenVerifier
 from pipeline.config import Settings
 from pipeline.datasets.freeze import Freezer
@@ -30,13 +31,7 @@ from workers.worker import AsrWorker, WorkerSettings
 def ingestor_of(
     settings: Settings, db: Database, store: ObjectStore, *, metrics: Metrics | None = None
 ) -> Ingestor:
-    return Ingestor(
-        db,
-        store,
-        validation=settings.validation,
-        max_attempts=settings.queue.max_attempts,
-        metrics=Metrics() if metrics is None else metrics,
-    )
+    return built.ingestor_of(settings, db, store, Metrics() if metrics is None else metrics)
 
 
 def hotfolder_of(settings: Settings, ingestor: Ingestor) -> HotFolder:
@@ -44,20 +39,11 @@ def hotfolder_of(settings: Settings, ingestor: Ingestor) -> HotFolder:
 
 
 def sources_of(settings: Settings) -> SourceRegistry:
-    return SourceRegistry(
-        settings.s3_sources,
-        storage=settings.storage,
-        allowed_extensions=settings.validation.allowed_extensions,
-    )
+    return built.sources_of(settings)
 
 
 def worker_settings_of(settings: Settings) -> WorkerSettings:
-    return WorkerSettings(
-        queue=settings.queue,
-        validation=settings.validation,
-        temp_dir=settings.temp_dir,
-        shutdown_grace_s=settings.shutdown_grace_s,
-    )
+    return built.worker_settings_of(settings)
 
 
 def worker_of(
@@ -86,13 +72,7 @@ def processor_of(
     settings: Settings, db: Database, ingestor: Ingestor, sources: SourceRegistry
 ) -> S3EventProcessor:
     """The S3 event processor; it counts into the ingestor's metrics."""
-    return S3EventProcessor(
-        db,
-        ingestor,
-        sources,
-        validation=settings.validation,
-        poll_interval_s=settings.queue.poll_interval_s,
-    )
+    return built.processor_of(settings, db, ingestor, sources)
 
 
 def freezer_of(settings: Settings, db: Database, store: ObjectStore) -> Freezer:
@@ -102,15 +82,7 @@ def freezer_of(settings: Settings, db: Database, store: ObjectStore) -> Freezer:
 def orchestrator_of(
     settings: Settings, db: Database, store: ObjectStore, *, metrics: Metrics | None = None
 ) -> Orchestrator:
-    return Orchestrator(
-        db,
-        store,
-        training=settings.training,
-        dataset=settings.dataset,
-        data_dir=settings.data_dir,
-        temp_dir=settings.temp_dir,
-        metrics=Metrics() if metrics is None else metrics,
-    )
+    return built.orchestrator_of(settings, db, store, Metrics() if metrics is None else metrics)
 
 
 def verifier_of(settings: Settings, **options: Any) -> TokenVerifier:

@@ -1,0 +1,97 @@
+"""Each component built from the whole ``Settings``, handed only the groups it takes.
+
+The runtime wires processes from these; tests that hold one ``Settings`` use the same
+functions, so the split is written once. Heavy modules (the worker, the orchestrator)
+are imported only when built, keeping the command line quick.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pipeline.config import Settings
+from pipeline.db.database import Database
+from pipeline.db.notifications import NotificationHub
+from pipeline.ingest.core import Ingestor
+from pipeline.metrics import Metrics
+from pipeline.sources.registry import SourceRegistry
+from pipeline.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from pipeline.datasets.orchestrator import Orchestrator
+    from pipeline.sources.processor import S3EventProcessor
+    from workers.worker import WorkerSettings
+
+
+def ingestor_of(settings: Settings, db: Database, store: ObjectStore, metrics: Metrics) -> Ingestor:
+    return Ingestor(
+        db,
+        store,
+        validation=settings.validation,
+        max_attempts=settings.queue.max_attempts,
+        metrics=metrics,
+    )
+
+
+def sources_of(settings: Settings) -> SourceRegistry:
+    return SourceRegistry(
+        settings.s3_sources,
+        storage=settings.storage,
+        allowed_extensions=settings.validation.allowed_extensions,
+    )
+
+
+def worker_settings_of(settings: Settings) -> WorkerSettings:
+    from workers.worker import WorkerSettings
+
+    return WorkerSettings(
+        queue=settings.queue,
+        validation=settings.validation,
+        temp_dir=settings.temp_dir,
+        shutdown_grace_s=settings.shutdown_grace_s,
+    )
+
+
+def processor_of(
+    settings: Settings,
+    db: Database,
+    ingestor: Ingestor,
+    sources: SourceRegistry,
+    *,
+    metrics: Metrics | None = None,
+    notifications: NotificationHub | None = None,
+) -> S3EventProcessor:
+    """The S3 event processor; without ``metrics`` it counts into the ingestor's."""
+    from pipeline.sources.processor import S3EventProcessor
+
+    return S3EventProcessor(
+        db,
+        ingestor,
+        sources,
+        validation=settings.validation,
+        poll_interval_s=settings.queue.poll_interval_s,
+        metrics=metrics,
+        notifications=notifications,
+    )
+
+
+def orchestrator_of(
+    settings: Settings,
+    db: Database,
+    store: ObjectStore,
+    metrics: Metrics,
+    *,
+    notifications: NotificationHub | None = None,
+) -> Orchestrator:
+    from pipeline.datasets.orchestrator import Orchestrator
+
+    return Orchestrator(
+        db,
+        store,
+        training=settings.training,
+        dataset=settings.dataset,
+        data_dir=settings.data_dir,
+        temp_dir=settings.temp_dir,
+        metrics=metrics,
+        notifications=notifications,
+    )
