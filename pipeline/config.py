@@ -42,6 +42,24 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Channels = Literal["mix", "split"]
+# An ISO-639 language code as Whisper names them ("en", "de", "haw", "yue").
+LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
+# Words and names the model should expect (passed as hotwords / prompt).
+Vocabulary = tuple[Annotated[str, Field(min_length=1, max_length=100)], ...]
+
+
+class TranscriptionChoices(_Section):
+    """What a source (folder, bucket, tenant) asks of the transcription; None: inherit.
+
+    A source's choice wins over its tenant's, which wins over ``asr``'s.
+    """
+
+    language: LanguageCode | None = None
+    channels: Channels | None = None
+    vocabulary: Vocabulary = ()
+
+
 class DatabaseSettings(_Section):
     """PostgreSQL connection; no ``url`` means an embedded server in the data directory."""
 
@@ -64,7 +82,7 @@ class StorageSettings(_Section):
     chunk_bytes: int = Field(default=8 * MiB, ge=64 * 1024)
 
 
-class WatchSettings(_Section):
+class WatchSettings(TranscriptionChoices):
     """The hot folder."""
 
     inbox: Path = Path("inbox")
@@ -125,12 +143,20 @@ class AsrSettings(_Section):
     # Which ASR engine transcribes (``workers.engines``); windows, language and OOM
     # back-off are the same for every engine.
     engine: str = "faster-whisper"
-    model: str | None = None
+    # "base" (multilingual, the default), "tiny.en" (fast, English only), a local
+    # CTranslate2 directory, or a Hugging Face model id (fetched only when online).
+    model: str = "base"
+    # Where bundled models are assembled; None: $XDG_CACHE_HOME/ai2text/models.
+    model_cache_dir: Path | None = None
     device: str = "auto"
     compute_type: str = "auto"
     cpu_threads: int = Field(default=0, ge=0)
     beam_size: int = Field(default=5, ge=1)
-    language: str | None = None
+    language: LanguageCode | None = None
+    # Stereo: "mix" averages the channels; "split" transcribes each (one speaker per
+    # channel, as in call recordings) and labels every segment with its channel.
+    channels: Channels = "mix"
+    vocabulary: Vocabulary = ()
     vad_filter: bool = True
     word_timestamps: bool = False
     temp_dir: Path | None = None
@@ -146,6 +172,23 @@ class AsrSettings(_Section):
     window_search_s: float = Field(default=30.0, ge=1)
 
 
+class QualitySettings(_Section):
+    """When a transcript is marked ``review`` instead of ``ok`` (and kept out of datasets)."""
+
+    # Speech found by VAD that segments must cover, or the transcript is "incomplete".
+    min_coverage: float = Field(default=0.8, ge=0, le=1)
+    min_language_probability: float = Field(default=0.5, ge=0, le=1)
+    # A detected language this sure that differs from the expected one is a mismatch.
+    mismatch_probability: float = Field(default=0.8, ge=0, le=1)
+    min_mean_logprob: float = -1.0
+    max_compression_ratio: float = Field(default=2.4, gt=0)
+    max_no_speech_ratio: float = Field(default=0.6, ge=0, le=1)
+
+
+class TenantSettings(TranscriptionChoices):
+    """Defaults for one tenant's audio (a source's own choices win)."""
+
+
 class MetricsSettings(_Section):
     """Plain HTTP for Prometheus and probes: /metrics, /healthz, /readyz (no auth).
 
@@ -157,7 +200,7 @@ class MetricsSettings(_Section):
     queue_sample_interval_s: float = Field(default=15.0, gt=0)
 
 
-class S3SourceSettings(_Section):
+class S3SourceSettings(TranscriptionChoices):
     """A watched bucket/prefix. Connection fields default to the ``storage`` group's."""
 
     bucket: str
@@ -395,6 +438,8 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     queue: QueueSettings = QueueSettings()
     asr: AsrSettings = AsrSettings()
+    quality: QualitySettings = QualitySettings()
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict)
     s3_sources: list[S3SourceSettings] = Field(default_factory=list)
     webhook: WebhookSettings = WebhookSettings()
     gateway: GatewaySettings = GatewaySettings()
@@ -414,6 +459,8 @@ class Settings(BaseSettings):
             w.rejected_dir = w.rejected_dir.expanduser().absolute()
         if self.asr.temp_dir is not None:
             self.asr.temp_dir = self.asr.temp_dir.expanduser().absolute()
+        if self.asr.model_cache_dir is not None:
+            self.asr.model_cache_dir = self.asr.model_cache_dir.expanduser().absolute()
         return self
 
     @classmethod

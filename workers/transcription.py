@@ -29,6 +29,10 @@ class Segment:
     compression_ratio: float | None = None
     # Each word: {"start", "end", "word", "probability"}.
     words: list[dict[str, Any]] | None = None
+    # The language this segment was transcribed in (detected per window, or requested).
+    language: str | None = None
+    # For split stereo: the channel it came from (0 = left); None for mixed audio.
+    channel: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,9 @@ class Transcription:
     processing_s: float
     segments: list[Segment] = field(default_factory=list)
     windows: int = 1
+    # Speech time found by VAD, and how much of it the segments cover (None: not measured).
+    speech_s: float | None = None
+    covered_speech_s: float | None = None
 
     @property
     def text(self) -> str:
@@ -57,15 +64,22 @@ class TranscribeOptions:
     prompt: str | None = None
     temperature: float | None = None
     word_timestamps: bool = False
+    # Words and names to expect (hotwords); () uses the worker's ``asr.vocabulary``.
+    vocabulary: tuple[str, ...] = ()
+    # "mix" or "split" (one speaker per stereo channel); None uses ``asr.channels``.
+    channels: str | None = None
 
     @classmethod
     def from_job(cls, options: dict[str, Any]) -> TranscribeOptions:
         temperature = options.get("temperature")
+        vocabulary = options.get("vocabulary") or ()
         return cls(
             language=options.get("language") or None,
             prompt=options.get("prompt") or None,
             temperature=float(temperature) if temperature is not None else None,
             word_timestamps=bool(options.get("word_timestamps", False)),
+            vocabulary=tuple(str(word) for word in vocabulary),
+            channels=options.get("channels") or None,
         )
 
 
