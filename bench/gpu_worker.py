@@ -43,9 +43,9 @@ if str(REPO) not in sys.path:
 from pipeline.config import AsrSettings  # noqa: E402
 from pipeline.media import decode_mono_16k  # noqa: E402
 from pipeline.metrics import Metrics  # noqa: E402
+from pipeline.models import DEFAULT_MODEL, resolve_model  # noqa: E402
 from tests.e2e.harness import write_long_wav  # noqa: E402
 from workers.asr import LongAudioTranscriber, build_transcriber  # noqa: E402
-from workers.engines.faster_whisper import default_model_path  # noqa: E402
 from workers.gpu import GpuMemoryProbe  # noqa: E402
 
 DATA = REPO / "tests" / "data"
@@ -93,12 +93,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="one round, shorter files")
-    parser.add_argument("--model", default=None, help="CTranslate2 model dir (default tiny.en)")
+    parser.add_argument("--model", default=None, help="model name or CTranslate2 dir (base)")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     cuda = args.device.startswith("cuda")
     compute_type = "float16" if cuda else "int8"
-    model_path = args.model or default_model_path()
+    model_path = resolve_model(args.model or DEFAULT_MODEL)
 
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 

