@@ -251,25 +251,97 @@ def _decoded_seconds(container: Any, stream: Any, sample_rate: int, max_duration
     return samples / sample_rate
 
 
-def decode_mono_16k(source: BinaryIO) -> npt.NDArray[np.float32]:
-    """Decode to the 16 kHz mono float32 samples Whisper expects."""
-    chunks = list(iter_mono_16k(source))
+def decode_mono_16k(source: BinaryIO, *, channel: int | None = None) -> npt.NDArray[np.float32]:
+    """Decode to the 16 kHz mono float32 samples Whisper expects (``iter_mono_16k``)."""
+    chunks = list(iter_mono_16k(source, channel=channel))
     if not chunks:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(chunks)
 
 
-def iter_mono_16k(source: BinaryIO) -> Iterator[npt.NDArray[np.float32]]:
-    """Yield 16 kHz mono float32 chunks; memory per chunk is bounded."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+def iter_mono_16k(
+    source: BinaryIO, *, channel: int | None = None
+) -> Iterator[npt.NDArray[np.float32]]:
+    """Yield 16 kHz mono float32 chunks; memory per chunk is bounded.
+
+    ``channel=None`` mixes all channels down (FFmpeg's downmix); ``channel=N`` takes
+    channel N alone (0 = left), for recordings with one speaker per channel. A channel
+    the stream does not have is a ``RejectedInput``.
+    """
     with open_container(source) as container:
         stream = _audio_stream(container)
+        if channel is None:
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        else:
+            _check_channel(channel, _channel_count(stream))
+            # Planar keeps each channel in its own row; the layout stays the stream's.
+            resampler = av.AudioResampler(format="s16p", rate=16000)
+
+        def samples(frames: Any) -> Iterator[npt.NDArray[np.float32]]:
+            for out in frames:
+                pcm = out.to_ndarray()
+                if channel is not None:
+                    _check_channel(channel, pcm.shape[0])
+                    pcm = pcm[channel]
+                yield pcm.reshape(-1).astype(np.float32) / 32768.0
+
         try:
             for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    yield out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0
+                yield from samples(resampler.resample(frame))
         except av.error.FFmpegError:
             # Like faster-whisper: keep the audio decoded so far when a tail is bad.
             pass
-        for out in resampler.resample(None):
-            yield out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0
+        yield from samples(resampler.resample(None))
+
+
+def channel_count(source: BinaryIO) -> int:
+    """How many channels the audio stream has, as its decoder reports (not the file name)."""
+    start = source.tell()
+    try:
+        with open_container(source) as container:
+            return _channel_count(_audio_stream(container))
+    finally:
+        source.seek(start)
+
+
+def _channel_count(stream: Any) -> int:
+    return int(stream.codec_context.channels or 0) or len(stream.layout.channels)
+
+
+def _check_channel(channel: int, channels: int) -> None:
+    if not 0 <= channel < channels:
+        raise RejectedInput(
+            f"audio has {channels} channel(s); there is no channel {channel}", code="no_channel"
+        )
+
+
+# Channels whose difference holds less than this share of their energy carry one signal.
+_SAME_SIGNAL_SHARE = 1e-3
+
+
+def channels_carry_one_signal(source: BinaryIO) -> bool:
+    """Whether every channel holds the same signal (mono saved as stereo, "dual mono").
+
+    Decodes the whole stream at its own rate (cheap next to transcription) and compares
+    the energy of each channel's difference from the first with the energy of the
+    first; lossy codecs leave a tiny difference, which the threshold allows.
+    """
+    start = source.tell()
+    try:
+        with open_container(source) as container:
+            stream = _audio_stream(container)
+            if _channel_count(stream) < 2:
+                return True
+            resampler = av.AudioResampler(format="fltp")
+            signal = difference = 0.0
+            try:
+                for frame in container.decode(stream):
+                    for out in resampler.resample(frame):
+                        pcm = out.to_ndarray().astype(np.float64)
+                        signal += float(np.square(pcm[0]).sum())
+                        difference += float(np.square(pcm[1:] - pcm[0]).sum())
+            except av.error.FFmpegError:
+                pass  # judged on what decodes, as the transcription will be
+            return difference <= _SAME_SIGNAL_SHARE * signal
+    finally:
+        source.seek(start)

@@ -111,7 +111,7 @@ class LongAudioTranscriber:
         try:
             with open(audio_path, "rb") as source:
                 long_from_start = self.plan.is_long(claimed_duration_s(source))
-                chunks = iter_mono_16k(source)
+                chunks = iter_mono_16k(source, channel=opts.channel)
                 for window in split_at_silences(
                     chunks, self.plan, self.find_cut, long_from_start=long_from_start
                 ):

@@ -68,6 +68,9 @@ class TranscribeOptions:
     vocabulary: tuple[str, ...] = ()
     # "mix" or "split" (one speaker per stereo channel); None uses ``asr.channels``.
     channels: str | None = None
+    # The one channel to decode (0 = left); None mixes them. Set by ``workers.channels``
+    # for each channel of a split file, never from a job's options.
+    channel: int | None = None
 
     @classmethod
     def from_job(cls, options: dict[str, Any]) -> TranscribeOptions:
