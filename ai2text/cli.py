@@ -27,6 +27,7 @@ from pipeline.config import Settings, load_settings
 from pipeline.errors import Ai2TextError, ConfigError
 from pipeline.formats import FORMATS, Cue, cli_formats
 from pipeline.logs import configure_logging
+from pipeline.models import list_models
 from pipeline.permissions import ensure_data_dir
 
 log = structlog.get_logger(__name__)
@@ -93,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--tenant", help="limit the token to this tenant")
     token.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds")
+    models = sub.add_parser("models", help="the Whisper models available here and their languages")
+    models.add_argument("--json", action="store_true", help="one JSON document on stdout")
     status = sub.add_parser("status", help="counts by state, queue depth, hours transcribed")
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return parser
@@ -402,12 +405,34 @@ def _counts(by_state: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in by_state.items()) or "none"
 
 
+async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    entries = await asyncio.to_thread(
+        list_models, settings.asr.model, settings.asr.model_cache_dir
+    )
+    if args.json:
+        _print_json([e.as_dict() for e in entries])
+        return 0
+    out = sys.stdout
+    out.write(f"{'NAME':24}  {'DEFAULT':7}  {'LANGUAGES':20}  {'SIZE':>8}  SOURCE\n")
+    for e in entries:
+        few = len(e.languages) <= 3
+        languages = ", ".join(e.languages) if few else f"{len(e.languages)} languages"
+        size = f"{e.size_bytes / 2**20:.0f} MiB" if e.size_bytes is not None else "-"
+        out.write(
+            f"{e.name:24}  {'yes' if e.default else '':7}  {languages or '-':20}  {size:>8}"
+            f"  {e.source}\n"
+        )
+        if e.problem:
+            out.write(f"{'':24}  unavailable: {e.problem}\n")
+    return 0
+
+
 def _print_json(value: Any) -> None:
     json.dump(value, sys.stdout, default=str, indent=2)
     sys.stdout.write("\n")
 
 
-QUERY_COMMANDS = frozenset({"ls", "show", "status", "token", "dataset", "runs"})
+QUERY_COMMANDS = frozenset({"ls", "show", "status", "token", "dataset", "runs", "models"})
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "up": cmd_up,
@@ -422,4 +447,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "orchestrator": cmd_orchestrator,
     "dataset": cmd_dataset,
     "runs": cmd_runs,
+    "models": cmd_models,
 }

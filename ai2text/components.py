@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pipeline.choices import TranscriptionPolicy
 from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.db.notifications import NotificationHub
@@ -30,6 +31,7 @@ def ingestor_of(settings: Settings, db: Database, store: ObjectStore, metrics: M
         validation=settings.validation,
         max_attempts=settings.queue.max_attempts,
         metrics=metrics,
+        policy=TranscriptionPolicy(settings.asr, settings.tenants),
     )
 
 
@@ -49,6 +51,7 @@ def worker_settings_of(settings: Settings) -> WorkerSettings:
         validation=settings.validation,
         temp_dir=settings.temp_dir,
         shutdown_grace_s=settings.shutdown_grace_s,
+        quality=settings.quality,
     )
 
 

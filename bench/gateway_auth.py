@@ -102,10 +102,10 @@ def auth_dependency() -> Any:
 
 
 async def serve_main(cfg: dict[str, Any]) -> None:
+    from ai2text.components import ingestor_of
     from gateway.app import create_app, serve
     from gateway.auth import Principal
     from pipeline.db.database import Database
-    from pipeline.ingest.core import Ingestor
     from pipeline.logs import configure_logging
     from pipeline.metrics import Metrics
     from pipeline.storage import open_store
@@ -115,13 +115,7 @@ async def serve_main(cfg: dict[str, Any]) -> None:
     db = Database(settings.database, embedded=None)
     await db.open(run_migrations=False)
     store = open_store(settings.storage, settings.data_dir)
-    ingestor = Ingestor(
-        db,
-        store,
-        validation=settings.validation,
-        max_attempts=settings.queue.max_attempts,
-        metrics=Metrics(),
-    )
+    ingestor = ingestor_of(settings, db, store, Metrics())
     with_auth = create_app(settings, db, store, ingestor)
     without_auth = create_app(settings, db, store, ingestor)
     principal = Principal(subject=SUBJECT, scopes=frozenset(SCOPES), tenant=None)
@@ -209,21 +203,17 @@ def make_keys(dest: Path) -> tuple[Path, Path]:
 
 async def ingest_one(settings: Any) -> str:
     """One real audio row (jfk.flac through the project's Ingestor); its id."""
+    from ai2text.components import ingestor_of
     from pipeline.db.database import Database
-    from pipeline.ingest.core import Arrival, Ingestor
+    from pipeline.ingest.core import Arrival
     from pipeline.metrics import Metrics
     from pipeline.storage import open_store
 
     db = Database(settings.database, embedded=None)
     await db.open()
     try:
-        ingestor = Ingestor(
-            db,
-            open_store(settings.storage, settings.data_dir),
-            validation=settings.validation,
-            max_attempts=settings.queue.max_attempts,
-            metrics=Metrics(),
-        )
+        store = open_store(settings.storage, settings.data_dir)
+        ingestor = ingestor_of(settings, db, store, Metrics())
         path = REPO / "tests" / "data" / "jfk.flac"
         with open(path, "rb") as f:  # noqa: ASYNC230 - set-up, not measured
             result = await ingestor.ingest(

@@ -152,9 +152,10 @@ class Baseline:
 
 
 async def _ingest(url: str, data_dir: Path, items: list[Item]) -> None:
+    from ai2text.components import ingestor_of
     from pipeline.config import Settings
     from pipeline.db.database import Database
-    from pipeline.ingest.core import Arrival, Ingestor
+    from pipeline.ingest.core import Arrival
     from pipeline.metrics import Metrics
     from pipeline.storage import open_store
 
@@ -162,13 +163,8 @@ async def _ingest(url: str, data_dir: Path, items: list[Item]) -> None:
     db = Database(settings.database, embedded=None)
     await db.open()
     try:
-        ingestor = Ingestor(
-            db,
-            open_store(settings.storage, settings.data_dir),
-            validation=settings.validation,
-            max_attempts=settings.queue.max_attempts,
-            metrics=Metrics(),
-        )
+        store = open_store(settings.storage, settings.data_dir)
+        ingestor = ingestor_of(settings, db, store, Metrics())
         for item in items:
             with open(item.path, "rb") as f:  # noqa: ASYNC230 - set-up, not measured
                 arrival = Arrival("folder", item.name, item.path.as_uri(), "bench-v1")

@@ -31,6 +31,7 @@ class ConfigError(Ai2TextError):
 # Why input was refused, in a word: the ``reason`` label of ``ai2text_files_rejected_total``
 # (a bounded set; the sentence users read is ``RejectedInput.reason``).
 RejectCode = Literal[
+    "language",
     "extension",
     "empty",
     "too_large",

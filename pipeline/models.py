@@ -121,6 +121,21 @@ class ModelInfo:
     def multilingual(self) -> bool:
         return len(self.languages) > 1
 
+    def as_dict(self) -> dict[str, object]:
+        """The entry as JSON-ready values (CLI ``--json`` and the API)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "source": self.source,
+            "path": str(self.path) if self.path else None,
+            "languages": list(self.languages),
+            "multilingual": self.multilingual,
+            "size_bytes": self.size_bytes,
+            "default": self.default,
+            "available": self.available,
+            "problem": self.problem,
+        }
+
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/ai2text/models``, else ``~/.cache/ai2text/models``."""

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from gateway.auth import Principal
@@ -17,6 +17,7 @@ from gateway.pagination import BadCursor, decode_cursor, decode_uuid_cursor, pag
 from gateway.security import require
 from gateway.uploads import StagingRoute
 from pipeline import catalog
+from pipeline.choices import UnsupportedLanguage
 from pipeline.formats import FORMATS, JSON, Cue, api_formats
 from pipeline.ingest.core import Arrival, IngestResult
 
@@ -95,10 +96,20 @@ async def get_audio(ctx: Ctx, principal: AudioReader, audio_id: str) -> dict[str
 
 @router.post("/audio", status_code=201)
 async def upload_audio(
-    ctx: Ctx, principal: AudioWriter, file: Annotated[UploadFile, File()]
+    ctx: Ctx,
+    principal: AudioWriter,
+    file: Annotated[UploadFile, File()],
+    language: Annotated[str | None, Form(pattern=r"^[a-z]{2,3}$")] = None,
+    channels: Annotated[Literal["mix", "split"] | None, Form()] = None,
+    vocabulary: Annotated[list[str] | None, Form(max_length=200)] = None,
 ) -> JSONResponse:
-    """Upload a file; it goes through the same validation and dedupe as the hot folder."""
-    result = await ingest_upload(ctx, principal, file)
+    """Upload a file; it goes through the same validation and dedupe as the hot folder.
+
+    ``language``, ``channels`` and ``vocabulary`` (repeatable) override the tenant's
+    defaults; a language the model cannot transcribe is refused (422).
+    """
+    request = {"language": language, "channels": channels, "vocabulary": vocabulary}
+    result = await ingest_upload(ctx, principal, file, request)
     body = {"id": str(result.audio_id), "outcome": result.outcome}
     if result.duplicate_of:
         body["duplicate_of"] = str(result.duplicate_of)
@@ -117,6 +128,13 @@ async def ingest_upload(
         source_version=None,
         tenant=principal.tenant or "default",
     )
+    try:
+        # Refused before anything is stored: the request, not the audio, is wrong.
+        options = await ctx.ingestor.job_options(arrival, None, options)
+    except UnsupportedLanguage as refusal:
+        raise ApiError(
+            422, refusal.reason, kind="unsupported-language", title="Language not supported"
+        ) from refusal
     result = await ctx.ingestor.ingest(arrival, file.file, size, options=options)
     if result.outcome == "rejected":
         raise ApiError(422, result.reason, kind="rejected-audio", title="Audio rejected")

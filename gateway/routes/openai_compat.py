@@ -7,6 +7,7 @@ and answers 202 with the audio id if it is not done by then.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -21,7 +22,7 @@ from gateway.errors import ApiError
 from gateway.routes.audio import ingest_upload
 from gateway.security import require
 from gateway.uploads import StagingRoute
-from pipeline import catalog
+from pipeline import catalog, models
 from pipeline.formats import FORMATS, JSON, Cue, openai_formats
 
 # Uploads spool under the data directory (see gateway.uploads).
@@ -50,6 +51,33 @@ _LANGUAGE_NAMES = {
     "uk": "ukrainian",
     "sv": "swedish",
 }
+
+
+@router.get("/models")
+async def list_models(
+    ctx: Annotated[AppContext, Depends(get_context)],
+    principal: Annotated[Principal, Depends(require("audio:write"))],
+) -> dict[str, Any]:
+    """The Whisper models here, in OpenAI's list shape, with their languages and sizes.
+
+    Paths on the server are not shown: callers need the names, not the layout.
+    """
+    asr = ctx.settings.asr
+    entries = await asyncio.to_thread(models.list_models, asr.model, asr.model_cache_dir)
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": e.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "ai2text",
+                **{k: v for k, v in e.as_dict().items() if k not in ("name", "path", "problem")},
+                "problem": None if e.available else "unavailable on this server",
+            }
+            for e in entries
+        ],
+    }
 
 
 @router.post("/audio/transcriptions", response_model=None)

@@ -22,7 +22,8 @@ from typing import Any, BinaryIO, Literal
 
 import structlog
 
-from pipeline.config import ValidationSettings
+from pipeline.choices import TranscriptionPolicy, UnsupportedLanguage
+from pipeline.config import TranscriptionChoices, ValidationSettings
 from pipeline.db import audio as audio_store
 from pipeline.db.audio import RecordedVersion, StoredContent
 from pipeline.db.audio import RemoteObject as RemoteObject  # sources name it from here
@@ -86,12 +87,14 @@ class Ingestor:
         validation: ValidationSettings,
         max_attempts: int,
         metrics: Metrics,
+        policy: TranscriptionPolicy,
     ) -> None:
         self.validation = validation
         self.max_attempts = max_attempts
         self.db = db
         self.store = store
         self.metrics = metrics
+        self.policy = policy
 
     async def find_existing(self, arrival: Arrival) -> IngestResult | None:
         """The earlier result for this exact source version, if it was ingested."""
@@ -109,17 +112,24 @@ class Ingestor:
         *,
         unchanged: Callable[[], bool] | None = None,
         options: dict[str, Any] | None = None,
+        choices: TranscriptionChoices | None = None,
         wait_if_incomplete: bool = False,
     ) -> IngestResult:
         """Ingest ``size`` bytes of ``source``; ``unchanged`` re-checks the source before commit.
 
-        With ``wait_if_incomplete``, audio whose header promises more than the file
-        holds raises ``StillArriving`` instead of being rejected (the hot folder
-        waits for a writer that is not done).
+        ``choices`` are the source's (folder, bucket) and ``options`` the request's;
+        with the tenant's defaults they become the job's options. With
+        ``wait_if_incomplete``, audio whose header promises more than the file holds
+        raises ``StillArriving`` instead of being rejected (the hot folder waits for a
+        writer that is not done).
         """
         existing = await self.find_existing(arrival)
         if existing is not None:
             return existing
+        try:
+            job_options = await self.job_options(arrival, choices, options)
+        except UnsupportedLanguage as refusal:
+            return await self.reject(arrival, refusal.reason, size=size, code=refusal.code)
         try:
             info = await asyncio.to_thread(
                 validate,
@@ -145,7 +155,16 @@ class Ingestor:
         if unchanged is not None and not unchanged():
             raise SourceChanged(f"{arrival.original_name} changed while it was read")
         content = StoredContent(sha256=sha256, storage_key=key, info=info)
-        return await self._record(arrival, content, size, options or {})
+        return await self._record(arrival, content, size, job_options)
+
+    async def job_options(
+        self,
+        arrival: Arrival,
+        choices: TranscriptionChoices | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The job's options for this arrival; ``UnsupportedLanguage`` if the model can't."""
+        return await asyncio.to_thread(self.policy.options_for, arrival.tenant, choices, request)
 
     async def reject(
         self,
@@ -191,19 +210,27 @@ class Ingestor:
             await audio_store.mark_supersede_pending(conn, audio_id)
 
     async def record_remote(
-        self, arrival: Arrival, where: RemoteObject, info: HeadInfo
+        self,
+        arrival: Arrival,
+        where: RemoteObject,
+        info: HeadInfo,
+        choices: TranscriptionChoices | None = None,
     ) -> IngestResult:
         """Queue an object that stays in its source bucket until a worker fetches it.
 
         Content dedupe happens when the worker has the bytes and their sha256.
         """
+        try:
+            options = await self.job_options(arrival, choices)
+        except UnsupportedLanguage as refusal:
+            return await self.reject(arrival, refusal.reason, size=where.size, code=refusal.code)
         async with self.db.connection() as conn, conn.transaction():
             audio_id = await audio_store.insert_remote(conn, arrival, where, info)
             if audio_id is None:
                 earlier = await self.find_existing(arrival)
                 assert earlier is not None
                 return earlier
-            await enqueue(conn, audio_id, max_attempts=self.max_attempts)
+            await enqueue(conn, audio_id, max_attempts=self.max_attempts, options=options)
         log.info(
             "ingested",
             file=arrival.source_uri,

@@ -122,6 +122,7 @@ class FileTaker:
             source,
             fp.size,
             unchanged=lambda: fingerprint_of(os.fstat(fd)) == fp,
+            choices=self.watch,
             wait_if_incomplete=True,
         )
 

@@ -174,7 +174,7 @@ class S3EventProcessor:
                 arrival, rejection.reason, size=obj.size, code=rejection.code
             )
         where = RemoteObject(bucket=obj.bucket, key=obj.key, etag=obj.etag, size=obj.size)
-        return await self.ingestor.record_remote(arrival, where, info)
+        return await self.ingestor.record_remote(arrival, where, info, source.settings)
 
     def _check_head(self, source: WatchedSource, obj: SourceObject) -> HeadInfo:
         validation = self.validation

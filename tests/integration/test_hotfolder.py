@@ -33,6 +33,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from pipeline import catalog
+from pipeline.choices import TranscriptionPolicy
 from pipeline.config import DatasetSettings, Settings
 from pipeline.datasets.eligibility import ELIGIBLE_AUDIO, filter_params
 from pipeline.db.database import Database
@@ -75,6 +76,7 @@ class SpyIngestor(Ingestor):
             validation=settings.validation,
             max_attempts=settings.queue.max_attempts,
             metrics=Metrics(),
+            policy=TranscriptionPolicy(settings.asr, settings.tenants),
         )
         self.looked_up: list[tuple[str, IngestResult | None]] = []
         self.ingested: list[str] = []
@@ -624,8 +626,9 @@ def add_transcript(db: psycopg.Connection[Row], audio_id: Any, text: str) -> Non
     assert job is not None
     transcript = db.execute(
         "INSERT INTO transcripts (audio_id, job_id, attempt, worker_id, language, text, model,"
-        " device, compute_type, audio_duration_s, processing_s, real_time_factor)"
-        " VALUES (%s, %s, 1, 'test', 'en', %s, 'tiny', 'cpu', 'int8', 1, 0.1, 0.1) RETURNING id",
+        " device, compute_type, audio_duration_s, processing_s, real_time_factor, verdict)"
+        " VALUES (%s, %s, 1, 'test', 'en', %s, 'tiny', 'cpu', 'int8', 1, 0.1, 0.1, 'ok')"
+        " RETURNING id",
         (audio_id, job["id"], text),
     ).fetchone()
     assert transcript is not None

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.choices import TranscriptionPolicy
 from pipeline.config import Settings
 from pipeline.ingest.core import Ingestor
 from pipeline.ingest.hotfolder import HotFolder
@@ -28,6 +29,7 @@ def hot_folder(tmp_path: Path) -> HotFolder:
         validation=settings.validation,
         max_attempts=settings.queue.max_attempts,
         metrics=Metrics(),
+        policy=TranscriptionPolicy(settings.asr, settings.tenants),
     )
     folder = HotFolder(settings.watch, ingestor, data_dir=settings.data_dir)
     folder._prepare_dirs()
