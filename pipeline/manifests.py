@@ -54,13 +54,28 @@ def transcript_document(
     duration: float,
     text: str,
     segments: list[dict[str, Any]],
+    language_probability: float | None = None,
+    expected_language: str | None = None,
+    verdict: str | None = None,
+    review_reasons: list[str] | None = None,
+    figures: dict[str, Any] | None = None,
 ) -> bytes:
+    """The transcript JSON: text, segments, and how sure it is.
+
+    ``verdict`` is ``ok`` or ``review`` (with ``review_reasons``); ``figures`` are
+    ``pipeline.quality.Quality.figures()``, what the verdict was made from.
+    """
     doc = {
         "audio_id": str(audio_id),
         "model": model,
         "language": language,
+        "language_probability": language_probability,
+        "expected_language": expected_language,
         "duration": duration,
         "text": text,
+        "verdict": verdict,
+        "review_reasons": review_reasons or [],
+        "figures": figures,
         "segments": segments,
     }
     return json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8")

@@ -83,6 +83,18 @@ class Metrics:
             "Seconds of audio transcribed (divide by 3600 for hours)",
             registry=r,
         )
+        self.transcripts = Counter(
+            "ai2text_transcripts",
+            "Transcripts stored, by verdict (ok, review)",
+            ["verdict"],
+            registry=r,
+        )
+        self.transcript_review_reasons = Counter(
+            "ai2text_transcript_review_reasons",
+            "Reasons transcripts were marked review, by kind (one transcript may have several)",
+            ["reason"],
+            registry=r,
+        )
         self.worker_heartbeats = Counter(
             "ai2text_worker_heartbeats",
             "Worker heartbeats (every heartbeat interval, busy or idle; they refresh its row)",

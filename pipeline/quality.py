@@ -102,11 +102,9 @@ class Quality:
     def reason_texts(self) -> list[str]:
         return [r.text for r in self.reasons]
 
-    def document(self) -> dict[str, Any]:
-        """The figures, verdict and reasons as the transcript JSON holds them."""
+    def figures(self) -> dict[str, Any]:
+        """The figures behind the verdict, rounded, as the transcript JSON holds them."""
         return {
-            "verdict": self.verdict,
-            "review_reasons": self.reason_texts,
             "language_probability": _rounded(self.language_probability),
             "detected_language": self.detected_language,
             "mean_logprob": _rounded(self.mean_logprob),

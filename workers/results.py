@@ -9,6 +9,9 @@ commit cannot reach the database it is tried again (as long as the caller's
 ``wait_to_retry`` allows) instead of throwing the result away. A commit whose
 acknowledgement was lost may have landed; before concluding "lease lost", the
 retry looks for its own transcript row.
+
+Every transcript is stored with how sure it is (``pipeline.quality``): its figures,
+its verdict and the reasons for a ``review``, in its row and in its JSON document.
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ import contextlib
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from pipeline.backoff import Backoff
+from pipeline.config import QualitySettings
 from pipeline.datasets.served import model_label
 from pipeline.db import jobs
 from pipeline.db.database import Database
 from pipeline.errors import DatabaseUnavailable, LeaseLost
 from pipeline.manifests import manifest_line, shard_key, transcript_document, transcript_key
+from pipeline.metrics import Metrics
+from pipeline.quality import Quality, assess
 from pipeline.storage import ObjectStore
 from workers.transcription import Transcriber, Transcription
 
@@ -48,8 +55,16 @@ async def save_transcription(
     transcriber: Transcriber,
     worker_id: str,
     wait_to_retry: RetryWait = _never_retry,
-) -> None:
-    """Store ``result`` for ``job``; raises ``LeaseLost`` if the job is no longer ours."""
+    quality: QualitySettings | None = None,
+    metrics: Metrics | None = None,
+) -> Quality:
+    """Store ``result`` for ``job`` with its verdict; raises ``LeaseLost`` if the job is no
+    longer ours.
+
+    ``quality`` holds the limits of the verdict (the defaults without it); ``metrics``
+    counts the stored transcript by verdict and reason (not counted without it).
+    """
+    judged = judge(result, job.options, quality or QualitySettings())
     json_key = transcript_key(job.audio_id, job.lease_token)
     manifest_key = shard_key(job.audio_id, job.lease_token)
     document = transcript_document(
@@ -59,6 +74,11 @@ async def save_transcription(
         duration=result.audio_duration_s,
         text=result.text,
         segments=[asdict(s) for s in result.segments],
+        language_probability=result.language_probability,
+        expected_language=expected_language(job.options),
+        verdict=judged.verdict,
+        review_reasons=judged.reason_texts,
+        figures=judged.figures(),
     )
     line = manifest_line(
         audio_filepath=store.uri(storage_key),
@@ -70,7 +90,7 @@ async def save_transcription(
     await asyncio.to_thread(store.put_bytes, json_key, document, "application/json")
     await asyncio.to_thread(store.put_bytes, manifest_key, line.encode(), "application/jsonl")
     commit = functools.partial(
-        _insert, db, job, result, transcriber, worker_id, json_key, manifest_key
+        _insert, db, job, result, judged, transcriber, worker_id, json_key, manifest_key
     )
     try:
         await _commit_through_outages(db, commit, json_key, wait_to_retry)
@@ -83,6 +103,40 @@ async def save_transcription(
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(store.delete, key)
         raise
+    if metrics is not None:
+        count_verdict(metrics, judged)
+    return judged
+
+
+def expected_language(options: dict[str, Any]) -> str | None:
+    """The language the job's source asked for (folder, bucket, tenant or request)."""
+    language = options.get("language")
+    return str(language) if language else None
+
+
+def judge(result: Transcription, options: dict[str, Any], settings: QualitySettings) -> Quality:
+    """The verdict on ``result`` for a job with ``options``.
+
+    A transcriber that ran detection besides a requested language reports it as
+    ``detected_language``; without one, the transcript's own language is the evidence.
+    """
+    return assess(
+        result.segments,
+        language=result.language,
+        language_probability=result.language_probability,
+        expected_language=expected_language(options),
+        speech_s=result.speech_s,
+        covered_speech_s=result.covered_speech_s,
+        settings=settings,
+        detected_language=getattr(result, "detected_language", None),
+        detected_language_probability=getattr(result, "detected_language_probability", None),
+    )
+
+
+def count_verdict(metrics: Metrics, quality: Quality) -> None:
+    metrics.transcripts.labels(quality.verdict).inc()
+    for kind in sorted({r.kind for r in quality.reasons}):
+        metrics.transcript_review_reasons.labels(kind).inc()
 
 
 async def _commit_through_outages(
@@ -120,6 +174,7 @@ async def _insert(
     db: Database,
     job: jobs.ClaimedJob,
     result: Transcription,
+    quality: Quality,
     transcriber: Transcriber,
     worker_id: str,
     json_key: str,
@@ -132,8 +187,11 @@ async def _insert(
         cur = await conn.execute(
             "INSERT INTO transcripts (audio_id, job_id, attempt, worker_id, language,"
             " language_probability, text, model, device, compute_type, audio_duration_s,"
-            " processing_s, real_time_factor, json_key, manifest_key)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " processing_s, real_time_factor, json_key, manifest_key, expected_language,"
+            " options, speech_s, covered_speech_s, coverage, mean_logprob, compression_ratio,"
+            " no_speech_ratio, verdict, review_reasons)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " RETURNING id",
             (
                 job.audio_id,
@@ -151,6 +209,16 @@ async def _insert(
                 result.real_time_factor,
                 json_key,
                 manifest_key,
+                expected_language(job.options),
+                Jsonb(job.options),
+                quality.speech_s,
+                quality.covered_speech_s,
+                quality.coverage,
+                quality.mean_logprob,
+                quality.compression_ratio,
+                quality.no_speech_ratio,
+                quality.verdict,
+                quality.reason_texts,
             ),
         )
         row = await cur.fetchone()
@@ -158,8 +226,8 @@ async def _insert(
         async with conn.cursor() as seg_cur:
             await seg_cur.executemany(
                 "INSERT INTO segments (transcript_id, idx, start_s, end_s, text, avg_logprob,"
-                " no_speech_prob, compression_ratio, words)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " no_speech_prob, compression_ratio, words, language, channel)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (
                         row["id"],
@@ -171,6 +239,8 @@ async def _insert(
                         s.no_speech_prob,
                         s.compression_ratio,
                         Jsonb(s.words) if s.words is not None else None,
+                        s.language,
+                        s.channel,
                     )
                     for i, s in enumerate(result.segments)
                 ],

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import structlog
 
 from pipeline.backoff import Backoff
-from pipeline.config import QueueSettings, ValidationSettings
+from pipeline.config import QualitySettings, QueueSettings, ValidationSettings
 from pipeline.db import jobs
 from pipeline.db.database import Database
 from pipeline.db.notifications import NotificationHub, Subscription, shared_or_own
@@ -89,6 +89,8 @@ class WorkerSettings:
     validation: ValidationSettings
     temp_dir: Path
     shutdown_grace_s: float
+    # The limits of each transcript's verdict (ok or review).
+    quality: QualitySettings
 
 
 class AsrWorker:
@@ -389,7 +391,7 @@ class AsrWorker:
         wait_to_retry: RetryWait,
     ) -> None:
         assert storage_key is not None
-        await save_transcription(
+        judged = await save_transcription(
             self.db,
             self.store,
             job,
@@ -398,6 +400,8 @@ class AsrWorker:
             transcriber=self.transcriber,
             worker_id=self.worker_id,
             wait_to_retry=wait_to_retry,
+            quality=self.settings.quality,
+            metrics=self.metrics,
         )
         log.info(
             "transcribed",
@@ -408,6 +412,8 @@ class AsrWorker:
             rtf=round(result.real_time_factor, 3),
             segments=len(result.segments),
             windows=result.windows,
+            verdict=judged.verdict,
+            reasons=judged.reason_texts,
         )
 
     async def _wait_out_outage(self, job: jobs.ClaimedJob, error: str) -> None:

@@ -1,7 +1,8 @@
 """Which audio is training data, and how many hours it holds, in SQL.
 
-Eligible audio is transcribed, not a duplicate, and has at least one segment
-that passes the quality filters. Hours come from the durations recorded at
+Eligible audio is transcribed, not a duplicate, its transcript's verdict is
+``ok`` (never ``review``: see ``pipeline.quality``), and it has at least one
+segment that passes the quality filters. Hours come from the durations recorded at
 ingest, never from downloading audio or reading manifests. Datasets are per
 tenant: a tenant's hours count towards its own versions only.
 """
@@ -18,7 +19,8 @@ from pipeline.db.rows import amounts, one_value
 
 ELIGIBLE_AUDIO = sql.SQL("""
     a.state = 'transcribed' AND a.duplicate_of IS NULL
-    AND a.superseded_by IS NULL AND NOT a.supersede_pending AND EXISTS (
+    AND a.superseded_by IS NULL AND NOT a.supersede_pending
+    AND t.verdict = 'ok' AND EXISTS (
         SELECT 1 FROM segments s WHERE s.transcript_id = t.id
           AND s.text ~ '[^[:space:]]'
           AND s.end_s - s.start_s BETWEEN %(min_seg)s AND %(max_seg)s

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, get_args
 
 import pytest
 
 from pipeline.config import QualitySettings
-from pipeline.quality import NO_SPEECH, REVIEW, Quality, assess, same_language
+from pipeline.quality import (
+    NO_SPEECH,
+    REASON_KINDS,
+    REVIEW,
+    Quality,
+    ReasonKind,
+    assess,
+    same_language,
+)
 from workers.transcription import Segment
 
 SETTINGS = QualitySettings()
@@ -105,7 +114,7 @@ def test_a_confidently_detected_other_language_differs_from_the_expected_one() -
     ]
     assert kinds(quality) == ["language_mismatch"]
     assert quality.detected_language == "en"
-    assert quality.document()["detected_language"] == "en"
+    assert quality.figures()["detected_language"] == "en"
 
 
 def test_an_unsure_other_language_is_not_a_mismatch() -> None:
@@ -240,10 +249,22 @@ def test_settings_move_the_limits() -> None:
     assert judge(language_probability=0.1, settings=lenient, speech_s=50.0).verdict == "ok"
 
 
-def test_the_document_holds_the_verdict_reasons_and_rounded_figures() -> None:
-    doc = judge([seg(0, 3, avg_logprob=-0.123456789)], language_probability=0.42).document()
-    assert doc["verdict"] == "review"
-    assert doc["review_reasons"] == ["low language confidence (0.42 < 0.50)"]
-    assert doc["mean_logprob"] == -0.1235
-    assert doc["coverage"] == 0.95
-    assert set(doc) >= {"compression_ratio", "no_speech_ratio", "speech_s", "covered_speech_s"}
+def test_the_figures_are_rounded_for_the_document() -> None:
+    figures = judge([seg(0, 3, avg_logprob=-0.123456789)], language_probability=0.42).figures()
+    assert figures == {
+        "language_probability": 0.42,
+        "detected_language": None,
+        "mean_logprob": -0.1235,
+        "compression_ratio": 1.4,
+        "no_speech_ratio": 0.02,
+        "coverage": 0.95,
+        "speech_s": 10.0,
+        "covered_speech_s": 9.5,
+    }
+
+
+def test_every_reason_kind_is_documented_with_the_metric() -> None:
+    assert REASON_KINDS == get_args(ReasonKind)
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    row = next(line for line in doc.splitlines() if "ai2text_transcript_review_reasons" in line)
+    assert {kind for kind in REASON_KINDS if f"`{kind}`" in row} == set(REASON_KINDS)
