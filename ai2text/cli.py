@@ -25,7 +25,7 @@ from ai2text.runtime import build_database, run_roles
 from pipeline import catalog
 from pipeline.config import Settings, load_settings
 from pipeline.errors import Ai2TextError, ConfigError
-from pipeline.formats import FORMATS, Cue, cli_formats
+from pipeline.formats import FORMATS, cli_formats, cues_of
 from pipeline.logs import configure_logging
 from pipeline.models import list_models
 from pipeline.permissions import ensure_data_dir
@@ -321,7 +321,7 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     if transcript is None:
         _describe_missing(audio, sys.stderr)
         return 1
-    cues = [Cue(s["start_s"], s["end_s"], s["text"]) for s in transcript["segments"]]
+    cues = cues_of(transcript["segments"])
     if fmt == "timestamps":
         sys.stdout.write(
             f"{audio['original_name']}  ({audio['id']})\n"

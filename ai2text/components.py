@@ -21,6 +21,7 @@ from pipeline.storage import ObjectStore
 if TYPE_CHECKING:
     from pipeline.datasets.orchestrator import Orchestrator
     from pipeline.sources.processor import S3EventProcessor
+    from workers.transcription import Transcriber
     from workers.worker import WorkerSettings
 
 
@@ -53,6 +54,15 @@ def worker_settings_of(settings: Settings) -> WorkerSettings:
         shutdown_grace_s=settings.shutdown_grace_s,
         quality=settings.quality,
     )
+
+
+def transcriber_of(settings: Settings, metrics: Metrics) -> Transcriber:
+    """The workers' transcriber: the long-audio layer, its channels split when asked."""
+    from workers.asr import build_transcriber
+    from workers.channels import ChannelSplitter
+
+    inner = build_transcriber(settings.asr, num_workers=settings.asr.concurrency, metrics=metrics)
+    return ChannelSplitter(inner, default=settings.asr.channels)
 
 
 def processor_of(

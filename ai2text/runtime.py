@@ -23,6 +23,7 @@ from ai2text.components import (
     orchestrator_of,
     processor_of,
     sources_of,
+    transcriber_of,
     worker_settings_of,
 )
 from pipeline.config import Settings
@@ -311,12 +312,9 @@ async def _workers(
     metrics: Metrics,
     stop: asyncio.Event,
 ) -> list[Coroutine[Any, Any, None]]:
-    from workers.asr import build_transcriber
     from workers.worker import AsrWorker, make_worker_id
 
-    transcriber = build_transcriber(
-        settings.asr, num_workers=settings.asr.concurrency, metrics=metrics
-    )
+    transcriber = transcriber_of(settings, metrics)
     await asyncio.to_thread(transcriber.load)
     worker_settings = worker_settings_of(settings)
     return [

@@ -144,8 +144,8 @@ async def get_transcript(
         return None
     transcript["model"] = model_label(str(transcript["model"]))  # never a server path
     cur = await conn.execute(
-        "SELECT idx, start_s, end_s, text, avg_logprob, no_speech_prob, compression_ratio, words"
-        " FROM segments WHERE transcript_id = %s ORDER BY idx",
+        "SELECT idx, start_s, end_s, text, avg_logprob, no_speech_prob, compression_ratio, words,"
+        " channel FROM segments WHERE transcript_id = %s ORDER BY idx",
         (transcript["id"],),
     )
     transcript["segments"] = await cur.fetchall()

@@ -310,9 +310,7 @@ def _channel_count(stream: Any) -> int:
 
 def _check_channel(channel: int, channels: int) -> None:
     if not 0 <= channel < channels:
-        raise RejectedInput(
-            f"audio has {channels} channel(s); there is no channel {channel}", code="no_channel"
-        )
+        raise RejectedInput(f"audio has {channels} channel(s); there is no channel {channel}")
 
 
 # Channels whose difference holds less than this share of their energy carry one signal.

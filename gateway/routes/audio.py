@@ -18,7 +18,7 @@ from gateway.security import require
 from gateway.uploads import StagingRoute
 from pipeline import catalog
 from pipeline.choices import UnsupportedLanguage
-from pipeline.formats import FORMATS, JSON, Cue, api_formats
+from pipeline.formats import FORMATS, JSON, api_formats, cues_of
 from pipeline.ingest.core import Arrival, IngestResult
 
 # Uploads spool under the data directory (see gateway.uploads).
@@ -173,7 +173,7 @@ async def get_transcript(
         )
     if format == JSON:
         return transcript
-    cues = [Cue(s["start_s"], s["end_s"], s["text"]) for s in transcript["segments"]]
+    cues = cues_of(transcript["segments"])
     rendering = FORMATS[format]
     return PlainTextResponse(rendering.render(cues), media_type=rendering.media_type)
 

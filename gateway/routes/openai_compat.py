@@ -23,7 +23,7 @@ from gateway.routes.audio import ingest_upload
 from gateway.security import require
 from gateway.uploads import StagingRoute
 from pipeline import catalog, models
-from pipeline.formats import FORMATS, JSON, Cue, openai_formats
+from pipeline.formats import FORMATS, JSON, cues_of, openai_formats
 
 # Uploads spool under the data directory (see gateway.uploads).
 router = APIRouter(prefix="/v1", route_class=StagingRoute)
@@ -160,7 +160,7 @@ def _render(transcript: dict[str, Any], fmt: ResponseFormat, granularities: set[
         return PlainTextResponse(text + "\n")
     if fmt in FORMATS:
         # OpenAI answers every text rendering as text/plain; clients rely on no more.
-        cues = [Cue(s["start_s"], s["end_s"], s["text"]) for s in segments]
+        cues = cues_of(segments)
         return PlainTextResponse(FORMATS[fmt].render(cues))
     if fmt == JSON:
         return JSONResponse({"text": text})

@@ -83,7 +83,7 @@ def test_a_channel_the_stream_lacks_is_refused(channel: int) -> None:
 
     with pytest.raises(RejectedInput) as info:
         next(iter_mono_16k(source, channel=channel))
-    assert info.value.code == "no_channel"
+    assert info.value.code == "invalid"
     assert "2 channel" in info.value.reason
 
 
