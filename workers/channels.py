@@ -107,10 +107,11 @@ def _separate_channels(audio_path: Path) -> int:
 def merge_channels(results: Sequence[Transcription], *, processing_s: float) -> Transcription:
     """One transcription of the channels in ``results`` (index = channel), in time order.
 
-    Segments are labelled with their channel and sorted by start (then end, then
-    channel). The transcript's language is that of the channel with the most
-    transcribed speech; speech and covered speech are the channels' sums (unknown
-    if any channel's is). Fields not merged here come from that same channel.
+    Segments are labelled with their channel and sorted by start; at the same start,
+    the lower channel (left) comes first. The transcript's language is that of the
+    channel with the most transcribed speech; speech and covered speech are the
+    channels' sums (unknown if any channel's is). Fields not merged here come from
+    that same channel.
     """
     if not results:
         raise ValueError("no channels to merge")
@@ -120,7 +121,7 @@ def merge_channels(results: Sequence[Transcription], *, processing_s: float) -> 
             for channel, result in enumerate(results)
             for segment in result.segments
         ),
-        key=lambda s: (s.start, s.end, s.channel),
+        key=lambda s: (s.start, s.channel),
     )
     main = max(
         results,

@@ -232,9 +232,9 @@ def test_merged_speech_is_the_sum_and_unknown_if_any_is() -> None:
     assert (partial.speech_s, partial.covered_speech_s) == (None, None)
 
 
-def test_segments_starting_together_keep_channel_order() -> None:
+def test_segments_starting_together_come_left_first() -> None:
     merged = merge_channels(
-        [channel_result("en", [(1.0, 2.0)]), channel_result("en", [(1.0, 2.0)])],
+        [channel_result("en", [(1.0, 5.0)]), channel_result("en", [(1.0, 2.0)])],
         processing_s=1.0,
     )
 
