@@ -21,6 +21,25 @@ from pipeline.config import AsrSettings, TenantSettings, TranscriptionChoices
 from pipeline.errors import RejectedInput
 from pipeline.models import model_languages
 
+# The options that change what a transcription of the same audio says.
+_TRANSCRIPTION_KEYS = (
+    "language",
+    "prompt",
+    "temperature",
+    "word_timestamps",
+    "vocabulary",
+    "channels",
+)
+
+
+def transcription_signature(options: dict[str, Any]) -> dict[str, Any]:
+    """The options that make two transcriptions of the same audio differ; unset ones dropped."""
+    return {
+        key: options[key]
+        for key in _TRANSCRIPTION_KEYS
+        if options.get(key) not in (None, False, "", [], ())
+    }
+
 
 class UnsupportedLanguage(RejectedInput):
     """The requested language is one the configured model cannot transcribe."""

@@ -103,11 +103,32 @@ async def find_original(
     """The accepted row of the tenant holding this content (not ``other_than``), if any."""
     async with conn.cursor(row_factory=_first_uuid) as cur:
         await cur.execute(
-            "SELECT id FROM audio WHERE tenant = %s AND sha256 = %s"
+            "SELECT id FROM audio WHERE tenant = %s AND sha256 = %s AND variant_of IS NULL"
             " AND (%s::uuid IS NULL OR id <> %s) AND state NOT IN ('rejected', 'duplicate')",
             (tenant, sha256, other_than, other_than),
         )
         return await cur.fetchone()
+
+
+@dataclass(frozen=True, slots=True)
+class Transcribed:
+    """A row transcribing some content (the original or a variant) and its job's options."""
+
+    id: uuid.UUID
+    options: dict[str, Any]
+
+
+async def transcriptions_of(conn: AsyncConn, *, tenant: str, sha256: str) -> list[Transcribed]:
+    """The original and every variant of this content, each with the options it runs with."""
+    async with conn.cursor(row_factory=class_row(Transcribed)) as cur:
+        await cur.execute(
+            "SELECT a.id, coalesce(j.options, '{}'::jsonb) AS options"
+            " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id AND j.kind = 'transcribe'"
+            " WHERE a.tenant = %s AND a.sha256 = %s AND a.state NOT IN ('rejected', 'duplicate')"
+            " ORDER BY a.variant_of NULLS FIRST, a.created_at",
+            (tenant, sha256),
+        )
+        return await cur.fetchall()
 
 
 async def insert_rejected(
@@ -169,9 +190,11 @@ async def insert_content(
     *,
     size: int,
     duplicate_of: uuid.UUID | None,
+    variant_of: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """A ``queued`` row for stored content, or a ``duplicate`` of ``duplicate_of``.
 
+    A ``variant_of`` row is queued too: the same content transcribed with other options.
     Raises ``Conflict`` when a concurrent ingest recorded the same content or version.
     """
     info = content.info
@@ -181,8 +204,8 @@ async def insert_content(
             await cur.execute(
                 "INSERT INTO audio (tenant, source, original_name, source_uri, source_version,"
                 " sha256, size_bytes, duration_s, sample_rate, channels, codec, container,"
-                " storage_key, state, duplicate_of)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " storage_key, state, duplicate_of, variant_of)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " RETURNING id",
                 (
                     *_origin_values(origin),
@@ -196,6 +219,7 @@ async def insert_content(
                     content.storage_key,
                     state,
                     duplicate_of,
+                    variant_of,
                 ),
             )
             audio_id = await cur.fetchone()

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Literal
 
 import structlog
 
-from pipeline.choices import TranscriptionPolicy, UnsupportedLanguage
+from pipeline.choices import TranscriptionPolicy, UnsupportedLanguage, transcription_signature
 from pipeline.config import TranscriptionChoices, ValidationSettings
 from pipeline.db import audio as audio_store
 from pipeline.db.audio import RecordedVersion, StoredContent
@@ -284,8 +284,13 @@ class Ingestor:
         original = await audio_store.find_original(
             conn, tenant=arrival.tenant, sha256=content.sha256
         )
+        variant_of = None
+        if original is not None:
+            alike = await self._transcribed_alike(conn, arrival.tenant, content.sha256, options)
+            # Other options than every earlier transcription of it: transcribe it again.
+            variant_of, original = (original, None) if alike is None else (None, alike)
         audio_id = await audio_store.insert_content(
-            conn, arrival, content, size=size, duplicate_of=original
+            conn, arrival, content, size=size, duplicate_of=original, variant_of=variant_of
         )
         await audio_store.supersede_pending(
             conn, arrival.source_uri, audio_id, name=arrival.original_name
@@ -303,12 +308,25 @@ class Ingestor:
         log.info(
             "ingested",
             file=arrival.original_name,
+            variant_of=str(variant_of) if variant_of else None,
             audio_id=str(audio_id),
             duration_s=round(content.info.duration_s, 2),
             codec=content.info.codec,
             source=arrival.source,
         )
         return IngestResult("accepted", audio_id)
+
+
+    @staticmethod
+    async def _transcribed_alike(
+        conn: AsyncConn, tenant: str, sha256: str, options: dict[str, Any]
+    ) -> uuid.UUID | None:
+        """The row (original or variant) already transcribing this content with these options."""
+        wanted = transcription_signature(options)
+        for row in await audio_store.transcriptions_of(conn, tenant=tenant, sha256=sha256):
+            if transcription_signature(row.options) == wanted:
+                return row.id
+        return None
 
 
 def _earlier_result(row: RecordedVersion) -> IngestResult:

@@ -503,3 +503,45 @@ def test_a_refusal_marked_pending_is_superseded_by_the_version_taken_later(
         (placeholder.audio_id,),
     ).fetchone()
     assert row == {"state": "rejected", "superseded_by": taken.audio_id, "supersede_pending": False}
+
+
+def test_the_same_audio_with_other_options_is_transcribed_again_and_both_are_kept(
+    make_settings: Any, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A variant gets its own job; the same options again are a duplicate of that variant."""
+    settings = make_settings()
+
+    async def scenario() -> list[IngestResult]:
+        async with ingestor(settings, tmp_path / "objects") as ing:
+            plain = await ingest_file(ing, JFK, arrival_for(JFK, "a.flac"))
+            prompted = await ingest_file(
+                ing, JFK, arrival_for(JFK, "b.flac"), options={"vocabulary": ["Kennedy"]}
+            )
+            again = await ingest_file(
+                ing, JFK, arrival_for(JFK, "c.flac"), options={"vocabulary": ["Kennedy"]}
+            )
+            # Unset options are no options: the first row answers for them.
+            same_as_first = await ingest_file(
+                ing, JFK, arrival_for(JFK, "d.flac"), options={"prompt": None, "language": None}
+            )
+            return [plain, prompted, again, same_as_first]
+
+    plain, prompted, again, same_as_first = asyncio.run(scenario())
+
+    assert plain.outcome == "accepted"
+    assert prompted.outcome == "accepted" and prompted.duplicate_of is None
+    assert again.outcome == "duplicate" and again.duplicate_of == prompted.audio_id
+    assert same_as_first.outcome == "duplicate" and same_as_first.duplicate_of == plain.audio_id
+    variant = db.execute(
+        "SELECT a.state, a.variant_of, j.options FROM audio a JOIN jobs j ON j.audio_id = a.id"
+        " WHERE a.id = %s",
+        (prompted.audio_id,),
+    ).fetchone()
+    assert variant is not None
+    assert variant["state"] == "queued" and variant["variant_of"] == plain.audio_id
+    assert variant["options"] == {"vocabulary": ["Kennedy"]}
+    jobs = db.execute(
+        "SELECT count(*) AS n FROM jobs WHERE audio_id IN (%s, %s, %s, %s)",
+        tuple(r.audio_id for r in (plain, prompted, again, same_as_first)),
+    ).fetchone()
+    assert jobs is not None and jobs["n"] == 2
