@@ -20,7 +20,6 @@ from psycopg.rows import class_row
 from pipeline.datasets.served import model_label
 from pipeline.db import jobs as job_store
 from pipeline.db.database import AsyncConn
-from pipeline.db.jobs import request_word_timestamps as request_word_timestamps
 from pipeline.db.rows import counts
 from pipeline.errors import Ai2TextError
 

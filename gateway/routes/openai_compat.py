@@ -104,9 +104,7 @@ async def create_transcription(
         "word_timestamps": "word" in granularities,
     }
     result = await ingest_upload(ctx, principal, file, options)
-    transcript = await _wait_for_transcript(
-        ctx, principal, result.audio_id, need_words="word" in granularities
-    )
+    transcript = await _wait_for_transcript(ctx, principal, result.audio_id)
     if transcript is None:
         return JSONResponse(
             {"id": str(result.audio_id), "status": "processing"},
@@ -117,12 +115,12 @@ async def create_transcription(
 
 
 async def _wait_for_transcript(
-    ctx: AppContext, principal: Principal, audio_id: uuid.UUID, *, need_words: bool
+    ctx: AppContext, principal: Principal, audio_id: uuid.UUID
 ) -> dict[str, Any] | None:
-    """The transcript once it exists (with word timings when asked), or None at the deadline.
+    """The transcript once it exists, or None at the deadline.
 
-    Audio seen before may have been transcribed without word timings; then it is
-    transcribed again with them and the call waits for that.
+    Audio seen before with other options (word timings, language, prompt) was
+    ingested as a variant with its own job, so its transcript has what was asked.
     """
     deadline = time.monotonic() + ctx.settings.gateway.transcription_wait_s
     tenant = principal.tenant_filter()
@@ -130,9 +128,7 @@ async def _wait_for_transcript(
         async with ctx.db.connection() as conn:
             transcript = await catalog.get_transcript(conn, tenant=tenant, audio_id=audio_id)
             if transcript is not None:
-                if not need_words or _has_words(transcript):
-                    return transcript
-                await catalog.request_word_timestamps(conn, transcript["audio_id"])
+                return transcript
             audio = await catalog.get_audio(conn, tenant=tenant, audio_id=audio_id)
         # A duplicate's transcript is its original's: wait on the original's job.
         waiting_on = audio["duplicate_of"] if audio and audio["duplicate_of"] else audio_id
@@ -148,9 +144,6 @@ async def _wait_for_transcript(
             return None
         await ctx.waiter.wait(waiting_on, min(remaining, 5.0))
 
-
-def _has_words(transcript: dict[str, Any]) -> bool:
-    return any(s["words"] for s in transcript["segments"])
 
 
 def _render(transcript: dict[str, Any], fmt: ResponseFormat, granularities: set[str]) -> Response:

@@ -6,8 +6,7 @@ the token, so a worker that lost its lease (paused, partitioned) can neither
 extend it nor complete the job: completion is fenced. A job whose lease expired
 is claimable again; one that used up its attempts ends ``dead`` with its error.
 
-Operators put dead jobs back (``retry_job``) and the API asks for a transcript
-again with word timestamps (``request_word_timestamps``) through here too.
+Operators put dead jobs back (``retry_job``) through here too.
 """
 
 from __future__ import annotations
@@ -257,21 +256,6 @@ async def reap_exhausted(conn: AsyncConn) -> int:
             {"channel": TRANSCRIPTS_CHANNEL},
         )
         return cur.rowcount
-
-
-async def request_word_timestamps(conn: AsyncConn, audio_id: uuid.UUID) -> bool:
-    """Transcribe finished audio again with word timestamps; the new transcript replaces it."""
-    async with conn.transaction():
-        cur = await conn.execute(
-            "UPDATE jobs SET state = 'queued', attempts = 0, run_after = now(), finished_at = NULL,"
-            " options = options || '{\"word_timestamps\": true}'::jsonb, updated_at = now()"
-            " WHERE audio_id = %s AND state = 'done' RETURNING id",
-            (audio_id,),
-        )
-        requeued = await cur.fetchone() is not None
-        if requeued:
-            await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
-    return requeued
 
 
 async def retry_job(conn: AsyncConn, job_id: int) -> RetriedJob | None:
