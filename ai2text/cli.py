@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from ai2text import views
 from ai2text.runtime import build_database, run_roles
 from pipeline import catalog
 from pipeline.config import Settings, load_settings
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="recent audio with its state")
     ls.add_argument("-n", "--limit", type=int, default=50)
     ls.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    ls.add_argument(
+        "--review", action="store_true", help="only audio whose transcript is in review"
+    )
     show = sub.add_parser("show", help="one audio file and its transcript")
     show.add_argument("id", help="audio id or a unique prefix of it")
     show.add_argument("--format", choices=cli_formats(), default="timestamps")
@@ -277,27 +281,17 @@ async def cmd_ls(settings: Settings, args: argparse.Namespace) -> int:
     rows = await _query(
         settings,
         lambda c: catalog.list_audio(
-            c, tenant=None, filters=catalog.AudioFilter(), after=None, limit=args.limit
+            c,
+            tenant=None,
+            filters=catalog.AudioFilter(review=True if args.review else None),
+            after=None,
+            limit=args.limit,
         ),
     )
     if args.json:
         _print_json(rows)
         return 0
-    out = sys.stdout
-    out.write(f"{'ID':8}  {'STATE':11}  {'DURATION':>8}  {'LANG':4}  {'ADDED':19}  NAME\n")
-    for r in rows:
-        duration = f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "-"
-        note = ""
-        if r.get("superseded_by"):
-            note = f"  (superseded by {str(r['superseded_by'])[:8]})"
-        elif r["state"] == "duplicate":
-            note = f"  (duplicate of {str(r['duplicate_of'])[:8]})"
-        elif r["error"]:
-            note = f"  ({r['error']})"
-        out.write(
-            f"{str(r['id'])[:8]}  {r['state']:11}  {duration:>8}  {r['language'] or '-':4}"
-            f"  {r['created_at']:%Y-%m-%d %H:%M:%S}  {r['original_name']}{note}\n"
-        )
+    views.write_audio_list(rows, sys.stdout)
     return 0
 
 
@@ -323,11 +317,13 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     cues = cues_of(transcript["segments"])
     if fmt == "timestamps":
-        sys.stdout.write(
-            f"{audio['original_name']}  ({audio['id']})\n"
-            f"language {transcript['language']}, {transcript['audio_duration_s']:.1f} s,"
-            f" real-time factor {transcript['real_time_factor']:.3f}\n\n"
-        )
+        sys.stdout.write(views.transcript_heading(audio, transcript))
+    else:  # the output is the format alone; a person still hears when it is unsure
+        if not transcript["segments"]:
+            sys.stderr.write(f"note: {views.empty_note(transcript)}\n")
+        note = views.review_note(transcript)
+        if note:
+            sys.stderr.write(note)
     sys.stdout.write(FORMATS[fmt].render(cues))
     return 0
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import sql
 from psycopg.rows import class_row
 
 from pipeline.datasets.served import model_label
@@ -45,6 +46,18 @@ def _for_caller(rows: list[dict[str, Any]], tenant: str | None) -> list[dict[str
     return rows
 
 
+# The figures behind a transcript's verdict (alias t; NULL without a transcript).
+_FIGURES = sql.SQL(
+    "CASE WHEN t.id IS NULL THEN NULL ELSE jsonb_build_object("
+    "'language_probability', t.language_probability, 'mean_logprob', t.mean_logprob,"
+    " 'compression_ratio', t.compression_ratio, 'no_speech_ratio', t.no_speech_ratio,"
+    " 'coverage', t.coverage, 'speech_s', t.speech_s, 'covered_speech_s', t.covered_speech_s)"
+    " END AS figures"
+)
+# An audio row's transcript: a duplicate shares its original's.
+_ITS_TRANSCRIPT = sql.SQL("LEFT JOIN transcripts t ON t.audio_id = coalesce(a.duplicate_of, a.id)")
+
+
 class NotFound(Ai2TextError):
     """No such audio (or the id prefix is ambiguous)."""
 
@@ -56,6 +69,8 @@ class AudioFilter:
     language: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # True: only audio whose transcript is in review; False: only those judged ok.
+    review: bool | None = None
 
 
 async def list_audio(
@@ -66,20 +81,24 @@ async def list_audio(
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    cur = await conn.execute(
+    query = sql.SQL(
         "SELECT a.id, a.tenant, a.source, a.original_name, a.state, a.error, a.duration_s,"
         " a.language, a.size_bytes, a.duplicate_of, a.superseded_by, a.created_at, a.updated_at,"
-        " j.attempts"
-        " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id"
+        " j.attempts, t.verdict, t.review_reasons, {figures}"
+        " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id {transcript}"
         " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
         " AND (%(state)s::text IS NULL OR a.state = %(state)s)"
         " AND (%(source)s::text IS NULL OR a.source = %(source)s)"
         " AND (%(language)s::text IS NULL OR a.language = %(language)s)"
         " AND (%(since)s::timestamptz IS NULL OR a.created_at >= %(since)s)"
         " AND (%(until)s::timestamptz IS NULL OR a.created_at < %(until)s)"
+        " AND (%(review)s::boolean IS NULL OR (t.verdict = 'review') = %(review)s)"
         " AND (%(after_ts)s::timestamptz IS NULL"
         "      OR (a.created_at, a.id) < (%(after_ts)s, %(after_id)s))"
-        " ORDER BY a.created_at DESC, a.id DESC LIMIT %(limit)s",
+        " ORDER BY a.created_at DESC, a.id DESC LIMIT %(limit)s"
+    ).format(figures=_FIGURES, transcript=_ITS_TRANSCRIPT)
+    cur = await conn.execute(
+        query,
         {
             "tenant": tenant,
             "state": filters.state,
@@ -87,6 +106,7 @@ async def list_audio(
             "language": filters.language,
             "since": filters.since,
             "until": filters.until,
+            "review": filters.review,
             "after_ts": after[0] if after else None,
             "after_id": after[1] if after else None,
             "limit": limit,
@@ -114,13 +134,17 @@ async def resolve_audio_id(conn: AsyncConn, ref: str) -> uuid.UUID:
 async def get_audio(
     conn: AsyncConn, *, tenant: str | None, audio_id: uuid.UUID
 ) -> dict[str, Any] | None:
-    cur = await conn.execute(
+    query = sql.SQL(
         "SELECT a.id, a.tenant, a.source, a.original_name, a.source_uri, a.state, a.error,"
         " a.duration_s, a.sample_rate, a.channels, a.codec, a.container, a.language,"
         " a.size_bytes, a.sha256, a.duplicate_of, a.superseded_by, a.created_at, a.updated_at,"
-        " j.id AS job_id, j.state AS job_state, j.attempts, j.max_attempts, j.last_error"
-        " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id"
-        " WHERE a.id = %(id)s AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)",
+        " j.id AS job_id, j.state AS job_state, j.attempts, j.max_attempts, j.last_error,"
+        " t.verdict, t.review_reasons, {figures}"
+        " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id {transcript}"
+        " WHERE a.id = %(id)s AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
+    ).format(figures=_FIGURES, transcript=_ITS_TRANSCRIPT)
+    cur = await conn.execute(
+        query,
         {"id": audio_id, "tenant": tenant},
     )
     row = await cur.fetchone()
@@ -130,12 +154,17 @@ async def get_audio(
 async def get_transcript(
     conn: AsyncConn, *, tenant: str | None, audio_id: uuid.UUID
 ) -> dict[str, Any] | None:
-    """The transcript with segments; a duplicate answers with its original's."""
-    cur = await conn.execute(
-        "SELECT t.id, t.audio_id, t.language, t.language_probability, t.text, t.model,"
-        " t.audio_duration_s, t.processing_s, t.real_time_factor, t.created_at"
+    """The transcript with segments, verdict and figures; a duplicate answers with its
+    original's."""
+    query = sql.SQL(
+        "SELECT t.id, t.audio_id, t.language, t.language_probability, t.expected_language,"
+        " t.text, t.model, t.audio_duration_s, t.processing_s, t.real_time_factor, t.options,"
+        " t.verdict, t.review_reasons, {figures}, t.created_at"
         " FROM audio a JOIN transcripts t ON t.audio_id = coalesce(a.duplicate_of, a.id)"
-        " WHERE a.id = %(id)s AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)",
+        " WHERE a.id = %(id)s AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
+    ).format(figures=_FIGURES)
+    cur = await conn.execute(
+        query,
         {"id": audio_id, "tenant": tenant},
     )
     transcript = await cur.fetchone()
@@ -143,8 +172,8 @@ async def get_transcript(
         return None
     transcript["model"] = model_label(str(transcript["model"]))  # never a server path
     cur = await conn.execute(
-        "SELECT idx, start_s, end_s, text, avg_logprob, no_speech_prob, compression_ratio, words,"
-        " channel FROM segments WHERE transcript_id = %s ORDER BY idx",
+        "SELECT idx, start_s, end_s, text, language, channel, avg_logprob, no_speech_prob,"
+        " compression_ratio, words FROM segments WHERE transcript_id = %s ORDER BY idx",
         (transcript["id"],),
     )
     transcript["segments"] = await cur.fetchall()
@@ -225,6 +254,13 @@ async def stats(conn: AsyncConn, *, tenant: str | None) -> dict[str, Any]:
         params,
     )
     jobs = await jobs_by_state(conn, tenant=tenant)
+    verdicts = await counts(
+        conn,
+        "SELECT t.verdict AS key, count(*) AS n FROM transcripts t JOIN audio a"
+        " ON a.id = t.audio_id WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
+        " GROUP BY t.verdict",
+        params,
+    )
     async with conn.cursor(row_factory=class_row(_Totals)) as cur:
         await cur.execute(
             "SELECT coalesce(sum(t.audio_duration_s), 0) / 3600.0 AS hours,"
@@ -241,6 +277,7 @@ async def stats(conn: AsyncConn, *, tenant: str | None) -> dict[str, Any]:
         "queue_depth": jobs.get("queued", 0) + jobs.get("running", 0),
         "hours_transcribed": float(totals.hours),
         "transcripts": totals.transcripts,
+        "transcripts_by_verdict": verdicts,
         "average_real_time_factor": float(totals.rtf) if totals.rtf is not None else None,
     }
 

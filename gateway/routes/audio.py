@@ -62,10 +62,16 @@ async def list_audio(
     language: Annotated[str | None, Query(max_length=16)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    review: bool | None = None,
     cursor: Annotated[str | None, Query(max_length=256)] = None,
     limit: int = 50,
 ) -> dict[str, Any]:
-    """Audio newest first, filtered; follow ``next_cursor`` for the next page."""
+    """Audio newest first, filtered; follow ``next_cursor`` for the next page.
+
+    ``review=true`` lists audio whose transcript is in review (not trusted, kept out of
+    datasets; ``review_reasons`` say why), ``review=false`` those judged ``ok``; each
+    row carries its transcript's ``verdict``, ``review_reasons`` and ``figures``.
+    """
     try:
         after = decode_uuid_cursor(cursor) if cursor else None
     except BadCursor:
@@ -75,7 +81,7 @@ async def list_audio(
         rows = await catalog.list_audio(
             conn,
             tenant=principal.tenant_filter(),
-            filters=catalog.AudioFilter(state, source, language, since, until),
+            filters=catalog.AudioFilter(state, source, language, since, until, review),
             after=after,
             limit=size,
         )
@@ -84,7 +90,7 @@ async def list_audio(
 
 @router.get("/audio/{audio_id}")
 async def get_audio(ctx: Ctx, principal: AudioReader, audio_id: str) -> dict[str, Any]:
-    """Metadata, state, error and duplicate-of for one audio file."""
+    """Metadata, state, error, duplicate-of, and its transcript's verdict and figures."""
     async with ctx.db.connection() as conn:
         row = await catalog.get_audio(
             conn, tenant=principal.tenant_filter(), audio_id=_parse_id(audio_id)
@@ -155,7 +161,8 @@ async def get_transcript(
     audio_id: str,
     format: TranscriptFormat = JSON,  # noqa: A002 - the API's name
 ) -> Response | dict[str, Any]:
-    """The transcript as JSON (with segments), plain text, SRT or WebVTT."""
+    """The transcript as JSON (with segments, verdict, reasons and figures), plain text,
+    SRT or WebVTT."""
     ident = _parse_id(audio_id)
     tenant = principal.tenant_filter()
     async with ctx.db.connection() as conn:

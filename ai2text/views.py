@@ -1,0 +1,109 @@
+"""How ``ai2text ls`` and ``ai2text show`` print audio and transcripts for a person.
+
+Rows are the catalog's (``pipeline.catalog``); ``--json`` prints those as they are.
+Every transcript says how sure it is: ``ls`` has a verdict column, ``show`` the
+language with its probability, the figures, the verdict and the reasons for a
+``review``, and "no speech detected" where nothing was said.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TextIO
+
+from pipeline.quality import NO_SPEECH
+
+AUDIO_HEADER = (
+    f"{'ID':8}  {'STATE':11}  {'DURATION':>8}  {'LANG':4}  {'VERDICT':7}  {'ADDED':19}  NAME\n"
+)
+
+
+def write_audio_list(rows: list[dict[str, Any]], out: TextIO) -> None:
+    out.write(AUDIO_HEADER)
+    for r in rows:
+        duration = f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else "-"
+        note = ""
+        if r.get("superseded_by"):
+            note = f"  (superseded by {str(r['superseded_by'])[:8]})"
+        elif r["state"] == "duplicate":
+            note = f"  (duplicate of {str(r['duplicate_of'])[:8]})"
+        elif r["error"]:
+            note = f"  ({r['error']})"
+        elif r.get("verdict") == "review" and r.get("review_reasons"):
+            note = f"  ({'; '.join(r['review_reasons'])})"
+        out.write(
+            f"{str(r['id'])[:8]}  {r['state']:11}  {duration:>8}  {r['language'] or '-':4}"
+            f"  {r.get('verdict') or '-':7}  {r['created_at']:%Y-%m-%d %H:%M:%S}"
+            f"  {r['original_name']}{note}\n"
+        )
+
+
+def transcript_heading(audio: dict[str, Any], transcript: dict[str, Any]) -> str:
+    """The lines above a transcript's timestamps: what it is and how sure it is."""
+    lines = [
+        f"{audio['original_name']}  ({audio['id']})",
+        f"{_language(transcript)}, {transcript['audio_duration_s']:.1f} s,"
+        f" real-time factor {transcript['real_time_factor']:.3f}",
+    ]
+    figures = describe_figures(transcript.get("figures"))
+    if figures:
+        lines.append(figures)
+    lines += verdict_lines(transcript)
+    if not transcript["segments"]:
+        lines.append(empty_note(transcript))
+    return "\n".join(lines) + "\n\n"
+
+
+def verdict_lines(transcript: dict[str, Any]) -> list[str]:
+    verdict = transcript.get("verdict") or "-"
+    reasons = transcript.get("review_reasons") or []
+    if verdict != "review" or not reasons:
+        return [f"verdict: {verdict}"]
+    return [f"verdict: {verdict}", *(f"  - {reason}" for reason in reasons)]
+
+
+def review_note(transcript: dict[str, Any]) -> str | None:
+    """One line for stderr when a transcript printed in a plain format is in review."""
+    if transcript.get("verdict") != "review":
+        return None
+    reasons = "; ".join(transcript.get("review_reasons") or []) or "no reason recorded"
+    return f"note: transcript in review: {reasons}\n"
+
+
+def empty_note(transcript: dict[str, Any]) -> str:
+    """What to say of a transcript without segments."""
+    reasons = transcript.get("review_reasons") or []
+    if any(r.startswith(NO_SPEECH) for r in reasons) or not reasons:
+        return NO_SPEECH
+    return "no text was transcribed"
+
+
+def describe_figures(figures: dict[str, Any] | None) -> str:
+    """``coverage 95% of 10.0 s of speech, mean log-prob -0.30, ...`` (what was measured)."""
+    if not figures:
+        return ""
+    parts = []
+    coverage, speech = figures.get("coverage"), figures.get("speech_s")
+    if coverage is not None and speech is not None:
+        parts.append(f"coverage {int(coverage * 100 + 1e-9)}% of {speech:.1f} s of speech")
+    elif speech is not None and speech <= 0:
+        parts.append("no speech found by voice detection")
+    named = (
+        ("mean_logprob", "mean log-prob", "{:.2f}"),
+        ("compression_ratio", "compression ratio", "{:.2f}"),
+        ("no_speech_ratio", "no-speech ratio", "{:.2f}"),
+    )
+    for key, label, fmt in named:
+        if figures.get(key) is not None:
+            parts.append(f"{label} {fmt.format(figures[key])}")
+    return ", ".join(parts)
+
+
+def _language(transcript: dict[str, Any]) -> str:
+    text = f"language {transcript['language'] or 'unknown'}"
+    details = []
+    if transcript.get("language_probability") is not None:
+        details.append(f"probability {transcript['language_probability']:.2f}")
+    expected = transcript.get("expected_language")
+    if expected:
+        details.append(f"expected {expected}")
+    return f"{text} ({', '.join(details)})" if details else text
