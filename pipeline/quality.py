@@ -149,6 +149,9 @@ def assess(
         heard=heard,
         heard_p=heard_p,
         expected=expected_language,
+        expected_p=_probability_of_expected(
+            expected_language, language, language_probability, detected_language
+        ),
         coverage=coverage,
         speech_s=speech_s,
         mean_logprob=mean_logprob,
@@ -176,6 +179,7 @@ def _reasons(
     heard: str | None,
     heard_p: float | None,
     expected: str | None,
+    expected_p: float | None,
     coverage: float | None,
     speech_s: float | None,
     mean_logprob: float | None,
@@ -193,7 +197,7 @@ def _reasons(
     if coverage is not None and coverage < settings.min_coverage:
         assert speech_s is not None
         reasons.append(_incomplete(coverage, speech_s, settings.min_coverage))
-    reasons += _language_reasons(spoken, heard, heard_p, expected, settings)
+    reasons += _language_reasons(spoken, heard, heard_p, expected, expected_p, settings)
     if compression_ratio is not None and compression_ratio > settings.max_compression_ratio:
         reasons.append(
             Reason(
@@ -231,32 +235,55 @@ def _reasons(
     return reasons
 
 
+def _probability_of_expected(
+    expected: str | None,
+    language: str | None,
+    language_probability: float | None,
+    detected_language: str | None,
+) -> float | None:
+    """How likely detection found the expected language, when that is known.
+
+    With a requested language forced on the model and detection run besides it, the
+    transcript's ``language`` is the requested one and its probability is what
+    detection gave that language.
+    """
+    if expected and detected_language is not None and language:
+        if same_language(language, expected):
+            return language_probability
+    return None
+
+
 def _language_reasons(
     spoken: Sequence[SegmentFigures],
     heard: str | None,
     heard_p: float | None,
     expected: str | None,
+    expected_p: float | None,
     settings: QualitySettings,
 ) -> list[Reason]:
-    """A confident mismatch with the expected language, or (when none was expected) doubt.
+    """A mismatch with the expected language, or (when none was expected) doubt.
 
     A requested language is the source's word for it, so low detection confidence alone
-    is no reason when one was requested; a confident detection of another language is.
+    is no reason when one was requested. Detection hearing another language is, when it
+    is at least ``mismatch_probability`` sure of it, or (where the expected language's
+    own probability is known) at least ``min_language_probability`` sure of it while
+    giving the expected one less than that: German read as English is detected as
+    ``de`` 0.76 with ``en`` at 0.03, and its English transcript is nonsense.
     """
+    least = settings.min_language_probability
     if expected:
-        if (
-            heard
-            and heard_p is not None
-            and not same_language(heard, expected)
-            and heard_p >= settings.mismatch_probability
-        ):
-            return [
-                Reason(
-                    "language_mismatch",
-                    f"language differs from expected (detected {heard} {heard_p:.2f},"
-                    f" expected {expected})",
-                )
-            ]
+        if heard and heard_p is not None and not same_language(heard, expected):
+            sure = heard_p >= settings.mismatch_probability
+            preferred = expected_p is not None and heard_p >= least and expected_p < least
+            if sure or preferred:
+                shown = expected if expected_p is None else f"{expected} {expected_p:.2f}"
+                return [
+                    Reason(
+                        "language_mismatch",
+                        f"language differs from expected (detected {heard} {heard_p:.2f},"
+                        f" expected {shown})",
+                    )
+                ]
         other, share = _other_language_share(spoken, expected)
         if other is not None and share > 0.5:
             return [
@@ -267,7 +294,6 @@ def _language_reasons(
                 )
             ]
         return []
-    least = settings.min_language_probability
     if heard_p is not None and heard_p < least:
         return [
             Reason("language_confidence", f"low language confidence ({heard_p:.2f} < {least:.2f})")

@@ -104,7 +104,7 @@ def test_low_detection_confidence_is_no_reason_when_the_language_was_requested()
 def test_a_confidently_detected_other_language_differs_from_the_expected_one() -> None:
     quality = judge(
         language="de",
-        language_probability=1.0,
+        language_probability=None,  # what detection gave "de" is not known here
         expected_language="de",
         detected_language="en",
         detected_language_probability=0.97,
@@ -115,6 +115,33 @@ def test_a_confidently_detected_other_language_differs_from_the_expected_one() -
     assert kinds(quality) == ["language_mismatch"]
     assert quality.detected_language == "en"
     assert quality.figures()["detected_language"] == "en"
+
+
+def test_another_language_preferred_over_an_unlikely_expected_one_is_a_mismatch() -> None:
+    # German forced into English (measured: detection de 0.76, en 0.03; nonsense English).
+    quality = judge(
+        language="en",
+        language_probability=0.03,
+        expected_language="en",
+        detected_language="de",
+        detected_language_probability=0.76,
+    )
+    assert quality.reason_texts == [
+        "language differs from expected (detected de 0.76, expected en 0.03)"
+    ]
+    assert quality.language_probability == 0.76
+
+
+def test_a_close_call_between_two_languages_is_not_a_mismatch() -> None:
+    quality = judge(
+        language="pt",
+        language_probability=0.35,
+        expected_language="pt",
+        detected_language="gl",
+        detected_language_probability=0.45,
+        segments=[seg(0, 10, language="pt")],
+    )
+    assert quality.verdict == "ok"
 
 
 def test_an_unsure_other_language_is_not_a_mismatch() -> None:
