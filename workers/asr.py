@@ -1,39 +1,68 @@
-"""Long audio over any engine: windows, one language per file, OOM back-off, cancelling.
+"""Long audio over any engine: windows, a language per stretch of speech, coverage.
 
 Files longer than ``asr.long_audio_s`` are decoded as a stream and transcribed in
 windows that end at pauses (``workers.windows``, with an injected cut finder), so
-memory does not grow with the length of the file. Each window goes to the engine
-(``workers.engines``); its segments come back on the window's clock and are moved
-onto the file's. When the engine runs out of device memory the batch is halved and
-the window tried again, down to 1, before the job is given back.
+memory does not grow with the length of the file. In each window VAD (an injected
+speech finder) finds the speech. With no language asked for, each stretch of
+speech gets its own detected language and is transcribed in it
+(``workers.languages``), so a file that changes language is not written in the
+first one throughout; with a language asked for, every window is transcribed in it
+and detection still listens to the first 30 s of speech, so a mismatch can be
+flagged. A language the model cannot transcribe is refused, never replaced.
+
+Segments come back on the window's clock and are moved onto the file's, labelled
+with their language. The speech VAD found and the part of it the segments cover
+are added up window by window (``workers.coverage``). When the engine runs out of
+device memory the batch is halved and the stretch tried again, down to 1, before
+the job is given back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 
 from pipeline.config import AsrSettings
 from pipeline.errors import PermanentError, RejectedInput, TransientError
 from pipeline.media import claimed_duration_s, iter_mono_16k
 from pipeline.metrics import Metrics
-from workers.engines import Engine, EngineRegistry, OutOfMemory, WindowRequest, build_engine
+from workers.coverage import Coverage
+from workers.engines import (
+    Engine,
+    EngineRegistry,
+    LanguageGuess,
+    OutOfMemory,
+    WindowRequest,
+    build_engine,
+)
+from workers.languages import LanguageTally, Run, detect_pieces, runs
 from workers.transcription import Cancelled, Segment, TranscribeOptions, Transcription
 from workers.windows import (
     SAMPLE_RATE,
     CutFinder,
+    Samples,
+    Span,
+    SpeechFinder,
     Window,
     WindowPlan,
     split_at_silences,
     vad_cut_finder,
+    vad_speech_finder,
 )
 
 log = structlog.get_logger(__name__)
+
+# Language detection listens to this much speech at most (what Whisper hears at once).
+DETECT_SAMPLES = 30 * SAMPLE_RATE
+_LANGUAGE_NAMES = {"en": "English"}
 
 
 class GpuOutOfMemory(TransientError):
@@ -41,12 +70,29 @@ class GpuOutOfMemory(TransientError):
 
 
 @dataclass(slots=True)
-class _Window:
-    """The result of one window: segments on the file's clock."""
+class _File:
+    """One file in progress: what was asked, and what it adds up to so far.
 
-    segments: list[Segment]
-    language: str | None
-    language_probability: float | None
+    Only segments grow with the file; speech is kept as two totals, not as intervals.
+    """
+
+    options: TranscribeOptions
+    cancel: threading.Event
+    requested: str | None
+    hotwords: str | None
+    word_timestamps: bool
+    batch_size: int
+    segments: list[Segment] = field(default_factory=list)
+    tally: LanguageTally = field(default_factory=LanguageTally)
+    coverage: Coverage = field(default_factory=Coverage)
+    detected: LanguageGuess | None = None
+    detection_done: bool = False
+    samples: int = 0
+    windows: int = 0
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("transcription cancelled")
 
 
 class LongAudioTranscriber:
@@ -59,11 +105,13 @@ class LongAudioTranscriber:
         *,
         metrics: Metrics,
         cut_finder: CutFinder,
+        speech_finder: SpeechFinder | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.metrics = metrics
         self.find_cut = cut_finder
+        self.find_speech = speech_finder or vad_speech_finder()
         self.plan = WindowPlan(
             whole_up_to_s=settings.long_audio_s,
             window_s=settings.window_s,
@@ -91,6 +139,11 @@ class LongAudioTranscriber:
     def device_label(self) -> str:
         return self.engine.device_label
 
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The language codes the loaded model transcribes."""
+        return self.engine.languages
+
     def load(self) -> None:
         self.engine.load()
         self._loaded = True
@@ -102,12 +155,18 @@ class LongAudioTranscriber:
         if not self._loaded:
             self.load()
         started = time.monotonic()
-        language = opts.language or self.settings.language
-        language_probability: float | None = None
-        segments: list[Segment] = []
-        total_samples = 0
-        windows = 0
-        batch_size = self.engine.batch_size
+        requested = (opts.language or self.settings.language or "").strip().lower() or None
+        if requested is not None:
+            self.check_language(requested)
+        vocabulary = opts.vocabulary or self.settings.vocabulary
+        file = _File(
+            options=opts,
+            cancel=cancel,
+            requested=requested,
+            hotwords=" ".join(word.strip() for word in vocabulary if word.strip()) or None,
+            word_timestamps=opts.word_timestamps or self.settings.word_timestamps,
+            batch_size=self.engine.batch_size,
+        )
         try:
             with open(audio_path, "rb") as source:
                 long_from_start = self.plan.is_long(claimed_duration_s(source))
@@ -115,108 +174,190 @@ class LongAudioTranscriber:
                 for window in split_at_silences(
                     chunks, self.plan, self.find_cut, long_from_start=long_from_start
                 ):
-                    if cancel.is_set():
-                        raise Cancelled("transcription cancelled")
-                    total_samples += window.samples.size
-                    if window.samples.size == 0:
-                        continue
-                    windows += 1
-                    result, batch_size = self._window_with_retries(
-                        window, opts, language, batch_size, cancel
-                    )
-                    segments.extend(result.segments)
-                    if language_probability is None and (result.segments or window.last):
-                        # Later windows keep the language of the first one with speech (a
-                        # guess made on silence is no guess): one transcript, one language.
-                        language = language or result.language
-                        language_probability = result.language_probability
-                    if not window.last:
-                        log.info(
-                            "window transcribed",
-                            offset_s=round(window.offset_s, 2),
-                            duration_s=round(window.duration_s, 2),
-                            segments=len(result.segments),
-                        )
+                    file.check_cancel()
+                    file.samples += window.samples.size
+                    if window.samples.size:
+                        file.windows += 1
+                        self._window(window, file)
                     del window  # let its samples go before the next window is decoded
         except RejectedInput as exc:
             raise PermanentError(f"audio cannot be decoded: {exc.reason}") from exc
-        if total_samples == 0:
+        if file.samples == 0:
             raise PermanentError("audio cannot be decoded: no samples")
-        return Transcription(
-            language=language,
-            language_probability=language_probability,
-            audio_duration_s=total_samples / SAMPLE_RATE,
-            processing_s=time.monotonic() - started,
-            segments=segments,
-            windows=windows,
+        return self._result(file, processing_s=time.monotonic() - started)
+
+    def check_language(self, language: str) -> None:
+        """Refuse a language the model cannot transcribe (it would write another one)."""
+        known = self.engine.languages
+        if language in known:
+            return
+        if len(known) == 1:
+            only = _LANGUAGE_NAMES.get(known[0], repr(known[0]))
+            raise PermanentError(
+                f"model {self.model_name} transcribes {only} only; {language!r} was requested"
+            )
+        raise PermanentError(
+            f"model {self.model_name} cannot transcribe {language!r}:"
+            f" not one of the {len(known)} language codes it knows"
         )
 
-    def _window_with_retries(
-        self,
-        window: Window,
-        opts: TranscribeOptions,
-        language: str | None,
-        batch_size: int,
-        cancel: threading.Event,
-    ) -> tuple[_Window, int]:
-        """Transcribe one window; halve the batch on OOM. Returns the batch that worked."""
+    def _result(self, file: _File, *, processing_s: float) -> Transcription:
+        detected = file.detected
+        if file.requested is not None:
+            language: str | None = file.requested
+            probability = detected.probability_of(file.requested) if detected else None
+        else:
+            language, probability = file.tally.main()
+        return Transcription(
+            language=language,
+            language_probability=probability,
+            audio_duration_s=file.samples / SAMPLE_RATE,
+            processing_s=processing_s,
+            segments=file.segments,
+            windows=file.windows,
+            speech_s=file.coverage.speech_s,
+            covered_speech_s=file.coverage.covered_s,
+            detected_language=detected.language if detected else None,
+            detected_language_probability=detected.probability if detected else None,
+        )
+
+    def _window(self, window: Window, file: _File) -> None:
+        """Transcribe one window run by run; count its speech and what covers it."""
+        speech = self.find_speech(window.samples)
+        found: list[Segment] = []
+        planned = self._runs(window, speech, file)
+        for run in planned:
+            segments, guessed, guessed_p = self._run_with_retries(window, run, file)
+            found += segments
+            if file.requested is not None:
+                continue
+            if run.language is not None:
+                file.tally.add(run.language, run.speech_s, run.probability)
+            elif segments and guessed:
+                # VAD heard nothing here, yet the model wrote something: its own guess.
+                file.tally.add(guessed, sum(s.end - s.start for s in segments), guessed_p)
+        offset = window.offset_s
+        file.coverage.add(
+            ((offset + start / SAMPLE_RATE, offset + end / SAMPLE_RATE) for start, end in speech),
+            ((s.start, s.end) for s in found),
+        )
+        file.segments += found
+        if not window.last or len(planned) > 1:
+            log.info(
+                "window transcribed",
+                offset_s=round(offset, 2),
+                duration_s=round(window.duration_s, 2),
+                segments=len(found),
+                languages=[(round(offset + r.start / SAMPLE_RATE, 2), r.language) for r in planned],
+            )
+
+    def _runs(self, window: Window, speech: list[Span], file: _File) -> list[Run]:
+        """The stretches of ``window`` to transcribe, each with the language to use."""
+        size = window.samples.size
+        speech_s = sum(end - start for start, end in speech) / SAMPLE_RATE
+        detects = len(self.engine.languages) > 1
+        if file.requested is not None:
+            if speech and detects and not file.detection_done:
+                file.detected = self._detect(window.samples, speech, file)
+                file.detection_done = True
+            return [Run(0, size, file.requested, None, speech_s)]
+        if not speech:
+            return [Run(0, size, None, None, 0.0)]  # the model's call; a guess on silence
+        if not detects:
+            return [Run(0, size, self.engine.languages[0], None, speech_s)]
+        heard = detect_pieces(speech, lambda spans: self._detect(window.samples, spans, file))
+        return runs(heard, size)
+
+    def _detect(self, samples: Samples, spans: Sequence[Span], file: _File) -> LanguageGuess:
+        file.check_cancel()
+        try:
+            return self.engine.detect_language(speech_only(samples, spans, DETECT_SAMPLES))
+        except OutOfMemory as exc:
+            self.metrics.gpu_oom.labels(self.device_label).inc()
+            raise GpuOutOfMemory(
+                f"GPU out of memory detecting the language on {self.device_label}: {exc}"
+            ) from exc
+
+    def _run_with_retries(
+        self, window: Window, run: Run, file: _File
+    ) -> tuple[list[Segment], str | None, float | None]:
+        """Transcribe one run; halve the file's batch on OOM and keep the one that worked."""
         while True:
             try:
-                return self._window(window, opts, language, batch_size, cancel), batch_size
+                return self._run(window, run, file)
             except OutOfMemory as exc:
                 self.metrics.gpu_oom.labels(self.device_label).inc()
-                if batch_size <= 1:
+                if file.batch_size <= 1:
                     raise GpuOutOfMemory(
                         f"GPU out of memory even at batch size 1 on {self.device_label}: {exc}"
                     ) from exc
-                batch_size //= 2
+                file.batch_size //= 2
                 log.warning(
                     "GPU out of memory; trying the window again with a smaller batch",
-                    batch_size=batch_size,
-                    offset_s=round(window.offset_s, 2),
+                    batch_size=file.batch_size,
+                    offset_s=round(window.offset_s + run.start / SAMPLE_RATE, 2),
                 )
 
-    def _window(
-        self,
-        window: Window,
-        opts: TranscribeOptions,
-        language: str | None,
-        batch_size: int,
-        cancel: threading.Event,
-    ) -> _Window:
+    def _run(
+        self, window: Window, run: Run, file: _File
+    ) -> tuple[list[Segment], str | None, float | None]:
+        """One run's segments on the file's clock, and the language the engine used."""
+        offset_s = window.offset_s + run.start / SAMPLE_RATE
         request = WindowRequest(
-            language=language,
-            # The prompt belongs to the start of the recording, not to every window.
-            prompt=opts.prompt if window.offset_s == 0 else None,
-            temperature=opts.temperature,
-            word_timestamps=opts.word_timestamps or self.settings.word_timestamps,
-            batch_size=batch_size,
+            language=run.language,
+            # The prompt belongs to the start of the recording; the vocabulary to all of it.
+            prompt=file.options.prompt if run.start == 0 and window.offset_s == 0 else None,
+            temperature=file.options.temperature,
+            word_timestamps=file.word_timestamps,
+            batch_size=file.batch_size,
+            hotwords=file.hotwords,
         )
-        result = self.engine.transcribe_window(window.samples, request)
+        result = self.engine.transcribe_window(window.samples[run.start : run.end], request)
+        language = run.language or result.language
+        length_s = (run.end - run.start) / SAMPLE_RATE
         segments = []
         for piece in result.segments:  # the engine decodes as it is consumed
-            if cancel.is_set():
-                raise Cancelled("transcription cancelled")
-            segments.append(on_file_clock(piece, window.offset_s))
-        return _Window(segments, result.language, result.language_probability)
+            file.check_cancel()
+            # Whisper's last timestamp may overshoot the audio it was given.
+            within = dataclasses.replace(
+                piece, start=min(piece.start, length_s), end=min(piece.end, length_s)
+            )
+            segments.append(on_file_clock(within, offset_s, language=language))
+        return segments, result.language, result.language_probability
 
 
-def on_file_clock(segment: Segment, offset_s: float) -> Segment:
-    """A segment from a window starting ``offset_s`` into the file, moved onto its clock."""
+def speech_only(samples: Samples, spans: Sequence[Span], limit: int) -> Samples:
+    """The speech in ``spans`` of ``samples``, joined, at most ``limit`` samples of it."""
+    parts: list[Samples] = []
+    left = limit
+    for start, end in spans:
+        if left <= 0:
+            break
+        part = samples[start : min(end, start + left)]
+        parts.append(part)
+        left -= part.size
+    if not parts:
+        return np.zeros(0, dtype=np.float32)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def on_file_clock(segment: Segment, offset_s: float, *, language: str | None = None) -> Segment:
+    """A segment from a stretch starting ``offset_s`` into the file, moved onto its clock.
+
+    ``language``, when given, is the language it was transcribed in.
+    """
     words: list[dict[str, Any]] | None = None
     if segment.words:
         words = [
             {**w, "start": round(w["start"] + offset_s, 3), "end": round(w["end"] + offset_s, 3)}
             for w in segment.words
         ]
-    return Segment(
+    return dataclasses.replace(
+        segment,
         start=round(segment.start + offset_s, 3),
         end=round(segment.end + offset_s, 3),
-        text=segment.text,
-        avg_logprob=segment.avg_logprob,
-        no_speech_prob=segment.no_speech_prob,
-        compression_ratio=segment.compression_ratio,
         words=words,
+        language=language or segment.language,
     )
 
 
@@ -227,9 +368,14 @@ def build_transcriber(
     num_workers: int = 1,
     engines: EngineRegistry | None = None,
     cut_finder: CutFinder | None = None,
+    speech_finder: SpeechFinder | None = None,
 ) -> LongAudioTranscriber:
-    """The engine ``asr.engine`` names under the long-audio layer; VAD finds the cuts."""
+    """The engine ``asr.engine`` names under the long-audio layer; VAD finds cuts and speech."""
     engine = build_engine(settings, num_workers=num_workers, engines=engines)
     return LongAudioTranscriber(
-        engine, settings, metrics=metrics, cut_finder=cut_finder or vad_cut_finder()
+        engine,
+        settings,
+        metrics=metrics,
+        cut_finder=cut_finder or vad_cut_finder(),
+        speech_finder=speech_finder,
     )

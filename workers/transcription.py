@@ -46,6 +46,11 @@ class Transcription:
     # Speech time found by VAD, and how much of it the segments cover (None: not measured).
     speech_s: float | None = None
     covered_speech_s: float | None = None
+    # When a language was requested (and is ``language``): the language detection heard
+    # in the first 30 s of speech, and how sure it was. None when detection did not run
+    # (no language requested, no speech, or a model with one language).
+    detected_language: str | None = None
+    detected_language_probability: float | None = None
 
     @property
     def text(self) -> str:

@@ -19,9 +19,14 @@ import numpy.typing as npt
 SAMPLE_RATE = 16000
 Samples = npt.NDArray[np.float32]
 CutFinder = Callable[[Samples], int]
+# Stretches of speech in some samples: sorted, non-overlapping (start, end) sample offsets.
+Span = tuple[int, int]
+SpeechFinder = Callable[[Samples], list[Span]]
 
 # Pauses shorter than this are breaths inside a sentence, not places to cut.
 MIN_PAUSE_MS = 250
+# Pauses this long end a stretch of speech: between sentences, or where speakers change.
+SPEECH_PAUSE_MS = 500
 _ENERGY_FRAME = SAMPLE_RATE // 50  # 20 ms
 
 
@@ -122,23 +127,33 @@ def split_at_silences(
 
 
 def vad_cut_finder(min_pause_ms: int = MIN_PAUSE_MS) -> CutFinder:
-    """Cut in the middle of the longest pause VAD finds; the latest one on a tie.
+    """Cut in the middle of the longest pause VAD finds; the latest one on a tie."""
 
-    Silero VAD (from faster-whisper) is imported on the first cut, so a worker that
-    only ever sees short files never loads it.
-    """
+    find_speech = vad_speech_finder(min_pause_ms)
 
     def find_cut(region: Samples) -> int:
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-        options = VadOptions(min_silence_duration_ms=min_pause_ms, speech_pad_ms=0)
-        speech = get_speech_timestamps(region, options, sampling_rate=SAMPLE_RATE)
-        return cut_from_speech(region, [(int(s["start"]), int(s["end"])) for s in speech])
+        return cut_from_speech(region, find_speech(region))
 
     return find_cut
 
 
-def cut_from_speech(region: Samples, speech: list[tuple[int, int]]) -> int:
+def vad_speech_finder(min_pause_ms: int = SPEECH_PAUSE_MS) -> SpeechFinder:
+    """Silero VAD (from faster-whisper): speech spans, split at pauses of ``min_pause_ms``.
+
+    Spans are not padded: they measure speech, not the context a decoder wants.
+    """
+
+    def find_speech(samples: Samples) -> list[Span]:
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        options = VadOptions(min_silence_duration_ms=min_pause_ms, speech_pad_ms=0)
+        speech = get_speech_timestamps(samples, options, sampling_rate=SAMPLE_RATE)
+        return [(int(s["start"]), int(s["end"])) for s in speech]
+
+    return find_speech
+
+
+def cut_from_speech(region: Samples, speech: list[Span]) -> int:
     """The cut point in ``region`` given its speech spans (sample offsets, sorted)."""
     if not speech:
         return region.size  # no speech at all: the window can end where it is

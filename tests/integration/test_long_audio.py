@@ -255,7 +255,7 @@ class LanguageSpy(Wrapped):
         return self.real.transcribe_window(samples, request)
 
 
-def test_language_is_kept_from_the_first_window_with_speech_not_from_silence(
+def test_silent_windows_are_left_to_the_model_and_speech_gets_its_detected_language(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "late-speech.wav"
@@ -267,7 +267,14 @@ def test_language_is_kept_from_the_first_window_with_speech_not_from_silence(
     result = transcriber.transcribe(path, threading.Event())
 
     assert len(spy.languages) >= 3
-    # Detected afresh until a window had speech, then pinned for every later window.
-    assert spy.languages[:2] == [None, None]
-    assert set(spy.languages[2:]) == {"en"}
+    # No speech: the model's own call. Speech: the language detected in it.
+    assert spy.languages[0] is None
+    assert "en" in spy.languages[1:] and set(spy.languages) <= {None, "en"}
     assert result.language == "en" and jfk_lines(result.text) == 2
+    assert result.language_probability is not None and result.language_probability > 0.8
+    assert {s.language for s in result.segments} == {"en"}
+    # Coverage adds up over the windows: two speeches, each covered by its segments.
+    # jfk.flac is 11 s long, with pauses: about 7 s of speech each time.
+    assert result.speech_s is not None and 2 * 5 < result.speech_s < 2 * 9
+    assert result.covered_speech_s is not None
+    assert result.covered_speech_s / result.speech_s > 0.9

@@ -103,7 +103,7 @@ def test_the_prompt_goes_with_the_first_window_only(three_speeches: Path) -> Non
     assert {r.temperature for r in engine.requests} == {0.2}
 
 
-def test_language_is_kept_from_the_first_window_with_speech_not_from_silence(
+def test_silent_windows_are_left_to_the_engine_and_windows_with_speech_get_their_language(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "late-speech.wav"
@@ -115,10 +115,12 @@ def test_language_is_kept_from_the_first_window_with_speech_not_from_silence(
     first_heard = engine.heard.index(True)
     assert first_heard >= 1 and len(engine.requests) > first_heard + 1
     asked = [r.language for r in engine.requests]
-    # Detected afresh until a window had speech, then pinned for every later window.
-    assert asked[: first_heard + 1] == [None] * (first_heard + 1)
-    assert set(asked[first_heard + 1 :]) == {"en"}
-    assert result.language == "en" and result.language_probability == 0.9
+    # No speech, no detection: the engine's call. Speech: the language detected in it.
+    assert asked[:first_heard] == [None] * first_heard
+    assert {asked[i] for i, heard in enumerate(engine.heard) if heard} == {"en"}
+    assert result.language == "en" and result.language_probability == 1.0
+    # A guess on silence is no guess: it counts for nothing.
+    assert {s.language for s in result.segments} == {"en"}
 
 
 def test_a_language_chosen_for_the_job_is_asked_for_in_every_window(
@@ -130,14 +132,20 @@ def test_a_language_chosen_for_the_job_is_asked_for_in_every_window(
     assert result.language == "de"
 
 
-def test_a_file_without_speech_keeps_the_last_window_guess(tmp_path: Path) -> None:
+def test_a_file_without_speech_has_no_language_and_no_speech(tmp_path: Path) -> None:
     path = tmp_path / "silence.wav"
     write_sparse_speech_wav(path, 130, [])
+    engine = FakeEngine()
 
-    result = transcribe(fake_transcriber(windowed()), path)
+    result = transcribe(fake_transcriber(windowed(), engine), path)
 
     assert result.windows >= 2 and result.segments == []
-    assert result.language == SILENT_GUESS
+    assert len(engine.requests) == result.windows, "silence still goes to the model"
+    assert engine.detections == []
+    # The engine guessed SILENT_GUESS on silence; that is not the file's language.
+    assert SILENT_GUESS not in {result.language, result.detected_language}
+    assert result.language is None and result.language_probability is None
+    assert result.speech_s == 0 and result.covered_speech_s == 0
 
 
 def test_out_of_memory_halves_the_batch_and_later_windows_keep_the_smaller_one(

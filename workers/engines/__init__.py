@@ -1,8 +1,9 @@
 """ASR engines behind one protocol, chosen by name (``asr.engine``) from a registry.
 
 To add an engine: write a class that satisfies ``Engine`` (one window in, lazily
-decoded segments out, ``OutOfMemory`` when a batch does not fit) and register a
-factory for it under a new name. Windows, language pinning, batch halving and
+decoded segments out, ``OutOfMemory`` when a batch does not fit; the languages it
+knows and a language guess for a stretch of speech) and register a factory for it
+under a new name. Windows, languages per stretch of speech, batch halving and
 cancelling come from ``workers.asr`` unchanged.
 """
 
@@ -12,13 +13,21 @@ from collections.abc import Callable
 
 from pipeline.config import AsrSettings
 from pipeline.errors import ConfigError
-from workers.engines.base import Engine, OutOfMemory, Samples, WindowRequest, WindowResult
+from workers.engines.base import (
+    Engine,
+    LanguageGuess,
+    OutOfMemory,
+    Samples,
+    WindowRequest,
+    WindowResult,
+)
 
 __all__ = [
     "DEFAULT_ENGINE",
     "Engine",
     "EngineFactory",
     "EngineRegistry",
+    "LanguageGuess",
     "OutOfMemory",
     "Samples",
     "WindowRequest",

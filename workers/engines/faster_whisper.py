@@ -2,6 +2,7 @@
 
 On CUDA with a batch size above 1 each window goes through faster-whisper's
 batched pipeline over VAD-cut chunks; otherwise the model decodes sequentially.
+Language detection is Whisper's own (one encoder pass over 30 s of speech).
 CTranslate2 reports CUDA allocation failures as ``RuntimeError`` text, which is
 translated here into ``OutOfMemory``; any other runtime failure is transient.
 """
@@ -18,7 +19,13 @@ import structlog
 from pipeline.config import AsrSettings
 from pipeline.errors import ConfigError, TransientError
 from pipeline.models import BUNDLED_NAMES, ModelError, resolve_model
-from workers.engines.base import OutOfMemory, Samples, WindowRequest, WindowResult
+from workers.engines.base import (
+    LanguageGuess,
+    OutOfMemory,
+    Samples,
+    WindowRequest,
+    WindowResult,
+)
 from workers.transcription import Segment
 
 log = structlog.get_logger(__name__)
@@ -126,15 +133,34 @@ class FasterWhisperEngine:
             seconds=round(time.monotonic() - started, 2),
         )
 
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(self._loaded().supported_languages)
+
+    def detect_language(self, samples: Samples) -> LanguageGuess:
+        """Whisper's language token on the first 30 s of ``samples`` (one encoder pass)."""
+        model = self._loaded()
+        try:
+            language, probability, everything = model.detect_language(audio=samples)
+        except RuntimeError as exc:
+            raise translate_runtime_error(exc) from exc
+        return LanguageGuess(
+            language=str(language),
+            probability=float(probability),
+            probabilities={str(code): float(p) for code, p in everything},
+        )
+
     def transcribe_window(self, samples: Samples, request: WindowRequest) -> WindowResult:
-        if self._model is None:
-            raise RuntimeError("the model is not loaded; call load() first")
+        model = self._loaded()
         kwargs: dict[str, Any] = {
             "beam_size": self.settings.beam_size,
             "language": request.language,
             "initial_prompt": request.prompt,
             "vad_filter": self.settings.vad_filter,
             "word_timestamps": request.word_timestamps,
+            # Used with or without a prompt: faster-whisper drops hotwords only when a
+            # decoding ``prefix`` is given, which is never.
+            "hotwords": self._bounded_hotwords(request.hotwords),
         }
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
@@ -148,7 +174,7 @@ class FasterWhisperEngine:
                     samples, batch_size=request.batch_size, without_timestamps=False, **kwargs
                 )
             else:
-                pieces, info = self._model.transcribe(samples, **kwargs)
+                pieces, info = model.transcribe(samples, **kwargs)
         except RuntimeError as exc:
             raise translate_runtime_error(exc) from exc
         return WindowResult(
@@ -156,6 +182,36 @@ class FasterWhisperEngine:
             language=info.language,
             language_probability=info.language_probability,
         )
+
+    def _loaded(self) -> Any:
+        if self._model is None:
+            raise RuntimeError("the model is not loaded; call load() first")
+        return self._model
+
+    def _bounded_hotwords(self, hotwords: str | None) -> str | None:
+        """``hotwords`` cut, word by word, to a quarter of the model's token budget.
+
+        Hotwords, the previous text and the words being written share one budget of
+        ``max_length`` tokens; a long vocabulary must not crowd out the transcript.
+        """
+        if not hotwords or not hotwords.strip():
+            return None
+        model = self._loaded()
+        budget = model.max_length // 4
+        kept: list[str] = []
+        used = 0
+        for word in hotwords.split():
+            cost = len(model.hf_tokenizer.encode(" " + word, add_special_tokens=False).ids)
+            if used + cost > budget:
+                log.warning(
+                    "vocabulary too long for the model; the rest is left out",
+                    kept=len(kept),
+                    left_out=len(hotwords.split()) - len(kept),
+                )
+                break
+            kept.append(word)
+            used += cost
+        return " ".join(kept) or None
 
 
 def _segments(pieces: Iterable[Any]) -> Iterator[Segment]:
