@@ -62,12 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("orchestrator", help="run the training orchestrator only")
     dataset = sub.add_parser("dataset", help="dataset versions")
     dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True)
-    stats = dataset_sub.add_parser("stats", help="eligible hours now and every frozen version")
+    stats = dataset_sub.add_parser(
+        "stats", help="eligible hours now (per language and dataset) and every frozen version"
+    )
     stats.add_argument("--tenant", help="this tenant's hours and versions only (default: all)")
     stats.add_argument("--json", action="store_true")
     freeze = dataset_sub.add_parser("freeze", help="freeze a new immutable version now")
     freeze.add_argument(
         "--tenant", default="default", help="whose audio the version holds (default: default)"
+    )
+    freeze.add_argument(
+        "--language",
+        metavar="LANGS",
+        help="the version's language (vi) or languages (en,de); default: the one language"
+        " dataset the tenant has audio for",
     )
     freeze.add_argument(
         "--materialize",
@@ -183,6 +191,7 @@ async def cmd_orchestrator(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_dataset(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.datasets import commands
+    from pipeline.datasets.languages import parse_languages
 
     if args.dataset_command == "stats":
         result = await _query(settings, lambda c: commands.dataset_stats(c, settings, args.tenant))
@@ -190,7 +199,12 @@ async def cmd_dataset(settings: Settings, args: argparse.Namespace) -> int:
         result = await _with_store(
             settings,
             lambda db, store: commands.freeze_now(
-                settings, db, store, args.materialize, args.tenant
+                settings,
+                db,
+                store,
+                args.materialize,
+                args.tenant,
+                None if args.language is None else parse_languages(args.language),
             ),
         )
     if args.json:

@@ -303,12 +303,37 @@ class DatasetSettings(_Section):
     max_utterance_s: float = Field(default=30.0, gt=0)
     train_ratio: float = Field(default=0.90, ge=0, le=1)
     dev_ratio: float = Field(default=0.05, ge=0, le=1)
+    # Which datasets to make, one per entry: a language ("vi") or a list of languages
+    # that share one dataset (["en", "de"]). Segments of languages named nowhere are
+    # left out. Empty: every language found makes its own dataset.
+    languages: tuple[LanguageCode | tuple[LanguageCode, ...], ...] = ()
 
     @model_validator(mode="after")
     def _ratios_fit(self) -> DatasetSettings:
         if self.train_ratio + self.dev_ratio > 1.0 + 1e-9:
             raise ValueError("dataset.train_ratio + dataset.dev_ratio must not exceed 1")
         return self
+
+    @model_validator(mode="after")
+    def _one_dataset_per_language(self) -> DatasetSettings:
+        seen: set[str] = set()
+        for group in self.language_groups:
+            if not group:
+                raise ValueError("dataset.languages holds an empty list of languages")
+            for code in group:
+                if code in seen:
+                    raise ValueError(
+                        f"dataset.languages names {code!r} twice: a language goes to one dataset"
+                    )
+                seen.add(code)
+        return self
+
+    @property
+    def language_groups(self) -> tuple[tuple[str, ...], ...]:
+        """The configured datasets' languages, each sorted; empty: one per language found."""
+        return tuple(
+            (entry,) if isinstance(entry, str) else tuple(sorted(entry)) for entry in self.languages
+        )
 
 
 class CommandLauncherSettings(_Section):

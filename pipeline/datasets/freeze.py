@@ -1,12 +1,17 @@
 """Freezing a dataset version: immutable manifests in object storage, recorded in the DB.
 
-A version belongs to one tenant and holds only that tenant's audio; numbers count
-per tenant and dataset name. The version number is reserved first (committed as
-``freezing``), then the files are written under its prefix (see
-:mod:`pipeline.datasets.layout`), then one transaction marks it
-``frozen`` with its items (and, for the orchestrator, its training run). A
-writer that dies leaves a ``freezing`` row that is later marked ``abandoned``;
-its number is never reused and nothing ever rewrites a frozen version.
+A version belongs to one tenant and holds only that tenant's audio, and is of one
+language or an explicit list (``languages``): it holds the utterances of the
+segments in those languages only, each manifest line naming its segment's
+language. Numbers count per tenant and dataset name, across languages (the row
+and ``dataset.json`` say which languages a version is of).
+
+The version number is reserved first (committed as ``freezing``), then the files
+are written under its prefix (see :mod:`pipeline.datasets.layout`), then one
+transaction marks it ``frozen`` with its items (and, for the orchestrator, its
+training run). A writer that dies leaves a ``freezing`` row that is later marked
+``abandoned``; its number is never reused and nothing ever rewrites a frozen
+version.
 
 Manifests name audio by its object key (``audio/sha256/…``), never by a server
 path or URL: they are served to tenants as they are. ``materialize`` copies the
@@ -20,6 +25,7 @@ import hashlib
 import json
 import tempfile
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +36,8 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from pipeline.config import DatasetSettings
-from pipeline.datasets.eligibility import ELIGIBLE_AUDIO, filter_params
+from pipeline.datasets.eligibility import LANGUAGE_SHARES, SEGMENT_LANGUAGE, filter_params
+from pipeline.datasets.languages import Languages
 from pipeline.datasets.layout import DEFAULT_TENANT, version_base
 from pipeline.datasets.served import model_label
 from pipeline.datasets.utterances import SegmentRow, Split, split_for, utterances
@@ -61,6 +68,8 @@ class FrozenVersion:
     stats: dict[str, Any]
     manifest_sha256: dict[str, str]
     tenant: str = DEFAULT_TENANT
+    # The languages the version is of, sorted ("de", "en").
+    languages: Languages = ()
     run_id: uuid.UUID | None = None
     items: list[tuple[uuid.UUID, Split, int, float]] = field(default_factory=list)
     # The ASR models whose transcripts are this version's labels.
@@ -94,22 +103,31 @@ class Freezer:
         self.store = store
 
     async def freeze(
-        self, *, tenant: str = DEFAULT_TENANT, run_launcher: str | None = None
+        self,
+        *,
+        languages: Iterable[str],
+        tenant: str = DEFAULT_TENANT,
+        run_launcher: str | None = None,
     ) -> FrozenVersion:
-        """Write and record ``tenant``'s new version; with ``run_launcher``, create its run."""
-        version_id, number, prefix = await self._reserve(tenant)
+        """Write and record ``tenant``'s new version of ``languages``; with
+        ``run_launcher``, create its run."""
+        chosen: Languages = tuple(sorted(set(languages)))
+        if not chosen:
+            raise ValueError("a dataset version is of at least one language")
+        reserved = await self._reserve(tenant, chosen)
         try:
             staging = process_staging_dir(self.temp_dir)
             with tempfile.TemporaryDirectory(prefix="freeze-", dir=staging) as tmp:
-                frozen = await self._build(Path(tmp), tenant, version_id, number, prefix)
-                await asyncio.to_thread(_upload, self.store, Path(tmp), prefix)
+                frozen = await self._build(Path(tmp), tenant, chosen, reserved)
+                await asyncio.to_thread(_upload, self.store, Path(tmp), reserved.prefix)
             await self._commit(frozen, run_launcher)
         except BaseException:
-            await self._abandon(version_id)
+            await self._abandon(reserved.id)
             raise
         log.info(
             "dataset version frozen",
             tenant=tenant,
+            languages=list(chosen),
             name=frozen.name,
             version=frozen.version,
             audio_hours=round(frozen.audio_hours, 4),
@@ -117,7 +135,7 @@ class Freezer:
         )
         return frozen
 
-    async def _reserve(self, tenant: str) -> tuple[int, int, str]:
+    async def _reserve(self, tenant: str, languages: Languages) -> _Reserved:
         name = self.rules.name
         async with self.db.connection() as conn, conn.transaction():
             # Serialise reservations per tenant and name; abandoned numbers stay taken.
@@ -126,29 +144,35 @@ class Freezer:
             )
             async with conn.cursor(row_factory=class_row(_Reserved)) as cur:
                 await cur.execute(
-                    "INSERT INTO dataset_versions (tenant, name, version, prefix)"
-                    " SELECT %(tenant)s, %(name)s, n, %(base)s || '/v' || n FROM"
+                    "INSERT INTO dataset_versions (tenant, name, version, prefix, languages)"
+                    " SELECT %(tenant)s, %(name)s, n, %(base)s || '/v' || n, %(languages)s FROM"
                     "  (SELECT coalesce(max(version), 0) + 1 AS n FROM dataset_versions"
                     "   WHERE tenant = %(tenant)s AND name = %(name)s) AS next"
                     " RETURNING id, version, prefix",
-                    {"tenant": tenant, "name": name, "base": version_base(tenant, name)},
+                    {
+                        "tenant": tenant,
+                        "name": name,
+                        "base": version_base(tenant, name),
+                        "languages": list(languages),
+                    },
                 )
                 row = await cur.fetchone()
         assert row is not None
-        return row.id, row.version, row.prefix
+        return row
 
     async def _build(
-        self, tmp: Path, tenant: str, version_id: int, number: int, prefix: str
+        self, tmp: Path, tenant: str, languages: Languages, reserved: _Reserved
     ) -> FrozenVersion:
         counts = {s: _SplitCount() for s in SPLITS}
+        by_language = {code: _SplitCount() for code in languages}
         items: list[tuple[uuid.UUID, Split, int, float]] = []
         models: set[str] = set()
         outputs = _open_outputs(tmp)
         try:
             async with self.db.connection() as conn:
-                async for audio, segments in _eligible_audio(conn, self.rules, tenant):
+                async for audio, segments in _eligible_audio(conn, self.rules, tenant, languages):
                     split = split_for(str(audio["sha256"]), self.rules)
-                    cues = list(utterances(segments, self.rules))
+                    cues = list(utterances(segments, self.rules, languages))
                     if not cues:
                         continue
                     _write_audio(outputs, split, audio, cues)
@@ -159,7 +183,11 @@ class Freezer:
                     count.audio += 1
                     count.utterances += len(cues)
                     count.seconds += seconds
-                    count.audio_seconds += float(audio["duration_s"])
+                    # The audio's hours in these languages, as eligibility counts them.
+                    count.audio_seconds += float(audio["seconds"] or 0.0)
+                    for cue in cues:
+                        by_language[str(cue.language)].utterances += 1
+                        by_language[str(cue.language)].seconds += cue.duration
         finally:
             for f in outputs.values():
                 f.close()
@@ -178,32 +206,38 @@ class Freezer:
                 }
                 for s, c in counts.items()
             },
+            "languages": {
+                code: {"utterances": c.utterances, "hours": c.seconds / 3600.0}
+                for code, c in by_language.items()
+            },
         }
         description = {
             "tenant": tenant,
             "name": self.rules.name,
-            "version": number,
+            "version": reserved.version,
+            "languages": list(languages),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "audio_hours": audio_hours,
             "utterance_hours": utterance_hours,
             "stats": stats,
             "asr_model": sorted(models),
-            "filters": self.rules.model_dump(),
+            "filters": self.rules.model_dump(mode="json"),
             "manifest_sha256": checksums,
             "manifest_format": "NeMo (audio_filepath, offset, duration, text, lang, audio_id)",
             "audio_filepath": "the audio's object key in the ai2text object store",
         }
         (tmp / "dataset.json").write_text(json.dumps(description, indent=2) + "\n")
         return FrozenVersion(
-            id=version_id,
+            id=reserved.id,
             name=self.rules.name,
-            version=number,
-            prefix=prefix,
+            version=reserved.version,
+            prefix=reserved.prefix,
             audio_hours=audio_hours,
             utterance_hours=utterance_hours,
             stats=stats,
             manifest_sha256=checksums,
             tenant=tenant,
+            languages=languages,
             items=items,
             models=sorted(models),
         )
@@ -220,7 +254,7 @@ class Freezer:
                     frozen.audio_hours,
                     frozen.utterance_hours,
                     Jsonb(frozen.stats),
-                    Jsonb(self.rules.model_dump()),
+                    Jsonb(self.rules.model_dump(mode="json")),
                     Jsonb(frozen.manifest_sha256),
                     ", ".join(frozen.models),
                     frozen.id,
@@ -257,21 +291,32 @@ class Freezer:
             log.exception("could not mark dataset version abandoned", version_id=version_id)
 
 
-async def _eligible_audio(conn: AsyncConn, rules: DatasetSettings, tenant: str) -> Any:
-    """Yield (audio row, its segments) for ``tenant``'s eligible audio, oldest first, streamed."""
+async def _eligible_audio(
+    conn: AsyncConn, rules: DatasetSettings, tenant: str, languages: Languages
+) -> Any:
+    """Yield (audio row, its segments) for ``tenant``'s eligible audio with passing
+    segments in ``languages``, oldest first, streamed. ``seconds``: the audio's
+    duration shared out to those languages (:data:`eligibility.LANGUAGE_SHARES`)."""
     query = sql.SQL(
-        "SELECT a.id, a.sha256, a.storage_key, a.duration_s, a.language, a.original_name,"
-        " t.id AS transcript_id, t.language AS t_language, t.model"
-        " FROM audio a JOIN transcripts t ON t.audio_id = a.id"
-        " WHERE a.tenant = %(tenant)s AND {} ORDER BY a.created_at, a.id"
-    ).format(ELIGIBLE_AUDIO)
+        "SELECT a.id, a.sha256, a.storage_key, a.duration_s, a.original_name,"
+        " t.id AS transcript_id, t.model, mine.seconds"
+        " FROM (SELECT id, sum(seconds) AS seconds FROM ({}) AS shares"
+        "       WHERE language = ANY(%(languages)s) GROUP BY id) AS mine"
+        " JOIN audio a ON a.id = mine.id JOIN transcripts t ON t.audio_id = a.id"
+        " ORDER BY a.created_at, a.id"
+    ).format(LANGUAGE_SHARES)
+    params = {**filter_params(rules), "tenant": tenant, "languages": list(languages)}
     async with conn.cursor(name="eligible_audio") as cur:
-        await cur.execute(query, {**filter_params(rules), "tenant": tenant})
+        await cur.execute(query, params)
         async for audio in cur:
             async with conn.cursor(row_factory=class_row(SegmentRow)) as seg_cur:
                 await seg_cur.execute(
-                    "SELECT start_s AS start, end_s AS end, text, avg_logprob, no_speech_prob,"
-                    " compression_ratio FROM segments WHERE transcript_id = %s ORDER BY idx",
+                    sql.SQL(
+                        "SELECT s.start_s AS start, s.end_s AS end, s.text, s.avg_logprob,"
+                        " s.no_speech_prob, s.compression_ratio, {} AS language"
+                        " FROM segments s JOIN transcripts t ON t.id = s.transcript_id"
+                        " WHERE s.transcript_id = %s ORDER BY s.idx"
+                    ).format(SEGMENT_LANGUAGE),
                     (audio["transcript_id"],),
                 )
                 segments = await seg_cur.fetchall()
@@ -281,7 +326,6 @@ async def _eligible_audio(conn: AsyncConn, rules: DatasetSettings, tenant: str) 
 def _write_audio(
     outputs: dict[str, IO[str]], split: Split, audio: dict[str, Any], cues: list[Any]
 ) -> None:
-    lang = audio["t_language"] or audio["language"]
     key = str(audio["storage_key"])  # a key, never a server path: manifests are served
     for cue in cues:
         outputs[f"{split}.jsonl"].write(
@@ -290,7 +334,7 @@ def _write_audio(
                 offset=cue.offset,
                 duration=cue.duration,
                 text=cue.text,
-                lang=lang,
+                lang=cue.language,  # the segment's own: a file may hold several
                 audio_id=audio["id"],
             )
         )
@@ -300,7 +344,7 @@ def _write_audio(
             "offset": cue.offset,
             "duration": cue.duration,
             "split": split,
-            "language": lang,
+            "language": cue.language,
             "audio_id": str(audio["id"]),
         }
         outputs["metadata.jsonl"].write(json.dumps(meta, ensure_ascii=False) + "\n")

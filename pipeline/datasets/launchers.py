@@ -126,6 +126,8 @@ def placeholders(ctx: RunContext, store: ObjectStore) -> dict[str, str]:
         "run_dir": str(ctx.run_dir),
         "version": str(ctx.version.version),
         "tenant": ctx.version.tenant,
+        # The version's languages, comma-separated ("vi", "de,en").
+        "languages": ",".join(ctx.version.languages),
     }
 
 
@@ -240,6 +242,7 @@ async def post_http(
         "run_id": ctx.run_id,
         "dataset": {
             "tenant": ctx.version.tenant,
+            "languages": list(ctx.version.languages),
             "name": ctx.version.name,
             "version": ctx.version.version,
             "dir": ctx.dataset_dir,

@@ -1,8 +1,9 @@
 """The training orchestrator: freeze a version and launch one run per threshold crossing.
 
-Datasets are per tenant: each tenant's eligible hours are compared with the
-threshold on their own, and a tenant's crossing freezes a version of that
-tenant's audio only and launches its run. Checked on every finished transcript
+Datasets are per tenant and per language (one language, or each explicit list in
+``dataset.languages``): each dataset's eligible hours are compared with the
+threshold on their own, and its crossing freezes a version of that tenant's
+audio in those languages only and launches its run. Checked on every finished transcript
 (LISTEN/NOTIFY) and on a timer. Several orchestrators may run: the
 check-freeze-record step holds a PostgreSQL advisory lock, and each new version's
 run is recorded in the same transaction that marks the version frozen, so each
@@ -25,8 +26,9 @@ import structlog
 
 from pipeline.config import DatasetSettings, TrainingSettings
 from pipeline.datasets import launchers
-from pipeline.datasets.eligibility import eligible_hours_by_tenant, hours_at_last_run_by_tenant
+from pipeline.datasets.eligibility import DatasetStanding, dataset_standings
 from pipeline.datasets.freeze import Freezer, FrozenVersion
+from pipeline.datasets.languages import label
 from pipeline.datasets.layout import local_dir_name
 from pipeline.datasets.materialize import materialize
 from pipeline.datasets.queries import audio_keys
@@ -105,9 +107,9 @@ class Orchestrator:
             log.exception("orchestrator check failed; will retry")
 
     async def check(self) -> list[FrozenVersion]:
-        """Freeze and start a run for every tenant whose crossing happened (or none if busy).
+        """Freeze and start a run for every dataset whose crossing happened (or none if busy).
 
-        One tenant's failed freeze does not cost the others their run: the versions
+        One dataset's failed freeze does not cost the others their run: the versions
         frozen are launched, then the first failure is raised for the caller to log.
         """
         frozen: list[FrozenVersion] = []
@@ -120,16 +122,21 @@ class Orchestrator:
             if row is None or not row["got"]:
                 return []
             try:
-                for tenant in await self._crossed(conn):
+                for dataset in await self._crossed(conn):
                     try:
                         frozen.append(
                             await self.freezer.freeze(
-                                tenant=tenant, run_launcher=self.training.launcher
+                                tenant=dataset.tenant,
+                                languages=dataset.languages,
+                                run_launcher=self.training.launcher,
                             )
                         )
                     except Exception as exc:  # noqa: BLE001 - raised below, after the others
                         log.warning(
-                            "could not freeze a crossed dataset", tenant=tenant, error=str(exc)
+                            "could not freeze a crossed dataset",
+                            tenant=dataset.tenant,
+                            languages=label(dataset.languages),
+                            error=str(exc),
                         )
                         failure = failure or exc
             finally:
@@ -142,24 +149,23 @@ class Orchestrator:
             raise failure
         return frozen
 
-    async def _crossed(self, conn: AsyncConn) -> list[str]:
-        """Tenants at the threshold with enough new hours since their last run."""
-        totals = await eligible_hours_by_tenant(conn, self.dataset)
-        previous = await hours_at_last_run_by_tenant(conn, self.dataset.name)
+    async def _crossed(self, conn: AsyncConn) -> list[DatasetStanding]:
+        """Datasets at the threshold with enough new hours since their last run."""
         crossed = []
-        for tenant, total in sorted(totals.items()):
-            before = previous.get(tenant, 0.0)
+        for dataset in await dataset_standings(conn, self.dataset):
+            total, before = dataset.eligible_hours, dataset.hours_at_last_run
             if total < self.training.threshold_hours:
                 continue
             if total - before < self.training.new_hours_needed:
                 continue
             log.info(
                 "training threshold crossed",
-                tenant=tenant,
+                tenant=dataset.tenant,
+                languages=label(dataset.languages),
                 eligible_hours=round(total, 4),
                 hours_at_last_run=round(before, 4),
             )
-            crossed.append(tenant)
+            crossed.append(dataset)
         return crossed
 
     async def launch(self, frozen: FrozenVersion) -> None:
@@ -167,7 +173,9 @@ class Orchestrator:
         assert frozen.run_id is not None
         run_id = str(frozen.run_id)
         # This task's own context: every event of the launch carries the run id.
-        structlog.contextvars.bind_contextvars(run_id=run_id, tenant=frozen.tenant)
+        structlog.contextvars.bind_contextvars(
+            run_id=run_id, tenant=frozen.tenant, languages=label(frozen.languages)
+        )
         run_dir = self._runs_root() / run_id
         ctx = launchers.RunContext(
             run_id=run_id,

@@ -11,8 +11,8 @@ from typing import Any
 from pipeline.db.database import AsyncConn
 
 _VERSION_COLUMNS = (
-    "id, tenant, name, version, state, prefix, audio_hours, utterance_hours, stats, model,"
-    " manifest_sha256, created_at, frozen_at"
+    "id, tenant, name, version, languages, state, prefix, audio_hours, utterance_hours, stats,"
+    " model, manifest_sha256, created_at, frozen_at"
 )
 
 
@@ -55,9 +55,9 @@ async def list_runs(
     conn: AsyncConn, limit: int = 50, *, tenant: str | None = None
 ) -> list[dict[str, Any]]:
     cur = await conn.execute(
-        "SELECT r.id, r.state, r.launcher, v.tenant, v.name AS dataset, v.version, r.started_at,"
-        " r.finished_at, r.exit_code, r.http_status, r.remote_id, r.log_key, r.error,"
-        " r.created_at FROM training_runs r JOIN dataset_versions v ON v.id = r.version_id"
+        "SELECT r.id, r.state, r.launcher, v.tenant, v.name AS dataset, v.version, v.languages,"
+        " r.started_at, r.finished_at, r.exit_code, r.http_status, r.remote_id, r.log_key,"
+        " r.error, r.created_at FROM training_runs r JOIN dataset_versions v ON v.id = r.version_id"
         " WHERE (%(tenant)s::text IS NULL OR v.tenant = %(tenant)s)"
         " ORDER BY r.created_at DESC LIMIT %(limit)s",
         {"tenant": tenant, "limit": limit},

@@ -2,13 +2,15 @@
 
 Pure functions: segments that pass the quality filters are merged, in order,
 into utterances of at most ``max_utterance_s``; a gap left by a dropped segment
-ends the current utterance (an utterance never spans audio we judged bad).
+ends the current utterance (an utterance never spans audio we judged bad). An
+utterance is in one language: a segment in another language ends it too, and a
+segment in a language the dataset does not hold is dropped like a bad one.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,6 +27,8 @@ class SegmentRow:
     avg_logprob: float | None
     no_speech_prob: float | None
     compression_ratio: float | None
+    # The segment's language, else its transcript's (see ``eligibility.SEGMENT_LANGUAGE``).
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,7 @@ class Utterance:
     offset: float
     duration: float
     text: str
+    language: str | None = None
 
 
 def passes(segment: SegmentRow, rules: DatasetSettings) -> bool:
@@ -51,15 +56,24 @@ def passes(segment: SegmentRow, rules: DatasetSettings) -> bool:
     )
 
 
-def utterances(segments: Iterable[SegmentRow], rules: DatasetSettings) -> Iterator[Utterance]:
-    """Merge consecutive good segments into utterances no longer than the maximum."""
+def utterances(
+    segments: Iterable[SegmentRow],
+    rules: DatasetSettings,
+    languages: Collection[str] | None = None,
+) -> Iterator[Utterance]:
+    """Merge consecutive good segments of one language into utterances no longer than
+    the maximum; with ``languages``, segments in any other language are dropped."""
     current: list[SegmentRow] = []
     for segment in segments:
-        if not passes(segment, rules):
+        wanted = languages is None or segment.language in languages
+        if not (wanted and passes(segment, rules)):
             yield from _emit(current)
             current = []
             continue
-        if current and segment.end - current[0].start > rules.max_utterance_s:
+        if current and (
+            segment.language != current[0].language
+            or segment.end - current[0].start > rules.max_utterance_s
+        ):
             yield from _emit(current)
             current = []
         current.append(segment)
@@ -71,7 +85,12 @@ def _emit(group: list[SegmentRow]) -> Iterator[Utterance]:
         return
     start = group[0].start
     text = " ".join(s.text.strip() for s in group if s.text.strip())
-    yield Utterance(offset=round(start, 3), duration=round(group[-1].end - start, 3), text=text)
+    yield Utterance(
+        offset=round(start, 3),
+        duration=round(group[-1].end - start, 3),
+        text=text,
+        language=group[0].language,
+    )
 
 
 def split_for(group_key: str, rules: DatasetSettings) -> Split:

@@ -106,9 +106,15 @@ async def add_transcribed(
 
 
 async def freeze(
-    settings: Settings, database: Database, store: Any = None, tenant: str = "default"
+    settings: Settings,
+    database: Database,
+    store: Any = None,
+    tenant: str = "default",
+    languages: tuple[str, ...] = ("en",),
 ) -> FrozenVersion:
-    return await freezer_of(settings, database, store or store_of(settings)).freeze(tenant=tenant)
+    """A version of ``tenant``'s ``languages`` (the test recordings are English)."""
+    freezer = freezer_of(settings, database, store or store_of(settings))
+    return await freezer.freeze(tenant=tenant, languages=languages)
 
 
 async def hours_eligible(
@@ -150,7 +156,8 @@ def manifest_lines(directory: Path) -> dict[str, list[dict[str, Any]]]:
 
 def segments_of(db: Conn, audio_id: uuid.UUID) -> list[SegmentRow]:
     rows = db.execute(
-        "SELECT s.start_s, s.end_s, s.text, s.avg_logprob, s.no_speech_prob, s.compression_ratio"
+        "SELECT s.start_s, s.end_s, s.text, s.avg_logprob, s.no_speech_prob, s.compression_ratio,"
+        " coalesce(s.language, t.language) AS language"
         " FROM segments s JOIN transcripts t ON t.id = s.transcript_id"
         " WHERE t.audio_id = %s ORDER BY s.idx",
         (audio_id,),
@@ -163,6 +170,7 @@ def segments_of(db: Conn, audio_id: uuid.UUID) -> list[SegmentRow]:
             r["avg_logprob"],
             r["no_speech_prob"],
             r["compression_ratio"],
+            r["language"],
         )
         for r in rows
     ]
@@ -232,8 +240,8 @@ def test_manifests_list_every_eligible_utterance_exactly_as_the_rules_cut_it(
         # One split per audio, the one its content hash picks.
         assert {split for split, _ in got} == {split_for(audio["sha256"], settings.dataset)}
         entries = [entry for _, entry in got]
-        assert [(e["offset"], e["duration"], e["text"]) for e in entries] == [
-            (u.offset, u.duration, u.text) for u in expected
+        assert [(e["offset"], e["duration"], e["text"], e["lang"]) for e in entries] == [
+            (u.offset, u.duration, u.text, u.language) for u in expected
         ]
         for e in entries:
             assert set(e) == {"audio_filepath", "offset", "duration", "text", "lang", "audio_id"}
@@ -307,9 +315,8 @@ def test_dataset_json_hours_and_checksums_match_the_database_and_the_files(
     assert row["state"] == "frozen" and row["frozen_at"] is not None
     assert row["prefix"] == "datasets/default/v1"
     assert description["name"] == "default" and description["version"] == 1
-    assert description["filters"] == settings.dataset.model_dump()
-    # The bundled model is a local directory: named without the server's path to it.
-    assert whisper().model_name.startswith("/")
+    assert description["filters"] == settings.dataset.model_dump(mode="json")
+    # The model by its name ("base"), or a local directory's last parts: never a server path.
     assert description["asr_model"] == [model_label(whisper().model_name)]
     assert not description["asr_model"][0].startswith("/") and row["model"] == model_label(
         whisper().model_name
@@ -411,7 +418,9 @@ def test_version_numbers_are_never_reused_after_a_failed_or_abandoned_freeze(
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, "jfk.flac", "hotwords.mp3")
             with pytest.raises(TransientError, match="injected"):
-                await freezer_of(settings, database, failing).freeze(run_launcher="command")
+                await freezer_of(settings, database, failing).freeze(
+                    languages=["en"], run_launcher="command"
+                )
             done = [await freeze(settings, database)]
             # A version some other writer reserved and gave up on also keeps its number.
             db.execute(
@@ -648,7 +657,7 @@ def test_a_version_abandoned_while_freezing_gets_no_items_and_no_run(
             await add_transcribed(settings, database, db, "jfk.flac")
             freezer = freezer_of(settings, database, ReapedWhileWriting(store_of(settings), db))
             try:
-                await freezer.freeze(run_launcher="command")
+                await freezer.freeze(languages=["en"], run_launcher="command")
             except Exception:  # refusing to commit is a correct outcome too
                 pass
 

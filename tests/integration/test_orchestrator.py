@@ -603,7 +603,7 @@ def test_a_run_left_running_by_a_dead_orchestrator_is_reaped_and_the_next_crossi
             await add_transcribed(settings, database, db, *BASE)
             # The dead orchestrator froze v1 and recorded its run...
             orphan = await freezer_of(settings, database, store_of(settings)).freeze(
-                run_launcher="command"
+                languages=["en"], run_launcher="command"
             )
             assert orphan.run_id is not None
             orchestrator = orchestrator_of(settings, database, store_of(settings))

@@ -156,6 +156,55 @@ def test_tighter_rules_only_ever_remove_speech() -> None:
     assert strict == [Utterance(0.0, 4.0, "a"), Utterance(12.0, 4.0, "d")]
 
 
+# -- languages -----------------------------------------------------------------------
+
+
+def said(start: float, end: float, text: str, language: str | None) -> SegmentRow:
+    return SegmentRow(start, end, text, -0.2, 0.05, 1.3, language)
+
+
+def test_a_change_of_language_ends_the_utterance_and_each_names_its_language() -> None:
+    segments = [
+        said(0, 4, "good", "en"),
+        said(4, 8, "morning", "en"),
+        said(8, 12, "guten Tag", "de"),
+        said(12, 14, "bye", "en"),
+    ]
+    assert cut(segments) == [
+        Utterance(0.0, 8.0, "good morning", "en"),
+        Utterance(8.0, 4.0, "guten Tag", "de"),
+        Utterance(12.0, 2.0, "bye", "en"),
+    ]
+
+
+def test_segments_in_languages_a_dataset_does_not_hold_are_dropped_and_break_it() -> None:
+    segments = [
+        said(0, 4, "good", "en"),
+        said(4, 8, "guten Tag", "de"),
+        said(8, 12, "morning", "en"),
+        said(12, 14, "bonjour", "fr"),
+    ]
+    assert list(utterances(segments, RULES, ["en"])) == [
+        Utterance(0.0, 4.0, "good", "en"),
+        Utterance(8.0, 4.0, "morning", "en"),
+    ]
+    assert list(utterances(segments, RULES, ["de", "fr"])) == [
+        Utterance(4.0, 4.0, "guten Tag", "de"),
+        Utterance(12.0, 2.0, "bonjour", "fr"),
+    ]
+    assert list(utterances(segments, RULES, ["vi"])) == []
+
+
+def test_every_segment_of_a_mixed_file_lands_in_exactly_one_language() -> None:
+    segments = [said(i, i + 1.0, f"w{i}", ("en", "de", "vi")[i % 3]) for i in range(30)]
+    by_language = {
+        code: [u.text for u in utterances(segments, RULES, [code])] for code in ("en", "de", "vi")
+    }
+    words = [w for texts in by_language.values() for t in texts for w in t.split()]
+    assert sorted(words) == sorted(s.text for s in segments)
+    assert by_language["de"][:2] == ["w1", "w4"]
+
+
 # -- splits --------------------------------------------------------------------------
 
 
