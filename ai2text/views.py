@@ -106,4 +106,13 @@ def _language(transcript: dict[str, Any]) -> str:
     expected = transcript.get("expected_language")
     if expected:
         details.append(f"expected {expected}")
+    figures = transcript.get("figures") or {}
+    detected, detected_p = (
+        figures.get("detected_language"),
+        figures.get("detected_language_probability"),
+    )
+    if detected and detected != transcript["language"]:
+        details.append(
+            f"detected {detected}" + (f" {detected_p:.2f}" if detected_p is not None else "")
+        )
     return f"{text} ({', '.join(details)})" if details else text

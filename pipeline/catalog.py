@@ -51,7 +51,9 @@ _FIGURES = sql.SQL(
     "CASE WHEN t.id IS NULL THEN NULL ELSE jsonb_build_object("
     "'language_probability', t.language_probability, 'mean_logprob', t.mean_logprob,"
     " 'compression_ratio', t.compression_ratio, 'no_speech_ratio', t.no_speech_ratio,"
-    " 'coverage', t.coverage, 'speech_s', t.speech_s, 'covered_speech_s', t.covered_speech_s)"
+    " 'coverage', t.coverage, 'speech_s', t.speech_s, 'covered_speech_s', t.covered_speech_s,"
+    " 'detected_language', t.detected_language,"
+    " 'detected_language_probability', t.detected_language_probability)"
     " END AS figures"
 )
 # An audio row's transcript: a duplicate shares its original's.

@@ -7,8 +7,10 @@ how much of it the segments cover) and the ``quality`` settings. Transcripts in
 
 The figures, each ``None`` when nothing measured it:
 
-* ``language_probability``: how sure language detection was (of the detected
-  language when the language was requested and detection still ran);
+* ``language_probability``: how sure language detection was of the transcript's
+  language (with a requested language forced on the model: the probability detection
+  gave the requested language), and ``detected_language`` with its
+  ``detected_language_probability``: what detection heard besides a requested language;
 * ``mean_logprob``: the segments' ``avg_logprob``, weighted by segment duration;
 * ``compression_ratio``: the segments' gzip compression ratio, weighted by duration
   (Whisper stuck in a loop writes text that compresses far too well);
@@ -95,8 +97,9 @@ class Quality:
     coverage: float | None
     speech_s: float | None
     covered_speech_s: float | None
-    # What detection said, when it differs from the transcript's (requested) language.
+    # What detection heard besides a requested language (None: it did not run apart).
     detected_language: str | None = None
+    detected_language_probability: float | None = None
 
     @property
     def reason_texts(self) -> list[str]:
@@ -107,6 +110,7 @@ class Quality:
         return {
             "language_probability": _rounded(self.language_probability),
             "detected_language": self.detected_language,
+            "detected_language_probability": _rounded(self.detected_language_probability),
             "mean_logprob": _rounded(self.mean_logprob),
             "compression_ratio": _rounded(self.compression_ratio),
             "no_speech_ratio": _rounded(self.no_speech_ratio),
@@ -162,14 +166,15 @@ def assess(
     return Quality(
         verdict=REVIEW if reasons else OK,
         reasons=tuple(reasons),
-        language_probability=heard_p,
+        language_probability=language_probability,
         mean_logprob=mean_logprob,
         compression_ratio=compression_ratio,
         no_speech_ratio=no_speech_ratio,
         coverage=coverage,
         speech_s=speech_s,
         covered_speech_s=covered_speech_s,
-        detected_language=heard if heard != language else None,
+        detected_language=detected_language,
+        detected_language_probability=detected_language_probability,
     )
 
 

@@ -117,8 +117,8 @@ def expected_language(options: dict[str, Any]) -> str | None:
 def judge(result: Transcription, options: dict[str, Any], settings: QualitySettings) -> Quality:
     """The verdict on ``result`` for a job with ``options``.
 
-    A transcriber that ran detection besides a requested language reports it as
-    ``detected_language``; without one, the transcript's own language is the evidence.
+    A transcriber that ran detection besides a requested language reports what it heard
+    as ``detected_language``; without one, the transcript's own language is the evidence.
     """
     return assess(
         result.segments,
@@ -128,8 +128,8 @@ def judge(result: Transcription, options: dict[str, Any], settings: QualitySetti
         speech_s=result.speech_s,
         covered_speech_s=result.covered_speech_s,
         settings=settings,
-        detected_language=getattr(result, "detected_language", None),
-        detected_language_probability=getattr(result, "detected_language_probability", None),
+        detected_language=result.detected_language,
+        detected_language_probability=result.detected_language_probability,
     )
 
 
@@ -189,9 +189,10 @@ async def _insert(
             " language_probability, text, model, device, compute_type, audio_duration_s,"
             " processing_s, real_time_factor, json_key, manifest_key, expected_language,"
             " options, speech_s, covered_speech_s, coverage, mean_logprob, compression_ratio,"
-            " no_speech_ratio, verdict, review_reasons)"
+            " no_speech_ratio, verdict, review_reasons, detected_language,"
+            " detected_language_probability)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-            " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " RETURNING id",
             (
                 job.audio_id,
@@ -219,6 +220,8 @@ async def _insert(
                 quality.no_speech_ratio,
                 quality.verdict,
                 quality.reason_texts,
+                quality.detected_language,
+                quality.detected_language_probability,
             ),
         )
         row = await cur.fetchone()

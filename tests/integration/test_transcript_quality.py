@@ -63,6 +63,7 @@ def heard(
     probability: float = 0.97,
     speech_s: float | None = 9.0,
     covered_s: float | None = 8.5,
+    detected: tuple[str, float] | None = None,
 ) -> Transcription:
     return Transcription(
         language=language,
@@ -72,6 +73,8 @@ def heard(
         segments=segments,
         speech_s=speech_s,
         covered_speech_s=covered_s,
+        detected_language=detected[0] if detected else None,
+        detected_language_probability=detected[1] if detected else None,
     )
 
 
@@ -91,6 +94,15 @@ SCRIPTS: dict[str, tuple[dict[str, Any], Transcription]] = {
         {"language": "de"},
         heard([said(0.5, 9.0, "This is English, not German.")]),
     ),
+    # German read as English because English was asked for; detection heard German.
+    "forced-english": (
+        {"language": "en"},
+        heard(
+            [said(0.5, 9.0, "To help you, to help you, to help you.")],
+            probability=0.03,
+            detected=("de", 0.76),
+        ),
+    ),
     "unsure": (
         {},
         heard([said(0.5, 9.0, "Mumbled words in some language.")], probability=0.55),
@@ -106,6 +118,7 @@ REASONS = {
     "clear": [],
     "clear-too": [],
     "german-expected": ["language differs from expected (detected en 0.97, expected de)"],
+    "forced-english": ["language differs from expected (detected de 0.76, expected en 0.03)"],
     # 0.60 is this test's setting, not the default (0.50): the worker's settings count.
     "unsure": ["low language confidence (0.55 < 0.60)"],
     "clipped": ["incomplete: segments cover 44% of 9.0 s of speech (< 80%)"],
@@ -225,6 +238,11 @@ def test_every_transcript_is_stored_with_its_verdict_reasons_and_figures(
     assert clear["expected_language"] is None
     assert clear["options"] == {"prompt": "clear"}
 
+    forced = rows["forced-english"]
+    assert (forced["language"], forced["language_probability"]) == ("en", 0.03)
+    assert (forced["detected_language"], forced["detected_language_probability"]) == ("de", 0.76)
+    assert clear["detected_language"] is None
+
     german = rows["german-expected"]
     assert german["expected_language"] == "de"
     assert german["options"] == {"language": "de", "prompt": "german-expected"}
@@ -260,7 +278,7 @@ def test_transcripts_are_counted_by_verdict_and_reason(scene: Scene) -> None:
     assert sample("ai2text_transcripts_total", {"verdict": "ok"}) == len(OK)
     assert sample("ai2text_transcripts_total", {"verdict": "review"}) == len(IN_REVIEW)
     expected = {
-        "language_mismatch": 1,
+        "language_mismatch": 2,
         "language_confidence": 1,
         "incomplete": 1,
         "no_speech": 1,
@@ -299,6 +317,9 @@ def test_show_gives_language_figures_verdict_and_reasons(scene: Scene) -> None:
     assert "mean log-prob -0.25, compression ratio 1.30, no-speech ratio 0.02" in clear
     assert "verdict: ok" in clear
     assert "Hello there" in clear
+
+    forced = cli_text(scene.env, "show", str(scene.ids["forced-english"]))
+    assert "language en (probability 0.03, expected en, detected de 0.76)" in forced
 
     german = cli_text(scene.env, "show", str(scene.ids["german-expected"])[:8])
     assert "language en (probability 0.97, expected de)" in german
@@ -386,6 +407,14 @@ def test_the_api_filters_by_review_and_serves_verdicts_and_figures(
             assert transcript["language_probability"] == 0.97
             assert transcript["figures"]["mean_logprob"] == pytest.approx(-0.25)
             assert transcript["segments"][0]["language"] == "en"
+
+            forced = http.get(
+                f"/v1/audio/{scene.ids['forced-english']}/transcript",
+                headers=bearer(tenant_token),
+            ).json()
+            assert forced["figures"]["detected_language"] == "de"
+            assert forced["figures"]["detected_language_probability"] == 0.76
+            assert forced["language_probability"] == 0.03
 
             unauthenticated = http.get("/v1/audio", params={"review": "true"})
             assert unauthenticated.status_code == 401

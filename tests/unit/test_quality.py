@@ -98,7 +98,8 @@ def test_low_detection_confidence_is_no_reason_when_the_language_was_requested()
         segments=[seg(0, 10, language="de")],
     )
     assert quality.verdict == "ok"
-    assert quality.language_probability == 0.3
+    assert quality.language_probability == 1.0
+    assert quality.detected_language_probability == 0.3
 
 
 def test_a_confidently_detected_other_language_differs_from_the_expected_one() -> None:
@@ -129,7 +130,8 @@ def test_another_language_preferred_over_an_unlikely_expected_one_is_a_mismatch(
     assert quality.reason_texts == [
         "language differs from expected (detected de 0.76, expected en 0.03)"
     ]
-    assert quality.language_probability == 0.76
+    assert (quality.language_probability, quality.detected_language) == (0.03, "de")
+    assert quality.detected_language_probability == 0.76
 
 
 def test_a_close_call_between_two_languages_is_not_a_mismatch() -> None:
@@ -281,6 +283,7 @@ def test_the_figures_are_rounded_for_the_document() -> None:
     assert figures == {
         "language_probability": 0.42,
         "detected_language": None,
+        "detected_language_probability": None,
         "mean_logprob": -0.1235,
         "compression_ratio": 1.4,
         "no_speech_ratio": 0.02,
