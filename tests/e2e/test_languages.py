@@ -1,0 +1,216 @@
+"""Languages through a real ``ai2text up``: files in, language out; what a model can't do, refused.
+
+Two services run per module, each on its own database:
+
+* ``multilingual``: ``up`` with the default model (Whisper ``base``); the synthetic
+  speech fixtures in five languages are dropped into its inbox.
+* ``english_only``: ``up`` with ``tiny.en`` and an inbox whose files are declared
+  German (``watch.language = de``): dropped files are refused with the reason, and
+  the HTTP API (RS256 tokens signed here) refuses ``language=de`` and lists models.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import fresh_database
+from tests.e2e.gateway_harness import (
+    DATA,
+    PROBLEM,
+    WRITE,
+    Gateway,
+    Signer,
+    bearer,
+    new_rsa_key,
+    public_pem,
+    start_gateway,
+    unique_speech,
+)
+from tests.e2e.harness import cli_json, cli_text, wait_until
+
+pytestmark = pytest.mark.slow
+
+# espeak-ng voices, tests/data/README.md; Whisper base detects each of them right.
+FIXTURES = {
+    "speech_de.flac": "de",
+    "speech_es.flac": "es",
+    "speech_fr.flac": "fr",
+    "speech_pt.flac": "pt",
+    "speech_vi.flac": "vi",
+}
+FINISHED = ("transcribed", "rejected", "failed")
+TRANSCRIBE_TIMEOUT_S = 420  # five files on the base model, on 2 shared CPU cores
+
+
+def up_with(root: Path, database_url: str, extra_env: dict[str, str]) -> Iterator[Gateway]:
+    """``ai2text up`` (watcher, worker, gateway), ready to take files and requests."""
+    key = new_rsa_key()
+    pem = root / "jwt-public.pem"
+    pem.write_bytes(public_pem(key))
+    env = {
+        "AI2TEXT_AUTH__PUBLIC_KEY_FILE": str(pem),
+        "AI2TEXT_WATCH__QUIET_PERIOD_S": "1",
+        **extra_env,
+    }
+    gateway = start_gateway("up", root, database_url, Signer(key), env, ready_event="worker ready")
+    try:
+        gateway.service.wait_for_event("watching", timeout=60)
+    except BaseException:
+        gateway.service.kill()
+        raise
+    yield gateway
+    assert gateway.service.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def multilingual(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    for database_url in fresh_database(pg_server):
+        yield from up_with(tmp_path_factory.mktemp("multilingual"), database_url, {})
+
+
+@pytest.fixture(scope="module")
+def english_only(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    for database_url in fresh_database(pg_server):
+        yield from up_with(
+            tmp_path_factory.mktemp("english-only"),
+            database_url,
+            {"AI2TEXT_ASR__MODEL": "tiny.en", "AI2TEXT_WATCH__LANGUAGE": "de"},
+        )
+
+
+def inbox(gw: Gateway) -> Path:
+    return Path(gw.env["AI2TEXT_WATCH__INBOX"])
+
+
+def row_named(gw: Gateway, name: str, states: tuple[str, ...]) -> dict[str, Any] | None:
+    rows: list[dict[str, Any]] = cli_json(gw.env, "ls", "-n", "500")
+    return next((r for r in rows if r["original_name"] == name and r["state"] in states), None)
+
+
+# -- every fixture language, on the default model ---------------------------------------
+
+
+def test_each_language_comes_back_transcribed_in_its_own_language(
+    multilingual: Gateway,
+) -> None:
+    for name in FIXTURES:
+        shutil.copy(DATA / name, inbox(multilingual) / name)
+    done = {}
+    for name in FIXTURES:
+        done[name] = wait_until(
+            functools.partial(row_named, multilingual, name, FINISHED),
+            timeout=TRANSCRIBE_TIMEOUT_S,
+            what=f"{name} transcribed",
+            every=1.0,
+        )
+    wrong: dict[str, Any] = {}
+    for name, expected in FIXTURES.items():
+        row = done[name]
+        assert row["state"] == "transcribed", (name, row["error"])
+        transcript = cli_json(multilingual.env, "show", str(row["id"]))["transcript"]
+        assert transcript["text"].strip(), name
+        segment_languages = sorted({s["language"] for s in transcript["segments"]})
+        heard = (row["language"], transcript["language"], segment_languages)
+        if heard != (expected, expected, [expected]):
+            wrong[name] = {
+                "audio": row["language"],
+                "transcript": transcript["language"],
+                "probability": transcript["language_probability"],
+                "segments": [
+                    (s["start_s"], s["language"], s["text"]) for s in transcript["segments"]
+                ],
+            }
+    # Plain faster-whisper with the same model gets every one of these right
+    # (bench/languages.py), so any language named wrongly here is the pipeline's.
+    assert not wrong, wrong
+
+
+# -- an English-only model asked for German ---------------------------------------------
+
+
+def test_a_german_folder_on_an_english_only_model_refuses_files_with_the_reason(
+    english_only: Gateway,
+) -> None:
+    name = "guten-morgen.flac"
+    shutil.copy(DATA / "speech_de.flac", inbox(english_only) / name)
+    row = wait_until(
+        functools.partial(row_named, english_only, name, FINISHED),
+        timeout=60,
+        what=f"{name} refused",
+    )
+    assert row["state"] == "rejected", row
+    assert "english only" in row["error"].lower(), row["error"]
+    assert "'de'" in row["error"], row["error"]
+
+    refused = inbox(english_only) / "rejected"
+    assert (refused / name).is_file()
+    assert not (inbox(english_only) / name).exists()
+    note = (refused / f"{name}.error.txt").read_text()
+    assert "english only" in note.lower(), note
+
+    listing = cli_text(english_only.env, "ls")
+    line = next(line for line in listing.splitlines() if name in line)
+    assert "rejected" in line and "English only" in line, line
+    # Refused before any work: no job, no transcript, nothing stored for it.
+    jobs = english_only.sql("SELECT count(*) AS n FROM jobs WHERE audio_id = %s", row["id"])
+    assert jobs[0]["n"] == 0
+
+
+def test_the_api_refuses_german_on_an_english_only_model_and_stores_nothing(
+    english_only: Gateway,
+) -> None:
+    token = english_only.signer.token(*WRITE)
+    audio_before = english_only.sql("SELECT count(*) AS n FROM audio")[0]["n"]
+    objects_before = english_only.stored_objects()
+    with english_only.client() as http:
+        refused = http.post(
+            "/v1/audio/transcriptions",
+            headers=bearer(token),
+            files={"file": ("de.wav", unique_speech("speech_de.flac"), "audio/wav")},
+            data={"model": "whisper-1", "language": "de"},
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith(PROBLEM)
+        assert "english only" in refused.json()["detail"].lower(), refused.json()
+        assert english_only.sql("SELECT count(*) AS n FROM audio")[0]["n"] == audio_before
+        assert english_only.stored_objects() == objects_before
+
+        # The same request in English is taken and answered: the refusal was the language.
+        taken = http.post(
+            "/v1/audio/transcriptions",
+            headers=bearer(token),
+            files={"file": ("jfk.wav", unique_speech("jfk.flac"), "audio/wav")},
+            data={"model": "whisper-1", "language": "en"},
+        )
+        assert taken.status_code == 200, taken.text
+        assert "country" in taken.json()["text"].lower()
+
+
+def test_models_are_listed_in_openai_shape_with_the_configured_default(
+    english_only: Gateway,
+) -> None:
+    with english_only.client() as http:
+        answer = http.get("/v1/models", headers=bearer(english_only.signer.token(*WRITE)))
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        unauthenticated = http.get("/v1/models")
+    assert unauthenticated.status_code == 401
+    assert body["object"] == "list"
+    models = {m["id"]: m for m in body["data"]}
+    assert {"base", "tiny.en"} <= set(models)
+    for model in body["data"]:
+        assert model["object"] == "model"
+        assert isinstance(model["created"], int) and model["owned_by"]
+        assert "path" not in model  # server paths are not the caller's business
+    assert models["tiny.en"]["default"] is True
+    assert models["base"]["default"] is False
+    assert [m["id"] for m in body["data"] if m["default"]] == ["tiny.en"]
+    assert models["tiny.en"]["languages"] == ["en"]
+    assert {"de", "es", "fr", "pt", "vi"} <= set(models["base"]["languages"])
+    assert models["tiny.en"]["available"] and models["base"]["available"]
