@@ -420,3 +420,65 @@ def test_the_api_filters_by_review_and_serves_verdicts_and_figures(
             assert unauthenticated.status_code == 401
     finally:
         assert gateway.service.stop() == 0
+
+
+# -- the real model -----------------------------------------------------------------------
+
+
+def test_the_real_model_on_silence_and_on_german_read_as_english(scene: Scene) -> None:
+    """Whisper base on real audio: the verdicts come from its own figures."""
+    from tests.integration.test_datasets import whisper
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    uploads = {
+        "real-jfk.flac": (data.joinpath("jfk.flac").read_bytes(), {}),
+        "real-silence.wav": (unique_silence(3.0), {}),
+        "real-german-as-english.flac": (
+            data.joinpath("speech_de.flac").read_bytes(),
+            {"language": "en"},
+        ),
+    }
+
+    async def run() -> dict[str, uuid.UUID]:
+        store = FilesystemStore(scene.settings.data_dir / "objects")
+        ids = {}
+        async with opened(scene.settings) as database:
+            ingestor = ingestor_of(scene.settings, database, store)
+            for name, (audio, options) in uploads.items():
+                arrival = Arrival("upload", name, f"upload://test/{name}", None, "real")
+                result = await ingestor.ingest(
+                    arrival, io.BytesIO(audio), len(audio), options=options
+                )
+                assert result.outcome == "accepted", result
+                ids[name] = result.audio_id
+            stop = asyncio.Event()
+            worker = worker_of(scene.settings, database, store, whisper())
+            task = asyncio.create_task(worker.run(stop))
+            try:
+                for audio_id in ids.values():
+                    await jobs_settled(scene.settings, timeout=300, audio_id=audio_id, watch=[task])
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 60)
+        return ids
+
+    ids = asyncio.run(run())
+    with psycopg.connect(scene.database_url, autocommit=True, row_factory=dict_row) as conn:
+        rows = {
+            name: conn.execute(
+                "SELECT verdict, review_reasons, language, detected_language, coverage"
+                " FROM transcripts WHERE audio_id = %s",
+                (audio_id,),
+            ).fetchone()
+            for name, audio_id in ids.items()
+        }
+    assert rows["real-jfk.flac"] is not None and rows["real-jfk.flac"]["verdict"] == "ok", rows[
+        "real-jfk.flac"
+    ]
+    assert rows["real-jfk.flac"]["coverage"] > 0.9
+    assert rows["real-silence.wav"] is not None
+    assert rows["real-silence.wav"]["review_reasons"] == ["no speech detected"]
+    german = rows["real-german-as-english.flac"]
+    assert german is not None and german["verdict"] == "review"
+    assert (german["language"], german["detected_language"]) == ("en", "de")
+    assert german["review_reasons"][0].startswith("language differs from expected (detected de")
