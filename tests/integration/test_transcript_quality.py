@@ -30,7 +30,7 @@ from pipeline.config import Settings
 from pipeline.ingest.core import Arrival
 from pipeline.metrics import Metrics
 from pipeline.storage import FilesystemStore
-from tests.components import ingestor_of, opened, worker_of
+from tests.components import freezer_of, ingestor_of, opened, worker_of
 from tests.e2e.gateway_harness import (
     READ,
     Signer,
@@ -420,6 +420,21 @@ def test_the_api_filters_by_review_and_serves_verdicts_and_figures(
             assert unauthenticated.status_code == 401
     finally:
         assert gateway.service.stop() == 0
+
+
+# -- kept out of datasets ---------------------------------------------------------------
+
+
+def test_transcripts_in_review_never_enter_a_frozen_version(scene: Scene) -> None:
+    async def freeze() -> Any:
+        store = FilesystemStore(scene.settings.data_dir / "objects")
+        async with opened(scene.settings) as database:
+            return await freezer_of(scene.settings, database, store).freeze(
+                tenant=TENANT, languages=["en"]
+            )
+
+    version = asyncio.run(freeze())
+    assert {scene.name_of(item[0]) for item in version.items} == OK
 
 
 # -- the real model -----------------------------------------------------------------------
