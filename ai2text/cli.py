@@ -416,9 +416,7 @@ def _counts(by_state: dict[str, int]) -> str:
 
 
 async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    entries = await asyncio.to_thread(
-        list_models, settings.asr.model, settings.asr.model_cache_dir
-    )
+    entries = await asyncio.to_thread(list_models, settings.asr.model, settings.asr.model_cache_dir)
     if args.json:
         _print_json([e.as_dict() for e in entries])
         return 0
