@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import structlog
 
 from pipeline.config import AsrSettings
@@ -43,7 +42,7 @@ from workers.engines import (
     WindowRequest,
     build_engine,
 )
-from workers.languages import LanguageTally, Run, detect_pieces, runs
+from workers.languages import LanguageTally, Run, detect_pieces, pieces, runs
 from workers.transcription import Cancelled, Segment, TranscribeOptions, Transcription
 from workers.windows import (
     SAMPLE_RATE,
@@ -60,8 +59,10 @@ from workers.windows import (
 
 log = structlog.get_logger(__name__)
 
-# Language detection listens to this much speech at most (what Whisper hears at once).
+# Language detection listens to this much audio at most (what Whisper hears at once),
+# from a little before the speech to a little after it.
 DETECT_SAMPLES = 30 * SAMPLE_RATE
+DETECT_PAD = SAMPLE_RATE // 10
 _LANGUAGE_NAMES = {"en": "English"}
 
 
@@ -258,7 +259,8 @@ class LongAudioTranscriber:
         detects = len(self.engine.languages) > 1
         if file.requested is not None:
             if speech and detects and not file.detection_done:
-                file.detected = self._detect(window.samples, speech, file)
+                first = pieces(speech, max_samples=DETECT_SAMPLES)[0]
+                file.detected = self._detect(window.samples, first, file)
                 file.detection_done = True
             return [Run(0, size, file.requested, None, speech_s)]
         if not speech:
@@ -271,7 +273,7 @@ class LongAudioTranscriber:
     def _detect(self, samples: Samples, spans: Sequence[Span], file: _File) -> LanguageGuess:
         file.check_cancel()
         try:
-            return self.engine.detect_language(speech_only(samples, spans, DETECT_SAMPLES))
+            return self.engine.detect_language(heard_in(samples, spans))
         except OutOfMemory as exc:
             self.metrics.gpu_oom.labels(self.device_label).inc()
             raise GpuOutOfMemory(
@@ -326,19 +328,13 @@ class LongAudioTranscriber:
         return segments, result.language, result.language_probability
 
 
-def speech_only(samples: Samples, spans: Sequence[Span], limit: int) -> Samples:
-    """The speech in ``spans`` of ``samples``, joined, at most ``limit`` samples of it."""
-    parts: list[Samples] = []
-    left = limit
-    for start, end in spans:
-        if left <= 0:
-            break
-        part = samples[start : min(end, start + left)]
-        parts.append(part)
-        left -= part.size
-    if not parts:
-        return np.zeros(0, dtype=np.float32)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+def heard_in(samples: Samples, spans: Sequence[Span]) -> Samples:
+    """What detection hears of ``spans``: from just before the first to just after the
+    last, pauses and all (speech cut tight and joined sounds less like itself), at most
+    ``DETECT_SAMPLES``."""
+    start = max(0, spans[0][0] - DETECT_PAD)
+    end = min(samples.size, spans[-1][1] + DETECT_PAD, start + DETECT_SAMPLES)
+    return samples[start:end]
 
 
 def on_file_clock(segment: Segment, offset_s: float, *, language: str | None = None) -> Segment:

@@ -6,14 +6,15 @@ second half in the wrong language, or translated. So, when no language is asked
 for, the speech VAD found in a window is cut into pieces of up to 30 s (at pauses,
 one detection each: what Whisper hears at once), and each piece's language is
 detected. Where two neighbouring pieces disagree, the change lies near where they
-meet, inside one of them or between: each is split in two at a pause and both
-halves detected again, down to pieces of a few seconds. A piece detection is
-unsure of (a change inside it hides behind its majority) is split once too, and
-further only if its halves disagree. So extra detections are spent only where the
+meet, inside one of them or between: each is split in two at a pause and the
+half next to the other detected again (the far half keeps the piece's majority),
+down to pieces of a few seconds. A piece detection is unsure of (a change inside
+it may hide behind its majority) is split once too, both halves detected, and
+further only if they disagree. So extra detections are spent only where the
 language changes or is in doubt. Consecutive pieces in the same language become
-one run, a run with too little speech to trust joins its neighbour, and each run
-is transcribed on its own, in its language, from the middle of the pause before
-it to the middle of the pause after it.
+one run; a run with too little speech, or too unsure a detection, to trust joins
+its neighbour; and each run is transcribed on its own, in its language, from the
+middle of the pause before it to the middle of the pause after it.
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ from dataclasses import dataclass, field
 from workers.engines import LanguageGuess
 from workers.windows import SAMPLE_RATE, Span
 
-# Whisper hears 30 s at a time: one detection per piece of speech up to this long.
+# Whisper hears 30 s at a time: one detection per piece of audio up to this long.
 PIECE_S = 30.0
 # A piece is split to find where the language changes only into halves this long.
 MIN_PIECE_S = 3.0
 # A run with less speech than this is too short to trust its language alone.
 MIN_RUN_S = 3.0
 # A piece detected with less confidence than this may hold a change of language.
-SURE = 0.9
+SURE = 0.8
+# A run in another language than its neighbours needs detection at least this sure.
+MIN_RUN_PROBABILITY = 0.6
 
+# The language of the audio from the first span's start to the last one's end.
 Detect = Callable[[Sequence[Span]], LanguageGuess]
 
 
@@ -42,11 +46,14 @@ class Heard:
 
     ``settled``: the piece is a half whose language agreed with its sibling's and its
     parent's: however unsure, it is split again only if a neighbour disagrees.
+    ``whole``: splitting it found no language sure enough to move a boundary to; it
+    is not split again.
     """
 
     spans: tuple[Span, ...]
     guess: LanguageGuess
     settled: bool = False
+    whole: bool = False
 
     @property
     def language(self) -> str:
@@ -73,25 +80,23 @@ class Run:
 
 
 def pieces(spans: Sequence[Span], *, max_samples: int) -> list[tuple[Span, ...]]:
-    """Consecutive spans grouped into pieces of at most ``max_samples`` of speech.
+    """Consecutive spans grouped into pieces at most ``max_samples`` long, first to last.
 
     A span longer than that (speech without a pause) is cut into pieces of its own.
     """
     out: list[tuple[Span, ...]] = []
     current: list[Span] = []
-    size = 0
     for start, end in spans:
         while end - start > max_samples:
             if current:
                 out.append(tuple(current))
-                current, size = [], 0
+                current = []
             out.append(((start, start + max_samples),))
             start += max_samples
-        if current and size + (end - start) > max_samples:
+        if current and end - current[0][0] > max_samples:
             out.append(tuple(current))
-            current, size = [], 0
+            current = []
         current.append((start, end))
-        size += end - start
     if current:
         out.append(tuple(current))
     return out
@@ -125,6 +130,7 @@ def detect_pieces(
     max_samples: int = round(PIECE_S * SAMPLE_RATE),
     min_samples: int = round(MIN_PIECE_S * SAMPLE_RATE),
     sure: float = SURE,
+    min_probability: float = MIN_RUN_PROBABILITY,
 ) -> list[Heard]:
     """The language of each piece of ``spans``, refined where it changes or is in doubt."""
     heard = [Heard(piece, detect(piece)) for piece in pieces(spans, max_samples=max_samples)]
@@ -132,7 +138,7 @@ def detect_pieces(
         split: dict[int, tuple[tuple[Span, ...], ...]] = {}
         for index, piece in enumerate(heard):
             unsure = not piece.settled and piece.guess.probability < sure
-            if not unsure and not _disagrees(heard, index):
+            if piece.whole or (not unsure and not _disagrees(heard, index)):
                 continue
             two = halves(piece.spans, min_samples=min_samples)
             if two is not None:
@@ -142,7 +148,8 @@ def detect_pieces(
         refined: list[Heard] = []
         for index, piece in enumerate(heard):
             if index in split:
-                refined += _split(piece, split[index], detect, _sides(heard, index, sure))
+                sides = _sides(heard, index, sure)
+                refined += _split(piece, split[index], detect, sides, min_probability)
             else:
                 refined.append(piece)
         heard = refined
@@ -166,9 +173,17 @@ def _sides(heard: Sequence[Heard], index: int, sure: float) -> tuple[bool, bool]
 
 
 def _split(
-    piece: Heard, two: tuple[tuple[Span, ...], ...], detect: Detect, sides: tuple[bool, bool]
+    piece: Heard,
+    two: tuple[tuple[Span, ...], ...],
+    detect: Detect,
+    sides: tuple[bool, bool],
+    min_probability: float,
 ) -> list[Heard]:
     guesses = [detect(half) if side else piece.guess for half, side in zip(two, sides, strict=True)]
+    # Less audio, less certainty: a half heard in another language moves the boundary
+    # only when detection is sure of it; otherwise the piece stays as it was heard.
+    if any(g.language != piece.language and g.probability < min_probability for g in guesses):
+        return [Heard(piece.spans, piece.guess, settled=True, whole=True)]
     # Halves that agree with their piece leave no doubt about it (nor does an inherited one).
     agree = all(guess.language == piece.language for guess in guesses)
     return [
@@ -189,19 +204,33 @@ def runs(
     size: int,
     *,
     min_run_samples: int = round(MIN_RUN_S * SAMPLE_RATE),
+    min_probability: float = MIN_RUN_PROBABILITY,
 ) -> list[Run]:
-    """``heard`` as runs of one language that together cover samples ``0:size``."""
+    """``heard`` as runs of one language that together cover samples ``0:size``.
+
+    A run too short, or detected too unsurely, to stand on its own joins the neighbour
+    with more evidence (speech times probability), in its language; the run with the
+    least evidence first, one at a time. Speech whose language detection cannot tell
+    apart (Portuguese or Galician) thus stays in one language, as Whisper alone would
+    transcribe it.
+    """
     groups = _grouped([[piece] for piece in heard])
     while len(groups) > 1:
         speech = [sum(p.speech for p in group) for group in groups]
-        shortest = min(range(len(groups)), key=lambda i: speech[i])
-        if speech[shortest] >= min_run_samples:
+        sure = [_probability(group) for group in groups]
+        evidence = [s * p for s, p in zip(speech, sure, strict=True)]
+        doubtful = [
+            i
+            for i in range(len(groups))
+            if speech[i] < min_run_samples or sure[i] < min_probability
+        ]
+        if not doubtful:
             break
-        # Too short to trust: it joins the neighbour with more speech, in its language.
-        neighbours = [i for i in (shortest - 1, shortest + 1) if 0 <= i < len(groups)]
-        into = max(neighbours, key=lambda i: speech[i])
+        weakest = min(doubtful, key=lambda i: evidence[i])
+        neighbours = [i for i in (weakest - 1, weakest + 1) if 0 <= i < len(groups)]
+        into = max(neighbours, key=lambda i: evidence[i])
         language = groups[into][0].language
-        groups[shortest] = [_as(piece, language) for piece in groups[shortest]]
+        groups[weakest] = [_as(piece, language) for piece in groups[weakest]]
         groups = _grouped(groups)
     out: list[Run] = []
     for number, group in enumerate(groups):
@@ -209,6 +238,12 @@ def runs(
         end = size if number == len(groups) - 1 else _middle_of_pause(group, groups[number + 1])
         out.append(_run(group, start, end))
     return out
+
+
+def _probability(group: Sequence[Heard]) -> float:
+    """How sure detection was of the group's language, weighted by speech."""
+    speech = sum(piece.speech for piece in group)
+    return sum(piece.guess.probability * piece.speech for piece in group) / speech
 
 
 def _grouped(groups: list[list[Heard]]) -> list[list[Heard]]:
@@ -237,14 +272,12 @@ def _middle_of_pause(before: Sequence[Heard], after: Sequence[Heard]) -> int:
 
 
 def _run(group: Sequence[Heard], start: int, end: int) -> Run:
-    speech = sum(piece.speech for piece in group)
-    weighted = sum(piece.guess.probability * piece.speech for piece in group)
     return Run(
         start=start,
         end=end,
         language=group[0].language,
-        probability=weighted / speech if speech else None,
-        speech_s=speech / SAMPLE_RATE,
+        probability=_probability(group),
+        speech_s=sum(piece.speech for piece in group) / SAMPLE_RATE,
     )
 
 

@@ -52,12 +52,12 @@ def labels(heard: Sequence[Heard]) -> list[tuple[Span, str]]:
     return [(span, piece.language) for piece in heard for span in piece.spans]
 
 
-def test_pieces_hold_at_most_30_s_of_speech_and_end_at_pauses() -> None:
-    spans = sentences(20)  # 80 s of speech
+def test_pieces_last_at_most_30_s_and_end_at_pauses() -> None:
+    spans = sentences(20)  # 100 s: 80 s of speech
     out = pieces(spans, max_samples=30 * SR)
-    assert [len(p) for p in out] == [7, 7, 6]
+    assert [len(p) for p in out] == [6, 6, 6, 2]
     assert [s for p in out for s in p] == spans
-    assert all(sum(e - s for s, e in p) <= 30 * SR for p in out)
+    assert all(p[-1][1] - p[0][0] <= 30 * SR for p in out)
 
 
 def test_speech_without_a_pause_is_cut_into_pieces_of_its_own() -> None:
@@ -75,7 +75,7 @@ def test_halves_split_speech_evenly_at_a_pause_and_never_below_the_minimum() -> 
 def test_one_language_costs_one_detection_per_piece() -> None:
     detect = ScriptedDetector(switch_at=10**9)
     heard = detect_pieces(sentences(20), detect)
-    assert len(detect.calls) == 3
+    assert len(detect.calls) == 4
     assert {language for _, language in labels(heard)} == {"en"}
 
 
@@ -92,8 +92,8 @@ def test_a_change_of_language_inside_a_piece_is_found_to_the_sentence() -> None:
 
 
 def test_a_change_where_two_pieces_meet_is_confirmed_from_the_halves_next_to_it() -> None:
-    spans = sentences(12)  # pieces of 7 and 5 sentences
-    switch = spans[7][0] - SR // 2
+    spans = sentences(12)  # pieces of 6 sentences
+    switch = spans[6][0] - SR // 2
     detect = ScriptedDetector(switch_at=switch)
 
     heard = detect_pieces(spans, detect)
@@ -106,7 +106,7 @@ def test_a_change_where_two_pieces_meet_is_confirmed_from_the_halves_next_to_it(
 
 def test_runs_cover_the_window_and_meet_in_the_middle_of_the_pause() -> None:
     spans = sentences(12)
-    switch = spans[7][0] - SR // 2
+    switch = spans[6][0] - SR // 2
     heard = detect_pieces(spans, ScriptedDetector(switch_at=switch))
     size = 70 * SR
 
@@ -114,8 +114,8 @@ def test_runs_cover_the_window_and_meet_in_the_middle_of_the_pause() -> None:
 
     assert [r.language for r in out] == ["en", "de"]
     assert out[0].start == 0 and out[-1].end == size
-    assert out[0].end == out[1].start == (spans[6][1] + spans[7][0]) // 2
-    assert [r.speech_s for r in out] == [28.0, 20.0]
+    assert out[0].end == out[1].start == (spans[5][1] + spans[6][0]) // 2
+    assert [r.speech_s for r in out] == [24.0, 24.0]
     assert [r.probability for r in out] == [pytest.approx(1.0), pytest.approx(1.0)]
 
 
@@ -131,6 +131,40 @@ def test_a_run_too_short_to_trust_joins_its_neighbour_in_its_language() -> None:
     assert out[0].speech_s == pytest.approx(20.0)
     # The 2 s heard as French count as German, with the probability German had there.
     assert out[0].probability == pytest.approx(18 / 20)
+
+
+def test_halves_heard_unsurely_in_other_languages_leave_the_piece_as_it_was_heard() -> None:
+    spans = sentences(4)
+    calls: list[Sequence[Span]] = []
+
+    def less_audio_less_sure(piece: Sequence[Span]) -> LanguageGuess:
+        calls.append(piece)
+        if len(piece) == len(spans):
+            return LanguageGuess("vi", 0.4, {"km": 0.2})
+        return LanguageGuess("km" if piece[0] == spans[0] else "fr", 0.3)
+
+    heard = detect_pieces(spans, less_audio_less_sure)
+
+    assert [(p.spans, p.language) for p in heard] == [(tuple(spans), "vi")]
+    assert len(calls) == 3, "one split tried, then the piece is left whole"
+    assert [r.language for r in runs(heard, 30 * SR)] == ["vi"]
+
+
+def test_languages_detection_cannot_tell_apart_stay_one_run_as_whisper_alone_would() -> None:
+    spans = sentences(8)
+
+    def confused(piece: Sequence[Span]) -> LanguageGuess:
+        if piece[0][0] < spans[4][0]:
+            return LanguageGuess("pt", 0.55, {"gl": 0.4})
+        return LanguageGuess("gl", 0.5, {"pt": 0.45})
+
+    heard = detect_pieces(spans, confused, max_samples=20 * SR)
+    assert {piece.language for piece in heard} == {"pt", "gl"}
+
+    out = runs(heard, 50 * SR)
+
+    assert [(r.start, r.end, r.language) for r in out] == [(0, 50 * SR, "pt")]
+    assert out[0].probability == pytest.approx((0.55 + 0.45) / 2)
 
 
 def test_the_transcript_language_has_the_most_speech_and_its_weighted_probability() -> None:

@@ -80,8 +80,9 @@ def test_one_language_costs_one_detection_per_30_s_of_speech(tmp_path: Path) -> 
 
     result = transcribe(path, engine)
 
-    # 61 s of sound in sentences of 4 s: pieces of 7, 7 and 1 sentence(s) and a second.
-    assert engine.detections == [28.0, 28.0, 5.0]
+    # Sentences of 4 s and pauses of 0.6 s: pieces of 6, 6 and 3 sentences and a second,
+    # each heard from 0.1 s before its first sentence to 0.1 s after its last.
+    assert engine.detections == pytest.approx([27.1, 27.2, 14.9])
     assert [r.language for r in engine.requests] == ["en"]
     assert {s.language for s in result.segments} == {"en"}
 
@@ -101,19 +102,21 @@ def test_windows_of_long_audio_each_get_the_languages_in_them(tmp_path: Path) ->
 
 
 def test_a_requested_language_is_used_throughout_and_detection_still_reports_what_it_heard(
-    english_then_german: Path,
+    tmp_path: Path,
 ) -> None:
+    path = tmp_path / "en-de.wav"
+    write_tones_wav(path, 90, [(0, 9.2, "en"), (9.2, 80, "de")])
     engine = FakeEngine()
 
-    result = transcribe(english_then_german, engine, language="fr")
+    result = transcribe(path, engine, language="fr")
 
     assert {r.language for r in engine.requests} == {"fr"}
     assert {s.language for s in result.segments} == {"fr"}
     assert result.language == "fr"
-    # One detection, on the first 30 s of speech: 12 s of English, 18 s of German.
-    assert engine.detections == [30.0]
+    # One detection, on the first 30 s with speech: 2 sentences in English, 4 in German.
+    assert engine.detections == [pytest.approx(27.1)]
     assert result.detected_language == "de"
-    assert result.detected_language_probability == pytest.approx(18 / 30)
+    assert result.detected_language_probability == pytest.approx(4 / 6, abs=0.01)
     # How likely the requested language is, as detection heard it: not at all.
     assert result.language_probability is not None and result.language_probability < 0.01
 
