@@ -26,8 +26,8 @@ from pipeline.config import Settings
 from pipeline.datasets.commands import LanguagesNeeded, dataset_stats, freeze_now
 from pipeline.datasets.freeze import FrozenVersion
 from tests.components import freezer_of, opened, orchestrator_of
-from tests.integration.test_datasets import manifest_lines, read_jsonl, store_of, version_dir
-from tests.integration.test_orchestrator import runs_finished
+from tests.integration.test_datasets import read_jsonl, store_of, version_dir
+from tests.integration.test_orchestrator import all_lines, runs_finished
 
 Conn = psycopg.Connection[dict[str, Any]]
 REPO = Path(__file__).resolve().parents[2]
@@ -97,10 +97,6 @@ def spoken(language: str, seconds: float, words: str = "") -> list[Seg]:
     """A file of ``seconds`` in one language, in 10 s segments."""
     count = int(seconds // 10)
     return [(10.0 * i, 10.0 * (i + 1), f"{words or language} {i}", language) for i in range(count)]
-
-
-def all_lines(directory: Path) -> list[dict[str, Any]]:
-    return [line for lines in manifest_lines(directory).values() for line in lines]
 
 
 def training_settings(make_settings: Any, **dataset: Any) -> Settings:

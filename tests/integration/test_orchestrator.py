@@ -36,6 +36,7 @@ from tests.integration.test_datasets import (
     FailingStore,
     add_transcribed,
     hashes,
+    manifest_lines,
     opened,
     store_of,
     version_dir,
@@ -132,6 +133,11 @@ def freeze_and_launch_once(settings: Settings, db: Conn, store: Any) -> FrozenVe
             return frozen
 
     return asyncio.run(scenario())
+
+
+def all_lines(directory: Path) -> list[dict[str, Any]]:
+    """Every utterance line of a version's train, dev and test manifests."""
+    return [line for lines in manifest_lines(directory).values() for line in lines]
 
 
 def run_dir(settings: Settings, run_id: Any) -> Path:
@@ -307,14 +313,14 @@ def test_five_orchestrator_processes_woken_by_one_transcript_make_one_run(
     assert sum(s.count("training run finished") for s in services) == 1
 
 
-def test_a_second_crossing_makes_version_2_and_a_second_run_leaving_v1_untouched(
+def test_a_second_crossing_makes_new_versions_per_language_leaving_v1_untouched(
     make_settings: Any, db: Conn
 ) -> None:
     settings = make_settings(training=training(min_new_hours=0.005))  # 18 s more
     store = store_of(settings)
     v1_before: dict[str, str] = {}
 
-    async def scenario() -> tuple[FrozenVersion, FrozenVersion]:
+    async def scenario() -> tuple[FrozenVersion, list[FrozenVersion]]:
         async with opened(settings) as database:
             orchestrator = orchestrator_of(settings, database, store)
             await add_transcribed(settings, database, db, *BASE)
@@ -322,23 +328,39 @@ def test_a_second_crossing_makes_version_2_and_a_second_run_leaving_v1_untouched
             await runs_finished(db, 1)
             v1_before.update(hashes(version_dir(settings, 1)))
             assert await orchestrator.check() == []  # nothing new yet
-            await add_transcribed(settings, database, db, "multilingual.mp3")  # +59.9 s
-            (second,) = await orchestrator.check()
-            await runs_finished(db, 2)
+            # +59.9 s, English then German: each half goes to its own language's dataset.
+            await add_transcribed(settings, database, db, "multilingual.mp3")
+            later = await orchestrator.check()
+            await runs_finished(db, 3)
             assert await orchestrator.check() == []
-            return first, second
+            return first, later
 
-    first, second = asyncio.run(scenario())
-    assert (first.version, second.version) == (1, 2)
-    assert [v["version"] for v in versions(db)] == [1, 2]
-    assert [(r["version"], r["state"]) for r in runs(db)] == [(1, "succeeded"), (2, "succeeded")]
+    first, later = asyncio.run(scenario())
+    assert (first.version, first.languages) == (1, ("en",))
+    # German crosses on its own (its first ~30 s); English has ~30 s new, over 18 s.
+    assert [(v.version, v.languages) for v in later] == [(2, ("de",)), (3, ("en",))]
+    german, english = later
+    assert [v["version"] for v in versions(db)] == [1, 2, 3]
+    assert [(r["version"], r["state"]) for r in runs(db)] == [
+        (1, "succeeded"),
+        (2, "succeeded"),
+        (3, "succeeded"),
+    ]
     assert hashes(version_dir(settings, 1)) == v1_before
-    record = trainer_record(settings, second.run_id)
-    assert record["argv"][1] == store.uri("datasets/default/v2")
-    assert record["argv"][3:5] == [str(second.run_id), "2"]
-    v1, v2 = versions(db)
-    assert v2["stats"]["audio"] == 4 and v1["stats"]["audio"] == 3
-    assert v2["audio_hours"] - v1["audio_hours"] == pytest.approx(59.9 / 3600, abs=0.2 / 3600)
+    record = trainer_record(settings, english.run_id)
+    assert record["argv"][1] == store.uri("datasets/default/v3")
+    assert record["argv"][3:5] == [str(english.run_id), "3"]
+    v1, v2, v3 = versions(db)
+    assert (v1["languages"], v2["languages"], v3["languages"]) == (["en"], ["de"], ["en"])
+    assert v3["stats"]["audio"] == 4 and v1["stats"]["audio"] == 3 and v2["stats"]["audio"] == 1
+    # The file's hours are shared out between its two languages, and add up to it.
+    new_english = v3["audio_hours"] - v1["audio_hours"]
+    assert new_english > 10 / 3600 and v2["audio_hours"] > 10 / 3600
+    assert new_english + v2["audio_hours"] == pytest.approx(59.9 / 3600, abs=0.2 / 3600)
+    (multilingual,) = {e["audio_id"] for e in all_lines(version_dir(settings, 2))}
+    assert {e["lang"] for e in all_lines(version_dir(settings, 2))} == {"de"}
+    assert {e["lang"] for e in all_lines(version_dir(settings, 3))} == {"en"}
+    assert multilingual in {e["audio_id"] for e in all_lines(version_dir(settings, 3))}
 
 
 def test_a_trainer_exiting_non_zero_fails_the_run_and_marks_its_directory(
@@ -596,14 +618,18 @@ def test_a_trainer_redirect_is_not_taken_for_an_accepted_run(
 def test_a_run_left_running_by_a_dead_orchestrator_is_reaped_and_the_next_crossing_runs(
     make_settings: Any, db: Conn
 ) -> None:
-    settings = make_settings(training=training(min_new_hours=0.005, heartbeat_s=10))
+    # One dataset for English and German together: multilingual.mp3 makes one crossing.
+    settings = make_settings(
+        training=training(min_new_hours=0.005, heartbeat_s=10),
+        dataset={"languages": [["en", "de"]]},
+    )
 
     async def scenario() -> tuple[int, int, int, list[FrozenVersion], list[FrozenVersion]]:
         async with opened(settings) as database:
             await add_transcribed(settings, database, db, *BASE)
             # The dead orchestrator froze v1 and recorded its run...
             orphan = await freezer_of(settings, database, store_of(settings)).freeze(
-                languages=["en"], run_launcher="command"
+                languages=["en", "de"], run_launcher="command"
             )
             assert orphan.run_id is not None
             orchestrator = orchestrator_of(settings, database, store_of(settings))
@@ -642,7 +668,8 @@ def test_a_run_left_running_by_a_dead_orchestrator_is_reaped_and_the_next_crossi
     ]
     # The failed run counts as the run of its crossing; new hours make the next one.
     assert no_new_hours == []
-    assert [v.version for v in next_one] == [3]
+    assert [(v.version, v.languages) for v in next_one] == [(3, ("de", "en"))]
+    assert {e["lang"] for e in all_lines(version_dir(settings, 3))} == {"de", "en"}
     assert successor["state"] == "succeeded" and successor["version"] == 3
 
 
