@@ -416,10 +416,12 @@ def _counts(by_state: dict[str, int]) -> str:
 
 
 async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 1 when the configured model cannot be used (a readiness check for scripts)."""
     entries = await asyncio.to_thread(list_models, settings.asr.model, settings.asr.model_cache_dir)
+    usable = all(e.available for e in entries if e.default)
     if args.json:
         _print_json([e.as_dict() for e in entries])
-        return 0
+        return 0 if usable else EXIT_FAILED
     out = sys.stdout
     out.write(f"{'NAME':24}  {'DEFAULT':7}  {'LANGUAGES':20}  {'SIZE':>8}  SOURCE\n")
     for e in entries:
@@ -432,7 +434,7 @@ async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         )
         if e.problem:
             out.write(f"{'':24}  unavailable: {e.problem}\n")
-    return 0
+    return 0 if usable else EXIT_FAILED
 
 
 def _print_json(value: Any) -> None:

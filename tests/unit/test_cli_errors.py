@@ -36,6 +36,7 @@ COMMAND_LINES = {
     "token": ["token"],
     "dataset": ["dataset", "stats"],
     "runs": ["runs"],
+    "models": ["models"],
 }
 
 
@@ -114,7 +115,7 @@ def test_malformed_toml_stops_the_command_with_one_line_naming_the_file(
     assert_one_line(done, f"invalid configuration: {config} is not valid TOML: ", "line 2")
 
 
-@pytest.mark.parametrize("command", sorted(COMMAND_LINES))
+@pytest.mark.parametrize("command", sorted(set(COMMAND_LINES) - {"models"}))  # no data dir used
 def test_a_data_directory_under_a_file_stops_every_command_with_one_line(
     tmp_path: Path, command: str
 ) -> None:
@@ -129,6 +130,19 @@ def test_a_data_directory_under_a_file_stops_every_command_with_one_line(
         done,
         f"ai2text: cannot create the data directory {data_dir} (AI2TEXT_DATA_DIR): Not a directory",
     )
+
+
+def test_models_says_why_the_default_model_cannot_be_used(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    env = clean_env(AI2TEXT_ASR__MODEL_CACHE_DIR=str(blocker / "models"))
+
+    done = ai2text(["models"], env)
+
+    assert done.returncode == 1, done.stderr
+    assert "unavailable: cannot assemble model 'base'" in done.stdout
+    assert "Not a directory" in done.stdout
+    assert "tiny.en" in done.stdout  # the others are still listed
 
 
 CAP_DAC_OVERRIDE = 1
@@ -181,6 +195,7 @@ def data_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         (["ls"], False),
         (["status", "--json"], True),
         (["runs"], False),
+        (["models", "--json"], False),
         (["token"], False),
         (["token"], True),
         (["--help"], False),
