@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, git, log, machine_info, run_and_report  # noqa: E402
+from bench.common import RESULTS, log, machine_info, run_and_report  # noqa: E402
 from bench.sysload import CpuWindow  # noqa: E402
 from pipeline.config import AsrSettings, load_settings  # noqa: E402
 from pipeline.media import decode_mono_16k  # noqa: E402
@@ -277,6 +277,7 @@ def coverage(heard: Heard, audio: Audio) -> dict[str, Any]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     rounds = 1 if args.quick else args.rounds
+    machine = machine_info()  # the commit and the tree as they were when the code was loaded
     model_path = resolve_model(args.model)
     log(f"model {args.model} at {model_path}; {rounds} round(s)")
     plain, plain_load_s = plain_side(model_path)
@@ -305,8 +306,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rows = [language_row(f, audio[f.file], heard[f.file]) for f in FIXTURES]
     mixed = {side: mixed_row(audio[MIXED], heard[MIXED][side]) for side in sides}
     return {
-        "machine": machine_info(),
-        "commit": git("rev-parse", "--short", "HEAD"),
+        "machine": machine,
+        "commit": machine["git_commit"],
         "config": {
             "model": args.model,
             "model_path": model_path,
