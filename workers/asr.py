@@ -87,7 +87,6 @@ class _File:
     tally: LanguageTally = field(default_factory=LanguageTally)
     coverage: Coverage = field(default_factory=Coverage)
     detected: LanguageGuess | None = None
-    detection_done: bool = False
     samples: int = 0
     windows: int = 0
 
@@ -258,10 +257,9 @@ class LongAudioTranscriber:
         speech_s = sum(end - start for start, end in speech) / SAMPLE_RATE
         detects = len(self.engine.languages) > 1
         if file.requested is not None:
-            if speech and detects and not file.detection_done:
+            if speech and detects and file.detected is None:
                 first = pieces(speech, max_samples=DETECT_SAMPLES)[0]
                 file.detected = self._detect(window.samples, first, file)
-                file.detection_done = True
             return [Run(0, size, file.requested, None, speech_s)]
         if not speech:
             return [Run(0, size, None, None, 0.0)]  # the model's call; a guess on silence
