@@ -44,6 +44,9 @@ def transcript_heading(audio: dict[str, Any], transcript: dict[str, Any]) -> str
         f"{_language(transcript)}, {transcript['audio_duration_s']:.1f} s,"
         f" real-time factor {transcript['real_time_factor']:.3f}",
     ]
+    spoken = languages_spoken(transcript["segments"])
+    if len(spoken) > 1:
+        lines.append("languages " + ", ".join(f"{lang} {s:.1f} s" for lang, s in spoken))
     figures = describe_figures(transcript.get("figures"))
     if figures:
         lines.append(figures)
@@ -51,6 +54,15 @@ def transcript_heading(audio: dict[str, Any], transcript: dict[str, Any]) -> str
     if not transcript["segments"]:
         lines.append(empty_note(transcript))
     return "\n".join(lines) + "\n\n"
+
+
+def languages_spoken(segments: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """Each language of the segments with its seconds, most first (mixed-language audio)."""
+    seconds: dict[str, float] = {}
+    for s in segments:
+        if s.get("language"):
+            seconds[s["language"]] = seconds.get(s["language"], 0.0) + s["end_s"] - s["start_s"]
+    return sorted(seconds.items(), key=lambda item: -item[1])
 
 
 def verdict_lines(transcript: dict[str, Any]) -> list[str]:

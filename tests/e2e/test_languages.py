@@ -131,6 +131,37 @@ def test_each_language_comes_back_transcribed_in_its_own_language(
     assert not wrong, wrong
 
 
+def test_english_then_german_comes_back_whole_with_each_half_labelled(
+    multilingual: Gateway,
+) -> None:
+    """multilingual.mp3: 30 s of English, then 30 s of German; neither half is dropped."""
+    shutil.copy(DATA / "multilingual.mp3", inbox(multilingual) / "multilingual.mp3")
+    row = wait_until(
+        functools.partial(row_named, multilingual, "multilingual.mp3", FINISHED),
+        timeout=TRANSCRIBE_TIMEOUT_S,
+        what="multilingual.mp3 transcribed",
+        every=1.0,
+    )
+    assert row["state"] == "transcribed", row["error"]
+    transcript = cli_json(multilingual.env, "show", str(row["id"]))["transcript"]
+    segments = transcript["segments"]
+    english = [s for s in segments if s["language"] == "en"]
+    german = [s for s in segments if s["language"] == "de"]
+    assert {s["language"] for s in segments} == {"en", "de"}, segments
+    assert max(s["end_s"] for s in english) <= min(s["start_s"] for s in german) + 0.5
+    # Both halves are there, each in its own words (not the English half only, nor an
+    # English rendering of the German one).
+    assert "permission" in " ".join(s["text"] for s in english).lower()
+    german_text = " ".join(s["text"] for s in german).lower()
+    assert "software" in german_text and ("die" in german_text or "der" in german_text)
+    assert sum(s["end_s"] - s["start_s"] for s in german) > 20
+    assert segments[-1]["end_s"] > 55  # to the end of the 59.9 s file
+    assert transcript["verdict"] == "ok", transcript["review_reasons"]
+    assert transcript["figures"]["coverage"] >= 0.8
+    shown = cli_text(multilingual.env, "show", str(row["id"]))
+    assert "languages en " in shown and ", de " in shown
+
+
 # -- an English-only model asked for German ---------------------------------------------
 
 
