@@ -162,6 +162,83 @@ def test_english_then_german_comes_back_whole_with_each_half_labelled(
     assert "languages en " in shown and ", de " in shown
 
 
+def _transcript_of(gw: Gateway, http: Any, token: str, audio_id: str) -> dict[str, Any]:
+    """Wait for ``audio_id`` to finish; its transcript (JSON) from the API."""
+
+    def finished() -> dict[str, Any] | None:
+        audio = http.get(f"/v1/audio/{audio_id}", headers=bearer(token)).json()
+        return audio if audio["state"] in FINISHED else None
+
+    audio = wait_until(finished, timeout=TRANSCRIBE_TIMEOUT_S, what=audio_id, every=1.0)
+    assert audio["state"] == "transcribed", audio
+    answer = http.get(f"/v1/audio/{audio_id}/transcript", headers=bearer(token))
+    assert answer.status_code == 200, answer.text
+    transcript: dict[str, Any] = answer.json()
+    return transcript
+
+
+def test_a_stereo_call_uploaded_with_split_channels_labels_each_speaker(
+    multilingual: Gateway,
+) -> None:
+    token = multilingual.signer.token(*WRITE)
+    stereo = (DATA / "stereo_diarization.wav").read_bytes()
+    with multilingual.client() as http:
+        taken = http.post(
+            "/v1/audio",
+            headers=bearer(token),
+            files={"file": ("call.wav", stereo, "audio/wav")},
+            data={"channels": "split"},
+        )
+        assert taken.status_code == 201, taken.text
+        audio_id = taken.json()["id"]
+        transcript = _transcript_of(multilingual, http, token, audio_id)
+        srt = http.get(
+            f"/v1/audio/{audio_id}/transcript", params={"format": "srt"}, headers=bearer(token)
+        ).text
+    by_channel = {
+        channel: " ".join(s["text"] for s in transcript["segments"] if s["channel"] == channel)
+        for channel in (0, 1)
+    }
+    assert "wizard" in by_channel[0].lower(), transcript["segments"]
+    assert "horizon" in by_channel[1].lower(), transcript["segments"]
+    starts = [s["start_s"] for s in transcript["segments"]]
+    assert starts == sorted(starts)
+    assert "[ch1] " in srt and "[ch2] " in srt
+
+
+def test_the_same_audio_with_a_vocabulary_is_transcribed_again_and_both_are_kept(
+    multilingual: Gateway,
+) -> None:
+    """hotwords.mp3 names "ComfyUI", which Whisper spells otherwise unless told the word."""
+    token = multilingual.signer.token(*WRITE)
+    data = (DATA / "hotwords.mp3").read_bytes()
+    with multilingual.client() as http:
+        plain = http.post(
+            "/v1/audio", headers=bearer(token), files={"file": ("a.mp3", data, "audio/mpeg")}
+        )
+        told = http.post(
+            "/v1/audio",
+            headers=bearer(token),
+            files={"file": ("b.mp3", data, "audio/mpeg")},
+            data={"vocabulary": ["ComfyUI"]},
+        )
+        again = http.post(
+            "/v1/audio",
+            headers=bearer(token),
+            files={"file": ("c.mp3", data, "audio/mpeg")},
+            data={"vocabulary": ["ComfyUI"]},
+        )
+        assert plain.status_code == 201 and told.status_code == 201, (plain.text, told.text)
+        assert told.json()["outcome"] == "accepted"  # not a duplicate: other options
+        assert again.json()["outcome"] == "duplicate"
+        assert again.json()["duplicate_of"] == told.json()["id"]
+        first = _transcript_of(multilingual, http, token, plain.json()["id"])
+        second = _transcript_of(multilingual, http, token, told.json()["id"])
+    assert "comfyui" not in first["text"].lower(), first["text"]
+    assert "comfyui" in second["text"].lower(), second["text"]
+    assert second["options"]["vocabulary"] == ["ComfyUI"]
+
+
 # -- an English-only model asked for German ---------------------------------------------
 
 
