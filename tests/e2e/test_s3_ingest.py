@@ -73,6 +73,7 @@ class S3Up:
     bucket: str
     quiet_bucket: str
     wav_bucket: str
+    german_bucket: str
     token: str
     conn: psycopg.Connection[Row]
     service: Service | None = None
@@ -251,12 +252,14 @@ def s3up(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     suffix = uuid.uuid4().hex[:12]
     bucket, quiet_bucket = f"uploads-{suffix}", f"quiet-{suffix}"
     wav_bucket = f"wav-only-{suffix}"
+    german_bucket = f"deutsch-{suffix}"  # a source whose audio is expected to be German
     token = secrets.token_urlsafe(24)
     with moto_s3_server() as endpoint:
         client = Minio(endpoint, access_key="testing", secret_key="testing", secure=False)
         client.make_bucket(bucket)
         client.make_bucket(quiet_bucket)
         client.make_bucket(wav_bucket)
+        client.make_bucket(german_bucket)
         # Objects no event will ever announce, there before the service starts.
         for i, key in enumerate(RECONCILE_KEYS):
             wav = speech_wav(root / f"early-{i}.wav", variant=100 + i)
@@ -267,6 +270,13 @@ def s3up(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
             {
                 "bucket": wav_bucket,
                 "suffixes": ["wav"],
+                "quiet_period_s": 0,
+                "reconcile_interval_s": 3600,
+            },
+            {
+                "bucket": german_bucket,
+                "language": "de",
+                "vocabulary": ["Kennedy"],
                 "quiet_period_s": 0,
                 "reconcile_interval_s": 3600,
             },
@@ -295,6 +305,7 @@ def s3up(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
                 bucket=bucket,
                 quiet_bucket=quiet_bucket,
                 wav_bucket=wav_bucket,
+                german_bucket=german_bucket,
                 token=token,
                 conn=conn,
             )
@@ -470,6 +481,25 @@ def test_same_content_under_another_key_is_a_duplicate(s3up: S3Up) -> None:
     assert s3up.transcripts_for(copy["id"]) == []
     assert len(s3up.transcripts_for(original["id"])) == 1
     assert s3up.svc.count("transcribed", lambda e: e.get("audio_id") == str(copy["id"])) == 0
+
+
+def test_a_sources_language_and_vocabulary_reach_the_job_and_a_mismatch_is_flagged(
+    s3up: S3Up, tmp_path: Path
+) -> None:
+    """English speech in a bucket declared German: transcribed as asked, put in review."""
+    key = "interviews/english-by-mistake.wav"
+    wav = speech_wav(tmp_path / "jfk.wav", variant=300)
+    etag, size = s3up.upload(key, wav, bucket=s3up.german_bucket)
+    s3up.announce(key, etag, size, bucket=s3up.german_bucket)
+    [row] = s3up.settle(key, bucket=s3up.german_bucket)
+    assert row["state"] == "transcribed", row["error"]
+    [job] = s3up.jobs_for(row["id"])
+    assert job["options"] == {"language": "de", "vocabulary": ["Kennedy"]}
+    [transcript] = s3up.transcripts_for(row["id"])
+    assert transcript["expected_language"] == "de"
+    assert transcript["detected_language"] == "en"
+    assert transcript["verdict"] == "review"
+    assert any("language differs from expected" in r for r in transcript["review_reasons"])
 
 
 def test_overwritten_object_gets_its_own_row_and_transcript(s3up: S3Up, tmp_path: Path) -> None:
