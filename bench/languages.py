@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from pipeline.metrics import Metrics  # noqa: E402
 from pipeline.models import resolve_model  # noqa: E402
 from tests.e2e.harness import normalise  # noqa: E402
 from workers.asr import LongAudioTranscriber, build_transcriber  # noqa: E402
+from workers.coverage import Interval, merged, overlap_s  # noqa: E402
 
 DATA = REPO / "tests" / "data"
 BEAM_SIZE = 5
@@ -64,7 +65,6 @@ WER_TOLERANCE = 0.01
 MIXED = "multilingual.mp3"
 SAMPLE_RATE = 16_000
 
-Interval = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -211,25 +211,6 @@ def wer(reference: str, hypothesis: str) -> float:
     if not hyp:
         return 1.0
     return float(jiwer.wer(normalise(reference), hyp))
-
-
-def merged(intervals: Iterable[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    for start, end in sorted(i for i in intervals if i[1] > i[0]):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
-
-
-def overlap_s(a: Iterable[Interval], b: Iterable[Interval]) -> float:
-    left, right = merged(a), merged(b)
-    shared = 0.0
-    for s1, e1 in left:
-        for s2, e2 in right:
-            shared += max(0.0, min(e1, e2) - max(s1, s2))
-    return shared
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from pipeline.config import QualitySettings
 
@@ -46,14 +46,7 @@ ReasonKind = Literal[
     "repetition",
     "low_confidence",
 ]
-REASON_KINDS: tuple[ReasonKind, ...] = (
-    "no_speech",
-    "incomplete",
-    "language_mismatch",
-    "language_confidence",
-    "repetition",
-    "low_confidence",
-)
+REASON_KINDS: tuple[ReasonKind, ...] = get_args(ReasonKind)
 
 NO_SPEECH = "no speech detected"
 # Whisper looping on one line writes it over and over as separate segments, each of
