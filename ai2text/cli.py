@@ -338,7 +338,7 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
         note = views.review_note(transcript)
         if note:
             sys.stderr.write(note)
-    sys.stdout.write(FORMATS[fmt].render(cues))
+    sys.stdout.write(FORMATS[fmt].render(cues, settings.subtitles))
     return 0
 
 

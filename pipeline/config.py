@@ -418,6 +418,17 @@ class TrainingSettings(_Section):
         return self.threshold_hours if self.min_new_hours is None else self.min_new_hours
 
 
+class SubtitleSettings(_Section):
+    """How SRT and WebVTT cut a transcript into cues (txt and json keep one line a segment).
+
+    The defaults are common broadcast limits: two lines of 42 characters, 7 s a cue.
+    """
+
+    max_line_chars: int = Field(default=42, ge=10)
+    max_lines: int = Field(default=2, ge=1)
+    max_cue_s: float = Field(default=7.0, gt=0)
+
+
 # Keys read at ``training`` level on behalf of ``training.launch`` (the flat form).
 FLAT_LAUNCHER_FIELDS: dict[str, FieldInfo] = {
     "launcher": CommandLauncherSettings.model_fields["kind"],
@@ -472,6 +483,7 @@ class Settings(BaseSettings):
     dataset: DatasetSettings = DatasetSettings()
     training: TrainingSettings = TrainingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    subtitles: SubtitleSettings = SubtitleSettings()
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Settings:

@@ -8,6 +8,10 @@ the values ``GET /v1/audio/{id}/transcript`` accepts and the OpenAI route's
 Cues of a split recording (``asr.channels = split``) carry their channel, shown as
 ``[ch1] `` before the text (txt, srt, the CLI's lines) or a ``<v ch1>`` voice span
 (vtt); cues of mixed audio render exactly as they always have.
+
+SRT and WebVTT cut each segment into readable cues within the caller's
+``SubtitleSettings`` (``pipeline/subtitles.py``): at most two lines of 42 characters,
+7 s a cue, by default. txt and the CLI's lines keep one line per segment.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.config import SubtitleSettings
+from pipeline.subtitles import Piece, Word, split_segment, words_of
+
 
 @dataclass(frozen=True, slots=True)
 class Cue:
@@ -25,6 +32,8 @@ class Cue:
     text: str
     # The channel of a split recording (0 = left); None for mixed audio.
     channel: int | None = None
+    # The engine's word timings, when the transcript has them; they time the subtitles.
+    words: tuple[Word, ...] = ()
 
     @property
     def label(self) -> str | None:
@@ -37,10 +46,18 @@ class Cue:
         text = self.text.strip()
         return text if self.label is None else f"[{self.label}] {text}"
 
+    def pieces(self, limits: SubtitleSettings) -> list[Piece]:
+        """The readable subtitle cues of this segment; its label counts toward line one."""
+        width = 0 if self.label is None else len(self.label) + 3  # "[ch1] "
+        return split_segment(self.start, self.end, self.text, self.words, limits, label_width=width)
+
 
 def cues_of(segments: Iterable[Mapping[str, Any]]) -> list[Cue]:
-    """Cues from stored segment rows: ``start_s``, ``end_s``, ``text`` and ``channel``."""
-    return [Cue(s["start_s"], s["end_s"], s["text"], s.get("channel")) for s in segments]
+    """Cues from stored segment rows: ``start_s``, ``end_s``, ``text``, ``channel``, ``words``."""
+    return [
+        Cue(s["start_s"], s["end_s"], s["text"], s.get("channel"), words_of(s.get("words")))
+        for s in segments
+    ]
 
 
 def _clock(seconds: float, sep: str) -> str:
@@ -51,30 +68,43 @@ def _clock(seconds: float, sep: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{sep}{millis:03d}"
 
 
-def to_txt(cues: Sequence[Cue]) -> str:
+def to_txt(cues: Sequence[Cue], limits: SubtitleSettings) -> str:
+    """One line per segment; ``limits`` are for subtitles only."""
     return "\n".join(c.labelled_text for c in cues if c.text.strip()) + "\n"
 
 
-def to_srt(cues: Sequence[Cue]) -> str:
+def _subtitles(cues: Sequence[Cue], limits: SubtitleSettings) -> list[tuple[Cue, Piece]]:
+    return [(cue, piece) for cue in cues for piece in cue.pieces(limits)]
+
+
+def to_srt(cues: Sequence[Cue], limits: SubtitleSettings) -> str:
     blocks = [
-        f"{n}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n{c.labelled_text}\n"
-        for n, c in enumerate(cues, start=1)
+        f"{n}\n{_clock(p.start, ',')} --> {_clock(p.end, ',')}\n{_srt_text(c, p)}\n"
+        for n, (c, p) in enumerate(_subtitles(cues, limits), start=1)
     ]
     return "\n".join(blocks)
 
 
-def to_vtt(cues: Sequence[Cue]) -> str:
-    blocks = [f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n{_vtt_text(c)}\n" for c in cues]
+def _srt_text(cue: Cue, piece: Piece) -> str:
+    text = "\n".join(piece.lines)
+    return text if cue.label is None else f"[{cue.label}] {text}"
+
+
+def to_vtt(cues: Sequence[Cue], limits: SubtitleSettings) -> str:
+    blocks = [
+        f"{_clock(p.start, '.')} --> {_clock(p.end, '.')}\n{_vtt_text(c, p)}\n"
+        for c, p in _subtitles(cues, limits)
+    ]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def _vtt_text(cue: Cue) -> str:
+def _vtt_text(cue: Cue, piece: Piece) -> str:
     """A channel is WebVTT's voice span, ``<v ch1>``, which players show as the speaker."""
-    text = cue.text.strip()
+    text = "\n".join(piece.lines)
     return text if cue.label is None else f"<v {cue.label}>{text}"
 
 
-def to_timestamped(cues: Sequence[Cue]) -> str:
+def to_timestamped(cues: Sequence[Cue], limits: SubtitleSettings) -> str:
     """The CLI's default view: one ``[start → end] text`` line per segment."""
     return "".join(
         f"[{_clock(c.start, '.')} → {_clock(c.end, '.')}] {c.labelled_text}\n" for c in cues
@@ -90,7 +120,8 @@ OPENAI_OWN_FORMATS = ("text", "verbose_json")
 class TextFormat:
     """A rendering of a transcript's cues, and where it is offered."""
 
-    render: Callable[[Sequence[Cue]], str]
+    # The cues and the subtitle limits (renderings of whole segments ignore them).
+    render: Callable[[Sequence[Cue], SubtitleSettings], str]
     media_type: str
     api: bool = True  # offered by ``GET /v1/audio/{id}/transcript``
     openai: bool = False  # offered as an OpenAI ``response_format`` of the same name

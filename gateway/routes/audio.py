@@ -182,7 +182,9 @@ async def get_transcript(
         return transcript
     cues = cues_of(transcript["segments"])
     rendering = FORMATS[format]
-    return PlainTextResponse(rendering.render(cues), media_type=rendering.media_type)
+    return PlainTextResponse(
+        rendering.render(cues, ctx.settings.subtitles), media_type=rendering.media_type
+    )
 
 
 @router.get("/search")

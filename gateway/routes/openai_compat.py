@@ -23,6 +23,7 @@ from gateway.routes.audio import ingest_upload
 from gateway.security import require
 from gateway.uploads import StagingRoute
 from pipeline import catalog, models
+from pipeline.config import SubtitleSettings
 from pipeline.formats import FORMATS, JSON, cues_of, openai_formats
 
 # Uploads spool under the data directory (see gateway.uploads).
@@ -111,7 +112,7 @@ async def create_transcription(
             status_code=202,
             headers={"Location": f"/v1/audio/{result.audio_id}"},
         )
-    return _render(transcript, response_format, granularities)
+    return _render(transcript, response_format, granularities, ctx.settings.subtitles)
 
 
 async def _wait_for_transcript(
@@ -145,8 +146,12 @@ async def _wait_for_transcript(
         await ctx.waiter.wait(waiting_on, min(remaining, 5.0))
 
 
-
-def _render(transcript: dict[str, Any], fmt: ResponseFormat, granularities: set[str]) -> Response:
+def _render(
+    transcript: dict[str, Any],
+    fmt: ResponseFormat,
+    granularities: set[str],
+    subtitles: SubtitleSettings,
+) -> Response:
     segments = transcript["segments"]
     text = transcript["text"]
     if fmt == "text":
@@ -154,7 +159,7 @@ def _render(transcript: dict[str, Any], fmt: ResponseFormat, granularities: set[
     if fmt in FORMATS:
         # OpenAI answers every text rendering as text/plain; clients rely on no more.
         cues = cues_of(segments)
-        return PlainTextResponse(FORMATS[fmt].render(cues))
+        return PlainTextResponse(FORMATS[fmt].render(cues, subtitles))
     if fmt == JSON:
         return JSONResponse({"text": text})
     body: dict[str, Any] = {

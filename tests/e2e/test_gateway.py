@@ -669,11 +669,17 @@ def test_transcript_renders_as_json_txt_srt_and_vtt(gw: Gateway, http: httpx.Cli
     assert txt.headers["content-type"].startswith("text/plain")
     assert "-->" not in txt.text and "country" in txt.text.lower()
 
-    assert len(srt_cues) == len(vtt_cues) == len(segments)
-    for srt_cue, vtt_cue, segment in zip(srt_cues, vtt_cues, segments, strict=True):
-        assert srt_cue.text == vtt_cue.text == segment["text"].strip()
-        assert srt_cue.start == vtt_cue.start == pytest.approx(segment["start_s"], abs=0.001)
-        assert srt_cue.end == vtt_cue.end == pytest.approx(segment["end_s"], abs=0.001)
+    # SRT and WebVTT cut the segments into the same readable cues (two lines of at
+    # most 42 characters, 7 s at most), in order, within the segments' time.
+    assert srt_cues == vtt_cues
+    assert len(srt_cues) >= len(segments)
+    assert (
+        " ".join(c.text for c in srt_cues).split() == " ".join(s["text"] for s in segments).split()
+    )
+    assert srt_cues[0].start == pytest.approx(segments[0]["start_s"], abs=0.001)
+    assert srt_cues[-1].end <= segments[-1]["end_s"] + 0.001
+    assert all(0 <= c.end - c.start <= 7.0005 for c in srt_cues)
+    assert all(len(line) <= 42 for line in srt.text.splitlines())
     assert txt.text.split() == " ".join(s["text"] for s in segments).split()
 
     bad = http.get(path, params={"format": "docx"}, headers=bearer(token))

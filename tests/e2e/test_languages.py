@@ -160,6 +160,27 @@ def test_english_then_german_comes_back_whole_with_each_half_labelled(
     assert transcript["figures"]["coverage"] >= 0.8
     shown = cli_text(multilingual.env, "show", str(row["id"]))
     assert "languages en " in shown and ", de " in shown
+    # Its subtitles are readable: cues of at most two lines of 42 characters, 7 s each.
+    with multilingual.client() as http:
+        srt = http.get(
+            f"/v1/audio/{row['id']}/transcript",
+            params={"format": "srt"},
+            headers=bearer(multilingual.signer.token(*WRITE)),
+        )
+    assert srt.status_code == 200, srt.text
+    blocks = [block.split("\n") for block in srt.text.strip().split("\n\n")]
+    assert len(blocks) > len(segments), "Whisper's segments were not cut into shorter cues"
+    for _n, timing, *lines in blocks:
+        start, end = (_seconds(clock) for clock in timing.split(" --> "))
+        assert 0 <= end - start <= 7.0005, timing
+        assert 1 <= len(lines) <= 2 and all(0 < len(line) <= 42 for line in lines), lines
+    said = " ".join(line for _n, _timing, *lines in blocks for line in lines)
+    assert said.split() == " ".join(s["text"] for s in segments).split()
+
+
+def _seconds(clock: str) -> float:
+    hours, minutes, seconds = clock.replace(",", ".").split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def _transcript_of(gw: Gateway, http: Any, token: str, audio_id: str) -> dict[str, Any]:

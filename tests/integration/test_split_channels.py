@@ -18,7 +18,7 @@ import pytest
 
 from ai2text.components import transcriber_of
 from pipeline import catalog
-from pipeline.config import Settings, TranscriptionChoices
+from pipeline.config import Settings, SubtitleSettings, TranscriptionChoices
 from pipeline.db.database import Database
 from pipeline.formats import FORMATS, cues_of
 from pipeline.ingest.core import Arrival
@@ -122,13 +122,13 @@ def test_a_split_folder_stores_and_renders_both_channels_labelled(
     assert {s["channel"] for s in segments} == {0, 1}  # the API's JSON says the channel
     assert [s["start_s"] for s in segments] == sorted(s["start_s"] for s in segments)
     cues = cues_of(segments)
-    lines = FORMATS["txt"].render(cues).splitlines()
+    lines = FORMATS["txt"].render(cues, SubtitleSettings()).splitlines()
     assert len(lines) == len(segments)
     assert all(line.startswith(("[ch1] ", "[ch2] ")) for line in lines)
     left = " ".join(line.removeprefix("[ch1] ") for line in lines if line.startswith("[ch1] "))
     right = " ".join(line.removeprefix("[ch2] ") for line in lines if line.startswith("[ch2] "))
     assert wer(LEFT, left) <= 0.15 and wer(RIGHT, right) <= 0.15
-    vtt = FORMATS["vtt"].render(cues)
+    vtt = FORMATS["vtt"].render(cues, SubtitleSettings())
     assert "<v ch1>" in vtt and "<v ch2>" in vtt
-    srt = FORMATS["srt"].render(cues)
+    srt = FORMATS["srt"].render(cues, SubtitleSettings())
     assert "\n[ch1] " in srt and "\n[ch2] " in srt

@@ -8,6 +8,7 @@ from typing import get_args
 
 import pytest
 
+from pipeline.config import SubtitleSettings
 from pipeline.formats import (
     FORMATS,
     Cue,
@@ -21,6 +22,8 @@ from pipeline.formats import (
     to_vtt,
 )
 
+LIMITS = SubtitleSettings()
+
 CUES = [
     Cue(0.0, 2.5, " And so my fellow Americans, "),
     Cue(2.5, 5.25, "ask not what your country can do for you,"),
@@ -32,7 +35,7 @@ VTT_TIME = re.compile(r"^\d{2,}:\d{2}:\d{2}\.\d{3} --> \d{2,}:\d{2}:\d{2}\.\d{3}
 
 
 def test_srt_is_numbered_from_one_with_comma_timestamps() -> None:
-    assert to_srt(CUES) == (
+    assert to_srt(CUES, LIMITS) == (
         "1\n00:00:00,000 --> 00:00:02,500\nAnd so my fellow Americans,\n"
         "\n"
         "2\n00:00:02,500 --> 00:00:05,250\nask not what your country can do for you,\n"
@@ -42,7 +45,7 @@ def test_srt_is_numbered_from_one_with_comma_timestamps() -> None:
 
 
 def test_srt_blocks_are_separated_by_blank_lines_and_well_formed() -> None:
-    blocks = to_srt(CUES).rstrip("\n").split("\n\n")
+    blocks = to_srt(CUES, LIMITS).rstrip("\n").split("\n\n")
 
     assert len(blocks) == 3
     for n, block in enumerate(blocks, start=1):
@@ -53,7 +56,7 @@ def test_srt_blocks_are_separated_by_blank_lines_and_well_formed() -> None:
 
 
 def test_vtt_starts_with_header_and_uses_dot_before_milliseconds() -> None:
-    vtt = to_vtt(CUES)
+    vtt = to_vtt(CUES, LIMITS)
 
     assert vtt.startswith("WEBVTT\n\n")
     timings = [line for line in vtt.splitlines() if "-->" in line]
@@ -67,12 +70,12 @@ def test_vtt_starts_with_header_and_uses_dot_before_milliseconds() -> None:
 
 
 def test_vtt_of_no_cues_is_still_a_valid_header() -> None:
-    assert to_vtt([]).startswith("WEBVTT")
+    assert to_vtt([], LIMITS).startswith("WEBVTT")
 
 
 def test_timestamps_round_to_the_nearest_millisecond_half_up() -> None:
     # 3661.2345 as a double is 3661.23450000000002546..., so the nearest ms is 235.
-    assert to_srt([Cue(3661.2345, 3662.0, "x")]).splitlines()[1].startswith("01:01:01,235")
+    assert to_srt([Cue(3661.2345, 3662.0, "x")], LIMITS).splitlines()[1].startswith("01:01:01,235")
 
 
 @pytest.mark.parametrize(
@@ -91,25 +94,29 @@ def test_timestamps_round_to_the_nearest_millisecond_half_up() -> None:
 def test_timestamps_round_to_milliseconds_and_carry_into_larger_units(
     seconds: float, expected: str
 ) -> None:
-    timing = to_srt([Cue(seconds, seconds, "x")]).splitlines()[1]
+    timing = to_srt([Cue(seconds, seconds, "x")], LIMITS).splitlines()[1]
 
     assert timing == f"{expected} --> {expected}"
 
 
 def test_negative_times_are_clamped_to_zero() -> None:
-    assert to_srt([Cue(-0.5, 1.0, "x")]).splitlines()[1] == "00:00:00,000 --> 00:00:01,000"
+    assert to_srt([Cue(-0.5, 1.0, "x")], LIMITS).splitlines()[1] == "00:00:00,000 --> 00:00:01,000"
 
 
 def test_hours_above_99_are_written_in_full() -> None:
     start = 100 * 3600 + 0.5
     end = 123 * 3600 + 4 * 60 + 5.006
 
-    assert to_srt([Cue(start, end, "long")]).splitlines()[1] == ("100:00:00,500 --> 123:04:05,006")
-    assert "100:00:00.500 --> 123:04:05.006" in to_vtt([Cue(start, end, "long")])
+    endless = SubtitleSettings(max_cue_s=100_000)  # the cue may last all 23 hours
+
+    assert to_srt([Cue(start, end, "long")], endless).splitlines()[1] == (
+        "100:00:00,500 --> 123:04:05,006"
+    )
+    assert "100:00:00.500 --> 123:04:05.006" in to_vtt([Cue(start, end, "long")], endless)
 
 
 def test_txt_joins_stripped_segment_texts_one_per_line() -> None:
-    assert to_txt(CUES) == (
+    assert to_txt(CUES, LIMITS) == (
         "And so my fellow Americans,\n"
         "ask not what your country can do for you,\n"
         "ask what you can do for your country.\n"
@@ -117,11 +124,11 @@ def test_txt_joins_stripped_segment_texts_one_per_line() -> None:
 
 
 def test_txt_skips_blank_segments() -> None:
-    assert to_txt([Cue(0, 1, "  "), Cue(1, 2, "hello"), Cue(2, 3, "")]) == "hello\n"
+    assert to_txt([Cue(0, 1, "  "), Cue(1, 2, "hello"), Cue(2, 3, "")], LIMITS) == "hello\n"
 
 
 def test_timestamped_view_has_one_line_per_segment() -> None:
-    assert to_timestamped(CUES[:2]) == (
+    assert to_timestamped(CUES[:2], LIMITS) == (
         "[00:00:00.000 → 00:00:02.500] And so my fellow Americans,\n"
         "[00:00:02.500 → 00:00:05.250] ask not what your country can do for you,\n"
     )
@@ -145,13 +152,13 @@ def test_a_format_added_to_the_table_is_offered_by_the_cli_and_the_apis(
 ) -> None:
     from ai2text.cli import build_parser
 
-    def shout(cues: Sequence[Cue]) -> str:
+    def shout(cues: Sequence[Cue], limits: SubtitleSettings) -> str:
         return "".join(c.text.strip().upper() + "\n" for c in cues)
 
     monkeypatch.setitem(FORMATS, "shout", TextFormat(shout, "text/x-shout", openai=True))
 
     args = build_parser().parse_args(["show", "abc", "--format", "shout"])
-    assert FORMATS[args.format].render(CUES[:1]) == "AND SO MY FELLOW AMERICANS,\n"
+    assert FORMATS[args.format].render(CUES[:1], LIMITS) == "AND SO MY FELLOW AMERICANS,\n"
     assert "shout" in cli_formats()
     assert "shout" in api_formats()
     assert "shout" in openai_formats()
