@@ -16,6 +16,10 @@ from tests.wav import SAMPLE_RATE, speech_pcm, write_wav
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
+# Tests of the machinery (restarts, kills, leases, outages) run the fast English model on
+# English speech: what they check does not depend on the model, and it halves their time.
+# The default multilingual model runs in test_up, test_languages and the others.
+FAST_MODEL = {"AI2TEXT_ASR__MODEL": "tiny.en"}
 
 
 def wait_until(

@@ -18,7 +18,7 @@ from pipeline.db.database import Database
 from pipeline.ingest.core import Arrival
 from pipeline.storage import FilesystemStore
 from tests.components import ingestor_of
-from tests.e2e.harness import Service, cli_json, wait_until
+from tests.e2e.harness import FAST_MODEL, Service, cli_json, wait_until
 from tests.e2e.test_up import embedded_env, row_named
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -32,7 +32,7 @@ def _no_external_database(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _env(root: Path, **extra: str) -> dict[str, str]:
-    env = embedded_env(root)
+    env = embedded_env(root) | FAST_MODEL
     env.pop("AI2TEXT_DATABASE__URL")
     env.update(extra)
     return env
@@ -101,7 +101,7 @@ def test_sigterm_mid_transcription_exits_in_grace_and_transcribes_once_after_res
 
 
 def _shared_env(settings: Settings, database_url: str, lease_s: float) -> dict[str, str]:
-    return {
+    return FAST_MODEL | {
         "AI2TEXT_DATABASE__URL": database_url,
         "AI2TEXT_DATA_DIR": str(settings.data_dir),
         "AI2TEXT_QUEUE__LEASE_S": str(lease_s),

@@ -25,7 +25,7 @@ from minio import Minio
 
 from pipeline.sources.inbox import CLAIM_HIDE_S
 from tests import wav
-from tests.e2e.harness import Service, wait_until
+from tests.e2e.harness import FAST_MODEL, Service, wait_until
 from tests.e2e.tcp_proxy import TcpProxy
 from tests.wav import trailing_silence, wav_bytes
 
@@ -163,7 +163,7 @@ def s3_env(
     root: Path, database_url: str, proxy: TcpProxy, uploads: str, token: str
 ) -> dict[str, str]:
     source = {"bucket": uploads, "quiet_period_s": 0, "reconcile_interval_s": 2}
-    return {
+    return FAST_MODEL | {
         "AI2TEXT_DATABASE__URL": database_url,
         "AI2TEXT_DATA_DIR": str(root / "data"),
         "AI2TEXT_WATCH__INBOX": str(root / "inbox"),
