@@ -8,7 +8,6 @@ Exit codes: 0 done, 1 failed, 2 the configuration or the command line cannot wor
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -17,21 +16,15 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
-
-from ai2text import views
-from ai2text.runtime import build_database, run_roles
-from pipeline import catalog
-from pipeline.config import Settings, load_settings
+from ai2text import filters
 from pipeline.errors import Ai2TextError, ConfigError
-from pipeline.formats import FORMATS, cli_formats, cues_of
-from pipeline.logs import configure_logging
-from pipeline.models import list_models
-from pipeline.permissions import ensure_data_dir
 
-log = structlog.get_logger(__name__)
+# Everything heavier (settings, database, roles, models) is imported by the command
+# that uses it: ``ai2text --version`` and ``--help`` answer without loading them.
+if TYPE_CHECKING:
+    from pipeline.config import Settings
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -40,12 +33,23 @@ EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.formats import cli_formats
+
     parser = argparse.ArgumentParser(
         prog="ai2text", description="Drop audio in a folder, get transcripts."
     )
     parser.add_argument("--config", type=Path, help="TOML settings file (env vars win)")
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="print the version of ai2text and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="run every role in one process (watcher + worker)")
+    sub.add_parser(
+        "up",
+        help="run every role in one process (watcher, worker, gateway, S3, orchestrator)",
+        description=UP_DESCRIPTION,
+        epilog=UP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     worker = sub.add_parser("worker", help="run the ASR worker role only")
     worker.add_argument(
         "--device",
@@ -92,6 +96,33 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument(
         "--review", action="store_true", help="only audio whose transcript is in review"
     )
+    ls.add_argument(
+        "--state",
+        action="append",
+        type=filters.audio_states,
+        metavar="STATE",
+        help="only audio in this state (repeat, or a comma list): "
+        + ", ".join(filters.AUDIO_STATES),
+    )
+    ls.add_argument(
+        "--since",
+        type=filters.point_in_time,
+        metavar="WHEN",
+        help="only audio added since WHEN: an ISO date or time (local unless it has an offset)"
+        " or a time ago (30m, 2h, 3d, 1w)",
+    )
+    ls.add_argument(
+        "--until", type=filters.point_in_time, metavar="WHEN", help="only audio added before WHEN"
+    )
+    search = sub.add_parser("search", help="full-text search over transcripts")
+    search.add_argument("query", help='words to find; "a phrase", or, -word (websearch syntax)')
+    search.add_argument("-n", "--limit", type=int, default=20, help="most matches (default 20)")
+    search.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    retry = sub.add_parser(
+        "retry", help="put a dead or failed job back in the queue with fresh attempts"
+    )
+    retry.add_argument("job", help="a job id, or an audio id (or unique prefix) whose job it is")
+    retry.add_argument("--json", action="store_true", help="one JSON document on stdout")
     show = sub.add_parser("show", help="one audio file and its transcript")
     show.add_argument("id", help="audio id or a unique prefix of it")
     show.add_argument("--format", choices=cli_formats(), default="timestamps")
@@ -113,6 +144,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+UP_DESCRIPTION = """\
+Run every role in one process until Ctrl-C or SIGTERM:
+  watcher       takes audio dropped in the inbox (AI2TEXT_WATCH__INBOX)
+  worker(s)     transcribe queued jobs (AI2TEXT_ASR__MODEL, __DEVICE, __CONCURRENCY)
+  gateway       the HTTP API on AI2TEXT_GATEWAY__HOST:__PORT (127.0.0.1:8000), unless
+                AI2TEXT_GATEWAY__ENABLED=false
+  S3 roles      bucket events, reconcile and listen streams, only with AI2TEXT_S3_SOURCES
+  orchestrator  dataset versions and training runs, only with AI2TEXT_TRAINING__ENABLED=true
+"""
+
+UP_EPILOG = """\
+main settings (environment, or the --config TOML file):
+  AI2TEXT_DATA_DIR           database, audio and keys (default ./data)
+  AI2TEXT_DATABASE__URL      an external PostgreSQL (default: embedded in the data dir)
+  AI2TEXT_WATCH__INBOX       the watched folder (default ./inbox)
+  AI2TEXT_ASR__MODEL         base, tiny.en, a CTranslate2 directory or a Hugging Face id
+  AI2TEXT_ASR__DEVICE        auto, cpu, cuda or cuda:N
+  AI2TEXT_ASR__CONCURRENCY   jobs transcribed at once
+  AI2TEXT_METRICS__PORT      serve /metrics, /healthz and /readyz on this port
+every setting is an AI2TEXT_* variable: see the Configuration table in README.md
+"""
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, read only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("ai2text")
+        except PackageNotFoundError:
+            found = "unknown (not installed)"
+        sys.stdout.write(f"ai2text {found}\n")  # stdout, as argparse's own version action
+        parser.exit()
+
+
+def build_bare_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog="ai2text")
+
+
+def _asks_for_version(argv: Sequence[str]) -> bool:
+    """``--version`` among the options before the command, as argparse would take it."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        if argv[i] == "--version":
+            return True
+        i += 2 if argv[i] == "--config" else 1
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
@@ -127,7 +209,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _asks_for_version(argv):  # before the parser, whose --format choices load settings
+        _Version(["--version"], "version")(build_bare_parser(), argparse.Namespace(), None)
     args = build_parser().parse_args(argv)
+    import asyncio
+
+    from pipeline.config import load_settings
+    from pipeline.logs import configure_logging
+
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -174,6 +264,12 @@ def _exit_past_stuck_threads(code: int) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+async def run_roles(settings: Settings, roles: set[Any], *, exclusive: bool = False) -> int:
+    from ai2text.runtime import run_roles as run
+
+    return await run(settings, roles, exclusive=exclusive)
 
 
 async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -269,6 +365,9 @@ async def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _query(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    from ai2text.runtime import build_database
+    from pipeline.permissions import ensure_data_dir
+
     ensure_data_dir(settings.data_dir)
     db = build_database(settings)
     await db.open(pool_max_size=1)
@@ -280,6 +379,8 @@ async def _query(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any
 
 
 async def _with_store(settings: Settings, fn: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+    from ai2text.runtime import build_database
+    from pipeline.permissions import ensure_data_dir
     from pipeline.storage import open_store
 
     ensure_data_dir(settings.data_dir)
@@ -292,15 +393,18 @@ async def _with_store(settings: Settings, fn: Callable[[Any, Any], Awaitable[Any
 
 
 async def cmd_ls(settings: Settings, args: argparse.Namespace) -> int:
+    from ai2text import views
+    from pipeline import catalog
+
+    wanted = catalog.AudioFilter(
+        state=filters.merge_states(args.state),
+        since=args.since,
+        until=args.until,
+        review=True if args.review else None,
+    )
     rows = await _query(
         settings,
-        lambda c: catalog.list_audio(
-            c,
-            tenant=None,
-            filters=catalog.AudioFilter(review=True if args.review else None),
-            after=None,
-            limit=args.limit,
-        ),
+        lambda c: catalog.list_audio(c, tenant=None, filters=wanted, after=None, limit=args.limit),
     )
     if args.json:
         _print_json(rows)
@@ -309,7 +413,63 @@ async def cmd_ls(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
+    """Like ``GET /v1/search``, over every tenant."""
+    from ai2text import views
+    from pipeline import catalog
+
+    query = args.query.strip()
+    if not query or len(query) > MAX_QUERY:
+        sys.stderr.write(f"ai2text: the search query must be 1 to {MAX_QUERY} characters\n")
+        return EXIT_CONFIG
+    if args.limit < 1:
+        sys.stderr.write("ai2text: --limit must be at least 1\n")
+        return EXIT_CONFIG
+    rows = await _query(
+        settings, lambda c: catalog.search(c, tenant=None, query=query, limit=args.limit)
+    )
+    if args.json:
+        _print_json(rows)
+        return 0
+    views.write_search_results(rows, sys.stdout, emphasis=sys.stdout.isatty())
+    if not rows:
+        sys.stderr.write(f"no transcript says {query!r}\n")
+    return 0
+
+
+MAX_QUERY = 500  # as GET /v1/search
+
+
+async def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
+    """Put a dead or failed job back, as ``POST /v1/jobs/{id}/retry`` (the same function)."""
+    from pipeline import catalog
+
+    async def retry(conn: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        job = await catalog.resolve_job(conn, args.job)
+        return job, await catalog.retry_job(conn, job["id"])
+
+    job, retried = await _query(settings, retry)
+    if retried is None:
+        sys.stderr.write(
+            f"ai2text: job {job['id']} ({job['original_name']}, audio {job['audio_id']}) is"
+            f" {job['state']}; only dead or failed jobs can be retried\n"
+        )
+        return EXIT_FAILED
+    if args.json:
+        _print_json(retried)
+        return 0
+    sys.stdout.write(
+        f"job {job['id']} queued again ({job['original_name']}, audio {job['audio_id']});"
+        f" it was {job['state']}" + (f": {job['last_error']}" if job["last_error"] else "") + "\n"
+    )
+    return 0
+
+
 async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
+    from ai2text import views
+    from pipeline import catalog
+    from pipeline.formats import FORMATS, cues_of
+
     async def fetch(conn: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
         audio_id = await catalog.resolve_audio_id(conn, args.id)
         audio = await catalog.get_audio(conn, tenant=None, audio_id=audio_id)
@@ -344,6 +504,7 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.keys import mint_token, resolve_key_files
+    from pipeline.permissions import ensure_data_dir
 
     ensure_data_dir(settings.data_dir)  # the dev keys live there, 0700 like the rest
     private, _public = resolve_key_files(settings.auth, settings.data_dir)
@@ -370,6 +531,8 @@ def _describe_missing(audio: dict[str, Any], out: TextIO) -> None:
 
 
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import catalog
+
     async def fetch(conn: Any) -> dict[str, Any]:
         status = await catalog.stats(conn, tenant=None)
         status["s3_events"] = await catalog.s3_event_counts(conn)
@@ -417,6 +580,10 @@ def _counts(by_state: dict[str, int]) -> str:
 
 async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 1 when the configured model cannot be used (a readiness check for scripts)."""
+    import asyncio
+
+    from pipeline.models import list_models
+
     entries = await asyncio.to_thread(list_models, settings.asr.model, settings.asr.model_cache_dir)
     usable = all(e.available for e in entries if e.default)
     if args.json:
@@ -438,11 +605,16 @@ async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _print_json(value: Any) -> None:
-    json.dump(value, sys.stdout, default=str, indent=2)
+    """As the API writes it: times in ISO 8601 (``2026-12-02T16:13:39.123456Z``), ids as text."""
+    from pydantic_core import to_jsonable_python
+
+    json.dump(to_jsonable_python(value, fallback=str), sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 
-QUERY_COMMANDS = frozenset({"ls", "show", "status", "token", "dataset", "runs", "models"})
+QUERY_COMMANDS = frozenset(
+    {"ls", "show", "search", "retry", "status", "token", "dataset", "runs", "models"}
+)
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "up": cmd_up,
@@ -452,6 +624,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "s3": cmd_s3,
     "ls": cmd_ls,
     "show": cmd_show,
+    "search": cmd_search,
+    "retry": cmd_retry,
     "status": cmd_status,
     "token": cmd_token,
     "orchestrator": cmd_orchestrator,

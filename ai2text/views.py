@@ -1,4 +1,4 @@
-"""How ``ai2text ls`` and ``ai2text show`` print audio and transcripts for a person.
+"""How ``ai2text ls``, ``show`` and ``search`` print audio and transcripts for a person.
 
 Rows are the catalog's (``pipeline.catalog``); ``--json`` prints those as they are.
 Every transcript says how sure it is: ``ls`` has a verdict column, ``show`` the
@@ -35,6 +35,39 @@ def write_audio_list(rows: list[dict[str, Any]], out: TextIO) -> None:
             f"  {r.get('verdict') or '-':7}  {r['created_at']:%Y-%m-%d %H:%M:%S}"
             f"  {r['original_name']}{note}\n"
         )
+
+
+SEARCH_HEADER = f"{'ID':8}  {'TIME':>8}  {'NAME':24}  MATCH\n"
+# ts_headline marks each match so (pipeline.catalog.search); a terminal shows it bold.
+_MARK, _END_MARK = "<mark>", "</mark>"
+_BOLD, _PLAIN = "\033[1m", "\033[0m"
+
+
+def write_search_results(rows: list[dict[str, Any]], out: TextIO, *, emphasis: bool) -> None:
+    """One line a match: audio id prefix, where it starts, the file and the snippet.
+
+    ``emphasis``: the matched words in bold (a terminal); else between ``[`` and ``]``.
+    """
+    opening, closing = (_BOLD, _PLAIN) if emphasis else ("[", "]")
+    out.write(SEARCH_HEADER)
+    for r in rows:
+        snippet = " ".join(r["snippet"].split())
+        snippet = snippet.replace(_MARK, opening).replace(_END_MARK, closing)
+        out.write(
+            f"{str(r['audio_id'])[:8]}  {clock(r['start_s']):>8}  {r['original_name']:24}"
+            f"  {snippet}\n"
+        )
+
+
+def clock(seconds: float) -> str:
+    """``1:02:03`` or ``2:03.5``: where in the audio, as a player shows it."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    tenths = int((seconds - whole) * 10)
+    if hours:
+        return f"{hours}:{minutes:02}:{secs:02}"
+    return f"{minutes}:{secs:02}.{tenths}"
 
 
 def transcript_heading(audio: dict[str, Any], transcript: dict[str, Any]) -> str:

@@ -64,9 +64,14 @@ class NotFound(Ai2TextError):
     """No such audio (or the id prefix is ambiguous)."""
 
 
+class AmbiguousId(NotFound):
+    """An id prefix that more than one audio id starts with."""
+
+
 @dataclass(frozen=True, slots=True)
 class AudioFilter:
-    state: str | None = None
+    # One state, or any of several (``ai2text ls --state failed,queued``).
+    state: str | tuple[str, ...] | None = None
     source: str | None = None
     language: str | None = None
     since: datetime | None = None
@@ -89,7 +94,7 @@ async def list_audio(
         " j.attempts, t.verdict, t.review_reasons, {figures}"
         " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id {transcript}"
         " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
-        " AND (%(state)s::text IS NULL OR a.state = %(state)s)"
+        " AND (%(states)s::text[] IS NULL OR a.state = ANY(%(states)s))"
         " AND (%(source)s::text IS NULL OR a.source = %(source)s)"
         " AND (%(language)s::text IS NULL OR a.language = %(language)s)"
         " AND (%(since)s::timestamptz IS NULL OR a.created_at >= %(since)s)"
@@ -103,7 +108,7 @@ async def list_audio(
         query,
         {
             "tenant": tenant,
-            "state": filters.state,
+            "states": _states(filters.state),
             "source": filters.source,
             "language": filters.language,
             "since": filters.since,
@@ -117,20 +122,69 @@ async def list_audio(
     return _for_caller(await cur.fetchall(), tenant)
 
 
+def _states(state: str | tuple[str, ...] | None) -> list[str] | None:
+    """A text[] parameter (psycopg sends a tuple as a record)."""
+    if state is None:
+        return None
+    return [state] if isinstance(state, str) else list(state)
+
+
 async def resolve_audio_id(conn: AsyncConn, ref: str) -> uuid.UUID:
-    """Accept a full id or a unique prefix of one (like git); for the CLI."""
+    """Accept a full id or a unique prefix of one (like git); for the CLI.
+
+    An ambiguous prefix names the audio it matches (a few), so the next try can be exact.
+    """
     ref = ref.strip().lower()
     if not ref or any(c not in "0123456789abcdef-" for c in ref):
         raise NotFound(f"not an audio id: {ref!r}")
     cur = await conn.execute(
-        "SELECT id FROM audio WHERE id::text LIKE %s ORDER BY id LIMIT 2", (ref + "%",)
+        "SELECT id, original_name FROM audio WHERE id::text LIKE %s ORDER BY id LIMIT %s",
+        (ref + "%", _SHOWN_MATCHES + 1),
     )
-    found = [uuid.UUID(str(row["id"])) for row in await cur.fetchall()]
+    found = await cur.fetchall()
     if not found:
         raise NotFound(f"no audio with id {ref}")
     if len(found) > 1:
-        raise NotFound(f"id prefix {ref} is ambiguous; give more characters")
-    return found[0]
+        raise AmbiguousId(f"id prefix {ref} is ambiguous: {_matches(found)}")
+    return uuid.UUID(str(found[0]["id"]))
+
+
+_SHOWN_MATCHES = 5
+
+
+def _matches(rows: list[dict[str, Any]]) -> str:
+    shown = ", ".join(f"{r['id']} ({r['original_name']})" for r in rows[:_SHOWN_MATCHES])
+    return shown + (", and more" if len(rows) > _SHOWN_MATCHES else "")
+
+
+async def resolve_job(conn: AsyncConn, ref: str) -> dict[str, Any]:
+    """The job a CLI argument names: a job id (digits), else an audio id or prefix's job.
+
+    Digits name a job when one has that id: small job ids are also the start of many
+    audio ids, and a job id is what ``GET /v1/jobs`` shows. The row: ``id``, ``state``,
+    ``audio_id``, ``original_name``, ``last_error``.
+    """
+    query = (
+        "SELECT j.id, j.state, j.audio_id, a.original_name, j.last_error"
+        " FROM jobs j JOIN audio a ON a.id = j.audio_id WHERE "
+    )
+    ref = ref.strip().lower()
+    if ref.isdigit() and int(ref) < 2**63:
+        cur = await conn.execute(query + "j.id = %s", (int(ref),))
+        job = await cur.fetchone()
+        if job is not None:
+            return job
+    try:
+        audio_id = await resolve_audio_id(conn, ref)
+    except AmbiguousId:
+        raise
+    except NotFound:
+        raise NotFound(f"no job or audio with id {ref}") from None
+    cur = await conn.execute(query + "j.audio_id = %s", (audio_id,))
+    job = await cur.fetchone()
+    if job is None:
+        raise NotFound(f"audio {audio_id} has no job (it was not queued for transcription)")
+    return job
 
 
 async def get_audio(

@@ -246,7 +246,7 @@ async def workers(ctx: Ctx, principal: Admin) -> dict[str, Any]:
     """ASR workers: device, model, batch size, current job, GPU memory (admin only)."""
     async with ctx.db.connection() as conn:
         rows = await catalog.list_workers(conn, stale_after_s=ctx.settings.queue.lease_s)
-    return {"data": rows}
+    return {"items": rows}
 
 
 @router.get("/stats")

@@ -326,7 +326,7 @@ def test_admin_sees_the_running_worker_and_others_get_403(gw: Gateway, http: htt
     def alive() -> list[dict[str, Any]] | None:
         response = http.get("/v1/workers", headers=bearer(admin))
         assert response.status_code == 200, response.text
-        return [w for w in response.json()["data"] if w["alive"]] or None
+        return [w for w in response.json()["items"] if w["alive"]] or None
 
     workers = wait_until(alive, timeout=60, what="the worker to register")
     assert len(workers) == 1

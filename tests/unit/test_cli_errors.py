@@ -32,6 +32,8 @@ COMMAND_LINES = {
     "orchestrator": ["orchestrator"],
     "ls": ["ls"],
     "show": ["show", "3f2a"],
+    "search": ["search", "hello"],
+    "retry": ["retry", "3f2a"],
     "status": ["status"],
     "token": ["token"],
     "dataset": ["dataset", "stats"],
