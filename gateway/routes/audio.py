@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic_core import to_jsonable_python
 
 from gateway.auth import Principal
 from gateway.context import AppContext, get_context
@@ -179,7 +180,8 @@ async def get_transcript(
             title="Transcript not ready",
         )
     if format == JSON:
-        return transcript
+        # Times as every other route writes them (pydantic's ISO 8601, "...Z").
+        return JSONResponse(to_jsonable_python(transcript))
     cues = cues_of(transcript["segments"])
     rendering = FORMATS[format]
     return PlainTextResponse(

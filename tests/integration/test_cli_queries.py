@@ -359,13 +359,20 @@ def test_json_times_and_rows_are_the_apis(scene: Scene, gateway: Gateway) -> Non
         listed = http.get("/v1/audio", params={"state": "transcribed"}, headers=bearer(token))
         found = http.get("/v1/search", params={"q": "fox"}, headers=bearer(token))
         shown = http.get(f"/v1/audio/{scene.ids['garden']}", headers=bearer(token))
+        transcript = http.get(
+            f"/v1/audio/{scene.ids['garden']}/transcript", headers=bearer(token)
+        )
     assert listed.status_code == found.status_code == shown.status_code == 200
+    assert transcript.status_code == 200
 
     from_cli = ok_json(scene, "ls", "--state", "transcribed")
     assert from_cli == listed.json()["items"]
     assert all(ISO.match(r["created_at"]) for r in from_cli)
     assert ok_json(scene, "search", "fox") == found.json()["items"]
-    assert ok_json(scene, "show", str(scene.ids["garden"]))["audio"] == shown.json()
+    show = ok_json(scene, "show", str(scene.ids["garden"]))
+    assert show["audio"] == shown.json()
+    assert show["transcript"] == transcript.json()
+    assert ISO.match(transcript.json()["created_at"])
 
 
 def test_every_list_endpoint_answers_items(scene: Scene, gateway: Gateway) -> None:
