@@ -308,8 +308,8 @@ class Ingestor:
         log.info(
             "ingested",
             file=arrival.original_name,
-            variant_of=str(variant_of) if variant_of else None,
             audio_id=str(audio_id),
+            **({"variant_of": str(variant_of)} if variant_of else {}),
             duration_s=round(content.info.duration_s, 2),
             codec=content.info.codec,
             source=arrival.source,
