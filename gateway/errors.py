@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.problems import problem
+from gateway.problems import openai_error, problem, speaks_openai
 
 log = structlog.get_logger(__name__)
 
@@ -51,8 +51,15 @@ class ApiError(StarletteHTTPException):
         self.problem_detail = detail
         self.problem_headers = headers
 
-    def response(self) -> JSONResponse:
-        """This error as a problem document."""
+    def response(self, path: str = "") -> JSONResponse:
+        """This error as a problem document, or in OpenAI's shape on its paths."""
+        if speaks_openai(path):
+            return openai_error(
+                self.status,
+                self.kind,
+                self.problem_detail or self.title,
+                headers=self.problem_headers,
+            )
         return problem(
             self.status, self.kind, self.title, self.problem_detail, headers=self.problem_headers
         )
@@ -76,21 +83,29 @@ def forbid_nul(value: str, where: str) -> None:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
-        return exc.response()
+        return exc.response(request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         kind, title = _TITLES.get(exc.status_code, ("error", "Error"))
-        return problem(exc.status_code, kind, title, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if speaks_openai(request.url.path):
+            return openai_error(exc.status_code, kind, title, headers=headers)
+        return problem(exc.status_code, kind, title, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         fields = sorted(
             {".".join(str(p) for p in e.get("loc", ())[1:]) or "body" for e in exc.errors()}
         )
-        return problem(400, "invalid-request", "Invalid request", f"check: {', '.join(fields)}")
+        detail = f"check: {', '.join(fields)}"
+        if speaks_openai(request.url.path):
+            return openai_error(400, "invalid-request", detail, param=fields[0] if fields else None)
+        return problem(400, "invalid-request", "Invalid request", detail)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled error in request", path=request.url.path, exc_info=exc)
+        if speaks_openai(request.url.path):
+            return openai_error(500, "internal-error", "Internal error")
         return problem(500, "internal-error", "Internal error")

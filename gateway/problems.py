@@ -1,10 +1,43 @@
-"""RFC 9457 problem responses: a stable ``type``, a title, never a stack trace."""
+"""Error responses: RFC 9457 problems, or OpenAI's shape on the OpenAI-compatible paths.
+
+Either way a stable kind, a safe message, never a stack trace. The official
+``openai`` client reads ``{"error": {"message", "type", "param", "code"}}``, so the
+routes it calls answer in that shape (their auth refusals included).
+"""
 
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
 PROBLEM_BASE = "https://ai2text.dev/problems/"
+
+
+# The routes the official OpenAI client calls.
+OPENAI_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/v1/models"})
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def speaks_openai(path: str) -> bool:
+    return path.rstrip("/") in OPENAI_PATHS
+
+
+def openai_error(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An error as OpenAI's API writes it; ``code`` is the same stable kind as a problem's."""
+    kind = _OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def problem(

@@ -149,7 +149,7 @@ def _client_address(scope: Scope) -> str:
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, refusal: ApiError) -> None:
-    response = refusal.response()
+    response = refusal.response(scope.get("path", ""))
     if announces_body(scope):
         # Keeping the connection would mean reading the body we just refused.
         response.headers["connection"] = "close"

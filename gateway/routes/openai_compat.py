@@ -1,8 +1,10 @@
 """``POST /v1/audio/transcriptions`` in OpenAI's shapes, so the ``openai`` client works.
 
 The file is ingested like any other upload (stored, deduplicated, counted in the
-dataset); the call then waits for its transcript up to the configured timeout
-and answers 202 with the audio id if it is not done by then.
+dataset); the call then waits for its transcript up to the configured timeout and,
+if it is not done by then, answers 504 in OpenAI's error shape naming the audio id
+and where its transcript will be (the job goes on). Errors on these routes are in
+OpenAI's shape, not problem+json.
 """
 
 from __future__ import annotations
@@ -107,10 +109,16 @@ async def create_transcription(
     result = await ingest_upload(ctx, principal, file, options)
     transcript = await _wait_for_transcript(ctx, principal, result.audio_id)
     if transcript is None:
-        return JSONResponse(
-            {"id": str(result.audio_id), "status": "processing"},
-            status_code=202,
-            headers={"Location": f"/v1/audio/{result.audio_id}"},
+        # Not a 2xx: OpenAI's client would read any success body as a transcript (text=None).
+        # The audio stays queued; a retry of the same file waits for the same job.
+        where = f"/v1/audio/{result.audio_id}"
+        raise ApiError(
+            504,
+            f"still transcribing after {ctx.settings.gateway.transcription_wait_s:g} s;"
+            f" the transcript will be at {where}/transcript (audio {result.audio_id})",
+            kind="transcription-pending",
+            title="Transcription still running",
+            headers={"Location": where},
         )
     return _render(transcript, response_format, granularities, ctx.settings.subtitles)
 

@@ -499,6 +499,9 @@ def test_openai_client_with_a_bad_token_gets_an_authentication_error(gw: Gateway
             model="whisper-1", file=("jfk.wav", unique_speech("jfk.flac"))
         )
     assert caught.value.status_code == 401
+    # OpenAI's error shape, so the client shows our message rather than a bare status.
+    assert caught.value.type == "authentication_error"
+    assert "valid bearer token" in caught.value.message
 
 
 def test_openai_client_gets_valid_srt(gw: Gateway) -> None:

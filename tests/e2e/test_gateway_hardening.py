@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.problems import OPENAI_PATHS
 from tests.conftest import fresh_database
 from tests.e2e.gateway_harness import (
     AUDIENCE,
@@ -227,12 +228,20 @@ def counts(gw: Gateway) -> tuple[int, int]:
     return rows, len(gw.stored_objects())
 
 
-def assert_problem(response: httpx.Response | RawResponse, status: int) -> dict[str, Any]:
+def assert_problem(
+    response: httpx.Response | RawResponse, status: int, path: str = ""
+) -> dict[str, Any]:
+    """The refusal's document; on OpenAI's paths in OpenAI's error shape, as its client reads."""
     if isinstance(response, httpx.Response):
         response = RawResponse(response.status_code, dict(response.headers), response.content)
     assert response.status == status, response.body
-    assert response.headers["content-type"] == PROBLEM, response.headers
     assert b"Traceback" not in response.body
+    if path in OPENAI_PATHS:
+        assert response.headers["content-type"] == "application/json", response.headers
+        error: dict[str, Any] = json.loads(response.body)["error"]
+        assert set(error) == {"message", "type", "param", "code"}, error
+        return {"detail": error["message"], "status": status, "code": error["code"]}
+    assert response.headers["content-type"] == PROBLEM, response.headers
     problem: dict[str, Any] = json.loads(response.body)
     assert problem["status"] == status
     return problem
@@ -307,7 +316,7 @@ def test_upload_without_a_valid_token_is_refused_before_its_body_is_sent(
         conn.sendall(multipart_head(path, _credentials(gw, case), boundary, BIG))
         # Not one byte of the 64 MiB body has been sent, and the answer is already here.
         response = read_response(conn)
-        assert_problem(response, status)
+        assert_problem(response, status, path)
         assert response.headers["connection"] == "close"
         # The server closed the connection: the body cannot even be sent.
         sent = send_until_refused(conn, BIG)
@@ -436,7 +445,7 @@ def test_nul_in_an_upload_is_a_400_and_nothing_is_stored(
     body = file_part(boundary, filename, unique_silence(), fields)
     response = post_raw(gw, path, gw.signer.token(*WRITE), body, boundary)
 
-    problem = assert_problem(response, 400)
+    problem = assert_problem(response, 400, path)
     assert "NUL" in problem["detail"], problem
     assert counts(gw) == before
 

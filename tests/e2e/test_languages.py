@@ -22,7 +22,6 @@ import pytest
 from tests.conftest import fresh_database
 from tests.e2e.gateway_harness import (
     DATA,
-    PROBLEM,
     WRITE,
     Gateway,
     Signer,
@@ -80,7 +79,12 @@ def english_only(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> It
         yield from up_with(
             tmp_path_factory.mktemp("english-only"),
             database_url,
-            {"AI2TEXT_ASR__MODEL": "tiny.en", "AI2TEXT_WATCH__LANGUAGE": "de"},
+            {
+                "AI2TEXT_ASR__MODEL": "tiny.en",
+                "AI2TEXT_WATCH__LANGUAGE": "de",
+                # The OpenAI endpoint gives up waiting at once: what a timed-out call answers.
+                "AI2TEXT_GATEWAY__TRANSCRIPTION_WAIT_S": "0",
+            },
         )
 
 
@@ -305,20 +309,51 @@ def test_the_api_refuses_german_on_an_english_only_model_and_stores_nothing(
             data={"model": "whisper-1", "language": "de"},
         )
         assert refused.status_code == 422, refused.text
-        assert refused.headers["content-type"].startswith(PROBLEM)
-        assert "english only" in refused.json()["detail"].lower(), refused.json()
+        error = refused.json()["error"]  # OpenAI's error shape on its endpoint
+        assert error["code"] == "unsupported-language"
+        assert error["type"] == "invalid_request_error"
+        assert "english only" in error["message"].lower(), error
         assert english_only.sql("SELECT count(*) AS n FROM audio")[0]["n"] == audio_before
         assert english_only.stored_objects() == objects_before
 
-        # The same request in English is taken and answered: the refusal was the language.
+        # The same request in English is taken: the refusal was the language. (This service
+        # waits 0 s, so the call says where the transcript will be instead of giving it.)
         taken = http.post(
             "/v1/audio/transcriptions",
             headers=bearer(token),
             files={"file": ("jfk.wav", unique_speech("jfk.flac"), "audio/wav")},
             data={"model": "whisper-1", "language": "en"},
         )
-        assert taken.status_code == 200, taken.text
-        assert "country" in taken.json()["text"].lower()
+        assert taken.status_code == 504, taken.text
+        assert taken.json()["error"]["code"] == "transcription-pending"
+        where = taken.headers["location"]
+
+        def transcript() -> dict[str, Any] | None:
+            answer = http.get(f"{where}/transcript", headers=bearer(token))
+            return answer.json() if answer.status_code == 200 else None
+
+        done = wait_until(transcript, timeout=TRANSCRIBE_TIMEOUT_S, what="jfk", every=1.0)
+        assert "country" in done["text"].lower()
+
+
+def test_an_openai_call_that_outlives_its_wait_raises_a_clear_error_not_an_empty_text(
+    english_only: Gateway,
+) -> None:
+    import openai
+
+    client = openai.OpenAI(
+        base_url=f"{english_only.url}/v1",
+        api_key=english_only.signer.token(*WRITE),
+        max_retries=0,
+    )
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.audio.transcriptions.create(
+            model="whisper-1", file=("jfk.wav", unique_speech("jfk.flac"))
+        )
+    assert caught.value.status_code == 504
+    assert caught.value.code == "transcription-pending"
+    assert "still transcribing" in caught.value.message
+    assert "/transcript" in caught.value.message
 
 
 def test_models_are_listed_in_openai_shape_with_the_configured_default(
