@@ -59,6 +59,11 @@ class TranscriptionPolicy:
         self._known = False
         self._lock = threading.Lock()
 
+    @property
+    def languages_known(self) -> bool:
+        """Whether ``languages()`` is answered from memory (no file read, no assembly)."""
+        return self._known
+
     def languages(self) -> tuple[str, ...] | None:
         """What the configured model transcribes; None when unknown before loading it.
 

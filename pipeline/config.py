@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from pipeline.errors import ConfigError
+from pipeline.models import DEFAULT_MODEL
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -145,7 +146,7 @@ class AsrSettings(_Section):
     engine: str = "faster-whisper"
     # "base" (multilingual, the default), "tiny.en" (fast, English only), a local
     # CTranslate2 directory, or a Hugging Face model id (fetched only when online).
-    model: str = "base"
+    model: str = DEFAULT_MODEL
     # Where bundled models are assembled; None: $XDG_CACHE_HOME/ai2text/models.
     model_cache_dir: Path | None = None
     device: str = "auto"

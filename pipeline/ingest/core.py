@@ -164,6 +164,8 @@ class Ingestor:
         request: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The job's options for this arrival; ``UnsupportedLanguage`` if the model can't."""
+        if self.policy.languages_known:  # the usual case: no thread hop per file
+            return self.policy.options_for(arrival.tenant, choices, request)
         return await asyncio.to_thread(self.policy.options_for, arrival.tenant, choices, request)
 
     async def reject(

@@ -14,7 +14,7 @@ async def _swallows_one_cancel(entered: asyncio.Event, swallowed: list[int]) -> 
     while True:
         try:
             entered.set()
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # blocks until cancelled
         except asyncio.CancelledError:
             if swallowed:
                 raise
@@ -52,6 +52,8 @@ def test_cancelling_the_caller_still_cancels_the_caller() -> None:
         inner = asyncio.create_task(_swallows_one_cancel(entered, swallowed))
         await entered.wait()
         outer = asyncio.create_task(cancel_and_wait(inner))
+        # One loop turn (scheduling, not a timed wait): outer starts, cancels inner and
+        # blocks waiting for it, before inner has run again.
         await asyncio.sleep(0)
         outer.cancel()
         with pytest.raises(asyncio.CancelledError):
