@@ -48,6 +48,9 @@ Channels = Literal["mix", "split"]
 LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
 # Words and names the model should expect (passed as hotwords / prompt).
 Vocabulary = tuple[Annotated[str, Field(min_length=1, max_length=100)], ...]
+# Transcript files written for users (beside their audio, into an output bucket).
+OutputFormat = Literal["txt", "srt", "vtt", "json"]
+ALL_OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("txt", "srt", "vtt", "json")
 
 
 class TranscriptionChoices(_Section):
@@ -98,6 +101,11 @@ class WatchSettings(TranscriptionChoices):
     rejected_dir: Path | None = None
     tenant: str = "default"
     min_free_bytes: int = Field(default=512 * MiB, ge=0)
+    # Where transcript files of dropped audio go: None: <inbox>/transcripts (mirroring
+    # the inbox's sub-folders), "beside": next to the processed file, "off": nowhere,
+    # or a directory of its own.
+    outbox: Literal["beside", "off"] | Path | None = None
+    outbox_formats: tuple[OutputFormat, ...] = ALL_OUTPUT_FORMATS
 
     @property
     def processed_path(self) -> Path:
@@ -126,6 +134,9 @@ class QueueSettings(_Section):
     backoff_base_s: float = Field(default=5.0, ge=0)
     backoff_max_s: float = Field(default=600.0, ge=0)
     poll_interval_s: float = Field(default=5.0, gt=0)
+    # How far ahead of bulk backlog a high-priority job (an interactive API request) is
+    # queued; bulk jobs that have waited longer than this still go first (aging).
+    priority_head_start_s: float = Field(default=600.0, ge=0)
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> QueueSettings:
@@ -216,6 +227,11 @@ class S3SourceSettings(TranscriptionChoices):
     secret_key: SecretStr | None = None
     region: str | None = None
     secure: bool | None = None
+    # Transcript files of this source's objects go to this bucket (same connection),
+    # keyed <output_prefix><source key>.<format>; None: not written.
+    output_bucket: str | None = None
+    output_prefix: str = ""
+    output_formats: tuple[OutputFormat, ...] = ALL_OUTPUT_FORMATS
 
     def connection(self, storage: StorageSettings) -> StorageSettings:
         """Connection settings for this bucket, filled in from ``storage``."""
@@ -238,6 +254,39 @@ class WebhookSettings(_Section):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
 
+WebhookEventType = Literal["audio.transcribed", "audio.failed", "audio.rejected"]
+
+
+class WebhookEndpoint(_Section):
+    """A URL told (signed POST) when one of its tenant's files is transcribed, fails or
+    is rejected."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)]
+    # Signs each delivery (HMAC-SHA256); at least 16 characters.
+    secret: SecretStr = Field(min_length=16)
+    tenant: str = "default"
+    events: tuple[WebhookEventType, ...] = ("audio.transcribed", "audio.failed", "audio.rejected")
+
+
+class DeliverySettings(_Section):
+    """Outbound deliveries from the event outbox: webhooks and transcript files."""
+
+    webhooks: tuple[WebhookEndpoint, ...] = ()
+    # Whether webhook URLs may point at loopback/private/link-local addresses;
+    # None: only on the embedded default (no database URL configured).
+    allow_private_addresses: bool | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+    # Tries before a delivery is dead (visible in ``ai2text webhooks`` and the API);
+    # with the backoff below, retries go on for hours.
+    max_attempts: int = Field(default=25, ge=1)
+    backoff_base_s: float = Field(default=10.0, ge=0)
+    backoff_max_s: float = Field(default=3600.0, ge=0)
+    concurrency: int = Field(default=8, ge=1)
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    # Events (and their deliveries) older than this are deleted once nothing is pending.
+    retention_days: float = Field(default=30.0, gt=0)
+
+
 class GatewaySettings(_Section):
     """The HTTP server."""
 
@@ -258,6 +307,8 @@ class GatewaySettings(_Section):
     max_connections: int = Field(default=1000, ge=1)
     # Peers whose X-Forwarded-For names the client (e.g. a reverse proxy's address).
     trusted_proxies: tuple[str, ...] = ()
+    # Server-Sent Event streams send a comment this often, so proxies keep them open.
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
 
 
 class AuthSettings(_Section):
@@ -479,6 +530,7 @@ class Settings(BaseSettings):
     tenants: dict[str, TenantSettings] = Field(default_factory=dict)
     s3_sources: list[S3SourceSettings] = Field(default_factory=list)
     webhook: WebhookSettings = WebhookSettings()
+    deliveries: DeliverySettings = DeliverySettings()
     gateway: GatewaySettings = GatewaySettings()
     auth: AuthSettings = AuthSettings()
     dataset: DatasetSettings = DatasetSettings()
@@ -495,6 +547,8 @@ class Settings(BaseSettings):
             w.processed_dir = w.processed_dir.expanduser().absolute()
         if w.rejected_dir is not None:
             w.rejected_dir = w.rejected_dir.expanduser().absolute()
+        if isinstance(w.outbox, Path):
+            w.outbox = w.outbox.expanduser().absolute()
         if self.asr.temp_dir is not None:
             self.asr.temp_dir = self.asr.temp_dir.expanduser().absolute()
         if self.asr.model_cache_dir is not None:
