@@ -2,7 +2,7 @@
 
 The ``events`` table is the outbox: a trigger writes one row per audio state change in
 the same transaction as the change (migration 0010), and a ``deliveries`` row for each
-target that must hear of it ('webhook:<id>', 'outputs'). A runner claims due
+target that must hear of it ('webhook:<id>', 'outbox', 'bucket'). A runner claims due
 deliveries and calls the handler registered for the target's kind.
 """
 
@@ -37,6 +37,8 @@ class DeliveryHandler(Protocol):
     ``target`` is the full target name (e.g. ``webhook:<uuid>``); the runner picks the
     handler by the part before the colon. Returning normally marks it delivered, so
     a handler with nothing to do for an event (no outbox configured) just returns.
+    A handler is called again for an event it may already have delivered (at least
+    once), so what it does must be idempotent.
     """
 
     async def deliver(self, event: Event, target: str) -> None: ...

@@ -36,7 +36,9 @@ CREATE TABLE webhooks (
 );
 
 -- One row per (event, target) still to deliver or delivered. Targets:
--- 'webhook:<webhooks.id>' and 'outputs' (transcript files for a transcribed audio).
+-- 'webhook:<webhooks.id>'; 'outbox' (transcript files beside a transcribed folder
+-- drop, written by the process that watches the folder); 'bucket' (transcript files
+-- of a transcribed S3 object, to its source's output bucket).
 CREATE TABLE deliveries (
     event_id         uuid NOT NULL REFERENCES events (id) ON DELETE CASCADE,
     target           text NOT NULL,
@@ -68,8 +70,10 @@ BEGIN
     INSERT INTO deliveries (event_id, target)
     SELECT event_uuid, 'webhook:' || w.id FROM webhooks w
     WHERE w.enabled AND w.tenant = NEW.tenant AND event_type = ANY (w.event_types);
-    IF NEW.state = 'transcribed' THEN
-        INSERT INTO deliveries (event_id, target) VALUES (event_uuid, 'outputs');
+    IF NEW.state = 'transcribed' AND NEW.source = 'folder' THEN
+        INSERT INTO deliveries (event_id, target) VALUES (event_uuid, 'outbox');
+    ELSIF NEW.state = 'transcribed' AND NEW.source = 's3' THEN
+        INSERT INTO deliveries (event_id, target) VALUES (event_uuid, 'bucket');
     END IF;
     PERFORM pg_notify('ai2text_events', NEW.tenant);
     RETURN NULL;
