@@ -33,6 +33,7 @@ def ingestor_of(settings: Settings, db: Database, store: ObjectStore, metrics: M
         max_attempts=settings.queue.max_attempts,
         metrics=metrics,
         policy=TranscriptionPolicy(settings.asr, settings.tenants),
+        priority_head_start_s=settings.queue.priority_head_start_s,
     )
 
 

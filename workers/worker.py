@@ -116,7 +116,11 @@ class AsrWorker:
         self.transcriber = transcriber
         self.worker_id = worker_id or make_worker_id()
         self.sources = sources
-        self.policy = jobs.RetryPolicy(settings.queue.backoff_base_s, settings.queue.backoff_max_s)
+        self.policy = jobs.RetryPolicy(
+            settings.queue.backoff_base_s,
+            settings.queue.backoff_max_s,
+            settings.queue.priority_head_start_s,
+        )
         self._last_reap = 0.0
         self.outage = Backoff("object storage (worker)", base_s=1.0, cap_s=60.0)
         self._current_job: int | None = None
@@ -315,7 +319,9 @@ class AsrWorker:
                 cancel.set()
                 work.add_done_callback(lambda f: f.cancelled() or f.exception())
                 async with self.db.connection() as conn:
-                    released = await jobs.release(conn, job)
+                    released = await jobs.release(
+                        conn, job, head_start_s=self.policy.priority_head_start_s
+                    )
                 log.warning(
                     "shutdown grace ran out: job released for another worker", released=released
                 )
@@ -420,7 +426,13 @@ class AsrWorker:
         """Hand the job back for later without spending an attempt; back off while down."""
         delay = self.outage.failed(error)
         async with self.db.connection() as conn:
-            await jobs.release(conn, job, delay_s=delay, error=error)
+            await jobs.release(
+                conn,
+                job,
+                delay_s=delay,
+                error=error,
+                head_start_s=self.policy.priority_head_start_s,
+            )
 
     async def _record_failure(self, job: jobs.ClaimedJob, error: str, *, transient: bool) -> str:
         """Record the failure; return the outcome for metrics (retry, failed or lease_lost)."""

@@ -19,6 +19,7 @@ from gateway.security import require
 from gateway.uploads import StagingRoute
 from pipeline import catalog
 from pipeline.choices import UnsupportedLanguage
+from pipeline.db.jobs import Priority
 from pipeline.formats import FORMATS, JSON, api_formats, cues_of
 from pipeline.ingest.core import Arrival, IngestResult
 
@@ -109,14 +110,16 @@ async def upload_audio(
     language: Annotated[str | None, Form(pattern=r"^[a-z]{2,3}$")] = None,
     channels: Annotated[Literal["mix", "split"] | None, Form()] = None,
     vocabulary: Annotated[list[str] | None, Form(max_length=200)] = None,
+    priority: Annotated[Priority, Form()] = "normal",
 ) -> JSONResponse:
     """Upload a file; it goes through the same validation and dedupe as the hot folder.
 
     ``language``, ``channels`` and ``vocabulary`` (repeatable) override the tenant's
-    defaults; a language the model cannot transcribe is refused (422).
+    defaults; a language the model cannot transcribe is refused (422). ``priority=high``
+    queues it ahead of folder and bucket backlog (someone is waiting for it).
     """
     request = {"language": language, "channels": channels, "vocabulary": vocabulary}
-    result = await ingest_upload(ctx, principal, file, request)
+    result = await ingest_upload(ctx, principal, file, request, priority=priority)
     body = {"id": str(result.audio_id), "outcome": result.outcome}
     if result.duplicate_of:
         body["duplicate_of"] = str(result.duplicate_of)
@@ -124,7 +127,12 @@ async def upload_audio(
 
 
 async def ingest_upload(
-    ctx: AppContext, principal: Principal, file: UploadFile, options: dict[str, Any] | None = None
+    ctx: AppContext,
+    principal: Principal,
+    file: UploadFile,
+    options: dict[str, Any] | None = None,
+    *,
+    priority: Priority = "normal",
 ) -> IngestResult:
     name = PurePath((file.filename or "upload").replace("\\", "/")).name[:255] or "upload"
     size = file.size if file.size is not None else _size_of(file)
@@ -134,6 +142,7 @@ async def ingest_upload(
         source_uri=f"upload://{principal.subject}/{uuid.uuid4()}",
         source_version=None,
         tenant=principal.tenant or "default",
+        priority=priority,
     )
     try:
         # Refused before anything is stored: the request, not the audio, is wrong.

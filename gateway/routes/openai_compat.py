@@ -106,7 +106,8 @@ async def create_transcription(
         "temperature": temperature,
         "word_timestamps": "word" in granularities,
     }
-    result = await ingest_upload(ctx, principal, file, options)
+    # Someone waits on the answer: ahead of bulk backlog.
+    result = await ingest_upload(ctx, principal, file, options, priority="high")
     transcript = await _wait_for_transcript(ctx, principal, result.audio_id)
     if transcript is None:
         # Not a 2xx: OpenAI's client would read any success body as a transcript (text=None).

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
@@ -25,6 +25,13 @@ from pipeline.errors import LeaseLost
 JOBS_CHANNEL = "ai2text_jobs"
 # Sent when a transcript is committed (the dataset orchestrator listens).
 TRANSCRIPTS_CHANNEL = "ai2text_transcripts"
+
+# Interactive requests ("high") are claimed before bulk backlog ("normal"): a job's
+# priority moves its run_after earlier by the queue's head start, so the claim keeps
+# its one index order and bulk work that waited longer than the head start still goes
+# first (aging: nothing starves).
+Priority = Literal["normal", "high"]
+PRIORITY_LEVELS: dict[Priority, int] = {"normal": 0, "high": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +51,7 @@ class ClaimedJob:
     source_key: str | None = None
     source_etag: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0  # PRIORITY_LEVELS
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +67,8 @@ class RetriedJob:
 class RetryPolicy:
     base_s: float
     max_s: float
+    # A retried high-priority job keeps its head start over bulk work.
+    priority_head_start_s: float = 0.0
 
     def delay_s(self, attempt: int) -> float:
         """Exponential backoff: base, 2·base, 4·base … capped at ``max_s``."""
@@ -71,12 +81,19 @@ async def enqueue(
     *,
     max_attempts: int,
     options: dict[str, object] | None = None,
+    priority: Priority = "normal",
+    head_start_s: float = 0.0,
 ) -> None:
-    """Queue transcription of ``audio_id`` (once) and wake the workers on commit."""
+    """Queue transcription of ``audio_id`` (once) and wake the workers on commit.
+
+    A ``high`` priority job is ready ``head_start_s`` before a normal one queued now.
+    """
+    level = PRIORITY_LEVELS[priority]
     await conn.execute(
-        "INSERT INTO jobs (audio_id, max_attempts, options) VALUES (%s, %s, %s)"
+        "INSERT INTO jobs (audio_id, max_attempts, options, priority, run_after)"
+        " VALUES (%s, %s, %s, %s, now() - make_interval(secs => %s))"
         " ON CONFLICT (audio_id, kind) DO NOTHING",
-        (audio_id, max_attempts, Jsonb(options or {})),
+        (audio_id, max_attempts, Jsonb(options or {}), level, level * head_start_s),
     )
     await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
 
@@ -110,7 +127,8 @@ WITH expired AS (
         lease_expires_at = now() + make_interval(secs => %(lease_s)s),
         worker_id = %(worker_id)s, started_at = now(), updated_at = now()
     FROM next WHERE j.id = next.id
-    RETURNING j.id, j.audio_id, j.attempts, j.max_attempts, j.lease_token, j.options
+    RETURNING j.id, j.audio_id, j.attempts, j.max_attempts, j.lease_token, j.options,
+              j.priority
 ), touched AS (
     UPDATE audio a SET state = 'processing', updated_at = now()
     FROM claimed WHERE a.id = claimed.audio_id
@@ -118,7 +136,7 @@ WITH expired AS (
               a.source_bucket, a.source_key, a.source_etag
 )
 SELECT c.id, c.audio_id, c.attempts AS attempt, c.max_attempts, c.lease_token,
-       coalesce(c.options, '{}'::jsonb) AS options,
+       coalesce(c.options, '{}'::jsonb) AS options, c.priority,
        t.storage_key, t.original_name, coalesce(t.duration_s, 0.0) AS duration_s, t.tenant,
        t.source_bucket, t.source_key, t.source_etag
 FROM claimed c JOIN touched t ON t.id = c.audio_id
@@ -188,11 +206,19 @@ async def fail(
     async with conn.transaction():
         cur = await conn.execute(
             "UPDATE jobs SET state = %s, last_error = %s, updated_at = now(),"
-            " run_after = now() + make_interval(secs => %s),"
+            " run_after = now() + make_interval(secs => %s - priority * %s),"
             " lease_token = NULL, lease_expires_at = NULL,"
             " finished_at = CASE WHEN %s = 'dead' THEN now() END"
             " WHERE id = %s AND lease_token = %s AND state = 'running'",
-            (new_state, error, policy.delay_s(job.attempt), new_state, job.id, job.lease_token),
+            (
+                new_state,
+                error,
+                policy.delay_s(job.attempt),
+                policy.priority_head_start_s,
+                new_state,
+                job.id,
+                job.lease_token,
+            ),
         )
         if cur.rowcount != 1:
             raise LeaseLost(f"job {job.id} lease lost before recording failure")
@@ -211,21 +237,27 @@ async def notify_finished(conn: AsyncConn, audio_id: uuid.UUID) -> None:
 
 
 async def release(
-    conn: AsyncConn, job: ClaimedJob, *, delay_s: float = 0.0, error: str | None = None
+    conn: AsyncConn,
+    job: ClaimedJob,
+    *,
+    delay_s: float = 0.0,
+    error: str | None = None,
+    head_start_s: float = 0.0,
 ) -> bool:
     """Give the lease back unfinished; the attempt is not counted.
 
     Used on shutdown, and (with a delay and the error) while a dependency such as
-    the object store is down: the job waits instead of using up its attempts.
+    the object store is down: the job waits instead of using up its attempts. A
+    high-priority job keeps ``head_start_s`` over bulk work.
     """
     async with conn.transaction():
         cur = await conn.execute(
             "UPDATE jobs SET state = 'queued', attempts = greatest(attempts - 1, 0),"
-            " lease_token = NULL, lease_expires_at = NULL,"
-            " run_after = now() + make_interval(secs => %s), updated_at = now(),"
+            " lease_token = NULL, lease_expires_at = NULL, updated_at = now(),"
+            " run_after = now() + make_interval(secs => %s - priority * %s),"
             " last_error = coalesce(%s, last_error)"
             " WHERE id = %s AND lease_token = %s AND state = 'running'",
-            (delay_s, error, job.id, job.lease_token),
+            (delay_s, head_start_s, error, job.id, job.lease_token),
         )
         if cur.rowcount != 1:
             return False

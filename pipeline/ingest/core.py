@@ -28,7 +28,7 @@ from pipeline.db import audio as audio_store
 from pipeline.db.audio import RecordedVersion, StoredContent
 from pipeline.db.audio import RemoteObject as RemoteObject  # sources name it from here
 from pipeline.db.database import AsyncConn, Database
-from pipeline.db.jobs import enqueue
+from pipeline.db.jobs import Priority, enqueue
 from pipeline.db.states import AudioState
 from pipeline.errors import Conflict, RejectCode, RejectedInput, TransientError
 from pipeline.ingest.validation import extension_of, validate
@@ -66,6 +66,8 @@ class Arrival:
     source_uri: str
     source_version: str | None
     tenant: str = "default"
+    # "high" for interactive requests a person is waiting on (see jobs.Priority).
+    priority: Priority = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +90,11 @@ class Ingestor:
         max_attempts: int,
         metrics: Metrics,
         policy: TranscriptionPolicy,
+        priority_head_start_s: float = 0.0,
     ) -> None:
         self.validation = validation
         self.max_attempts = max_attempts
+        self.priority_head_start_s = priority_head_start_s
         self.db = db
         self.store = store
         self.metrics = metrics
@@ -232,7 +236,7 @@ class Ingestor:
                 earlier = await self.find_existing(arrival)
                 assert earlier is not None
                 return earlier
-            await enqueue(conn, audio_id, max_attempts=self.max_attempts, options=options)
+            await self._enqueue(conn, arrival, audio_id, options)
         log.info(
             "ingested",
             file=arrival.source_uri,
@@ -257,6 +261,18 @@ class Ingestor:
                 self._count(arrival, result)
                 return result
         raise TransientError(f"could not record {arrival.original_name}: concurrent ingest")
+
+    async def _enqueue(
+        self, conn: AsyncConn, arrival: Arrival, audio_id: uuid.UUID, options: dict[str, Any]
+    ) -> None:
+        await enqueue(
+            conn,
+            audio_id,
+            max_attempts=self.max_attempts,
+            options=options,
+            priority=arrival.priority,
+            head_start_s=self.priority_head_start_s,
+        )
 
     def _count(self, arrival: Arrival, result: IngestResult) -> None:
         """Count a committed outcome (never one rolled back by a concurrent ingest)."""
@@ -306,7 +322,7 @@ class Ingestor:
                 source=arrival.source,
             )
             return IngestResult("duplicate", audio_id, duplicate_of=original)
-        await enqueue(conn, audio_id, max_attempts=self.max_attempts, options=options)
+        await self._enqueue(conn, arrival, audio_id, options)
         log.info(
             "ingested",
             file=arrival.original_name,
@@ -317,7 +333,6 @@ class Ingestor:
             source=arrival.source,
         )
         return IngestResult("accepted", audio_id)
-
 
     @staticmethod
     async def _transcribed_alike(

@@ -526,3 +526,81 @@ def test_enqueue_rolled_back_sends_no_notification(
             assert await cur.fetchone() == {"n": 0}
 
     asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------- priority
+
+
+HEAD_START = 600.0
+
+
+async def add_prioritised_job(conn: AsyncConn, name: str, priority: jobs.Priority) -> uuid.UUID:
+    audio_id = await add_audio(conn, name)
+    await jobs.enqueue(conn, audio_id, max_attempts=5, priority=priority, head_start_s=HEAD_START)
+    return audio_id
+
+
+async def claim_order(conn: AsyncConn, n: int) -> list[uuid.UUID]:
+    order = []
+    for _ in range(n):
+        job = await jobs.claim(conn, worker_id="w1", lease_s=LONG)
+        assert job is not None
+        order.append(job.audio_id)
+    return order
+
+
+def test_a_high_priority_job_is_claimed_before_bulk_backlog(make_settings: Any) -> None:
+    async def scenario() -> None:
+        async with opened(make_settings()) as database, connections(database, 1) as (conn,):
+            backlog = [await add_prioritised_job(conn, f"bulk{i}.flac", "normal") for i in range(5)]
+            urgent = await add_prioritised_job(conn, "api.flac", "high")
+
+            order = await claim_order(conn, 6)
+
+            assert order == [urgent, *backlog]
+
+    asyncio.run(scenario())
+
+
+def test_bulk_work_that_waited_longer_than_the_head_start_still_goes_first(
+    make_settings: Any,
+) -> None:
+    """Aging: a flood of interactive requests never starves the folder backlog."""
+
+    async def scenario() -> None:
+        async with opened(make_settings()) as database, connections(database, 1) as (conn,):
+            old_bulk = await add_prioritised_job(conn, "old.flac", "normal")
+            # As if it had been queued 20 minutes ago.
+            await conn.execute(
+                "UPDATE jobs SET run_after = now() - interval '20 minutes',"
+                " created_at = now() - interval '20 minutes' WHERE audio_id = %s",
+                (old_bulk,),
+            )
+            new_bulk = await add_prioritised_job(conn, "new.flac", "normal")
+            urgent = await add_prioritised_job(conn, "api.flac", "high")
+
+            assert await claim_order(conn, 3) == [old_bulk, urgent, new_bulk]
+
+    asyncio.run(scenario())
+
+
+def test_a_retried_or_released_high_priority_job_keeps_its_head_start(
+    make_settings: Any,
+) -> None:
+    policy = RetryPolicy(base_s=0.0, max_s=0.0, priority_head_start_s=HEAD_START)
+
+    async def scenario() -> None:
+        async with opened(make_settings()) as database, connections(database, 1) as (conn,):
+            urgent = await add_prioritised_job(conn, "api.flac", "high")
+            bulk = await add_prioritised_job(conn, "bulk.flac", "normal")
+            job = await jobs.claim(conn, worker_id="w1", lease_s=LONG)
+            assert job is not None and job.audio_id == urgent and job.priority == 1
+
+            assert await jobs.fail(conn, job, "boom", transient=True, policy=policy) == "queued"
+            retried = await jobs.claim(conn, worker_id="w1", lease_s=LONG)
+            assert retried is not None and retried.audio_id == urgent
+
+            assert await jobs.release(conn, retried, head_start_s=HEAD_START)
+            assert await claim_order(conn, 2) == [urgent, bulk]
+
+    asyncio.run(scenario())
