@@ -106,16 +106,17 @@ async def enqueue(
 # 100,000 queued jobs); each lookup here is an index scan that stops at its first row.
 # A job whose worker stopped renewing its lease goes first: it is the oldest work, and
 # ``ready`` is not even scanned (nothing locked) when there is one.
-_CLAIM = """
+_CLAIM_TEMPLATE = """
 WITH expired AS (
     SELECT id FROM jobs
     WHERE state = 'running' AND lease_expires_at < now() AND attempts < max_attempts
     ORDER BY lease_expires_at
     FOR UPDATE SKIP LOCKED
-    LIMIT 1
+    LIMIT {expired_limit}
 ), ready AS (
     SELECT id FROM jobs
-    WHERE state = 'queued' AND run_after <= now() AND NOT EXISTS (SELECT 1 FROM expired)
+    WHERE state = 'queued' {priority_filter}AND run_after <= now()
+      AND NOT EXISTS (SELECT 1 FROM expired)
     ORDER BY run_after, id
     FOR UPDATE SKIP LOCKED
     LIMIT 1
@@ -136,18 +137,33 @@ WITH expired AS (
               a.source_bucket, a.source_key, a.source_etag
 )
 SELECT c.id, c.audio_id, c.attempts AS attempt, c.max_attempts, c.lease_token,
-       coalesce(c.options, '{}'::jsonb) AS options, c.priority,
+       coalesce(c.options, '{{}}'::jsonb) AS options, c.priority,
        t.storage_key, t.original_name, coalesce(t.duration_s, 0.0) AS duration_s, t.tenant,
        t.source_bucket, t.source_key, t.source_etag
 FROM claimed c JOIN touched t ON t.id = c.audio_id
 """
+_CLAIM = _CLAIM_TEMPLATE.format(expired_limit=1, priority_filter="")
+# Only a ready high-priority job (index ``jobs_ready_urgent``), for a worker that pauses
+# bulk work between windows to serve someone waiting.
+_CLAIM_URGENT = _CLAIM_TEMPLATE.format(expired_limit=0, priority_filter="AND priority = 1 ")
 
 
 async def claim(conn: AsyncConn, *, worker_id: str, lease_s: float) -> ClaimedJob | None:
     """Take the next ready job, or a job whose worker's lease ran out."""
+    return await _claim(conn, _CLAIM, worker_id=worker_id, lease_s=lease_s)
+
+
+async def claim_urgent(conn: AsyncConn, *, worker_id: str, lease_s: float) -> ClaimedJob | None:
+    """Take the next ready high-priority job, if one waits (nothing else)."""
+    return await _claim(conn, _CLAIM_URGENT, worker_id=worker_id, lease_s=lease_s)
+
+
+async def _claim(
+    conn: AsyncConn, query: str, *, worker_id: str, lease_s: float
+) -> ClaimedJob | None:
     params = {"lease_s": lease_s, "worker_id": worker_id}
     async with conn.transaction(), conn.cursor(row_factory=class_row(ClaimedJob)) as cur:
-        await cur.execute(_CLAIM, params)
+        await cur.execute(query, params)
         return await cur.fetchone()
 
 

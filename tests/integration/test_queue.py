@@ -604,3 +604,18 @@ def test_a_retried_or_released_high_priority_job_keeps_its_head_start(
             assert await claim_order(conn, 2) == [urgent, bulk]
 
     asyncio.run(scenario())
+
+
+def test_claim_urgent_takes_only_a_waiting_high_priority_job(make_settings: Any) -> None:
+    async def scenario() -> None:
+        async with opened(make_settings()) as database, connections(database, 1) as (conn,):
+            await add_prioritised_job(conn, "bulk.flac", "normal")
+            assert await jobs.claim_urgent(conn, worker_id="w1", lease_s=LONG) is None
+
+            urgent = await add_prioritised_job(conn, "api.flac", "high")
+            job = await jobs.claim_urgent(conn, worker_id="w1", lease_s=LONG)
+            assert job is not None and job.audio_id == urgent
+            assert (await audio_row(conn, urgent))["state"] == "processing"
+            assert await jobs.claim_urgent(conn, worker_id="w1", lease_s=LONG) is None
+
+    asyncio.run(scenario())

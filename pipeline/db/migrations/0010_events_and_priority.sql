@@ -93,3 +93,6 @@ ALTER TABLE jobs
     -- Seconds of the audio transcribed so far (end of the last segment produced).
     ADD COLUMN progress_s double precision CHECK (progress_s >= 0),
     ADD COLUMN progress_at timestamptz;
+-- Interactive jobs waiting while every worker is busy with bulk work: a worker looks
+-- for one between the windows of a long file (and takes it first).
+CREATE INDEX jobs_ready_urgent ON jobs (run_after, id) WHERE state = 'queued' AND priority = 1;
