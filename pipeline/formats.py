@@ -19,10 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.config import SubtitleSettings
 from pipeline.subtitles import Piece, Word, split_segment, words_of
+
+if TYPE_CHECKING:
+    from pipeline.config import SubtitleSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.config import SubtitleSettings
+if TYPE_CHECKING:
+    from pipeline.config import SubtitleSettings
+
 
 # Scripts written without spaces between words (kana, CJK ideographs, their punctuation
 # and full-width forms): each character is a token of its own, with the closing
