@@ -24,7 +24,8 @@ import structlog
 from watchfiles import Change, awatch
 
 from pipeline.config import WatchSettings
-from pipeline.errors import DatabaseUnavailable, TransientError
+from pipeline.deliveries.outbox import outbox_root
+from pipeline.errors import ConfigError, DatabaseUnavailable, TransientError
 from pipeline.ingest.core import Ingestor
 from pipeline.ingest.open_writers import open_for_writing
 from pipeline.ingest.stability import Fingerprint, Held, HeldFiles, StabilityTracker, backoff_s
@@ -92,10 +93,18 @@ class HotFolder:
         for path in (self.inbox, self.watch.processed_path, self.watch.rejected_path):
             path.mkdir(parents=True, exist_ok=True)
         self.inbox = self.inbox.resolve()
-        self._excluded = (
-            self.watch.processed_path.resolve(),
-            self.watch.rejected_path.resolve(),
-        )
+        excluded = [self.watch.processed_path.resolve(), self.watch.rejected_path.resolve()]
+        outbox = outbox_root(self.watch)
+        if outbox is not None:
+            # Transcript files are written there: never drops to take (nor to reject).
+            outbox = outbox.resolve()
+            if outbox == self.inbox:
+                raise ConfigError(
+                    f"watch.outbox is the inbox ({outbox}): each transcript written there"
+                    " would be taken as a new drop; choose another directory or 'beside'"
+                )
+            excluded.append(outbox)
+        self._excluded = tuple(excluded)
 
     # -- discovering files -------------------------------------------------
 
