@@ -250,6 +250,8 @@ class LongAudioTranscriber:
                 segments=len(found),
                 languages=[(round(offset + r.start / SAMPLE_RATE, 2), r.language) for r in planned],
             )
+        if not window.last and file.options.between_windows is not None:
+            file.options.between_windows()
 
     def _runs(self, window: Window, speech: list[Span], file: _File) -> list[Run]:
         """The stretches of ``window`` to transcribe, each with the language to use."""

@@ -8,6 +8,7 @@ engine's own types. ``Transcriber`` is all the worker sees of the ASR stack.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,6 +77,9 @@ class TranscribeOptions:
     # The one channel to decode (0 = left); None mixes them. Set by ``workers.channels``
     # for each channel of a split file, never from a job's options.
     channel: int | None = None
+    # Called from the transcribing thread between two windows of a long file, where the
+    # worker may serve a waiting interactive request first; never a job's option.
+    between_windows: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_job(cls, options: dict[str, Any]) -> TranscribeOptions:
