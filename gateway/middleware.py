@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import ApiError
-from gateway.problems import PROBLEM_BASE
+from gateway.problems import openai_error, problem, speaks_openai
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Where the auth gate leaves the admitted caller in the request's state.
@@ -95,7 +94,7 @@ class BodyLimitMiddleware:
         limit = self._limit_for(scope)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_413(send, limit)
+            await _send_413(send, limit, scope["path"])
             return
         seen = 0
         started = False
@@ -120,7 +119,7 @@ class BodyLimitMiddleware:
                 # 400 while parsing forms), the answer is 413.
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await _send_413(send, limit)
+                    await _send_413(send, limit, scope["path"])
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -132,25 +131,23 @@ class BodyLimitMiddleware:
             await self.app(scope, counting_receive, guarded_send)
         except _BodyTooLarge:
             if not started:
-                await _send_413(send, limit)
+                await _send_413(send, limit, scope["path"])
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    import json
-
-    body: dict[str, Any] = {
-        "type": PROBLEM_BASE + "body-too-large",
-        "title": "Request body too large",
-        "status": 413,
-        "detail": f"the limit is {limit} bytes",
-    }
-    payload = json.dumps(body).encode()
+async def _send_413(send: Send, limit: int, path: str) -> None:
+    """413 as a problem document, or in OpenAI's shape on the paths its client calls."""
+    detail = f"the limit is {limit} bytes"
+    if speaks_openai(path):
+        answer = openai_error(413, "body-too-large", f"request body too large: {detail}")
+    else:
+        answer = problem(413, "body-too-large", "Request body too large", detail)
+    payload = bytes(answer.body)
     await send(
         {
             "type": "http.response.start",
             "status": 413,
             "headers": [
-                (b"content-type", b"application/problem+json"),
+                (b"content-type", answer.media_type.encode() if answer.media_type else b""),
                 (b"content-length", str(len(payload)).encode()),
                 (b"connection", b"close"),
             ],

@@ -33,9 +33,15 @@ def openai_error(
     *,
     param: str | None = None,
     headers: dict[str, str] | None = None,
+    error_type: str | None = None,
 ) -> JSONResponse:
-    """An error as OpenAI's API writes it; ``code`` is the same stable kind as a problem's."""
-    kind = _OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    """An error as OpenAI's API writes it; ``code`` is the same stable kind as a problem's.
+
+    ``error_type`` overrides the type the status implies (OpenAI's unknown model is a
+    404 of type ``invalid_request_error``).
+    """
+    default = "api_error" if status >= 500 else "invalid_request_error"
+    kind = error_type or _OPENAI_TYPES.get(status, default)
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 

@@ -29,6 +29,8 @@ _TRANSCRIPTION_KEYS = (
     "word_timestamps",
     "vocabulary",
     "channels",
+    # "translate" (to English) is another text of the same audio; "transcribe" is unset.
+    "task",
 )
 
 
@@ -38,6 +40,7 @@ def transcription_signature(options: dict[str, Any]) -> dict[str, Any]:
         key: options[key]
         for key in _TRANSCRIPTION_KEYS
         if options.get(key) not in (None, False, "", [], ())
+        and not (key == "task" and options[key] == "transcribe")
     }
 
 

@@ -313,6 +313,7 @@ class LongAudioTranscriber:
             word_timestamps=file.word_timestamps,
             batch_size=file.batch_size,
             hotwords=file.hotwords,
+            task=file.options.task,
         )
         result = self.engine.transcribe_window(window.samples[run.start : run.end], request)
         language = run.language or result.language

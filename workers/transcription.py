@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pipeline.errors import Ai2TextError
 
@@ -80,6 +80,8 @@ class TranscribeOptions:
     # Called from the transcribing thread between two windows of a long file, where the
     # worker may serve a waiting interactive request first; never a job's option.
     between_windows: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    # "translate": Whisper writes English, whatever each stretch is spoken in.
+    task: Literal["transcribe", "translate"] = "transcribe"
 
     @classmethod
     def from_job(cls, options: dict[str, Any]) -> TranscribeOptions:
@@ -92,6 +94,7 @@ class TranscribeOptions:
             word_timestamps=bool(options.get("word_timestamps", False)),
             vocabulary=tuple(str(word) for word in vocabulary),
             channels=options.get("channels") or None,
+            task="translate" if options.get("task") == "translate" else "transcribe",
         )
 
 

@@ -1,31 +1,46 @@
-"""``POST /v1/audio/transcriptions`` in OpenAI's shapes, so the ``openai`` client works.
+"""``/v1/audio/transcriptions``, ``/v1/audio/translations`` and ``/v1/models`` in
+OpenAI's shapes, so the ``openai`` client works.
 
 The file is ingested like any other upload (stored, deduplicated, counted in the
-dataset); the call then waits for its transcript up to the configured timeout and,
-if it is not done by then, answers 504 in OpenAI's error shape naming the audio id
-and where its transcript will be (the job goes on). Errors on these routes are in
-OpenAI's shape, not problem+json.
+dataset, queued ahead of bulk backlog); the call then waits for its transcript up to
+the configured timeout and, if it is not done by then, answers 504 in OpenAI's error
+shape naming the audio id and where its transcript will be (the job goes on). Errors
+on these routes are in OpenAI's shape, not problem+json.
+
+Models: the workers run one model, so a call may name only that one, by its own name
+or as ``whisper-1``; ``/v1/models`` lists exactly those names. Any other name is
+OpenAI's 404 ``model_not_found`` before anything is stored.
+
+Streaming (``stream=true``): the transcript is stored when the job finishes, so the
+events come then: one ``transcript.text.delta`` per segment and a
+``transcript.text.done`` with the whole text; until then comments keep the connection
+open. A failure or the wait running out after the stream began is an ``error`` event,
+which the ``openai`` client raises as ``APIError``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from gateway.auth import Principal
 from gateway.context import AppContext, get_context
 from gateway.errors import ApiError
+from gateway.problems import openai_error
 from gateway.routes.audio import ingest_upload
 from gateway.security import require
 from gateway.uploads import StagingRoute
 from pipeline import catalog, models
 from pipeline.config import SubtitleSettings
+from pipeline.datasets.served import model_label
 from pipeline.formats import FORMATS, JSON, cues_of, openai_formats
 
 # Uploads spool under the data directory (see gateway.uploads).
@@ -35,6 +50,9 @@ if TYPE_CHECKING:
     ResponseFormat = str
 else:  # OpenAI's own shapes and the cue renderings offered to OpenAI clients
     ResponseFormat = Literal[openai_formats()]
+Task = Literal["transcribe", "translate"]
+# OpenAI's name for its Whisper; here it is whatever model the workers run.
+WHISPER_ALIAS = "whisper-1"
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 # OpenAI's verbose_json names the language in English; Whisper reports a code.
 _LANGUAGE_NAMES = {
@@ -56,29 +74,40 @@ _LANGUAGE_NAMES = {
 }
 
 
+def served_model(ctx: AppContext) -> str:
+    """The name callers know the workers' model by (a directory by its last parts)."""
+    return model_label(str(ctx.settings.asr.model))
+
+
+def model_names(ctx: AppContext) -> tuple[str, ...]:
+    """The names a call may give as ``model``: all of them mean the workers' model."""
+    return (served_model(ctx), WHISPER_ALIAS)
+
+
 @router.get("/models")
 async def list_models(
     ctx: Annotated[AppContext, Depends(get_context)],
     principal: Annotated[Principal, Depends(require("audio:write"))],
 ) -> dict[str, Any]:
-    """The Whisper models here, in OpenAI's list shape, with their languages and sizes.
+    """The models a call here may name, in OpenAI's list shape, with languages and size.
 
+    Exactly the names ``model`` accepts: the workers' model and its ``whisper-1``
+    alias (other installed models are for ``ai2text models``, not for calls here).
     Paths on the server are not shown: callers need the names, not the layout.
     """
     asr = ctx.settings.asr
-    entries = await asyncio.to_thread(models.list_models, asr.model, asr.model_cache_dir)
+    entry = await asyncio.to_thread(
+        models.describe, str(asr.model), default=True, cache_dir=asr.model_cache_dir
+    )
+    fields = {k: v for k, v in entry.as_dict().items() if k not in ("name", "path", "problem")}
+    served = served_model(ctx)
+    common = {"object": "model", "created": 0, "owned_by": "ai2text", **fields}
+    common["problem"] = None if entry.available else "unavailable on this server"
     return {
         "object": "list",
         "data": [
-            {
-                "id": e.name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "ai2text",
-                **{k: v for k, v in e.as_dict().items() if k not in ("name", "path", "problem")},
-                "problem": None if e.available else "unavailable on this server",
-            }
-            for e in entries
+            {"id": served, **common},
+            {"id": WHISPER_ALIAS, **common, "default": False, "alias_of": served},
         ],
     }
 
@@ -88,7 +117,7 @@ async def create_transcription(
     ctx: Annotated[AppContext, Depends(get_context)],
     principal: Annotated[Principal, Depends(require("audio:write"))],
     file: Annotated[UploadFile, File()],
-    model: Annotated[str, Form(max_length=100)] = "whisper-1",
+    model: Annotated[str, Form(max_length=200)] = WHISPER_ALIAS,
     language: Annotated[str | None, Form(max_length=8)] = None,
     prompt: Annotated[str | None, Form(max_length=2000)] = None,
     temperature: Annotated[float | None, Form(ge=0.0, le=1.0)] = None,
@@ -96,9 +125,14 @@ async def create_transcription(
     timestamp_granularities: Annotated[
         list[Literal["word", "segment"]] | None, Form(alias="timestamp_granularities[]")
     ] = None,
+    stream: Annotated[bool, Form()] = False,
 ) -> Response:
+    """Whisper's transcription of ``file``, or its events with ``stream=true``."""
     if language is not None and not _LANGUAGE.match(language):
         raise ApiError(400, "language must be an ISO-639-1 code such as 'en'")
+    refusal = _check_model(ctx, model)
+    if refusal is not None:
+        return refusal
     granularities: set[str] = set(timestamp_granularities or [])
     options: dict[str, Any] = {
         "language": language,
@@ -108,20 +142,135 @@ async def create_transcription(
     }
     # Someone waits on the answer: ahead of bulk backlog.
     result = await ingest_upload(ctx, principal, file, options, priority="high")
-    transcript = await _wait_for_transcript(ctx, principal, result.audio_id)
-    if transcript is None:
-        # Not a 2xx: OpenAI's client would read any success body as a transcript (text=None).
-        # The audio stays queued; a retry of the same file waits for the same job.
-        where = f"/v1/audio/{result.audio_id}"
-        raise ApiError(
-            504,
-            f"still transcribing after {ctx.settings.gateway.transcription_wait_s:g} s;"
-            f" the transcript will be at {where}/transcript (audio {result.audio_id})",
-            kind="transcription-pending",
-            title="Transcription still running",
-            headers={"Location": where},
+    if stream:
+        return StreamingResponse(
+            _events(ctx, principal, result.audio_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+    transcript = await _transcript_or_504(ctx, principal, result.audio_id)
     return _render(transcript, response_format, granularities, ctx.settings.subtitles)
+
+
+@router.post("/audio/translations", response_model=None)
+async def create_translation(
+    ctx: Annotated[AppContext, Depends(get_context)],
+    principal: Annotated[Principal, Depends(require("audio:write"))],
+    file: Annotated[UploadFile, File()],
+    model: Annotated[str, Form(max_length=200)] = WHISPER_ALIAS,
+    prompt: Annotated[str | None, Form(max_length=2000)] = None,
+    temperature: Annotated[float | None, Form(ge=0.0, le=1.0)] = None,
+    response_format: Annotated[ResponseFormat, Form()] = JSON,
+) -> Response:
+    """``file`` in English, whatever it is spoken in (Whisper's translate task).
+
+    A variant of its own: the same audio transcribed and translated keeps both texts.
+    """
+    refusal = _check_model(ctx, model)
+    if refusal is not None:
+        return refusal
+    policy = ctx.ingestor.policy
+    languages = (
+        policy.languages() if policy.languages_known else await asyncio.to_thread(policy.languages)
+    )
+    if languages is not None and len(languages) == 1:
+        return openai_error(
+            400,
+            "model_cannot_translate",
+            f"model {served_model(ctx)} knows only {languages[0]!r} and cannot translate;"
+            " run a multilingual model such as 'base' for translations",
+            param="model",
+        )
+    options: dict[str, Any] = {"prompt": prompt, "temperature": temperature, "task": "translate"}
+    result = await ingest_upload(ctx, principal, file, options, priority="high")
+    transcript = await _transcript_or_504(ctx, principal, result.audio_id)
+    return _render(transcript, response_format, set(), ctx.settings.subtitles, task="translate")
+
+
+def _check_model(ctx: AppContext, model: str) -> JSONResponse | None:
+    """OpenAI's 404 for a model the workers do not run; None when ``model`` is theirs."""
+    names = model_names(ctx)
+    if model in names:
+        return None
+    return openai_error(
+        404,
+        "model_not_found",
+        f"the model {model!r} does not exist here; use one of: {', '.join(names)}",
+        param="model",
+        error_type="invalid_request_error",
+    )
+
+
+def _pending(ctx: AppContext, audio_id: uuid.UUID) -> ApiError:
+    """504: not a 2xx, which OpenAI's client would read as a transcript (text=None).
+
+    The audio stays queued; a retry of the same file waits for the same job.
+    """
+    where = f"/v1/audio/{audio_id}"
+    return ApiError(
+        504,
+        f"still transcribing after {ctx.settings.gateway.transcription_wait_s:g} s;"
+        f" the transcript will be at {where}/transcript (audio {audio_id})",
+        kind="transcription-pending",
+        title="Transcription still running",
+        headers={"Location": where},
+    )
+
+
+async def _transcript_or_504(
+    ctx: AppContext, principal: Principal, audio_id: uuid.UUID
+) -> dict[str, Any]:
+    transcript = await _wait_for_transcript(ctx, principal, audio_id)
+    if transcript is None:
+        raise _pending(ctx, audio_id)
+    return transcript
+
+
+async def _events(
+    ctx: AppContext, principal: Principal, audio_id: uuid.UUID
+) -> AsyncIterator[bytes]:
+    """OpenAI's transcription stream: a delta per segment, then done; or an error event.
+
+    While the job runs, SSE comments every ``gateway.sse_keepalive_s`` keep proxies
+    from closing the connection.
+    """
+    waiting = asyncio.create_task(_wait_for_transcript(ctx, principal, audio_id))
+    try:
+        while not waiting.done():
+            await asyncio.wait({waiting}, timeout=ctx.settings.gateway.sse_keepalive_s)
+            if not waiting.done():
+                yield b": still transcribing\n\n"
+        try:
+            transcript = waiting.result()
+        except ApiError as failure:
+            yield _error_event(failure)
+            return
+        if transcript is None:
+            yield _error_event(_pending(ctx, audio_id))
+            return
+        for delta in text_deltas(transcript["segments"]):
+            yield _event({"type": "transcript.text.delta", "delta": delta})
+        yield _event({"type": "transcript.text.done", "text": transcript["text"]})
+    finally:
+        waiting.cancel()
+
+
+def text_deltas(segments: list[dict[str, Any]]) -> list[str]:
+    """One delta per segment that says something; joined, they are the transcript's text."""
+    texts = [s["text"].strip() for s in segments if s["text"].strip()]
+    return [text if i == 0 else " " + text for i, text in enumerate(texts)]
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+
+
+def _error_event(failure: ApiError) -> bytes:
+    """An error as the stream's last event; the ``openai`` client raises it as APIError."""
+    kind = "api_error" if failure.status >= 500 else "invalid_request_error"
+    message = failure.problem_detail or failure.title
+    error = {"message": message, "type": kind, "param": None, "code": failure.kind}
+    return _event({"type": "error", "error": error})
 
 
 async def _wait_for_transcript(
@@ -160,6 +309,8 @@ def _render(
     fmt: ResponseFormat,
     granularities: set[str],
     subtitles: SubtitleSettings,
+    *,
+    task: Task = "transcribe",
 ) -> Response:
     segments = transcript["segments"]
     text = transcript["text"]
@@ -172,8 +323,11 @@ def _render(
     if fmt == JSON:
         return JSONResponse({"text": text})
     body: dict[str, Any] = {
-        "task": "transcribe",
-        "language": _LANGUAGE_NAMES.get(transcript["language"] or "", transcript["language"]),
+        "task": task,
+        # A translation is in English, whatever language was spoken.
+        "language": "english"
+        if task == "translate"
+        else _LANGUAGE_NAMES.get(transcript["language"] or "", transcript["language"]),
         "duration": transcript["audio_duration_s"],
         "text": text,
     }

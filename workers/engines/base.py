@@ -36,6 +36,8 @@ class WindowRequest:
     batch_size: int = 1
     # Words and names to expect, space-separated (Whisper's "hotwords").
     hotwords: str | None = None
+    # "translate" writes English whatever the language spoken (Whisper's own task).
+    task: str = "transcribe"
 
 
 @dataclass(slots=True)

@@ -161,6 +161,7 @@ class FasterWhisperEngine:
             # Used with or without a prompt: faster-whisper drops hotwords only when a
             # decoding ``prefix`` is given, which is never.
             "hotwords": self._bounded_hotwords(request.hotwords),
+            "task": request.task,
         }
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
