@@ -279,9 +279,11 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_orchestrator(settings: Settings, args: argparse.Namespace) -> int:
-    if not settings.training.enabled:
-        sys.stderr.write("ai2text: training is disabled; set AI2TEXT_TRAINING__ENABLED=true\n")
-        return EXIT_CONFIG
+    if not settings.training.enabled:  # it still delivers webhooks
+        sys.stderr.write(
+            "ai2text: training is disabled (AI2TEXT_TRAINING__ENABLED=true enables it);"
+            " delivering webhooks only\n"
+        )
     return await run_roles(settings, {"orchestrator"})
 
 

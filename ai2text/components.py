@@ -7,6 +7,7 @@ are imported only when built, keeping the command line quick.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from pipeline.choices import TranscriptionPolicy
@@ -20,6 +21,7 @@ from pipeline.storage import ObjectStore
 
 if TYPE_CHECKING:
     from pipeline.datasets.orchestrator import Orchestrator
+    from pipeline.deliveries.base import DeliveryHandler
     from pipeline.sources.processor import S3EventProcessor
     from workers.transcription import Transcriber
     from workers.worker import WorkerSettings
@@ -109,3 +111,18 @@ def orchestrator_of(
         metrics=metrics,
         notifications=notifications,
     )
+
+
+def delivery_handlers_of(
+    settings: Settings, db: Database, kinds: Collection[str]
+) -> dict[str, DeliveryHandler]:
+    """The outbox's handlers this process runs, by target kind ('webhook', ...)."""
+    handlers: dict[str, DeliveryHandler] = {}
+    if "webhook" in kinds:
+        from pipeline.deliveries.addresses import private_addresses_allowed
+        from pipeline.deliveries.webhook import WebhookHandler
+
+        handlers["webhook"] = WebhookHandler(
+            db, settings.deliveries, allow_private=private_addresses_allowed(settings)
+        )
+    return handlers

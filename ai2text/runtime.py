@@ -19,6 +19,7 @@ from typing import Any, Literal
 import structlog
 
 from ai2text.components import (
+    delivery_handlers_of,
     ingestor_of,
     orchestrator_of,
     processor_of,
@@ -249,11 +250,37 @@ async def _build_roles(
             )
         if "worker" in roles and settings.asr.concurrency > 0:
             coros.extend(await _workers(settings, db, hub, store, sources, metrics, stop))
+        coros.extend(await _deliveries(settings, db, hub, delivery_kinds(roles), stop))
     except BaseException:
         for coro in coros:  # built but never started (e.g. the model failed to load)
             coro.close()
         raise
     return coros
+
+
+def delivery_kinds(roles: set[Role]) -> set[str]:
+    """The outbox targets this process delivers: webhooks from the orchestrator role (so
+    ``up`` too)."""
+    kinds: set[str] = set()
+    if "orchestrator" in roles:
+        kinds.add("webhook")
+    return kinds
+
+
+async def _deliveries(
+    settings: Settings, db: Database, hub: NotificationHub, kinds: set[str], stop: asyncio.Event
+) -> list[Coroutine[Any, Any, None]]:
+    """One runner for every outbox target this process delivers (none: no runner)."""
+    from pipeline.db.deliveries import sync_config_webhooks
+    from pipeline.deliveries.runner import DeliveryRunner
+
+    if "webhook" in kinds:
+        async with db.connection() as conn:
+            await sync_config_webhooks(conn, settings.deliveries.webhooks)
+    handlers = delivery_handlers_of(settings, db, kinds)
+    if not handlers:
+        return []
+    return [DeliveryRunner(db, hub, settings.deliveries, handlers).run(stop)]
 
 
 def _s3_roles(
