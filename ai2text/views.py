@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from pipeline.quality import NO_SPEECH
 
 AUDIO_HEADER = (
-    f"{'ID':8}  {'STATE':11}  {'DURATION':>8}  {'LANG':4}  {'VERDICT':7}  {'ADDED':19}  NAME\n"
+    f"{'ID':8}  {'STATE':15}  {'DURATION':>8}  {'LANG':4}  {'VERDICT':7}  {'ADDED':19}  NAME\n"
 )
 
 
@@ -31,10 +31,51 @@ def write_audio_list(rows: list[dict[str, Any]], out: TextIO) -> None:
         elif r.get("verdict") == "review" and r.get("review_reasons"):
             note = f"  ({'; '.join(r['review_reasons'])})"
         out.write(
-            f"{str(r['id'])[:8]}  {r['state']:11}  {duration:>8}  {r['language'] or '-':4}"
+            f"{str(r['id'])[:8]}  {state_with_progress(r):15}  {duration:>8}"
+            f"  {r['language'] or '-':4}"
             f"  {r.get('verdict') or '-':7}  {r['created_at']:%Y-%m-%d %H:%M:%S}"
             f"  {r['original_name']}{note}\n"
         )
+
+
+def state_with_progress(row: dict[str, Any]) -> str:
+    """``processing 42%`` while a worker reports progress; else the state alone."""
+    if row["state"] == "processing" and row.get("progress") is not None:
+        return f"processing {int(row['progress'] * 100)}%"
+    return str(row["state"])
+
+
+def progress_line(row: dict[str, Any]) -> str | None:
+    """``progress 42% (1:02.0 of 2:30.0), about 40 s left`` for running audio; else None.
+
+    ``row`` is the catalog's audio row or a progress notice: both carry ``progress``,
+    ``progress_s``, ``duration_s`` and ``eta_s``.
+    """
+    if row.get("progress") is None or row.get("progress_s") is None:
+        return None
+    line = f"progress {int(row['progress'] * 100)}%"
+    if row.get("duration_s"):
+        line += f" ({clock(row['progress_s'])} of {clock(row['duration_s'])})"
+    if row.get("eta_s") is not None:
+        line += f", about {_duration(row['eta_s'])} left"
+    return line
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02} min"
+
+
+def state_line(audio: dict[str, Any]) -> str:
+    """What ``show --follow`` prints first: the file, its id and state (with its error)."""
+    detail = f": {audio['error']}" if audio.get("error") else ""
+    return f"{audio['original_name']}  ({audio['id']})  {audio['state']}{detail}"
 
 
 SEARCH_HEADER = f"{'ID':8}  {'TIME':>8}  {'NAME':24}  MATCH\n"

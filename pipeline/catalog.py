@@ -23,6 +23,7 @@ from pipeline.db import jobs as job_store
 from pipeline.db.database import AsyncConn
 from pipeline.db.rows import counts
 from pipeline.errors import Ai2TextError
+from pipeline.progress import eta_s, fraction
 
 # Every query limits rows with: (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)
 
@@ -56,6 +57,15 @@ _FIGURES = sql.SQL(
     " 'detected_language_probability', t.detected_language_probability)"
     " END AS figures"
 )
+# How far the running attempt has got (aliases a, j): progress written since it started.
+_RUNNING = "a.state = 'processing' AND j.state = 'running' AND j.progress_at >= j.started_at"
+_PROGRESS = sql.SQL(
+    "CASE WHEN {running} THEN j.progress_s END AS progress_s,"
+    " CASE WHEN {running} THEN extract(epoch FROM j.progress_at - j.started_at)::float8"
+    " END AS progress_elapsed_s,"
+    " CASE WHEN {running} THEN extract(epoch FROM now() - j.progress_at)::float8"
+    " END AS progress_age_s"
+).format(running=sql.SQL(_RUNNING))
 # An audio row's transcript: a duplicate shares its original's.
 _ITS_TRANSCRIPT = sql.SQL("LEFT JOIN transcripts t ON t.audio_id = coalesce(a.duplicate_of, a.id)")
 
@@ -91,7 +101,7 @@ async def list_audio(
     query = sql.SQL(
         "SELECT a.id, a.tenant, a.source, a.original_name, a.state, a.error, a.duration_s,"
         " a.language, a.size_bytes, a.duplicate_of, a.superseded_by, a.created_at, a.updated_at,"
-        " j.attempts, t.verdict, t.review_reasons, {figures}"
+        " j.attempts, t.verdict, t.review_reasons, {figures}, {progress}"
         " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id {transcript}"
         " WHERE (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
         " AND (%(states)s::text[] IS NULL OR a.state = ANY(%(states)s))"
@@ -103,7 +113,7 @@ async def list_audio(
         " AND (%(after_ts)s::timestamptz IS NULL"
         "      OR (a.created_at, a.id) < (%(after_ts)s, %(after_id)s))"
         " ORDER BY a.created_at DESC, a.id DESC LIMIT %(limit)s"
-    ).format(figures=_FIGURES, transcript=_ITS_TRANSCRIPT)
+    ).format(figures=_FIGURES, transcript=_ITS_TRANSCRIPT, progress=_PROGRESS)
     cur = await conn.execute(
         query,
         {
@@ -119,7 +129,22 @@ async def list_audio(
             "limit": limit,
         },
     )
-    return _for_caller(await cur.fetchall(), tenant)
+    return _for_caller(_with_progress(await cur.fetchall()), tenant)
+
+
+def _with_progress(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``progress`` (0..1) and ``eta_s`` of each row from its running job's progress.
+
+    The estimate is the audio left at the rate since the job started, less the time
+    since progress was last written; both null until the worker first reports.
+    """
+    for row in rows:
+        elapsed, age = row.pop("progress_elapsed_s", None), row.pop("progress_age_s", None)
+        done, duration = row.get("progress_s"), row.get("duration_s")
+        row["progress"] = None if done is None else fraction(done, duration)
+        left = None if done is None or elapsed is None else eta_s(done, duration, elapsed)
+        row["eta_s"] = None if left is None else round(max(0.0, left - (age or 0.0)), 1)
+    return rows
 
 
 def _states(state: str | tuple[str, ...] | None) -> list[str] | None:
@@ -195,16 +220,16 @@ async def get_audio(
         " a.duration_s, a.sample_rate, a.channels, a.codec, a.container, a.language,"
         " a.size_bytes, a.sha256, a.duplicate_of, a.superseded_by, a.created_at, a.updated_at,"
         " j.id AS job_id, j.state AS job_state, j.attempts, j.max_attempts, j.last_error,"
-        " t.verdict, t.review_reasons, {figures}"
+        " t.verdict, t.review_reasons, {figures}, {progress}"
         " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id {transcript}"
         " WHERE a.id = %(id)s AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
-    ).format(figures=_FIGURES, transcript=_ITS_TRANSCRIPT)
+    ).format(figures=_FIGURES, transcript=_ITS_TRANSCRIPT, progress=_PROGRESS)
     cur = await conn.execute(
         query,
         {"id": audio_id, "tenant": tenant},
     )
     row = await cur.fetchone()
-    return None if row is None else _for_caller([row], tenant)[0]
+    return None if row is None else _for_caller(_with_progress([row]), tenant)[0]
 
 
 async def get_transcript(

@@ -83,6 +83,12 @@ class Metrics:
             "Seconds of audio transcribed (divide by 3600 for hours)",
             registry=r,
         )
+        self.audio_progress_seconds = Counter(
+            "ai2text_audio_progress_seconds",
+            "Seconds of audio transcribed, counted as running jobs report progress"
+            " (rate() is live throughput; audio_transcribed counts finished jobs only)",
+            registry=r,
+        )
         self.transcripts = Counter(
             "ai2text_transcripts",
             "Transcripts stored, by verdict (ok, review)",

@@ -94,6 +94,11 @@ class _File:
         if self.cancel.is_set():
             raise Cancelled("transcription cancelled")
 
+    def progressed(self, seconds: float) -> None:
+        """Tell the worker how far into the file the transcription has got."""
+        if self.options.on_progress is not None:
+            self.options.on_progress(seconds)
+
 
 class LongAudioTranscriber:
     """Any ``Engine`` made into the worker's ``Transcriber``, for files of any length."""
@@ -242,6 +247,7 @@ class LongAudioTranscriber:
             ((s.start, s.end) for s in found),
         )
         file.segments += found
+        file.progressed(offset + window.duration_s)
         if not window.last or len(planned) > 1:
             log.info(
                 "window transcribed",
@@ -326,6 +332,7 @@ class LongAudioTranscriber:
                 piece, start=min(piece.start, length_s), end=min(piece.end, length_s)
             )
             segments.append(on_file_clock(within, offset_s, language=language))
+            file.progressed(segments[-1].end)
         return segments, result.language, result.language_probability
 
 

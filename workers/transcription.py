@@ -77,6 +77,9 @@ class TranscribeOptions:
     # The one channel to decode (0 = left); None mixes them. Set by ``workers.channels``
     # for each channel of a split file, never from a job's options.
     channel: int | None = None
+    # Called from the transcribing thread with how far into the file it has got, in
+    # seconds (the worker's ``workers.progress`` reporter); never a job's option.
+    on_progress: Callable[[float], None] | None = field(default=None, compare=False, repr=False)
     # Called from the transcribing thread between two windows of a long file, where the
     # worker may serve a waiting interactive request first; never a job's option.
     between_windows: Callable[[], None] | None = field(default=None, compare=False, repr=False)

@@ -42,6 +42,7 @@ from pipeline.tasks import cancel_and_wait
 from workers.fetch import Fetched, adopt, fetch
 from workers.gpu import GpuMemoryProbe
 from workers.presence import Presence, WorkerIdentity, forget_departed_workers
+from workers.progress import ProgressReporter
 from workers.results import RetryWait, save_transcription
 from workers.transcription import Cancelled, TranscribeOptions, Transcriber, Transcription
 
@@ -230,10 +231,12 @@ class AsrWorker:
                 outcome = "duplicate"
                 return
             path = fetched.path
-            options = TranscribeOptions.from_job(job.options)
-            result = await self._blocking(
-                lambda: self.transcriber.transcribe(path, cancel, options), job, stop, cancel
-            )
+            progress = ProgressReporter(self.db, job, metrics=self.metrics)
+            options = progress.attach(TranscribeOptions.from_job(job.options))
+            async with progress.running():
+                result = await self._blocking(
+                    lambda: self.transcriber.transcribe(path, cancel, options), job, stop, cancel
+                )
             if result is None:
                 return
             if lost.is_set():
