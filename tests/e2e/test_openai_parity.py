@@ -13,6 +13,7 @@ Two services run per module, each on its own database:
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -221,3 +222,41 @@ def test_a_stream_whose_wait_runs_out_raises_the_pending_error(refusing: Gateway
     assert caught.value.code == "transcription-pending"
     assert "still transcribing" in caught.value.message
     assert "/transcript" in caught.value.message
+
+
+def test_a_stream_keeps_the_connection_alive_until_its_last_event(refusing: Gateway) -> None:
+    """Read raw: comments while waiting, then one error event, in text/event-stream."""
+    token = refusing.signer.token(*WRITE)
+    with (
+        refusing.client() as http,
+        http.stream(
+            "POST",
+            "/v1/audio/transcriptions",
+            headers={"Authorization": f"Bearer {token}"},
+            files={"file": ("jfk.wav", unique_speech("jfk.flac"), "audio/wav")},
+            data={"model": "whisper-1", "stream": "true"},
+        ) as answer,
+    ):
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in answer.iter_lines() if line]
+    comments = [line for line in lines if line.startswith(":")]
+    events = [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
+    assert len(comments) >= 2, lines  # a 2 s wait, a comment every 0.5 s
+    assert [e["type"] for e in events] == ["error"], events
+    assert events[0]["error"]["code"] == "transcription-pending"
+
+
+def test_a_stream_refused_before_it_starts_is_a_plain_error(refusing: Gateway) -> None:
+    import openai
+
+    before = audio_rows(refusing)
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        client_for(refusing).audio.transcriptions.create(
+            model="whisper-1",
+            file=("de.wav", unique_speech("speech_de.flac")),
+            language="de",
+            stream=True,
+        )
+    assert caught.value.code == "unsupported-language"
+    assert audio_rows(refusing) == before
