@@ -87,7 +87,7 @@ async def current_version(
             return
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"{target}\x00{audio.source_uri}",),
+            (f"{target}|{audio.source_uri}",),
         )
         if not await _is_latest(conn, audio_id):
             yield None
