@@ -125,4 +125,14 @@ def delivery_handlers_of(
         handlers["webhook"] = WebhookHandler(
             db, settings.deliveries, allow_private=private_addresses_allowed(settings)
         )
+    if "outbox" in kinds:
+        from pipeline.deliveries.outbox import OutboxHandler
+
+        handlers["outbox"] = OutboxHandler(settings.watch, settings.subtitles, db)
+    if "bucket" in kinds:
+        from pipeline.deliveries.bucket import BucketHandler
+
+        handlers["bucket"] = BucketHandler(
+            settings.s3_sources, settings.storage, settings.subtitles, db
+        )
     return handlers

@@ -19,7 +19,12 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from pipeline.config import S3SourceSettings, StorageSettings, SubtitleSettings
+from pipeline.config import (
+    ALL_OUTPUT_FORMATS,
+    S3SourceSettings,
+    StorageSettings,
+    SubtitleSettings,
+)
 from pipeline.db.database import Database
 from pipeline.deliveries.base import DeliveryFailed, Event
 from pipeline.deliveries.files import MEDIA_TYPES, SourceAudio, current_version, render_files
@@ -72,6 +77,9 @@ class BucketHandler:
         db: Database,
     ) -> None:
         self.sources = list(s3_sources)
+        # The runner's bound on one delivery: a PUT per format, each within the
+        # connection's timeout (and the S3 client's own retries).
+        self.timeout_s = storage.timeout_s * 2 * len(ALL_OUTPUT_FORMATS)
         self.storage = storage
         self.subtitles = subtitles
         self.db = db
