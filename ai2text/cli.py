@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("id", help="audio id or a unique prefix of it")
     show.add_argument("--format", choices=cli_formats(), default="timestamps")
     show.add_argument("--json", action="store_true", help="same as --format json")
+    show.add_argument(
+        "--follow",
+        action="store_true",
+        help="print the state and progress as they change, then the transcript; exit when"
+        " the audio is done (0 once transcribed)",
+    )
     token = sub.add_parser("token", help="mint a JWT for the gateway from the local private key")
     token.add_argument("--subject", "--sub", default="local-user", help="the token's sub claim")
     token.add_argument(
@@ -478,6 +484,8 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
         assert audio is not None
         return audio, await catalog.get_transcript(conn, tenant=None, audio_id=audio_id)
 
+    if args.follow:
+        return await _show_following(settings, args.id)
     audio, transcript = await _query(settings, fetch)
     fmt = "json" if args.json else args.format
     if fmt == "json":
@@ -490,6 +498,9 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
         )
     if transcript is None:
         _describe_missing(audio, sys.stderr)
+        progress = views.progress_line(audio)
+        if progress is not None:
+            sys.stderr.write(progress + "\n")
         return 1
     cues = cues_of(transcript["segments"])
     if fmt == "timestamps":
@@ -502,6 +513,19 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
             sys.stderr.write(note)
     sys.stdout.write(FORMATS[fmt].render(cues, settings.subtitles))
     return 0
+
+
+async def _show_following(settings: Settings, ref: str) -> int:
+    from ai2text import views
+    from ai2text.follow import follow
+    from pipeline.formats import FORMATS, cues_of
+
+    def render(audio: dict[str, Any], transcript: dict[str, Any]) -> str:
+        cues = cues_of(transcript["segments"])
+        body = FORMATS["timestamps"].render(cues, settings.subtitles)
+        return views.transcript_heading(audio, transcript) + body
+
+    return int(await _with_store(settings, lambda db, _store: follow(db, ref, sys.stdout, render)))
 
 
 async def cmd_token(settings: Settings, args: argparse.Namespace) -> int:

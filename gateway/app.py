@@ -20,7 +20,7 @@ from gateway.events import events_router
 from gateway.metrics import MetricsMiddleware
 from gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.ratelimit import RateLimiter
-from gateway.routes import audio, datasets, health, openai_compat
+from gateway.routes import audio, datasets, health, openai_compat, stream
 from gateway.security import AuthGate
 from gateway.waiter import TranscriptWaiter
 from pipeline.config import GatewaySettings, Settings
@@ -68,6 +68,7 @@ def create_app(
         waiter=TranscriptWaiter(db, notifications),
         metrics=metrics,
     )
+    app.state.streams = stream.StreamControl(db, notifications)
     install_error_handlers(app)
     routers = [
         health.router,
@@ -75,6 +76,7 @@ def create_app(
         openai_compat.router,
         audio.router,
         datasets.router,
+        stream.router,
     ]
     for router in routers:
         app.include_router(router)
@@ -115,6 +117,7 @@ async def serve(app: FastAPI, sock: socket.socket, stop: asyncio.Event) -> None:
     """Serve ``app`` on ``sock`` until ``stop`` is set."""
     ctx: AppContext = app.state.ctx
     ctx.waiter.start()
+    app.state.streams.stop_with(stop)  # event streams end, so the server can stop
     try:
         await serve_asgi(app, sock, stop, limits=connection_limits(ctx.settings.gateway))
     finally:

@@ -1,0 +1,102 @@
+"""``ai2text show ID --follow``: an audio's state and progress as they change, then its transcript.
+
+Reads the database directly like ``show``, woken by the notifications the gateway's
+event stream uses (``pipeline.progress``): the audio's row is read again on every
+state-change notice (and every ``POLL_S``, in case one was missed), and a progress
+notice for it prints a line when the whole percentage moves. Segments are stored with
+the transcript when the transcription ends, so they are printed then, below the
+heading ``show`` prints. Returns when the audio reaches a final state.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from ai2text import views
+from pipeline import catalog
+from pipeline.db.database import Database
+from pipeline.db.notifications import NotificationHub
+from pipeline.db.notify import next_notices
+from pipeline.progress import EVENTS_CHANNEL, FINAL_STATES, PROGRESS_CHANNEL
+
+# The longest the audio's row goes unread, whatever the notifications say.
+POLL_S = 5.0
+
+Render = Callable[[dict[str, Any], dict[str, Any]], str]
+
+
+async def follow(db: Database, ref: str, out: TextIO, render: Render) -> int:
+    """Print as ``ref``'s audio moves; 0 once transcribed (or a duplicate), else 1.
+
+    ``render(audio, transcript)`` is what ``show`` prints of a transcript.
+    """
+    async with (
+        NotificationHub(db) as hub,
+        hub.subscription(EVENTS_CHANNEL) as changes,
+        hub.subscription(PROGRESS_CHANNEL) as progress,
+    ):
+        async with db.connection() as conn:
+            audio_id = await catalog.resolve_audio_id(conn, ref)
+        audio = await _audio(db, audio_id)
+        _line(out, views.state_line(audio))
+        shown = _show_progress(out, audio, -1)
+        while audio["state"] not in FINAL_STATES:
+            notices = await next_notices((changes, progress), (), POLL_S)
+            reread = not notices
+            for notice in notices:
+                if notice.channel == PROGRESS_CHANNEL and not notice.missed:
+                    row = _parse(notice.payload)
+                    if row is not None and row.get("audio_id") == str(audio_id):
+                        shown = _show_progress(out, row, shown)
+                else:
+                    reread = True
+            if reread:
+                changes.clear()
+                state = audio["state"]
+                audio = await _audio(db, audio_id)
+                if audio["state"] != state:
+                    _line(out, views.state_line(audio))
+                    shown = _show_progress(out, audio, -1)
+        async with db.connection() as conn:
+            transcript = await catalog.get_transcript(conn, tenant=None, audio_id=audio_id)
+    if transcript is None:
+        return 0 if audio["state"] == "duplicate" else 1
+    out.write("\n" + render(audio, transcript))
+    out.flush()
+    return 0
+
+
+def _parse(payload: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def _audio(db: Database, audio_id: uuid.UUID) -> dict[str, Any]:
+    async with db.connection() as conn:
+        audio = await catalog.get_audio(conn, tenant=None, audio_id=audio_id)
+    if audio is None:
+        raise catalog.NotFound(f"no audio with id {audio_id}")
+    return audio
+
+
+def _show_progress(out: TextIO, row: dict[str, Any], shown: int) -> int:
+    """Print ``row``'s progress when its whole percentage moved; the percentage shown."""
+    line = views.progress_line(row)
+    if line is None:
+        return shown
+    percent = int(row["progress"] * 100)
+    if percent > shown:
+        _line(out, line)
+        return percent
+    return shown
+
+
+def _line(out: TextIO, text: str) -> None:
+    out.write(text + "\n")
+    out.flush()
