@@ -27,7 +27,13 @@ from pipeline.config import (
 )
 from pipeline.db.database import Database
 from pipeline.deliveries.base import DeliveryFailed, Event
-from pipeline.deliveries.files import MEDIA_TYPES, SourceAudio, current_version, render_files
+from pipeline.deliveries.files import (
+    DB_SLOTS,
+    MEDIA_TYPES,
+    SourceAudio,
+    current_version,
+    render_files,
+)
 from pipeline.errors import Ai2TextError
 from pipeline.sources.s3_bucket import SourceBucket
 
@@ -84,6 +90,8 @@ class BucketHandler:
         self.subtitles = subtitles
         self.db = db
         self._buckets: dict[int, OutputBucket] = {}
+        # Each delivery holds a pooled connection (and its source's lock) during its PUTs.
+        self._slots = asyncio.Semaphore(DB_SLOTS)
 
     def _output_of(self, source: S3SourceSettings) -> OutputBucket:
         bucket = self._buckets.get(id(source))
@@ -109,7 +117,7 @@ class BucketHandler:
             raise DeliveryFailed(f"cannot put transcript files: {exc}") from exc
 
     async def _deliver(self, event: Event, target: str) -> None:
-        async with current_version(self.db, event.audio_id, target=target) as current:
+        async with self._slots, current_version(self.db, event.audio_id, target=target) as current:
             if current is None:
                 log.info(
                     "bucket: not the latest version, nothing put", audio_id=str(event.audio_id)

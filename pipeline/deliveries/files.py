@@ -27,6 +27,10 @@ from pipeline.config import OutputFormat, SubtitleSettings
 from pipeline.db.database import AsyncConn, Database
 from pipeline.formats import FORMATS, JSON, cues_of
 
+# Deliveries of one handler that may hold a database connection at once (the pool is
+# shared with every other role of the process).
+DB_SLOTS = 2
+
 MEDIA_TYPES: dict[str, str] = {
     **{name: f.media_type for name, f in FORMATS.items()},
     JSON: "application/json",

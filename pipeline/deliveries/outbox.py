@@ -28,7 +28,7 @@ import structlog
 from pipeline.config import SubtitleSettings, WatchSettings
 from pipeline.db.database import Database
 from pipeline.deliveries.base import DeliveryFailed, Event
-from pipeline.deliveries.files import current_version, render_files
+from pipeline.deliveries.files import DB_SLOTS, current_version, render_files
 from pipeline.errors import TransientError
 
 log = structlog.get_logger(__name__)
@@ -91,6 +91,9 @@ class OutboxHandler:
         self.watch = watch
         self.subtitles = subtitles
         self.db = db
+        # Each delivery holds a pooled connection (and its source's lock) while it
+        # writes: a few at a time, so a burst never takes the pool from other roles.
+        self._slots = asyncio.Semaphore(DB_SLOTS)
 
     async def deliver(self, event: Event, target: str) -> None:
         root = outbox_root(self.watch)
@@ -102,19 +105,22 @@ class OutboxHandler:
             raise DeliveryFailed(f"cannot write transcript files under {root}: {exc}") from exc
 
     async def _deliver(self, event: Event, target: str, root: Path) -> None:
-        async with current_version(self.db, event.audio_id, target=target) as current:
+        async with self._slots, current_version(self.db, event.audio_id, target=target) as current:
             if current is None:
                 log.info(
                     "outbox: not the latest version, nothing written", audio_id=str(event.audio_id)
                 )
                 return
             audio = current.audio
-            if audio.source != "folder" or audio.tenant != self.watch.tenant:
-                return  # another process's inbox
             stem = file_stem(audio.original_name)
-            if stem is None:
-                log.warning("outbox: name is not a path in the inbox", name=audio.original_name)
+            if audio.source != "folder" or stem is None:
+                log.warning("outbox: not a drop in an inbox", name=audio.original_name)
                 return
+            if audio.source_uri != (self.watch.inbox.resolve() / audio.original_name).as_uri():
+                # Several watchers share the database: the one watching that inbox writes.
+                raise DeliveryFailed(
+                    f"{audio.source_uri} was dropped into another inbox than {self.watch.inbox}"
+                )
             files = render_files(current.transcript, self.watch.outbox_formats, self.subtitles)
             written = [root / f"{stem}.{fmt}" for fmt in files]
             for path, data in zip(written, files.values(), strict=True):

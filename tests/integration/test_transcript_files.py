@@ -26,6 +26,7 @@ from pipeline.db.database import Database
 from pipeline.deliveries.base import DeliveryFailed, Event
 from pipeline.deliveries.bucket import BucketHandler
 from pipeline.deliveries.outbox import OutboxHandler
+from pipeline.errors import ConfigError
 from pipeline.ingest.core import Arrival
 from pipeline.metrics import Metrics
 from pipeline.sources import inbox as s3_inbox
@@ -306,7 +307,7 @@ def test_a_newer_version_replaces_the_files_whole_and_a_late_older_one_does_not(
 
 
 def test_a_write_that_fails_is_retried_and_leaves_no_temp_file(
-    make_settings: Any, transcriber: LongAudioTranscriber
+    make_settings: Any, transcriber: LongAudioTranscriber, tmp_path: Path
 ) -> None:
     settings = fast_settings(make_settings)
     outbox = settings.watch.inbox / "transcripts"
@@ -325,6 +326,12 @@ def test_a_write_that_fails_is_retried_and_leaves_no_temp_file(
                 await handler.deliver(event, "outbox")
             assert leftovers(outbox) == []
             (outbox / "call.srt").rmdir()  # fixed: the retry writes every file
+
+            # A watcher of another inbox (sharing the database) leaves it to this one's.
+            other = settings.watch.model_copy(update={"inbox": tmp_path / "other"})
+            with pytest.raises(DeliveryFailed, match="another inbox"):
+                await OutboxHandler(other, settings.subtitles, database).deliver(event, "outbox")
+            assert not (tmp_path / "other").exists()
             await handler.deliver(event, "outbox")
         finally:
             await database.close()
@@ -333,6 +340,17 @@ def test_a_write_that_fails_is_retried_and_leaves_no_temp_file(
     assert listing(outbox) == {f"call.{fmt}" for fmt in ("txt", "srt", "vtt", "json")}
     assert parse_srt((outbox / "call.srt").read_text(encoding="utf-8"))
     assert leftovers(outbox) == []
+
+
+def test_an_outbox_that_is_the_inbox_is_refused_at_start(make_settings: Any) -> None:
+    settings = fast_settings(make_settings)
+    inbox = settings.watch.inbox
+    settings.watch.outbox = inbox
+    database = Database(settings.database, embedded=None)  # never opened: refused first
+    store = FilesystemStore(settings.data_dir / "objects")
+    hotfolder = hotfolder_of(settings, ingestor_of(settings, database, store))
+    with pytest.raises(ConfigError, match="watch.outbox is the inbox"):
+        asyncio.run(hotfolder.run(asyncio.Event()))
 
 
 # -- S3 sources ----------------------------------------------------------------------
