@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Annotated, Any
@@ -43,6 +43,7 @@ from pipeline.db.notifications import NotificationHub, shared_or_own
 from pipeline.db.notify import next_notices
 from pipeline.errors import DatabaseError, TransientError
 from pipeline.progress import EVENTS_CHANNEL, PROGRESS_CHANNEL
+from pipeline.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +80,10 @@ def control_of(request: Request) -> StreamControl:
 
 @dataclass(slots=True)
 class Cursor:
-    """Which events a stream has sent: every seq above ``floor`` that was, by number."""
+    """Which events a stream has sent: every seq above ``floor`` that was, by number.
+
+    ``sent`` holds at most ``LOOKBACK`` + 1 numbers: the floor follows the highest.
+    """
 
     floor: int
     sent: set[int] = field(default_factory=set)
@@ -157,7 +161,7 @@ async def _stream(
     audio_id: uuid.UUID | None,
     resume: int | None,
     keepalive_s: float,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """Subscribe first, then read: nothing committed after the read is missed."""
     db = control.db
     async with (
@@ -203,7 +207,7 @@ async def _read(
 ) -> list[dict[str, Any]]:
     try:
         async with db.connection() as conn:
-            return await _events_after(conn, cursor.after, tenant, audio_id)
+            return await _events_after(conn, cursor, tenant, audio_id)
     except (DatabaseError, TransientError) as exc:
         log.warning("event stream could not read events; will try again", error=str(exc))
         return []
@@ -218,17 +222,24 @@ async def _last_seq(conn: AsyncConn) -> int:
 
 
 async def _events_after(
-    conn: AsyncConn, after: int, tenant: str | None, audio_id: uuid.UUID | None
+    conn: AsyncConn, cursor: Cursor, tenant: str | None, audio_id: uuid.UUID | None
 ) -> list[dict[str, Any]]:
+    """Events after the cursor not sent yet (those within the lookback are known by seq)."""
     cur = await conn.execute(
         "SELECT e.seq, e.id, e.type, e.audio_id, e.state, e.occurred_at, e.tenant,"
         " a.original_name AS name"
         " FROM events e LEFT JOIN audio a ON a.id = e.audio_id"
-        " WHERE e.seq > %(after)s"
+        " WHERE e.seq > %(after)s AND NOT (e.seq = ANY(%(sent)s::bigint[]))"
         " AND (%(tenant)s::text IS NULL OR e.tenant = %(tenant)s)"
         " AND (%(audio)s::uuid IS NULL OR e.audio_id = %(audio)s)"
         " ORDER BY e.seq LIMIT %(limit)s",
-        {"after": after, "tenant": tenant, "audio": audio_id, "limit": BATCH},
+        {
+            "after": cursor.after,
+            "sent": sorted(cursor.sent),
+            "tenant": tenant,
+            "audio": audio_id,
+            "limit": BATCH,
+        },
     )
     return list(await cur.fetchall())
 
@@ -285,6 +296,4 @@ async def _watch_disconnect(request: Request) -> AsyncIterator[asyncio.Event]:
     try:
         yield gone
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await cancel_and_wait(task)
