@@ -65,9 +65,7 @@ def test_progress_is_written_at_most_once_an_interval_and_only_forwards(make_set
         ):
             job = await claimed(database)
             clock, metrics = Clock(), Metrics()
-            reporter = ProgressReporter(
-                database, job, metrics=metrics, interval_s=1.0, clock=clock
-            )
+            reporter = ProgressReporter(database, job, metrics=metrics, interval_s=1.0, clock=clock)
 
             reporter.report(2.0)
             assert await reporter.write_due()
