@@ -84,8 +84,8 @@ class BucketHandler:
     ) -> None:
         self.sources = list(s3_sources)
         # The runner's bound on one delivery: a PUT per format, each within the
-        # connection's timeout (and the S3 client's own retries).
-        self.timeout_s = storage.timeout_s * 2 * len(ALL_OUTPUT_FORMATS)
+        # connection's timeout (a PUT that takes longer is tried again later).
+        self.timeout_s = storage.timeout_s * len(ALL_OUTPUT_FORMATS)
         self.storage = storage
         self.subtitles = subtitles
         self.db = db

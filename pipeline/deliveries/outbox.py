@@ -85,7 +85,7 @@ class OutboxHandler:
     """Writes a transcribed folder drop's files into the outbox (``DeliveryHandler``)."""
 
     # The runner's bound on one delivery: local files, though maybe on a slow share.
-    timeout_s = 120.0
+    timeout_s = 60.0
 
     def __init__(self, watch: WatchSettings, subtitles: SubtitleSettings, db: Database) -> None:
         self.watch = watch
