@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="one JSON document on stdout")
     status = sub.add_parser("status", help="counts by state, queue depth, hours transcribed")
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    from ai2text import webhooks_cli
+
+    webhooks_cli.add_parser(sub)
     return parser
 
 
@@ -630,6 +633,28 @@ async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if usable else EXIT_FAILED
 
 
+async def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
+    """As ``/v1/webhooks`` and its deliveries, over every tenant; ``retry EVENT``."""
+    from ai2text import webhooks_cli
+
+    if args.webhooks_command == "retry":
+        retried = await _query(settings, lambda c: webhooks_cli.retry(c, args))
+        if not retried:
+            sys.stderr.write(f"ai2text: event {args.event} has no dead delivery to retry\n")
+            return EXIT_FAILED
+        if args.json:
+            _print_json(retried)
+        else:
+            webhooks_cli.write_retried(args.event, retried, sys.stdout)
+        return 0
+    result = await _query(settings, lambda c: webhooks_cli.overview(c, args.limit))
+    if args.json:
+        _print_json(result)
+    else:
+        webhooks_cli.write_overview(result, sys.stdout)
+    return 0
+
+
 def _print_json(value: Any) -> None:
     """As the API writes it: times in ISO 8601 (``2026-12-02T16:13:39.123456Z``), ids as text."""
     from pydantic_core import to_jsonable_python
@@ -639,7 +664,7 @@ def _print_json(value: Any) -> None:
 
 
 QUERY_COMMANDS = frozenset(
-    {"ls", "show", "search", "retry", "status", "token", "dataset", "runs", "models"}
+    {"ls", "show", "search", "retry", "status", "token", "dataset", "runs", "models", "webhooks"}
 )
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
@@ -658,4 +683,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "dataset": cmd_dataset,
     "runs": cmd_runs,
     "models": cmd_models,
+    "webhooks": cmd_webhooks,
 }

@@ -21,6 +21,7 @@ from gateway.metrics import MetricsMiddleware
 from gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.ratelimit import RateLimiter
 from gateway.routes import audio, datasets, health, openai_compat, stream
+from gateway.routes.webhooks import router as webhooks_router
 from gateway.security import AuthGate
 from gateway.waiter import TranscriptWaiter
 from pipeline.config import GatewaySettings, Settings
@@ -76,6 +77,7 @@ def create_app(
         openai_compat.router,
         audio.router,
         datasets.router,
+        webhooks_router,
         stream.router,
     ]
     for router in routers:

@@ -55,6 +55,7 @@ SCOPES = (
     "transcripts:read",
     "datasets:read",
     "training:read",
+    "webhooks:manage",
     "admin",
 )
 

@@ -192,6 +192,7 @@ async def list_deliveries(
     tenant: str | None,
     state: str | None = None,
     target: str | None = None,
+    kind: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """Deliveries newest first, with their event and audio, for the CLI and the API."""
@@ -208,18 +209,25 @@ async def list_deliveries(
         WHERE (%(tenant)s::text IS NULL OR e.tenant = %(tenant)s)
           AND (%(state)s::text IS NULL OR d.state = %(state)s)
           AND (%(target)s::text IS NULL OR d.target = %(target)s)
+          AND (%(kind)s::text IS NULL OR split_part(d.target, ':', 1) = %(kind)s)
         ORDER BY e.seq DESC, d.target
         LIMIT %(limit)s
         """,
-        {"tenant": tenant, "state": state, "target": target, "limit": limit},
+        {"tenant": tenant, "state": state, "target": target, "kind": kind, "limit": limit},
     )
     return list(await cur.fetchall())
 
 
 async def retry_delivery(
-    conn: AsyncConn, event_id: uuid.UUID, *, tenant: str | None, target: str | None = None
+    conn: AsyncConn,
+    event_id: uuid.UUID,
+    *,
+    tenant: str | None,
+    target: str | None = None,
+    kind: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Put an event's dead deliveries (or its one to ``target``) back with fresh attempts.
+    """Put an event's dead deliveries (to ``target``, or of ``kind``) back with fresh
+    attempts.
 
     Returns the deliveries put back (empty when none of them was dead); wakes runners.
     """
@@ -232,9 +240,10 @@ async def retry_delivery(
             WHERE e.id = d.event_id AND d.event_id = %(event_id)s AND d.state = 'dead'
               AND (%(tenant)s::text IS NULL OR e.tenant = %(tenant)s)
               AND (%(target)s::text IS NULL OR d.target = %(target)s)
+              AND (%(kind)s::text IS NULL OR split_part(d.target, ':', 1) = %(kind)s)
             RETURNING d.event_id, d.target, d.state, d.attempts, d.last_error, e.tenant
             """,
-            {"event_id": event_id, "tenant": tenant, "target": target},
+            {"event_id": event_id, "tenant": tenant, "target": target, "kind": kind},
         )
         rows = list(await cur.fetchall())
         if rows:

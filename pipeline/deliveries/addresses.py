@@ -43,6 +43,8 @@ def private_addresses_allowed(settings: Settings) -> bool:
 
 def split_url(url: str) -> tuple[str, str, int]:
     """Scheme, host and port of an http(s) URL; ``UnsafeUrl`` for anything else."""
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        raise UnsafeUrl("the URL holds whitespace or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port

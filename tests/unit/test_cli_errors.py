@@ -39,6 +39,7 @@ COMMAND_LINES = {
     "dataset": ["dataset", "stats"],
     "runs": ["runs"],
     "models": ["models"],
+    "webhooks": ["webhooks"],
 }
 
 

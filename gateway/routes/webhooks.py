@@ -1,0 +1,138 @@
+"""``/v1/webhooks``: endpoints told of audio state changes, and their deliveries.
+
+A tenant's token (scope ``webhooks:manage``) sees and manages its own tenant's
+endpoints and deliveries only (another tenant's do not exist for it); an admin
+sees every tenant's and registers for one with ``tenant``. An endpoint's secret is
+shown once, in the answer to its registration, never listed. Endpoints from the
+settings (origin ``config``) are changed there, not here.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.auth import Principal
+from gateway.context import AppContext, get_context
+from gateway.errors import ApiError
+from gateway.security import require
+from pipeline.config import WebhookEventType
+from pipeline.db import deliveries
+from pipeline.deliveries.addresses import (
+    UnsafeUrl,
+    private_addresses_allowed,
+    resolve_destination,
+)
+from pipeline.errors import Conflict
+
+router = APIRouter(prefix="/v1")
+
+Ctx = Annotated[AppContext, Depends(get_context)]
+Manager = Annotated[Principal, Depends(require("webhooks:manage"))]
+DEFAULT_EVENTS: tuple[WebhookEventType, ...] = (
+    "audio.transcribed",
+    "audio.failed",
+    "audio.rejected",
+)
+
+
+class NewWebhook(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Checked by resolve_destination (http(s), a public address): 422 with the reason.
+    url: str = Field(min_length=1, max_length=2000)
+    # Generated (and returned once) when not given.
+    secret: str | None = Field(default=None, min_length=16, max_length=200)
+    events: list[WebhookEventType] = Field(default=list(DEFAULT_EVENTS), min_length=1)
+    # Admins only: whose endpoint it is (default: the token's tenant, else "default").
+    tenant: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+@router.get("/webhooks")
+async def list_webhooks(ctx: Ctx, principal: Manager) -> dict[str, Any]:
+    """The caller's endpoints (an admin: everyone's), with counts of their deliveries."""
+    async with ctx.db.connection() as conn:
+        rows = await deliveries.list_webhooks(conn, tenant=principal.tenant_filter())
+    return {"items": rows}
+
+
+@router.post("/webhooks", status_code=201)
+async def create_webhook(ctx: Ctx, principal: Manager, body: NewWebhook) -> dict[str, Any]:
+    """Register an endpoint; the answer holds its signing secret, the only time it is shown."""
+    own = principal.tenant_filter()
+    if own is not None and body.tenant is not None and body.tenant != own:
+        raise ApiError(403, "a tenant's token registers webhooks for its own tenant only")
+    tenant = own or body.tenant or principal.tenant or "default"
+    try:
+        await resolve_destination(body.url, allow_private=private_addresses_allowed(ctx.settings))
+    except UnsafeUrl as exc:
+        raise ApiError(422, f"webhook URL refused: {exc}", kind="unsafe-url") from None
+    secret = body.secret or secrets.token_urlsafe(32)
+    try:
+        async with ctx.db.connection() as conn:
+            row = await deliveries.create_webhook(
+                conn,
+                tenant=tenant,
+                url=body.url,
+                secret=secret,
+                event_types=list(dict.fromkeys(body.events)),
+            )
+    except Conflict:
+        raise ApiError(409, f"tenant {tenant} already has a webhook for this URL") from None
+    return {**row, "secret": secret}
+
+
+@router.delete("/webhooks/{webhook_id}", status_code=204)
+async def delete_webhook(ctx: Ctx, principal: Manager, webhook_id: uuid.UUID) -> Response:
+    """Delete an endpoint registered here; its pending deliveries are dropped."""
+    async with ctx.db.connection() as conn:
+        row = await deliveries.get_webhook(conn, webhook_id, tenant=principal.tenant_filter())
+        if row is None:
+            raise ApiError(404, "no such webhook")
+        if row["origin"] != "api":
+            raise ApiError(
+                409,
+                "this webhook comes from the settings (deliveries.webhooks); remove it there",
+                kind="configured-webhook",
+            )
+        await deliveries.delete_webhook(conn, webhook_id)
+    return Response(status_code=204)
+
+
+@router.get("/webhooks/deliveries")
+async def list_deliveries(
+    ctx: Ctx,
+    principal: Manager,
+    state: Literal["pending", "delivered", "dead"] | None = None,
+    webhook_id: Annotated[uuid.UUID | None, Query(description="one endpoint's only")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Deliveries to webhooks, newest event first: state, attempts, last error."""
+    target = deliveries.webhook_target(webhook_id) if webhook_id else None
+    async with ctx.db.connection() as conn:
+        rows = await deliveries.list_deliveries(
+            conn,
+            tenant=principal.tenant_filter(),
+            state=state,
+            target=target,
+            kind="webhook",
+            limit=limit,
+        )
+    return {"items": rows}
+
+
+@router.post("/webhooks/deliveries/{event_id}/retry")
+async def retry_deliveries(ctx: Ctx, principal: Manager, event_id: uuid.UUID) -> dict[str, Any]:
+    """Put an event's dead webhook deliveries back in the queue with fresh attempts."""
+    tenant = principal.tenant_filter()
+    async with ctx.db.connection() as conn:
+        retried = await deliveries.retry_delivery(conn, event_id, tenant=tenant, kind="webhook")
+        if not retried and not await deliveries.event_exists(conn, event_id, tenant=tenant):
+            raise ApiError(404, "no such event")
+    if not retried:
+        raise ApiError(409, "no dead webhook delivery of this event", kind="not-dead")
+    return {"items": retried}

@@ -1,0 +1,198 @@
+"""``/v1/webhooks`` over real HTTP with real RS256 tokens: tenants see and manage their
+own endpoints and deliveries only, secrets are shown once, unsafe URLs are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from ai2text.components import ingestor_of
+from gateway.app import create_app, serve
+from pipeline.config import Settings
+from pipeline.db import deliveries
+from pipeline.db.database import Database
+from pipeline.http_serve import bind_socket, url_of
+from pipeline.metrics import Metrics
+from pipeline.storage import open_store
+from tests.e2e.gateway_harness import (
+    AUDIENCE,
+    ISSUER,
+    Signer,
+    bearer,
+    new_rsa_key,
+    public_pem,
+)
+
+Conn = psycopg.Connection[dict[str, Any]]
+PUBLIC_URL = "https://93.184.215.14/hooks/ai2text"  # a literal public address: no DNS
+
+
+@asynccontextmanager
+async def gateway(settings: Settings) -> AsyncIterator[str]:
+    db = Database(settings.database, embedded=None)
+    await db.open()
+    stop = asyncio.Event()
+    try:
+        store = open_store(settings.storage, settings.data_dir)
+        app = create_app(settings, db, store, ingestor_of(settings, db, store, Metrics()))
+        sock = bind_socket("127.0.0.1", 0, what="test gateway")
+        url = url_of(sock)
+        serving = asyncio.create_task(serve(app, sock, stop))
+        try:
+            yield url
+        finally:
+            stop.set()
+            await serving
+    finally:
+        await db.close()
+
+
+def settings_for(tmp_path: Path, database_url: str, signer: Signer) -> Settings:
+    pem = tmp_path / "jwt.pem"
+    pem.write_bytes(public_pem(signer.key))
+    return Settings(
+        data_dir=tmp_path / "data",
+        database={"url": database_url},
+        auth={"public_key_file": pem, "issuer": ISSUER, "audience": AUDIENCE},
+    )
+
+
+def transcribed(conn: Conn, name: str, tenant: str) -> uuid.UUID:
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    row = conn.execute(
+        "INSERT INTO audio"
+        " (tenant, source, original_name, source_uri, state, sha256, storage_key)"
+        " VALUES (%s, 'upload', %s, %s, 'transcribed', %s, %s) RETURNING id",
+        (tenant, name, f"upload://{name}", digest, f"audio/{digest}"),
+    ).fetchone()
+    assert row is not None
+    return uuid.UUID(str(row["id"]))
+
+
+def test_tenants_manage_only_their_own_webhooks(
+    tmp_path: Path, database_url: str, db: Conn
+) -> None:
+    signer = Signer(new_rsa_key())
+    acme = bearer(signer.token("webhooks:manage", tenant="acme"))
+    globex = bearer(signer.token("webhooks:manage", tenant="globex"))
+    admin = bearer(signer.token("admin"))
+    reader = bearer(signer.token("audio:read", tenant="acme"))
+
+    async def scenario() -> None:
+        async with (
+            gateway(settings_for(tmp_path, database_url, signer)) as url,
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+        ):
+            assert (await http.get("/v1/webhooks", headers=reader)).status_code == 403
+            assert (await http.get("/v1/webhooks")).status_code == 401
+
+            created = await http.post("/v1/webhooks", json={"url": PUBLIC_URL}, headers=acme)
+            assert created.status_code == 201, created.text
+            hook = created.json()
+            assert hook["tenant"] == "acme" and hook["origin"] == "api" and hook["enabled"]
+            assert len(hook["secret"]) >= 32  # generated, shown this once
+            assert hook["event_types"] == ["audio.transcribed", "audio.failed", "audio.rejected"]
+            chosen = await http.post(
+                "/v1/webhooks",
+                json={
+                    "url": PUBLIC_URL + "/2",
+                    "secret": "x" * 20,
+                    "events": ["audio.failed"],
+                },
+                headers=globex,
+            )
+            assert chosen.status_code == 201 and chosen.json()["secret"] == "x" * 20
+
+            again = await http.post("/v1/webhooks", json={"url": PUBLIC_URL}, headers=acme)
+            assert again.status_code == 409
+            assert again.headers["content-type"] == "application/problem+json"
+            for refused in ("http://127.0.0.1:9/hook", "http://169.254.169.254/", "ftp://x/y"):
+                answer = await http.post("/v1/webhooks", json={"url": refused}, headers=acme)
+                assert answer.status_code == 422, (refused, answer.text)
+            private = await http.post(
+                "/v1/webhooks", json={"url": "http://10.0.0.5/hook"}, headers=acme
+            )
+            assert "non-public address" in private.json()["detail"]
+            other = await http.post(
+                "/v1/webhooks", json={"url": PUBLIC_URL, "tenant": "acme"}, headers=globex
+            )
+            assert other.status_code == 403
+
+            listed = (await http.get("/v1/webhooks", headers=acme)).json()["items"]
+            assert [w["id"] for w in listed] == [hook["id"]]
+            assert "secret" not in listed[0]
+            everyone = (await http.get("/v1/webhooks", headers=admin)).json()["items"]
+            assert {w["tenant"] for w in everyone} == {"acme", "globex"}
+            assert all("secret" not in w for w in everyone)
+
+            # acme's audio: a delivery to acme's endpoint only (globex wants failures).
+            transcribed(db, "acme.wav", "acme")
+            mine = (await http.get("/v1/webhooks/deliveries", headers=acme)).json()["items"]
+            assert [(d["target"], d["state"]) for d in mine] == [
+                (f"webhook:{hook['id']}", "pending")
+            ]
+            assert mine[0]["original_name"] == "acme.wav"
+            assert (await http.get("/v1/webhooks/deliveries", headers=globex)).json() == {
+                "items": []
+            }
+            event_id = mine[0]["event_id"]
+            db.execute("UPDATE deliveries SET state = 'dead', last_error = 'answered 500'")
+            dead = await http.get("/v1/webhooks/deliveries?state=dead", headers=acme)
+            assert [d["last_error"] for d in dead.json()["items"]] == ["answered 500"]
+
+            retry = f"/v1/webhooks/deliveries/{event_id}/retry"
+            assert (await http.post(retry, headers=globex)).status_code == 404
+            retried = await http.post(retry, headers=acme)
+            assert retried.status_code == 200
+            assert [(d["state"], d["attempts"]) for d in retried.json()["items"]] == [
+                ("pending", 0)
+            ]
+            assert (await http.post(retry, headers=acme)).status_code == 409  # nothing dead
+
+            assert (
+                await http.delete(f"/v1/webhooks/{hook['id']}", headers=globex)
+            ).status_code == 404
+            assert (
+                await http.delete(f"/v1/webhooks/{hook['id']}", headers=acme)
+            ).status_code == 204
+            assert (await http.get("/v1/webhooks", headers=acme)).json() == {"items": []}
+            # Its pending delivery went with it.
+            assert (await http.get("/v1/webhooks/deliveries", headers=acme)).json() == {"items": []}
+
+    asyncio.run(scenario())
+
+
+def test_configured_webhooks_cannot_be_deleted_through_the_api(
+    tmp_path: Path, database_url: str
+) -> None:
+    signer = Signer(new_rsa_key())
+    admin = bearer(signer.token("admin"))
+    settings = settings_for(tmp_path, database_url, signer)
+    configured = Settings(
+        deliveries={"webhooks": [{"url": PUBLIC_URL, "secret": "c" * 16, "tenant": "acme"}]}
+    )
+
+    async def scenario() -> None:
+        async with gateway(settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+            db = Database(settings.database, embedded=None)
+            await db.open()
+            try:
+                async with db.connection() as conn:
+                    await deliveries.sync_config_webhooks(conn, configured.deliveries.webhooks)
+            finally:
+                await db.close()
+            listed = (await http.get("/v1/webhooks", headers=admin)).json()["items"]
+            assert [(w["origin"], w["url"]) for w in listed] == [("config", PUBLIC_URL)]
+            answer = await http.delete(f"/v1/webhooks/{listed[0]['id']}", headers=admin)
+            assert answer.status_code == 409
+            assert "settings" in answer.json()["detail"]
+
+    asyncio.run(scenario())
