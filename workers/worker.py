@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import threading
@@ -232,7 +233,7 @@ class AsrWorker:
                 return
             path = fetched.path
             progress = ProgressReporter(self.db, job, metrics=self.metrics)
-            options = progress.attach(TranscribeOptions.from_job(job.options))
+            options = progress.attach(self._options_for(job, stop))
             async with progress.running():
                 result = await self._blocking(
                     lambda: self.transcriber.transcribe(path, cancel, options), job, stop, cancel
@@ -272,6 +273,43 @@ class AsrWorker:
             self._current_job = None
             await self._job_finished(outcome, time.monotonic() - started)
             structlog.contextvars.unbind_contextvars("job_id", "audio_id")
+
+    def _options_for(self, job: jobs.ClaimedJob, stop: asyncio.Event) -> TranscribeOptions:
+        """The job's options; bulk work may pause between windows for someone waiting."""
+        options = TranscribeOptions.from_job(job.options)
+        if job.priority >= jobs.PRIORITY_LEVELS["high"]:
+            return options
+        loop = asyncio.get_running_loop()
+
+        def serve_waiting_request() -> None:  # on the transcribing thread
+            asyncio.run_coroutine_threadsafe(self._serve_urgent(stop), loop).result()
+
+        return dataclasses.replace(options, between_windows=serve_waiting_request)
+
+    async def _serve_urgent(self, stop: asyncio.Event) -> None:
+        """Between two windows of bulk work: transcribe a waiting high-priority job first.
+
+        The bulk job keeps its lease (its heartbeat runs on) and carries on afterwards
+        from the next window; an interactive request waits at most for one window.
+        """
+        if stop.is_set():
+            return
+        try:
+            async with self.db.connection() as conn:
+                urgent = await jobs.claim_urgent(
+                    conn, worker_id=self.worker_id, lease_s=self.settings.queue.lease_s
+                )
+        except (DatabaseError, TransientError) as exc:
+            log.warning("could not look for waiting requests; carrying on", error=str(exc))
+            return
+        if urgent is None:
+            return
+        paused = self._current_job
+        log.info("pausing bulk work for a waiting request", job_id=paused, urgent_job=urgent.id)
+        try:
+            await self._process(urgent, stop)
+        finally:
+            self._current_job = paused
 
     def _record_transcription(self, result: Transcription) -> None:
         device = self.transcriber.device_label
