@@ -163,6 +163,18 @@ async def record_failure(
     return None if row is None else str(row["state"])
 
 
+async def release(conn: AsyncConn, claimed: ClaimedDelivery) -> bool:
+    """Give back a claim whose attempt was cut short (the runner is stopping): due now,
+    the attempt not counted."""
+    cur = await conn.execute(
+        "UPDATE deliveries SET attempts = attempts - 1, next_attempt_at = now(),"
+        " updated_at = now()"
+        " WHERE event_id = %s AND target = %s AND state = 'pending' AND attempts = %s",
+        (claimed.event.id, claimed.target, claimed.attempt),
+    )
+    return cur.rowcount == 1
+
+
 async def prune_events(conn: AsyncConn, *, older_than_days: float) -> int:
     """Delete events (with their deliveries) older than this that have nothing pending."""
     deleted = 0

@@ -37,6 +37,8 @@ log = structlog.get_logger(__name__)
 # dies mid-delivery gives it back when this runs out.
 LEASE_MARGIN_S = 30.0
 PRUNE_EVERY_S = 3600.0
+# On stop, deliveries in flight get this long to finish; the rest are given back.
+DRAIN_S = 5.0
 # Jitter spreads retries of many deliveries that failed together (a receiver's outage).
 JITTER = 0.2
 
@@ -67,12 +69,13 @@ class DeliveryRunner:
         self.handlers = dict(handlers)
         self.kinds = sorted(self.handlers)
         self._wake = asyncio.Event()
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], ClaimedDelivery] = {}
         self._backoff = Backoff("delivery runner (database)", base_s=0.5, cap_s=10.0)
         self._next_prune = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop``; deliveries in flight then get their timeout to finish."""
+        """Deliver until ``stop``; deliveries in flight then get ``DRAIN_S`` to finish, and
+        those that do not are given back, due at once for the next runner."""
         if not self.handlers:
             return
         log.info("delivery runner started", kinds=self.kinds, concurrency=self.settings.concurrency)
@@ -95,8 +98,7 @@ class DeliveryRunner:
         finally:
             for helper in helpers:
                 await cancel_and_wait(helper)
-            for task in list(self._in_flight):
-                await cancel_and_wait(task)
+            await self._give_back_in_flight()
             if sub is not None:
                 await sub.close()
             await self._close_handlers()
@@ -125,7 +127,7 @@ class DeliveryRunner:
                 task = asyncio.create_task(
                     self._deliver(delivery), name=f"delivery-{delivery.target}"
                 )
-                self._in_flight.add(task)
+                self._in_flight[task] = delivery
                 task.add_done_callback(self._finished)
             if len(claimed) == free:
                 return poll_s  # all slots taken: more may be due once one frees
@@ -133,7 +135,7 @@ class DeliveryRunner:
         return poll_s if due_in is None else min(poll_s, max(due_in, 0.01))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         self._wake.set()
 
     def _lease_s(self) -> float:
@@ -219,10 +221,23 @@ class DeliveryRunner:
             )
 
     async def _drain(self) -> None:
-        """Give deliveries in flight their timeout to end; cancelled ones come back with
-        their lease."""
         if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=self._lease_s() - LEASE_MARGIN_S)
+            await asyncio.wait(set(self._in_flight), timeout=DRAIN_S)
+
+    async def _give_back_in_flight(self) -> None:
+        """Cancel what is still in flight and release its claims (else the lease would)."""
+        unfinished = dict(self._in_flight)
+        for task in unfinished:
+            await cancel_and_wait(task)
+        if not unfinished:
+            return
+        try:
+            async with self.db.connection() as conn:
+                for claimed in unfinished.values():
+                    await deliveries.release(conn, claimed)
+        except (DatabaseUnavailable, DatabaseError) as exc:
+            log.warning("could not give back deliveries in flight", error=str(exc))
+        log.info("deliveries in flight given back", count=len(unfinished))
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()

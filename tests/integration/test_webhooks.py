@@ -410,3 +410,25 @@ def test_configured_webhooks_are_synced_and_removed_ones_disabled(
         ]
 
     asyncio.run(scenario())
+
+
+def test_stopping_gives_back_a_delivery_in_flight_for_the_next_runner(
+    database_url: str, db: Conn
+) -> None:
+    async def scenario() -> None:
+        async with database(database_url) as pool, running_receiver() as receiver:
+            hook = await register(pool, receiver.endpoint("/hook", hang=True))
+            target = deliveries.webhook_target(hook)
+            async with running(pool, delivery_settings(timeout_s=60.0)):
+                transcribed(db, "one.wav")
+                await eventually(lambda: receiver.hanging == 1, timeout=10, what="in flight")
+            # Stopped within its drain time, not the receiver's 60 s timeout.
+            [row] = delivery_rows(db, target)
+            assert (row["state"], row["attempts"]) == ("pending", 0)
+            receiver.endpoints["/hook"].hang = False
+            async with running(pool, delivery_settings()):
+                await eventually(
+                    lambda: all_in(db, target, "delivered", 1), timeout=10, what="redelivered"
+                )
+
+    asyncio.run(scenario())
