@@ -3,8 +3,9 @@
 State changes come from the ``events`` table (a trigger writes one with every audio
 state change, and notifies ``ai2text_events``); each is sent as ``event:
 audio.<state>`` with ``id: <seq>``, so a client that reconnects with
-``Last-Event-ID`` gets what it missed. The NOTIFY is only a wake-up: the table is read
-again on every one, on a ``missed`` notice and on every keep-alive. ``seq`` is taken
+``Last-Event-ID`` gets what it missed. The NOTIFY (its payload: the tenant) is only a
+wake-up: the table is read again on every one of the caller's tenant, on a ``missed``
+notice and at every keep-alive. ``seq`` is taken
 when a transaction writes the event, not when it commits, so one may become visible
 after a higher one was sent: each read looks ``LOOKBACK`` numbers behind the highest
 seq sent and skips those already sent.
@@ -196,8 +197,8 @@ async def _stream(
                     text = _progress_event(notice.payload, tenant, audio_id)
                     if text is not None:
                         yield text
-                else:  # a state change, or something may have been missed: read the table
-                    read = True
+                elif notice.missed or tenant is None or notice.payload == tenant:
+                    read = True  # a change the caller may see, or some may be lost: look
             if read:
                 changes.clear()
 
