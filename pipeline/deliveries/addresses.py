@@ -18,10 +18,15 @@ from urllib.parse import urlsplit
 from pipeline.config import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+RESOLVE_TIMEOUT_S = 5.0
 
 
 class UnsafeUrl(ValueError):
     """The URL is not one the server may send to (``str`` says why, for the user)."""
+
+
+class UnresolvedHost(UnsafeUrl):
+    """The host did not resolve (now): refused at registration, retried at delivery."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +95,21 @@ async def resolve_destination(url: str, *, allow_private: bool) -> Destination:
     else:
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
-            raise UnsafeUrl(f"the host {host} does not resolve: {exc}") from None
+            raise UnresolvedHost(f"the host {host} does not resolve: {exc}") from None
+        except TimeoutError:
+            raise UnresolvedHost(
+                f"the host {host} did not resolve within {RESOLVE_TIMEOUT_S:g} s"
+            ) from None
         found = []
         for info in infos:
             address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
             if address not in found:
                 found.append(address)
     if not found:
-        raise UnsafeUrl(f"the host {host} does not resolve")
+        raise UnresolvedHost(f"the host {host} does not resolve")
     if not allow_private:
         refused = [a for a in found if not is_public(a)]
         if refused:

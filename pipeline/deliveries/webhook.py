@@ -23,7 +23,12 @@ from pydantic_core import to_jsonable_python
 from pipeline.config import DeliverySettings
 from pipeline.db import deliveries
 from pipeline.db.database import Database
-from pipeline.deliveries.addresses import Destination, UnsafeUrl, resolve_destination
+from pipeline.deliveries.addresses import (
+    Destination,
+    UnresolvedHost,
+    UnsafeUrl,
+    resolve_destination,
+)
 from pipeline.deliveries.base import DeliveryFailed, Event
 from pipeline.deliveries.errors import DeliveryRefused
 
@@ -91,7 +96,11 @@ class WebhookHandler:
             timeout=httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0)),
             follow_redirects=False,
             trust_env=False,  # a proxy would resolve the name again, past the address check
-            limits=httpx.Limits(max_connections=settings.concurrency * 2),
+            # No kept-alive connections: a pooled one is keyed by the address alone, and
+            # could carry one host's request over a TLS session verified for another's.
+            limits=httpx.Limits(
+                max_connections=settings.concurrency * 2, max_keepalive_connections=0
+            ),
             transport=transport,
         )
 
@@ -109,6 +118,8 @@ class WebhookHandler:
             raise DeliveryRefused("the webhook is disabled (no longer configured)")
         try:
             destination = await resolve_destination(hook.url, allow_private=self.allow_private)
+        except UnresolvedHost as exc:
+            raise DeliveryFailed(f"{hook.url}: {exc}") from None
         except UnsafeUrl as exc:
             raise DeliveryRefused(f"refused to deliver to {hook.url}: {exc}") from None
         body = json.dumps(event_document(event, audio), separators=(",", ":")).encode()

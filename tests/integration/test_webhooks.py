@@ -432,3 +432,19 @@ def test_stopping_gives_back_a_delivery_in_flight_for_the_next_runner(
                 )
 
     asyncio.run(scenario())
+
+
+def test_a_host_that_does_not_resolve_is_retried_not_refused(database_url: str, db: Conn) -> None:
+    async def scenario() -> None:
+        async with database(database_url) as pool:
+            hook = await register(pool, "http://no-such-host.invalid/hook")
+            target = deliveries.webhook_target(hook)
+            async with running(pool, delivery_settings(max_attempts=3), allow_private=False):
+                transcribed(db, "one.wav")
+                rows = await eventually(
+                    lambda: all_in(db, target, "dead", 1), timeout=30, what="dead after retries"
+                )
+            assert rows[0]["attempts"] == 3
+            assert "no-such-host.invalid does not resolve" in rows[0]["last_error"]
+
+    asyncio.run(scenario())
