@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import get_args
 
@@ -75,16 +75,28 @@ class ChannelSplitter:
         if channels < 2:
             return self.inner.transcribe(audio_path, cancel, opts)
         started = time.monotonic()
-        results = []
+        results: list[Transcription] = []
         for channel in range(channels):
             if cancel.is_set():
                 raise Cancelled("transcription cancelled")
+            # Progress through the whole job, on the file's clock: each channel is 1/n of it.
+            before_s = sum(r.audio_duration_s for r in results)
+            hook = _share(opts.on_progress, before_s, channels)
             result = self.inner.transcribe(
-                audio_path, cancel, dataclasses.replace(opts, channel=channel)
+                audio_path, cancel, dataclasses.replace(opts, channel=channel, on_progress=hook)
             )
             log.info("channel transcribed", channel=channel, segments=len(result.segments))
             results.append(result)
         return merge_channels(results, processing_s=time.monotonic() - started)
+
+
+def _share(
+    hook: Callable[[float], None] | None, before_s: float, parts: int
+) -> Callable[[float], None] | None:
+    """A channel's progress as progress through all ``parts`` channels, one after another."""
+    if hook is None:
+        return None
+    return lambda seconds: hook((before_s + seconds) / parts)
 
 
 def _separate_channels(audio_path: Path) -> int:
