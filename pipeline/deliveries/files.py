@@ -25,6 +25,7 @@ from pydantic_core import to_jsonable_python
 from pipeline import catalog
 from pipeline.config import OutputFormat, SubtitleSettings
 from pipeline.db.database import AsyncConn, Database
+from pipeline.deliveries.base import DeliveryFailed
 from pipeline.formats import FORMATS, JSON, cues_of
 
 # Deliveries of one handler that may hold a database connection at once (the pool is
@@ -48,6 +49,8 @@ class SourceAudio:
     source_uri: str
     source_bucket: str | None
     source_key: str | None
+    state: str
+    duplicate_of: uuid.UUID | None
 
 
 def render_files(
@@ -97,25 +100,36 @@ async def current_version(
             yield None
             return
         transcript = await catalog.get_transcript(conn, tenant=None, audio_id=audio_id)
+        if transcript is None and audio.duplicate_of is not None:
+            await _original_still_coming(conn, audio.duplicate_of)
         yield None if transcript is None else Current(audio, transcript)
 
 
 async def _audio(conn: AsyncConn, audio_id: uuid.UUID) -> SourceAudio | None:
     cur = await conn.execute(
-        "SELECT id, tenant, source, original_name, source_uri, source_bucket, source_key"
-        " FROM audio WHERE id = %s",
+        "SELECT id, tenant, source, original_name, source_uri, source_bucket, source_key,"
+        " state, duplicate_of FROM audio WHERE id = %s",
         (audio_id,),
     )
     row = await cur.fetchone()
     return None if row is None else SourceAudio(**row)  # type: ignore[arg-type]
 
 
+async def _original_still_coming(conn: AsyncConn, original: uuid.UUID) -> None:
+    """A duplicate's files wait for its original's transcript (retried, not dropped)."""
+    cur = await conn.execute("SELECT state FROM audio WHERE id = %s", (original,))
+    row = await cur.fetchone()
+    if row is not None and row["state"] in ("queued", "processing"):
+        raise DeliveryFailed(f"the same audio ({original}) is not transcribed yet")
+
+
 async def _is_latest(conn: AsyncConn, audio_id: uuid.UUID) -> bool:
     """Read after taking the lock: sees every version committed before it was granted."""
     cur = await conn.execute(
-        "SELECT a.state = 'transcribed' AND a.superseded_by IS NULL AND NOT EXISTS ("
+        "SELECT a.state IN ('transcribed', 'duplicate') AND a.superseded_by IS NULL"
+        " AND NOT EXISTS ("
         "  SELECT 1 FROM audio n WHERE n.source_uri = a.source_uri AND n.id <> a.id"
-        "   AND n.state = 'transcribed' AND n.superseded_by IS NULL"
+        "   AND n.state IN ('transcribed', 'duplicate') AND n.superseded_by IS NULL"
         "   AND (n.created_at, n.id) > (a.created_at, a.id)) AS latest"
         " FROM audio a WHERE a.id = %s",
         (audio_id,),

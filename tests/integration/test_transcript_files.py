@@ -342,6 +342,64 @@ def test_a_write_that_fails_is_retried_and_leaves_no_temp_file(
     assert leftovers(outbox) == []
 
 
+def test_a_copy_under_another_name_gets_the_same_files_once_the_original_is_transcribed(
+    make_settings: Any, db: psycopg.Connection[Row], transcriber: LongAudioTranscriber
+) -> None:
+    """Same content dropped as ``copy.flac``: a duplicate, whose files are its original's."""
+    settings = fast_settings(make_settings)
+    outbox = settings.watch.inbox / "transcripts"
+    ingestor_args = (FilesystemStore(settings.data_dir / "objects"),)
+
+    async def scenario() -> None:
+        database = Database(settings.database, embedded=None)
+        await database.open()
+        try:
+            await ingest_version(settings, database, JFK, "v1")
+            ingestor = ingestor_of(settings, database, *ingestor_args)
+            copy = settings.watch.inbox / "copy.flac"
+            with open(JFK, "rb") as f:
+                result = await ingestor.ingest(
+                    Arrival("folder", "copy.flac", copy.as_uri(), "c1"),
+                    f,
+                    JFK.stat().st_size,
+                    choices=settings.watch,
+                )
+            assert result.outcome == "duplicate"
+            (early,) = await events_for(database, "outbox")
+            assert early.audio_id == result.audio_id
+            handler = OutboxHandler(settings.watch, settings.subtitles, database)
+            # The original is still queued: retried later, nothing written yet.
+            with pytest.raises(DeliveryFailed, match="not transcribed yet"):
+                await handler.deliver(early, "outbox")
+            assert not (outbox / "copy.txt").exists()
+            async with database.connection() as conn:  # as the runner backs off
+                await conn.execute(
+                    "UPDATE deliveries SET next_attempt_at = now() + interval '1 hour'"
+                    " WHERE event_id = %s",
+                    (early.id,),
+                )
+
+            await transcribe_all(settings, database, transcriber, at_least=1)
+            for event in await events_for(database, "outbox"):
+                await handler.deliver(event, "outbox")
+        finally:
+            await database.close()
+
+    asyncio.run(scenario())
+    assert listing(outbox) == {
+        f"{n}.{fmt}" for n in ("call", "copy") for fmt in ("txt", "srt", "vtt", "json")
+    }
+    assert (outbox / "copy.txt").read_text(encoding="utf-8") == (outbox / "call.txt").read_text(
+        encoding="utf-8"
+    )
+    # The original's transcript made the duplicate's waiting delivery due at once.
+    row = db.execute(
+        "SELECT d.next_attempt_at <= now() AS due FROM deliveries d JOIN events e"
+        " ON e.id = d.event_id WHERE e.state = 'duplicate' AND d.target = 'outbox'"
+    ).fetchone()
+    assert row is not None and row["due"]
+
+
 def test_an_outbox_that_is_the_inbox_is_refused_at_start(make_settings: Any) -> None:
     settings = fast_settings(make_settings)
     inbox = settings.watch.inbox

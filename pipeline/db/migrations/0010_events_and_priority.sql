@@ -38,7 +38,7 @@ CREATE TABLE webhooks (
 -- One row per (event, target) still to deliver or delivered. Targets:
 -- 'webhook:<webhooks.id>'; 'outbox' (transcript files beside a transcribed folder
 -- drop, written by the process that watches the folder); 'bucket' (transcript files
--- of a transcribed S3 object, to its source's output bucket).
+-- of a transcribed S3 object, to its source's output bucket). Duplicates get them too.
 CREATE TABLE deliveries (
     event_id         uuid NOT NULL REFERENCES events (id) ON DELETE CASCADE,
     target           text NOT NULL,
@@ -70,15 +70,26 @@ BEGIN
     INSERT INTO deliveries (event_id, target)
     SELECT event_uuid, 'webhook:' || w.id FROM webhooks w
     WHERE w.enabled AND w.tenant = NEW.tenant AND event_type = ANY (w.event_types);
-    IF NEW.state = 'transcribed' AND NEW.source = 'folder' THEN
+    -- A duplicate (the same content under another name) gets its original's files.
+    IF NEW.state IN ('transcribed', 'duplicate') AND NEW.source = 'folder' THEN
         INSERT INTO deliveries (event_id, target) VALUES (event_uuid, 'outbox');
-    ELSIF NEW.state = 'transcribed' AND NEW.source = 's3' THEN
+    ELSIF NEW.state IN ('transcribed', 'duplicate') AND NEW.source = 's3' THEN
         INSERT INTO deliveries (event_id, target) VALUES (event_uuid, 'bucket');
+    END IF;
+    -- Duplicates waiting for this transcript to write their files need not wait out
+    -- their backoff.
+    IF NEW.state = 'transcribed' THEN
+        UPDATE deliveries d SET next_attempt_at = now()
+        FROM events e JOIN audio dup ON dup.id = e.audio_id
+        WHERE dup.duplicate_of = NEW.id AND e.id = d.event_id AND e.state = 'duplicate'
+          AND d.state = 'pending' AND d.target IN ('outbox', 'bucket');
     END IF;
     PERFORM pg_notify('ai2text_events', NEW.tenant);
     RETURN NULL;
 END
 $$;
+
+CREATE INDEX audio_duplicates ON audio (duplicate_of) WHERE duplicate_of IS NOT NULL;
 
 CREATE TRIGGER audio_events
     AFTER INSERT OR UPDATE OF state ON audio
