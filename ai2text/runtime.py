@@ -250,7 +250,7 @@ async def _build_roles(
             )
         if "worker" in roles and settings.asr.concurrency > 0:
             coros.extend(await _workers(settings, db, hub, store, sources, metrics, stop))
-        coros.extend(await _deliveries(settings, db, hub, delivery_kinds(roles), stop))
+        coros.extend(await _deliveries(settings, db, hub, metrics, delivery_kinds(roles), stop))
     except BaseException:
         for coro in coros:  # built but never started (e.g. the model failed to load)
             coro.close()
@@ -273,7 +273,12 @@ def delivery_kinds(roles: set[Role]) -> set[str]:
 
 
 async def _deliveries(
-    settings: Settings, db: Database, hub: NotificationHub, kinds: set[str], stop: asyncio.Event
+    settings: Settings,
+    db: Database,
+    hub: NotificationHub,
+    metrics: Metrics,
+    kinds: set[str],
+    stop: asyncio.Event,
 ) -> list[Coroutine[Any, Any, None]]:
     """One runner for every outbox target this process delivers (none: no runner)."""
     from pipeline.db.deliveries import sync_config_webhooks
@@ -285,7 +290,8 @@ async def _deliveries(
     handlers = delivery_handlers_of(settings, db, kinds)
     if not handlers:
         return []
-    return [DeliveryRunner(db, hub, settings.deliveries, handlers).run(stop)]
+    runner = DeliveryRunner(db, hub, settings.deliveries, handlers, metrics=metrics)
+    return [runner.run(stop)]
 
 
 def _s3_roles(

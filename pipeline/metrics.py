@@ -157,6 +157,20 @@ class Metrics:
             registry=r,
         )
 
+        # Outbound deliveries from the event outbox (webhooks, transcript files).
+        self.deliveries = Counter(
+            "ai2text_deliveries",
+            "Delivery attempts by target kind and outcome (delivered, retry, dead, lost)",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "ai2text_delivery_seconds",
+            "Wall time of one delivery attempt, by target kind",
+            ["kind"],
+            registry=r,
+        )
+
         # HTTP (gateway).
         self.http_requests = Counter(
             "ai2text_http_requests",

@@ -29,6 +29,7 @@ from pipeline.db.notifications import NotificationHub, Subscription
 from pipeline.deliveries.base import DeliveryFailed, DeliveryHandler
 from pipeline.deliveries.errors import DeliveryRefused
 from pipeline.errors import DatabaseError, DatabaseUnavailable
+from pipeline.metrics import Metrics
 from pipeline.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -62,11 +63,14 @@ class DeliveryRunner:
         hub: NotificationHub | None,
         settings: DeliverySettings,
         handlers: Mapping[str, DeliveryHandler],
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
         self.hub = hub
         self.settings = settings
         self.handlers = dict(handlers)
+        self.metrics = metrics
         self.kinds = sorted(self.handlers)
         self._wake = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], ClaimedDelivery] = {}
@@ -110,6 +114,8 @@ class DeliveryRunner:
             wait_s = await self._claim_and_start()
             await self._maybe_prune()
         except (DatabaseUnavailable, DatabaseError) as exc:
+            if self.metrics is not None:
+                self.metrics.db_errors.labels(component="deliveries").inc()
             return self._backoff.failed(str(exc))
         self._backoff.succeeded()
         return wait_s
@@ -196,7 +202,11 @@ class DeliveryRunner:
         except (DatabaseUnavailable, DatabaseError) as exc:
             # The claim's lease brings it back; the receiver deduplicates by event id.
             bound.warning("could not record a delivery's outcome", error=str(exc))
+            self._count(claimed, "lost", took_s)
+            if self.metrics is not None:
+                self.metrics.db_errors.labels(component="deliveries").inc()
             return
+        self._count(claimed, {None: "lost", "pending": "retry"}.get(state, state), took_s)
         if state is None:
             bound.warning("delivery claim lost before its outcome was recorded")
         elif state == "delivered":
@@ -205,6 +215,11 @@ class DeliveryRunner:
             bound.warning("delivery dead", error=error)
         else:
             bound.info("delivery failed; will retry", error=error, retry_in_s=retry_in_s)
+
+    def _count(self, claimed: ClaimedDelivery, outcome: str | None, took_s: float) -> None:
+        if self.metrics is not None:
+            self.metrics.deliveries.labels(kind=claimed.kind, outcome=outcome).inc()
+            self.metrics.delivery_latency.labels(kind=claimed.kind).observe(took_s)
 
     async def _maybe_prune(self) -> None:
         now = time.monotonic()

@@ -34,6 +34,7 @@ from pipeline.deliveries.addresses import (
 )
 from pipeline.deliveries.runner import DeliveryRunner
 from pipeline.deliveries.webhook import WebhookHandler
+from pipeline.metrics import Metrics
 from tests.waiting import eventually
 from tests.webhook_receiver import running_receiver, verify_signature
 
@@ -66,13 +67,17 @@ async def database(url: str) -> AsyncIterator[Database]:
 
 @asynccontextmanager
 async def running(
-    db: Database, settings: DeliverySettings, *, allow_private: bool = True
+    db: Database,
+    settings: DeliverySettings,
+    *,
+    allow_private: bool = True,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[asyncio.Task[None]]:
     """A runner with the webhook handler, until the block ends."""
     stop = asyncio.Event()
     async with NotificationHub(db) as hub:
         handler = WebhookHandler(db, settings, allow_private=allow_private)
-        runner = DeliveryRunner(db, hub, settings, {"webhook": handler})
+        runner = DeliveryRunner(db, hub, settings, {"webhook": handler}, metrics=metrics)
         task = asyncio.create_task(runner.run(stop))
         try:
             yield task
@@ -128,7 +133,8 @@ def test_a_flaky_receiver_gets_each_event_once_signed_after_retries(
             url = receiver.endpoint("/hook", fail_first=3)
             hook = await register(pool, url)
             target = deliveries.webhook_target(hook)
-            async with running(pool, delivery_settings()):
+            metrics = Metrics()
+            async with running(pool, delivery_settings(), metrics=metrics):
                 ids = [transcribed(db, "first.wav"), transcribed(db, "second.wav")]
                 rows = await eventually(
                     lambda: all_in(db, target, "delivered", 2),
@@ -139,6 +145,18 @@ def test_a_flaky_receiver_gets_each_event_once_signed_after_retries(
             assert len(endpoint.requests) == 5  # 3 refused, then one each
             assert endpoint.accepted == {str(r["event_id"]): 1 for r in rows}
             assert sum(r["attempts"] for r in rows) == 5
+            assert (
+                metrics.registry.get_sample_value(
+                    "ai2text_deliveries_total", {"kind": "webhook", "outcome": "retry"}
+                )
+                == 3
+            )
+            assert (
+                metrics.registry.get_sample_value(
+                    "ai2text_deliveries_total", {"kind": "webhook", "outcome": "delivered"}
+                )
+                == 2
+            )
             accepted = [r for r in endpoint.requests if r.status == 200]
             # Concurrent, retried: no order between events is promised.
             assert sorted(r.event["subject"] for r in accepted) == sorted(str(i) for i in ids)
