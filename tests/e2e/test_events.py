@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,7 +35,7 @@ from tests.e2e.gateway_harness import (
     public_pem,
     start_gateway,
 )
-from tests.e2e.harness import FAST_MODEL, REPO
+from tests.e2e.harness import FAST_MODEL, REPO, Service
 from tests.wav import speech_pcm, trailing_silence, wav_bytes
 
 pytestmark = pytest.mark.slow
@@ -276,25 +277,49 @@ def test_a_token_without_audio_read_cannot_stream_and_bad_ids_are_refused(gw: Ga
         assert bad_resume.status_code == 400
 
 
-def test_show_follow_prints_progress_then_the_transcript_and_exits_0(gw: Gateway) -> None:
-    token = gw.signer.token(*WRITE, tenant=tenant())
-    audio_id = upload(gw, token, "follow.wav", speech(repeat=8))  # 88 s
-    done = subprocess.run(
-        [sys.executable, "-m", "ai2text", "show", audio_id[:12], "--follow"],
-        env={**gw.service.env, "AI2TEXT_LOG_FORMAT": "console"},
-        capture_output=True,
-        timeout=TRANSCRIBE_TIMEOUT_S,
-        cwd=REPO,
-        check=False,
+def test_show_follow_prints_progress_then_the_transcript_and_exits_0(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The gateway alone takes the upload; a worker starts only once ``--follow`` is
+    listening, so it sees the whole transcription however fast the machine is."""
+    key = new_rsa_key()
+    pem = tmp_path / "jwt-public.pem"
+    pem.write_bytes(public_pem(key))
+    edge = start_gateway(
+        "gateway",
+        tmp_path,
+        database_url,
+        Signer(key),
+        {**FAST_MODEL, "AI2TEXT_AUTH__PUBLIC_KEY_FILE": str(pem)},
     )
-    out = done.stdout.decode()
-    assert done.returncode == 0, (out, done.stderr.decode()[-3000:])
+    worker: Service | None = None
+    try:
+        token = edge.signer.token(*WRITE, tenant=tenant())
+        audio_id = upload(edge, token, "follow.wav", speech(repeat=8))  # 88 s
+        follow = subprocess.Popen(
+            [sys.executable, "-m", "ai2text", "show", audio_id[:12], "--follow"],
+            env={**edge.service.env, "AI2TEXT_LOG_FORMAT": "console"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+        )
+        assert follow.stdout is not None
+        first = follow.stdout.readline().decode()  # printed once it listens
+        assert first == f"follow.wav  ({audio_id})  queued\n", first
+        worker = Service("worker", edge.env, tmp_path / "worker.log").start()
+        rest, err = follow.communicate(timeout=TRANSCRIBE_TIMEOUT_S)
+    finally:
+        if worker is not None:
+            worker.stop()
+        edge.service.stop()
+    out = first + rest.decode()
+    assert follow.returncode == 0, (out, err.decode()[-3000:])
     lines = out.splitlines()
-    assert lines[0].startswith(f"follow.wav  ({audio_id})  "), lines[0]
-    assert any(line.endswith("  processing") for line in lines), out
+    assert f"follow.wav  ({audio_id})  processing" in lines, out
     percents = [int(line.split()[1].rstrip("%")) for line in lines if line.startswith("progress ")]
     assert percents and percents == sorted(percents), out
     transcribed = lines.index(f"follow.wav  ({audio_id})  transcribed")
+    assert lines.index(f"follow.wav  ({audio_id})  processing") < transcribed
     assert all(not line.startswith("progress ") for line in lines[transcribed:]), out
     assert "ask not what your country can do for you" in out.lower(), out
 
