@@ -94,6 +94,11 @@ class _File:
         if self.cancel.is_set():
             raise Cancelled("transcription cancelled")
 
+    def pause_point(self) -> None:
+        """Between two windows or runs: the worker may serve someone waiting first."""
+        if self.options.at_pause_point is not None:
+            self.options.at_pause_point()
+
     def progressed(self, seconds: float) -> None:
         """Tell the worker how far into the file the transcription has got."""
         if self.options.on_progress is not None:
@@ -231,7 +236,9 @@ class LongAudioTranscriber:
         speech = self.find_speech(window.samples)
         found: list[Segment] = []
         planned = self._runs(window, speech, file)
-        for run in planned:
+        for index, run in enumerate(planned):
+            if index:
+                file.pause_point()
             segments, guessed, guessed_p = self._run_with_retries(window, run, file)
             found += segments
             if file.requested is not None:
@@ -256,8 +263,8 @@ class LongAudioTranscriber:
                 segments=len(found),
                 languages=[(round(offset + r.start / SAMPLE_RATE, 2), r.language) for r in planned],
             )
-        if not window.last and file.options.between_windows is not None:
-            file.options.between_windows()
+        if not window.last:
+            file.pause_point()
 
     def _runs(self, window: Window, speech: list[Span], file: _File) -> list[Run]:
         """The stretches of ``window`` to transcribe, each with the language to use."""

@@ -80,9 +80,10 @@ class TranscribeOptions:
     # Called from the transcribing thread with how far into the file it has got, in
     # seconds (the worker's ``workers.progress`` reporter); never a job's option.
     on_progress: Callable[[float], None] | None = field(default=None, compare=False, repr=False)
-    # Called from the transcribing thread between two windows of a long file, where the
-    # worker may serve a waiting interactive request first; never a job's option.
-    between_windows: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    # Called from the transcribing thread at each pause point (between two windows of a
+    # long file, or two stretches of speech transcribed separately), where the worker
+    # may serve a waiting interactive request first; never a job's option.
+    at_pause_point: Callable[[], None] | None = field(default=None, compare=False, repr=False)
     # "translate": Whisper writes English, whatever each stretch is spoken in.
     task: Literal["transcribe", "translate"] = "transcribe"
 

@@ -275,7 +275,7 @@ class AsrWorker:
             structlog.contextvars.unbind_contextvars("job_id", "audio_id")
 
     def _options_for(self, job: jobs.ClaimedJob, stop: asyncio.Event) -> TranscribeOptions:
-        """The job's options; bulk work may pause between windows for someone waiting."""
+        """The job's options; bulk work may pause (between windows or runs) for someone waiting."""
         options = TranscribeOptions.from_job(job.options)
         if job.priority >= jobs.PRIORITY_LEVELS["high"]:
             return options
@@ -284,13 +284,14 @@ class AsrWorker:
         def serve_waiting_request() -> None:  # on the transcribing thread
             asyncio.run_coroutine_threadsafe(self._serve_urgent(stop), loop).result()
 
-        return dataclasses.replace(options, between_windows=serve_waiting_request)
+        return dataclasses.replace(options, at_pause_point=serve_waiting_request)
 
     async def _serve_urgent(self, stop: asyncio.Event) -> None:
-        """Between two windows of bulk work: transcribe a waiting high-priority job first.
+        """At a pause point of bulk work: transcribe a waiting high-priority job first.
 
         The bulk job keeps its lease (its heartbeat runs on) and carries on afterwards
-        from the next window; an interactive request waits at most for one window.
+        from where it paused; an interactive request waits at most for one window or
+        stretch of speech (≤ 30 s of audio when languages are detected per stretch).
         """
         if stop.is_set():
             return
