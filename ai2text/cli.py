@@ -161,6 +161,8 @@ Run every role in one process until Ctrl-C or SIGTERM:
                 AI2TEXT_GATEWAY__ENABLED=false
   S3 roles      bucket events, reconcile and listen streams, only with AI2TEXT_S3_SOURCES
   orchestrator  dataset versions and training runs, only with AI2TEXT_TRAINING__ENABLED=true
+  deliveries    signed webhooks (AI2TEXT_DELIVERIES__WEBHOOKS or POST /v1/webhooks) and
+                transcript files, from the event outbox (ai2text webhooks lists them)
 """
 
 UP_EPILOG = """\

@@ -138,7 +138,7 @@ class DeliveryRunner:
             if len(claimed) == free:
                 return poll_s  # all slots taken: more may be due once one frees
             due_in = await deliveries.seconds_until_due(conn, self.kinds)
-        return poll_s if due_in is None else min(poll_s, max(due_in, 0.01))
+        return poll_s if due_in is None else min(poll_s, max(due_in, 0.05))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)

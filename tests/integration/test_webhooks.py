@@ -285,6 +285,9 @@ def test_dead_after_max_attempts_is_listed_and_can_be_retried(
                 assert [(d["event_id"], d["target"]) for d in dead] == [(str(event_id), target)]
                 assert dead[0]["original_name"] == "lost.wav"
 
+                text = await asyncio.to_thread(cli, database_url, tmp_path, "webhooks")
+                assert url in text and "dead 1" in text and "answered 500" in text
+
                 receiver.endpoints["/down"].status = 200
                 retried = await asyncio.to_thread(
                     cli_json, database_url, tmp_path, "webhooks", "retry", str(event_id)
@@ -299,10 +302,14 @@ def test_dead_after_max_attempts_is_listed_and_can_be_retried(
 
 
 def cli_json(database_url: str, tmp_path: Path, *args: str) -> Any:
+    return json.loads(cli(database_url, tmp_path, *args, "--json"))
+
+
+def cli(database_url: str, tmp_path: Path, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AI2TEXT_")}
     env |= {"AI2TEXT_DATABASE__URL": database_url, "AI2TEXT_DATA_DIR": str(tmp_path / "data")}
     done = subprocess.run(
-        [sys.executable, "-m", "ai2text", *args, "--json"],
+        [sys.executable, "-m", "ai2text", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -311,7 +318,7 @@ def cli_json(database_url: str, tmp_path: Path, *args: str) -> Any:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return done.stdout
 
 
 def test_a_private_address_is_refused_at_delivery_and_dead_at_once(
