@@ -473,3 +473,28 @@ def test_a_host_that_does_not_resolve_is_retried_not_refused(database_url: str, 
             assert "no-such-host.invalid does not resolve" in rows[0]["last_error"]
 
     asyncio.run(scenario())
+
+
+def test_old_events_are_pruned_once_nothing_is_pending(database_url: str, db: Conn) -> None:
+    async def scenario() -> None:
+        async with database(database_url) as pool:
+            hook = await register(pool, "https://93.184.215.14/hook")
+            target = deliveries.webhook_target(hook)
+            done, waiting, recent = (transcribed(db, f"{n}.wav") for n in ("a", "b", "c"))
+            db.execute(
+                "UPDATE deliveries d SET state = 'delivered' FROM events e"
+                " WHERE e.id = d.event_id AND e.audio_id <> %s",
+                (waiting,),
+            )
+            db.execute(
+                "UPDATE events SET occurred_at = now() - interval '40 days'"
+                " WHERE audio_id IN (%s, %s)",
+                (done, waiting),
+            )
+            async with pool.connection() as conn:
+                assert await deliveries.prune_events(conn, older_than_days=30) == 1
+            left = db.execute("SELECT audio_id FROM events ORDER BY seq").fetchall()
+            assert [r["audio_id"] for r in left] == [waiting, recent]
+            assert len(delivery_rows(db, target)) == 2
+
+    asyncio.run(scenario())
