@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -20,6 +24,7 @@ from pipeline.db.notifications import NotificationHub, Subscription
 from pipeline.metrics import Metrics
 from pipeline.progress import PROGRESS_CHANNEL
 from tests.components import opened
+from tests.e2e.harness import REPO
 from tests.integration.test_queue import LONG, add_job, connections, job_row
 from tests.waiting import eventually
 from workers.progress import ProgressReporter
@@ -198,3 +203,48 @@ def test_audio_rows_show_the_running_attempts_progress_and_an_estimate(make_sett
             assert (row["state"], row["progress"], row["eta_s"]) == ("processing", None, None)
 
     asyncio.run(scenario())
+
+
+def test_ls_and_show_print_the_progress_of_running_audio(
+    make_settings: Any, database_url: str
+) -> None:
+    settings = make_settings()
+
+    async def running() -> jobs.ClaimedJob:
+        async with opened(settings) as database, connections(database, 1) as (conn,):
+            job = await claimed(database)
+            await conn.execute(
+                "UPDATE jobs SET progress_s = 5.5, started_at = now() - interval '10 s',"
+                " progress_at = now() - interval '2 s' WHERE id = %s",
+                (job.id,),
+            )
+            return job
+
+    job = asyncio.run(running())
+    env = {
+        **os.environ,
+        "AI2TEXT_DATABASE__URL": database_url,
+        "AI2TEXT_DATA_DIR": str(settings.data_dir),
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ai2text", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+            check=False,
+        )
+
+    listed = cli("ls")
+    assert listed.returncode == 0, listed.stderr
+    row = listed.stdout.splitlines()[1]
+    assert row.startswith(f"{str(job.audio_id)[:8]}  processing 50%  "), listed.stdout
+    shown = cli("show", str(job.audio_id))
+    assert shown.returncode == 1  # no transcript yet
+    assert "state processing" in shown.stderr
+    assert re.search(r"^progress 50% \(0:05\.5 of 0:11\.0\), about \d s left$", shown.stderr, re.M)
+    as_json = json.loads(cli("ls", "--json").stdout)
+    assert as_json[0]["progress"] == 0.5 and as_json[0]["progress_s"] == 5.5
