@@ -165,7 +165,7 @@ def test_progress_reported_from_the_transcription_thread_reaches_the_database(
 
 
 async def _equals(value: Any, expected: float) -> bool:
-    return await value == expected
+    return bool(await value == expected)
 
 
 def test_audio_rows_show_the_running_attempts_progress_and_an_estimate(make_settings: Any) -> None:
