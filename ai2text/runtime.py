@@ -259,11 +259,12 @@ async def _build_roles(
 
 
 def delivery_kinds(roles: set[Role]) -> set[str]:
-    """The outbox targets this process delivers: webhooks from the orchestrator role,
-    transcript files of folder drops from the watch role (it sees the inbox), of S3
-    objects from the s3 role (it has the sources' connections); ``up`` runs them all."""
+    """The outbox targets this process delivers: webhooks from the gateway (every
+    deployment runs one; several share the work) and orchestrator roles, transcript
+    files of folder drops from the watch role (it sees the inbox), of S3 objects from
+    the s3 role (it has the sources' connections); ``up`` runs them all."""
     kinds: set[str] = set()
-    if "orchestrator" in roles:
+    if roles & {"gateway", "orchestrator"}:
         kinds.add("webhook")
     if "watch" in roles:
         kinds.add("outbox")
