@@ -33,17 +33,6 @@ log = structlog.get_logger(__name__)
 # The most often one job's progress is written (and notified).
 DEFAULT_INTERVAL_S = 1.0
 
-# Only the job's holder writes, and only forwards: a stale worker or a late write from
-# an earlier attempt cannot move another attempt's progress.
-_WRITE = """
-WITH written AS (
-    UPDATE jobs SET progress_s = %(progress_s)s, progress_at = now()
-    WHERE id = %(job_id)s AND lease_token = %(token)s AND state = 'running'
-    RETURNING id
-)
-SELECT pg_notify(%(channel)s, %(payload)s) FROM written
-"""
-
 
 class ProgressReporter:
     """Collects one job's progress from the transcription thread and writes it, throttled."""
@@ -105,17 +94,9 @@ class ProgressReporter:
         self._last_write_at = now
         payload = self._payload(progress_s, elapsed_s=now - self._started_at)
         async with self.db.connection() as conn:
-            cur = await conn.execute(
-                _WRITE,
-                {
-                    "progress_s": progress_s,
-                    "job_id": self.job.id,
-                    "token": self.job.lease_token,
-                    "channel": PROGRESS_CHANNEL,
-                    "payload": payload,
-                },
+            written = await jobs.record_progress(
+                conn, self.job, progress_s, channel=PROGRESS_CHANNEL, payload=payload
             )
-            written = await cur.fetchone() is not None
         if not written:
             self._lost = True
             log.info("progress not recorded: the lease is no longer this worker's")

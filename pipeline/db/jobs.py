@@ -178,6 +178,37 @@ async def heartbeat(conn: AsyncConn, job: ClaimedJob, *, lease_s: float) -> None
         raise LeaseLost(f"job {job.id} lease lost")
 
 
+# Only the job's holder writes, and only forwards: a stale worker or a late write from
+# an earlier attempt cannot move another attempt's progress. The notice goes out in the
+# same statement (and only when the row was written).
+_RECORD_PROGRESS = """
+WITH written AS (
+    UPDATE jobs SET progress_s = %(progress_s)s, progress_at = now()
+    WHERE id = %(job_id)s AND lease_token = %(token)s AND state = 'running'
+    RETURNING id
+)
+SELECT pg_notify(%(channel)s, %(payload)s) FROM written
+"""
+
+
+async def record_progress(
+    conn: AsyncConn, job: ClaimedJob, progress_s: float, *, channel: str, payload: str
+) -> bool:
+    """Store how far the transcription has got and notify ``channel``; False once the
+    lease is no longer this worker's."""
+    cur = await conn.execute(
+        _RECORD_PROGRESS,
+        {
+            "progress_s": progress_s,
+            "job_id": job.id,
+            "token": job.lease_token,
+            "channel": channel,
+            "payload": payload,
+        },
+    )
+    return await cur.fetchone() is not None
+
+
 async def holds_lease(conn: AsyncConn, job: ClaimedJob) -> bool:
     """Whether ``job`` is still running under this worker's lease (a read; extends nothing)."""
     cur = await conn.execute(
