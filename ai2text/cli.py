@@ -378,21 +378,17 @@ async def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _query(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
-    from ai2text.runtime import build_database
+    """One connection, to the server ``ai2text up`` already runs when it does (no start)."""
+    from pipeline.db.database import build_database
     from pipeline.permissions import ensure_data_dir
 
     ensure_data_dir(settings.data_dir)
-    db = build_database(settings)
-    await db.open(pool_max_size=1)
-    try:
-        async with db.connection() as conn:
-            return await fn(conn)
-    finally:
-        await db.close()
+    async with build_database(settings).one_shot() as conn:
+        return await fn(conn)
 
 
 async def _with_store(settings: Settings, fn: Callable[[Any, Any], Awaitable[Any]]) -> Any:
-    from ai2text.runtime import build_database
+    from pipeline.db.database import build_database
     from pipeline.permissions import ensure_data_dir
     from pipeline.storage import open_store
 

@@ -28,8 +28,7 @@ from ai2text.components import (
     worker_settings_of,
 )
 from pipeline.config import Settings
-from pipeline.db.database import Database
-from pipeline.db.embedded import EmbeddedPostgres
+from pipeline.db.database import Database, build_database
 from pipeline.db.notifications import NotificationHub
 from pipeline.db.supervise import supervise_embedded
 from pipeline.errors import ConfigError, TransientError
@@ -49,14 +48,6 @@ log = structlog.get_logger(__name__)
 
 Role = Literal["watch", "worker", "gateway", "s3", "orchestrator"]
 EXIT_ON_SECOND_SIGNAL = 130
-
-
-def build_database(settings: Settings) -> Database:
-    """An external PostgreSQL when a URL is configured, else the embedded one."""
-    embedded = None
-    if settings.database.url is None:
-        embedded = EmbeddedPostgres(settings.data_dir / "pg")
-    return Database(settings.database, embedded)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -17,7 +17,7 @@ import structlog
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from pipeline.config import DatabaseSettings
+from pipeline.config import DatabaseSettings, Settings
 from pipeline.db.embedded import EmbeddedPostgres
 from pipeline.db.migrate import migrate
 from pipeline.errors import Conflict, DatabaseError, DatabaseUnavailable, ValueRefused
@@ -40,6 +40,14 @@ def translated_errors() -> Iterator[None]:
         raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
     except psycopg.Error as exc:
         raise DatabaseError(str(exc)) from exc
+
+
+def build_database(settings: Settings) -> Database:
+    """An external PostgreSQL when a URL is configured, else the embedded one."""
+    embedded = None
+    if settings.database.url is None:
+        embedded = EmbeddedPostgres(settings.data_dir / "pg")
+    return Database(settings.database, embedded)
 
 
 class Database:
@@ -92,6 +100,50 @@ class Database:
             self._pool = None
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
+
+    @asynccontextmanager
+    async def one_shot(self) -> AsyncIterator[AsyncConn]:
+        """One plain connection for a one-shot command (a CLI query), without a pool.
+
+        An embedded server already running (``ai2text up``) is used as it is: nothing
+        is started, imported or held. Otherwise the server is started for the command
+        and left afterwards, as :meth:`open` and :meth:`close` do. Errors leave the
+        block translated, as from :meth:`connection`.
+        """
+        attached = self.embedded.running_uri() if self.embedded is not None else None
+        conn = await self._connect_once(attached) if attached else None
+        started = conn is None and self.embedded is not None
+        try:
+            if conn is None:
+                if self.embedded is not None:
+                    self.conninfo = await asyncio.to_thread(self.embedded.start)
+                await asyncio.to_thread(self._migrate)
+                with translated_errors():
+                    conn = await self._connect()
+            with translated_errors():
+                async with conn:
+                    yield conn
+        finally:
+            if started:
+                assert self.embedded is not None
+                await asyncio.to_thread(self.embedded.stop)
+
+    async def _connect_once(self, conninfo: str) -> AsyncConn | None:
+        """A connection to the running server at ``conninfo``, migrated; ``None`` if it is gone."""
+        self.conninfo = conninfo
+        try:
+            await asyncio.to_thread(self._migrate)
+            return await self._connect()
+        except (DatabaseUnavailable, psycopg.OperationalError):
+            return None  # it stopped since we looked: start one as usual
+
+    async def _connect(self) -> AsyncConn:
+        conn: AsyncConn = await psycopg.AsyncConnection.connect(
+            self.conninfo,
+            row_factory=dict_row,
+            connect_timeout=int(self.settings.connect_timeout_s),
+        )
+        return conn
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConn]:

@@ -69,6 +69,22 @@ class EmbeddedPostgres:
         log.info("embedded database ready", pgdata=str(self.pgdata))
         return uri
 
+    def running_uri(self) -> str | None:
+        """The URI of a server already running here (``ai2text up``), else ``None``.
+
+        Read from ``postmaster.pid`` alone: no pgserver import, no process registered as
+        a holder, nothing started. A one-shot command uses it to answer in milliseconds;
+        if the server stops under it, its query fails like any lost connection.
+        """
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text(encoding="utf-8").splitlines()
+            pid, socket_dir, status = int(lines[0]), lines[4].strip(), lines[7].strip()
+        except (OSError, ValueError, IndexError):
+            return None  # missing, half-written or from another PostgreSQL version
+        if status != "ready" or not socket_dir or not process_alive(pid):
+            return None
+        return f"postgresql://postgres:@/postgres?host={socket_dir}"
+
     def is_running(self) -> bool:
         """Whether the postmaster recorded in the data directory is alive and ready."""
         return self._postmaster() == "ready"
