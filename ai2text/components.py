@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pipeline.datasets.orchestrator import Orchestrator
     from pipeline.deliveries.base import DeliveryHandler
     from pipeline.sources.processor import S3EventProcessor
+    from workers.sizing import Plan
     from workers.transcription import Transcriber
     from workers.worker import WorkerSettings
 
@@ -59,12 +60,44 @@ def worker_settings_of(settings: Settings) -> WorkerSettings:
     )
 
 
+def asr_plan_of(settings: Settings) -> Plan:
+    """Jobs at once and CPU threads per job for this machine (``"auto"``), logged once."""
+    import structlog
+
+    from workers import sizing
+    from workers.engines.faster_whisper import resolve_device
+
+    asr = settings.asr
+    device, _index = resolve_device(asr.device)
+    machine = sizing.Machine(
+        cores=sizing.usable_cores(),
+        memory_mib=sizing.available_memory_mib(),
+        device="cuda" if device == "cuda" else "cpu",
+        model=asr.model,
+    )
+    chosen = sizing.plan(machine, concurrency=asr.concurrency, cpu_threads=asr.cpu_threads)
+    structlog.get_logger(__name__).info(
+        "asr sizing",
+        cores=machine.cores,
+        memory_available_mib=machine.memory_mib,
+        device=machine.device,
+        model=machine.model,
+        concurrency=chosen.concurrency,
+        cpu_threads=chosen.cpu_threads,
+        requested=f"concurrency={asr.concurrency} cpu_threads={asr.cpu_threads}",
+        reason=chosen.reason,
+    )
+    return chosen
+
+
 def transcriber_of(settings: Settings, metrics: Metrics) -> Transcriber:
     """The workers' transcriber: the long-audio layer, its channels split when asked."""
     from workers.asr import build_transcriber
     from workers.channels import ChannelSplitter
 
-    inner = build_transcriber(settings.asr, num_workers=settings.asr.concurrency, metrics=metrics)
+    jobs = settings.asr.concurrency
+    num_workers = jobs if isinstance(jobs, int) else 1
+    inner = build_transcriber(settings.asr, num_workers=num_workers, metrics=metrics)
     return ChannelSplitter(inner, default=settings.asr.channels)
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import structlog
 
 from ai2text.components import (
+    asr_plan_of,
     delivery_handlers_of,
     ingestor_of,
     orchestrator_of,
@@ -239,7 +240,7 @@ async def _build_roles(
             coros.append(
                 _serve_http(settings, db, hub, store, ingestor, metrics, listening.gateway, stop)
             )
-        if "worker" in roles and settings.asr.concurrency > 0:
+        if "worker" in roles and settings.asr.concurrency != 0:
             coros.extend(await _workers(settings, db, hub, store, sources, metrics, stop))
         coros.extend(await _deliveries(settings, db, hub, metrics, delivery_kinds(roles), stop))
     except BaseException:
@@ -344,6 +345,9 @@ async def _workers(
 ) -> list[Coroutine[Any, Any, None]]:
     from workers.worker import AsrWorker, make_worker_id
 
+    chosen = asr_plan_of(settings)
+    sized = {"concurrency": chosen.concurrency, "cpu_threads": chosen.cpu_threads}
+    settings = settings.model_copy(update={"asr": settings.asr.model_copy(update=sized)})
     transcriber = transcriber_of(settings, metrics)
     await asyncio.to_thread(transcriber.load)
     worker_settings = worker_settings_of(settings)
@@ -358,7 +362,7 @@ async def _workers(
             metrics=metrics,
             notifications=hub,
         ).run(stop)
-        for i in range(settings.asr.concurrency)
+        for i in range(chosen.concurrency)
     ]
 
 

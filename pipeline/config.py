@@ -162,7 +162,9 @@ class AsrSettings(_Section):
     model_cache_dir: Path | None = None
     device: str = "auto"
     compute_type: str = "auto"
-    cpu_threads: int = Field(default=0, ge=0)
+    # CTranslate2 threads per job; "auto": chosen for the machine (workers/sizing.py);
+    # 0: CTranslate2's default.
+    cpu_threads: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     beam_size: int = Field(default=5, ge=1)
     language: LanguageCode | None = None
     # Stereo: "mix" averages the channels; "split" transcribes each (one speaker per
@@ -172,7 +174,9 @@ class AsrSettings(_Section):
     vad_filter: bool = True
     word_timestamps: bool = False
     temp_dir: Path | None = None
-    concurrency: int = Field(default=1, ge=0)
+    # Jobs this process transcribes at once, sharing one model; "auto": chosen for the
+    # cores, memory and device (workers/sizing.py); 0: no worker.
+    concurrency: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     # Batched inference (faster-whisper's BatchedInferencePipeline over VAD-cut chunks).
     # None: batches of 16 on CUDA, sequential decoding on CPU. 1 is always sequential.
     batch_size: int | None = Field(default=None, ge=1)

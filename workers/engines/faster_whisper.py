@@ -118,7 +118,7 @@ class FasterWhisperEngine:
                 device=self.device,
                 device_index=self.device_index,
                 compute_type=self.compute_type,
-                cpu_threads=self.settings.cpu_threads,
+                cpu_threads=self._cpu_threads(),
                 num_workers=self.num_workers,
                 local_files_only=True,
             )
@@ -132,6 +132,16 @@ class FasterWhisperEngine:
             batch_size=self.batch_size,
             seconds=round(time.monotonic() - started, 2),
         )
+
+    def _cpu_threads(self) -> int:
+        """``"auto"`` when built without the runtime's plan (tests, benches): plan it here."""
+        if isinstance(self.settings.cpu_threads, int):
+            return self.settings.cpu_threads
+        from workers import sizing
+
+        device: sizing.Device = "cuda" if self.device == "cuda" else "cpu"
+        machine = sizing.Machine(sizing.usable_cores(), None, device, self.model_name)
+        return sizing.plan(machine, concurrency=self.num_workers).cpu_threads
 
     @property
     def languages(self) -> tuple[str, ...]:
