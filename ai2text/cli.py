@@ -584,9 +584,23 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     out.write(f"average real-time factor: {rtf:.3f}\n" if rtf is not None else "")
     alive = [w for w in status["workers"] if w["alive"]]
     out.write(f"workers: {len(alive)} alive\n")
+    for line in _describe_processes(alive):
+        out.write(f"  {line}\n")
     for w in alive:
         out.write(f"  {_describe_worker(w)}\n")
     return 0
+
+
+def _describe_processes(alive: list[dict[str, Any]]) -> list[str]:
+    """One line per worker process: how many jobs it runs at once (asr.concurrency)."""
+    processes: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for w in alive:
+        processes.setdefault((w["hostname"], w["pid"]), []).append(w)
+    return [
+        f"process {host} pid {pid}: {len(ws)} jobs at once, model {ws[0]['model']}"
+        f" on {ws[0]['device']}"
+        for (host, pid), ws in processes.items()
+    ]
 
 
 def _describe_worker(w: dict[str, Any]) -> str:

