@@ -113,6 +113,7 @@ class Flood:
         self.variant = variant
         self.guard = guard
         self.proc: subprocess.Popen[bytes] | None = None
+        self.profile: Path | None = None  # cProfile output of the watcher's main thread
 
     def own_pids(self) -> list[int]:
         return [os.getpid(), *([self.proc.pid] if self.proc else []), *self.pg.pids()]
@@ -158,8 +159,9 @@ class Flood:
     def _spawn(self, env: dict[str, str], log_path: Path) -> float:
         with open(log_path, "ab") as out:
             t0 = time.time()
+            profile = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ai2text", "watch"],
+                [sys.executable, *profile, "-m", "ai2text", "watch"],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -396,6 +398,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for variant in args.variants:
             flood = Flood(pg, work, args.files, variant, guard)
+            if args.profile_watcher:
+                flood.profile = args.profile_watcher.with_suffix(f".{variant}.prof")
 
             def measure(attempt: int, flood: Flood = flood) -> dict[str, Any]:
                 m = flood.measure(attempt)
@@ -488,6 +492,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--retries", type=int, default=2, help="re-measure a disturbed variant")
     parser.add_argument("--max-quiet-wait", type=float, default=60.0)
+    parser.add_argument(
+        "--profile-watcher",
+        type=Path,
+        help="run the watcher under cProfile, writing PATH.<variant>.prof (slows it down)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     if args.quick:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
@@ -32,7 +32,7 @@ from pipeline.db.jobs import Priority, enqueue
 from pipeline.db.states import AudioState
 from pipeline.errors import Conflict, RejectCode, RejectedInput, TransientError
 from pipeline.ingest.validation import extension_of, validate
-from pipeline.media import HeadInfo, IncompleteAudio
+from pipeline.media import AudioInfo, HeadInfo, IncompleteAudio
 from pipeline.metrics import Metrics
 from pipeline.storage import ObjectStore, content_key
 
@@ -68,6 +68,14 @@ class Arrival:
     tenant: str = "default"
     # "high" for interactive requests a person is waiting on (see jobs.Priority).
     priority: Priority = "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class Examined:
+    """What validating and hashing a source found (possibly in another process)."""
+
+    info: AudioInfo
+    sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +126,7 @@ class Ingestor:
         options: dict[str, Any] | None = None,
         choices: TranscriptionChoices | None = None,
         wait_if_incomplete: bool = False,
+        examine: Callable[[], Awaitable[Examined]] | None = None,
     ) -> IngestResult:
         """Ingest ``size`` bytes of ``source``; ``unchanged`` re-checks the source before commit.
 
@@ -125,7 +134,9 @@ class Ingestor:
         with the tenant's defaults they become the job's options. With
         ``wait_if_incomplete``, audio whose header promises more than the file holds
         raises ``StillArriving`` instead of being rejected (the hot folder waits for a
-        writer that is not done).
+        writer that is not done). ``examine``, if given, validates and hashes the source
+        instead of this process (the hot folder's pool of processes); it raises what
+        ``validate`` raises.
         """
         existing = await self.find_existing(arrival)
         if existing is not None:
@@ -134,21 +145,29 @@ class Ingestor:
             job_options = await self.job_options(arrival, choices, options)
         except UnsupportedLanguage as refusal:
             return await self.reject(arrival, refusal.reason, size=size, code=refusal.code)
+        examined: Examined | None = None
         try:
-            info = await asyncio.to_thread(
-                validate,
-                source,
-                name=arrival.original_name,
-                size=size,
-                settings=self.validation,
-            )
+            if examine is not None:
+                examined = await examine()
+                info = examined.info
+            else:
+                info = await asyncio.to_thread(
+                    validate,
+                    source,
+                    name=arrival.original_name,
+                    size=size,
+                    settings=self.validation,
+                )
         except IncompleteAudio as incomplete:
             if wait_if_incomplete:
                 raise StillArriving(incomplete) from incomplete
             return await self.reject(arrival, incomplete.reason, size=size, code=incomplete.code)
         except RejectedInput as rejection:
             return await self.reject(arrival, rejection.reason, size=size, code=rejection.code)
-        sha256 = await asyncio.to_thread(_sha256_of, source, size)
+        if examined is not None:
+            sha256 = examined.sha256
+        else:
+            sha256 = await asyncio.to_thread(sha256_of, source, size)
         key = content_key(sha256, extension_of(arrival.original_name))
         with self.metrics.s3_call("stat"):
             held = await asyncio.to_thread(self.store.stat, key)
@@ -356,7 +375,7 @@ def _earlier_result(row: RecordedVersion) -> IngestResult:
     )
 
 
-def _sha256_of(source: BinaryIO, size: int) -> str:
+def sha256_of(source: BinaryIO, size: int) -> str:
     source.seek(0)
     digest = hashlib.sha256()
     remaining = size

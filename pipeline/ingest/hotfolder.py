@@ -27,6 +27,7 @@ from pipeline.config import WatchSettings
 from pipeline.deliveries.outbox import outbox_root
 from pipeline.errors import ConfigError, DatabaseUnavailable, TransientError
 from pipeline.ingest.core import Ingestor
+from pipeline.ingest.examine import Examiner
 from pipeline.ingest.open_writers import open_for_writing
 from pipeline.ingest.stability import Fingerprint, Held, HeldFiles, StabilityTracker, backoff_s
 from pipeline.ingest.take import FileTaker, Outcome, Taking
@@ -62,7 +63,11 @@ class HotFolder:
         self.ingestor = ingestor
         self.tracker = StabilityTracker(watch.quiet_period_s)
         self.held = HeldFiles()
-        self.taker = FileTaker(watch, ingestor)
+        workers = watch.ingest_processes
+        if workers is None:
+            workers = len(os.sched_getaffinity(0))
+        self.examiner = Examiner(workers, ingestor.validation) if workers > 0 else None
+        self.taker = FileTaker(watch, ingestor, self.examiner)
         self._candidates: set[Path] = set()
         # Files handed to the take loops, with what they looked like when judged ready.
         # They leave the tracker when dispatched, so the tick never re-examines them.
@@ -83,11 +88,23 @@ class HotFolder:
             quiet_period_s=self.watch.quiet_period_s,
             incomplete_timeout_s=self.watch.incomplete_timeout_s,
         )
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._watch_events(stop))
-            tg.create_task(self._tick(stop))
-            for _ in range(self.watch.ingest_concurrency):
-                tg.create_task(self._take_loop(stop))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._watch_events(stop))
+                tg.create_task(self._tick(stop))
+                for _ in range(self.watch.ingest_concurrency):
+                    tg.create_task(self._take_loop(stop))
+                if self.examiner is not None:
+                    tg.create_task(self._close_examiner_on(stop))
+        finally:
+            if self.examiner is not None:
+                await asyncio.to_thread(self.examiner.close)
+
+    async def _close_examiner_on(self, stop: asyncio.Event) -> None:
+        """At stop, end the examining processes, so no take loop waits on a stuck child."""
+        await stop.wait()
+        assert self.examiner is not None
+        await asyncio.to_thread(self.examiner.close)
 
     def _prepare_dirs(self) -> None:
         for path in (self.inbox, self.watch.processed_path, self.watch.rejected_path):

@@ -16,6 +16,7 @@ import asyncio
 import errno
 import os
 import stat
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -24,7 +25,8 @@ import structlog
 
 from pipeline.config import WatchSettings
 from pipeline.errors import TransientError
-from pipeline.ingest.core import Arrival, Ingestor, IngestResult, StillArriving
+from pipeline.ingest.core import Arrival, Examined, Ingestor, IngestResult, StillArriving
+from pipeline.ingest.examine import Examiner
 from pipeline.ingest.refusals import describe_refusal
 from pipeline.ingest.stability import Fingerprint
 from pipeline.ingest.tidy import fingerprint_of, tidy_after_ingest
@@ -56,9 +58,13 @@ DONE = Outcome("done")
 
 
 class FileTaker:
-    def __init__(self, watch: WatchSettings, ingestor: Ingestor) -> None:
+    def __init__(
+        self, watch: WatchSettings, ingestor: Ingestor, examiner: Examiner | None = None
+    ) -> None:
+        """``examiner``: probe and hash in its processes (None: in this one, in a thread)."""
         self.watch = watch
         self.ingestor = ingestor
+        self.examiner = examiner
 
     async def take(self, path: Path, inbox: Path, taking: Taking) -> Outcome:
         rel = path.relative_to(inbox)
@@ -92,7 +98,7 @@ class FileTaker:
                 )
             else:
                 try:
-                    result = await self._ingest(arrival, source, fd, fp)
+                    result = await self._ingest(arrival, path, source, fd, fp)
                 except StillArriving as waiting:
                     if not taking.final:
                         log.info(
@@ -112,11 +118,20 @@ class FileTaker:
         return await self._finish(path, rel, result, fp)
 
     async def _ingest(
-        self, arrival: Arrival, source: BinaryIO, fd: int, fp: Fingerprint
+        self, arrival: Arrival, path: Path, source: BinaryIO, fd: int, fp: Fingerprint
     ) -> IngestResult:
         found = await self.ingestor.find_existing(arrival)
         if found is not None:
             return found
+        examine: Callable[[], Awaitable[Examined]] | None = None
+        if self.examiner is not None:
+            examiner = self.examiner
+
+            async def in_pool() -> Examined:
+                return await examiner.examine(str(path), fp, arrival.original_name)
+
+            examine = in_pool
+
         return await self.ingestor.ingest(
             arrival,
             source,
@@ -124,6 +139,7 @@ class FileTaker:
             unchanged=lambda: fingerprint_of(os.fstat(fd)) == fp,
             choices=self.watch,
             wait_if_incomplete=True,
+            examine=examine,
         )
 
     def _arrival(self, rel: Path, path: Path, fp: Fingerprint, prefix: str = "") -> Arrival:
