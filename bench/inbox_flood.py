@@ -80,21 +80,50 @@ def write_wavs(dest: Path, n: int) -> list[str]:
     return names
 
 
-class RssSampler(threading.Thread):
-    """VmRSS of one process every ``interval_s`` (20 Hz by default)."""
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the watcher's examining children), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                ppid = int(f.read().rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
-    def __init__(self, pid: int, interval_s: float = 0.05) -> None:
+
+class RssSampler(threading.Thread):
+    """VmRSS of one process every ``interval_s`` (20 Hz by default); with ``children``,
+    also the summed VmRSS of its descendants (sampled 5 times less often)."""
+
+    def __init__(self, pid: int, interval_s: float = 0.05, children: bool = False) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.interval_s = interval_s
+        self.children = children
         self.samples: list[tuple[float, int]] = []
+        self.children_samples: list[tuple[float, int, int]] = []  # (t, sum KiB, count)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
+        tick = 0
         while not self._stop_event.is_set():
             kib = status_kib(self.pid, "VmRSS")
             if kib is not None:
                 self.samples.append((time.time(), kib))
+            if self.children and tick % 5 == 0:
+                kids = [status_kib(c, "VmRSS") for c in descendants(self.pid)]
+                sizes = [k for k in kids if k is not None]
+                self.children_samples.append((time.time(), sum(sizes), len(sizes)))
+            tick += 1
             self._stop_event.wait(self.interval_s)
 
     def finish(self) -> list[tuple[float, int]]:
@@ -106,7 +135,20 @@ class RssSampler(threading.Thread):
 class Flood:
     """One measurement of one variant: fresh database, data dir and inbox."""
 
-    def __init__(self, pg: PgServer, work: Path, n: int, variant: str, guard: Guard) -> None:
+    def __init__(
+        self,
+        pg: PgServer,
+        work: Path,
+        n: int,
+        variant: str,
+        guard: Guard,
+        *,
+        workers: int = 0,
+        model: str = "tiny.en",
+    ) -> None:
+        self.n_workers = workers
+        self.model = model
+        self.workers: list[subprocess.Popen[bytes]] = []
         self.pg = pg
         self.work = work
         self.n = n
@@ -116,7 +158,12 @@ class Flood:
         self.profile: Path | None = None  # cProfile output of the watcher's main thread
 
     def own_pids(self) -> list[int]:
-        return [os.getpid(), *([self.proc.pid] if self.proc else []), *self.pg.pids()]
+        watcher = [self.proc.pid, *descendants(self.proc.pid)] if self.proc else []
+        workers = [p for w in self.workers for p in (w.pid, *descendants(w.pid))]
+        return [os.getpid(), *watcher, *workers, *self.pg.pids()]
+
+    def examiner_pids(self) -> list[int]:
+        return descendants(self.proc.pid) if self.proc else []
 
     def measure(self, attempt: int) -> dict[str, Any]:
         import psycopg
@@ -140,6 +187,9 @@ class Flood:
         )
         log_path = root / "watch.log"
         m: dict[str, Any] = {"variant": self.variant, "files": self.n, "root": str(root)}
+        m["workers"] = self.n_workers
+        if self.n_workers:
+            m["workers_ready_s"] = self._start_workers(env, root)
         try:
             with psycopg.connect(url, autocommit=True) as conn:
                 if self.variant == "startup":
@@ -151,10 +201,47 @@ class Flood:
             if self.proc is not None:
                 m["exit_code"] = stop_process(self.proc)
                 self.proc = None
+            m["worker_exit_codes"] = [stop_process(w) for w in self.workers]
+            self.workers = []
         m.update(self._log_summary(log_path))
         self.pg.drop_database(url)
         shutil.rmtree(root, ignore_errors=True)
         return m
+
+    def _start_workers(self, env: dict[str, str], root: Path) -> float:
+        """``ai2text worker`` processes on the same database, one job each; wait until
+        every one has loaded its model. They transcribe the flood's files as they queue."""
+        t0 = time.monotonic()
+        logs = []
+        for i in range(self.n_workers):
+            log_path = root / f"worker{i}.log"
+            logs.append(log_path)
+            worker_env = env | {
+                "AI2TEXT_ASR__CONCURRENCY": "1",
+                "AI2TEXT_ASR__MODEL": self.model,
+                "AI2TEXT_ASR__DEVICE": "cpu",
+                "AI2TEXT_ASR__COMPUTE_TYPE": "int8",
+            }
+            with open(log_path, "ab") as out:
+                self.workers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "ai2text", "worker"],
+                        env=worker_env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        cwd=REPO,
+                    )
+                )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            ready = sum(any(e.get("event") == "worker ready" for e in read_events(p)) for p in logs)
+            if ready == len(logs):
+                return round(time.monotonic() - t0, 1)
+            for w, p in zip(self.workers, logs, strict=True):
+                if w.poll() is not None:
+                    raise RuntimeError(f"worker exited: {p.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.2)
+        raise TimeoutError("workers did not get ready")
 
     def _spawn(self, env: dict[str, str], log_path: Path) -> float:
         with open(log_path, "ab") as out:
@@ -202,10 +289,12 @@ class Flood:
         time.sleep(2.0)
         idle_kib = median([kib for _, kib in idle.finish()])
         waited = wait_for_quiet(self.own_pids, self.guard.limit, self.guard.max_quiet_wait_s)
-        sampler = RssSampler(self.proc.pid)
+        sampler = RssSampler(self.proc.pid, children=True)
         sampler.start()
         window = CpuWindow(self.own_pids).start()
         watcher_cpu0 = cpu_s_of([self.proc.pid])
+        examiners_cpu0 = cpu_s_of(self.examiner_pids())
+        workers_cpu0 = cpu_s_of(p for w in self.workers for p in (w.pid, *descendants(w.pid)))
         drops: dict[str, float] = {}
         t_first = time.time()
         for name in names:
@@ -215,9 +304,16 @@ class Flood:
         done = self._wait_all(conn, log_path)
         cpu = window.stop()
         watcher_cpu = cpu_s_of([self.proc.pid]) - watcher_cpu0
+        examiners_cpu = cpu_s_of(self.examiner_pids()) - examiners_cpu0
+        workers_cpu = (
+            cpu_s_of(p for w in self.workers for p in (w.pid, *descendants(w.pid))) - workers_cpu0
+        )
         samples = sampler.finish()
         hwm = status_kib(self.proc.pid, "VmHWM")
         return {
+            **_children_summary(sampler),
+            "examiners_cpu_s": round(examiners_cpu, 2),
+            "workers_cpu_s": round(workers_cpu, 2),
             "startup_s": round(watching - t_spawn, 3),
             "t_start": t_first,
             "drop_s": round(t_last - t_first, 3),
@@ -238,7 +334,7 @@ class Flood:
         window = CpuWindow(self.own_pids).start()
         t_spawn = self._spawn(env, log_path)
         assert self.proc is not None
-        sampler = RssSampler(self.proc.pid)
+        sampler = RssSampler(self.proc.pid, children=True)
         sampler.start()
         done = self._wait_all(conn, log_path)
         cpu = window.stop()
@@ -247,6 +343,8 @@ class Flood:
         hwm = status_kib(self.proc.pid, "VmHWM")
         watching = self._watching_epoch(log_path)
         return {
+            **_children_summary(sampler),
+            "examiners_cpu_s": round(cpu_s_of(self.examiner_pids()), 2),
             "startup_s": round(watching - t_spawn, 3),
             "t_start": t_spawn,
             "t_watching": watching,
@@ -326,6 +424,15 @@ class Flood:
         }
 
 
+def _children_summary(sampler: RssSampler) -> dict[str, Any]:
+    """Peak summed RSS of the watcher's children (the examining processes) and their count."""
+    kids = sampler.children_samples
+    return {
+        "children_peak_rss_kib": max((k for _, k, _ in kids), default=0),
+        "children_max_count": max((c for _, _, c in kids), default=0),
+    }
+
+
 def tick_cost(n: int, inbox: Path, repeat: int = 5) -> dict[str, float]:
     """The watcher's per-tick bookkeeping with ``n`` files pending and all past their quiet
     period: ``StabilityTracker.ready()`` + ``next_due()`` (ms, best of ``repeat``), for files
@@ -397,7 +504,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     measurements = []
     try:
         for variant in args.variants:
-            flood = Flood(pg, work, args.files, variant, guard)
+            flood = Flood(
+                pg, work, args.files, variant, guard, workers=args.workers, model=args.model
+            )
             if args.profile_watcher:
                 flood.profile = args.profile_watcher.with_suffix(f".{variant}.prof")
 
@@ -456,7 +565,10 @@ def markdown(report: dict[str, Any]) -> str:
             f" jobs {m['jobs']}, moved to processed/ {m['in_processed_dir']}, rejected/"
             f" {m['in_rejected_dir']}, left in inbox {m['left_in_inbox']}; watcher log:"
             f" {m['log_ingested_events']} 'ingested' events, warnings/errors"
-            f" {m['log_warnings_and_errors'] or 'none'}; CPU cores (own/foreign)"
+            f" {m['log_warnings_and_errors'] or 'none'}; examining children: up to"
+            f" {m['children_max_count']}, peak RSS (sum) {m['children_peak_rss_kib'] / 1024:.0f}"
+            f" MiB, CPU {m['examiners_cpu_s']:.1f} s; workers {m['workers']}"
+            f" (CPU {m.get('workers_cpu_s', 0):.1f} s); CPU cores (own/foreign)"
             f" {m['cpu']['own_cores']:.2f}/{m['foreign_cores']:.2f}; attempt {m['attempt']};"
             f" exit code {m.get('exit_code')}."
         )
@@ -492,6 +604,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--retries", type=int, default=2, help="re-measure a disturbed variant")
     parser.add_argument("--max-quiet-wait", type=float, default=60.0)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run N `ai2text worker` processes (one job each) transcribing the flood as it queues",
+    )
+    parser.add_argument("--model", default="tiny.en", help="asr.model of --workers")
     parser.add_argument(
         "--profile-watcher",
         type=Path,

@@ -127,6 +127,7 @@ class Ingestor:
         choices: TranscriptionChoices | None = None,
         wait_if_incomplete: bool = False,
         examine: Callable[[], Awaitable[Examined]] | None = None,
+        looked_up: bool = False,
     ) -> IngestResult:
         """Ingest ``size`` bytes of ``source``; ``unchanged`` re-checks the source before commit.
 
@@ -136,9 +137,10 @@ class Ingestor:
         raises ``StillArriving`` instead of being rejected (the hot folder waits for a
         writer that is not done). ``examine``, if given, validates and hashes the source
         instead of this process (the hot folder's pool of processes); it raises what
-        ``validate`` raises.
+        ``validate`` raises. ``looked_up``: the caller has just found no earlier ingest
+        of this source version (``find_existing``), so it is not looked up again.
         """
-        existing = await self.find_existing(arrival)
+        existing = None if looked_up else await self.find_existing(arrival)
         if existing is not None:
             return existing
         try:

@@ -140,6 +140,7 @@ class FileTaker:
             choices=self.watch,
             wait_if_incomplete=True,
             examine=examine,
+            looked_up=True,
         )
 
     def _arrival(self, rel: Path, path: Path, fp: Fingerprint, prefix: str = "") -> Arrival:
