@@ -8,6 +8,7 @@ Exit codes: 0 done, 1 failed, 2 the configuration or the command line cannot wor
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -206,7 +207,35 @@ def _asks_for_version(argv: Sequence[str]) -> bool:
     return False
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command word after the options, as argparse would take it."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] == "--config" else 1
+    return argv[i] if i < len(argv) else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``ai2text`` program: a one-shot command ends the process when it is done.
+
+    Tearing the interpreter down (every module, pydantic's and psycopg's included)
+    takes a tenth of a second that a query's user would wait for, so after a query
+    ``main`` runs the exit handlers, flushes and leaves with ``os._exit``. Callers
+    that go on afterwards (tests in one process) use :func:`run`.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    code = run(argv)
+    if _command_of(argv) in QUERY_COMMANDS:
+        atexit._run_exitfuncs()  # what a normal exit runs (logging's flush among them)
+        with contextlib.suppress(BrokenPipeError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """The command for ``argv``; its exit code (the process goes on)."""
     try:
         try:
             code = _run(argv)

@@ -36,10 +36,9 @@ NOT_FOR_QUERIES = tuple(m for m in HEAVY if m != "pydantic_settings")
 
 _PROBE = """
 import contextlib, io, json, sys
-from ai2text.cli import main
-sys.argv = ["ai2text", *json.loads(sys.argv[1])]
+from ai2text.cli import run
 with contextlib.redirect_stdout(io.StringIO()) as out:
-    code = main()
+    code = run(json.loads(sys.argv[1]))
 print(json.dumps({"code": code, "out": out.getvalue(), "modules": sorted(sys.modules)}))
 """
 
