@@ -146,6 +146,7 @@ class Flood:
         workers: int = 0,
         model: str = "tiny.en",
     ) -> None:
+        self.watch_env: dict[str, str] = {}  # extra AI2TEXT_WATCH__* settings
         self.n_workers = workers
         self.model = model
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -184,6 +185,7 @@ class Flood:
             AI2TEXT_LOG_FORMAT="json",
             AI2TEXT_ASR__CONCURRENCY="0",
             AI2TEXT_GATEWAY__ENABLED="false",
+            **self.watch_env,
         )
         log_path = root / "watch.log"
         m: dict[str, Any] = {"variant": self.variant, "files": self.n, "root": str(root)}
@@ -507,6 +509,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             flood = Flood(
                 pg, work, args.files, variant, guard, workers=args.workers, model=args.model
             )
+            if args.ingest_processes is not None:
+                flood.watch_env["AI2TEXT_WATCH__INGEST_PROCESSES"] = str(args.ingest_processes)
+            if args.ingest_concurrency is not None:
+                flood.watch_env["AI2TEXT_WATCH__INGEST_CONCURRENCY"] = str(args.ingest_concurrency)
             if args.profile_watcher:
                 flood.profile = args.profile_watcher.with_suffix(f".{variant}.prof")
 
@@ -531,12 +537,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def _or_default(value: object) -> str:
+    return "default" if value is None else str(value)
+
+
 def markdown(report: dict[str, Any]) -> str:
     mach = report["machine"]
     lines = [
         f"Inbox flood, {mach['started']}, commit {mach['git_commit']}; {mach['nproc']} cores"
         f" ({mach['cpu_model']}), {mach['mem_gib']} GiB; quiet period"
-        f" {report['quiet_period_s']:.0f} s (default), ingest_concurrency default.",
+        f" {report['quiet_period_s']:.0f} s (default); ingest_processes"
+        f" {_or_default(report['args'].get('ingest_processes'))}, ingest_concurrency"
+        f" {_or_default(report['args'].get('ingest_concurrency'))}, workers"
+        f" {report['args'].get('workers', 0)}.",
         "",
         "| variant | files | watcher start→'watching' s | drop loop s | first row after s"
         " | all rows after s | files/s (overall) | files/s (after first row) | drop→row p50 / p99"
@@ -611,6 +624,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run N `ai2text worker` processes (one job each) transcribing the flood as it queues",
     )
     parser.add_argument("--model", default="tiny.en", help="asr.model of --workers")
+    parser.add_argument(
+        "--ingest-processes", type=int, help="watch.ingest_processes (default: the setting's)"
+    )
+    parser.add_argument(
+        "--ingest-concurrency", type=int, help="watch.ingest_concurrency (default: the setting's)"
+    )
     parser.add_argument(
         "--profile-watcher",
         type=Path,
