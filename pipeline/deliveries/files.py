@@ -49,8 +49,8 @@ class SourceAudio:
     source_uri: str
     source_bucket: str | None
     source_key: str | None
-    state: str
-    duplicate_of: uuid.UUID | None
+    state: str = "transcribed"
+    duplicate_of: uuid.UUID | None = None
 
 
 def render_files(

@@ -18,6 +18,7 @@ import pytest
 from pipeline.db.database import Database
 from pipeline.db.jobs import JOBS_CHANNEL, TRANSCRIPTS_CHANNEL
 from pipeline.db.notifications import Notice, NotificationHub, Subscription
+from pipeline.progress import PROGRESS_CHANNEL
 from pipeline.sources.inbox import EVENTS_CHANNEL
 from tests.e2e.gateway_harness import new_rsa_key, public_pem
 from tests.e2e.harness import Service, wait_until
@@ -285,4 +286,9 @@ def test_every_channel_written_into_sql_is_one_of_the_channel_constants() -> Non
     # The scan does find channels written into SQL, in each way the code could write one.
     assert CHANNEL_IN_SQL.findall("SELECT pg_notify('ai2text_x', a.id::text)") == ["ai2text_x"]
     assert CHANNEL_IN_SQL.findall("NOTIFY ai2text_y") == ["ai2text_y"]
-    assert {channel for _, channel in named} <= {JOBS_CHANNEL, TRANSCRIPTS_CHANNEL, EVENTS_CHANNEL}
+    assert {channel for _, channel in named} <= {
+        JOBS_CHANNEL,
+        TRANSCRIPTS_CHANNEL,
+        EVENTS_CHANNEL,
+        PROGRESS_CHANNEL,
+    }
