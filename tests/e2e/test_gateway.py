@@ -328,14 +328,14 @@ def test_admin_sees_the_running_worker_and_others_get_403(gw: Gateway, http: htt
         assert response.status_code == 200, response.text
         return [w for w in response.json()["items"] if w["alive"]] or None
 
+    # asr.concurrency=auto may run several jobs in the one process: all of them are its.
     workers = wait_until(alive, timeout=60, what="the worker to register")
-    assert len(workers) == 1
-    worker = workers[0]
-    assert worker["device"] == "cpu" and worker["compute_type"] == "int8"
-    assert worker["batch_size"] == 1
-    assert worker["pid"] == gw.service.pid
-    assert worker["stopped_at"] is None
-    assert worker["gpu_memory_total_bytes"] is None  # no GPU here: nothing is made up
+    for worker in workers:
+        assert worker["device"] == "cpu" and worker["compute_type"] == "int8"
+        assert worker["batch_size"] == 1
+        assert worker["pid"] == gw.service.pid
+        assert worker["stopped_at"] is None
+        assert worker["gpu_memory_total_bytes"] is None  # no GPU here: nothing is made up
 
 
 # -- 3. tenancy --------------------------------------------------------------------------
