@@ -8,7 +8,7 @@ otherwise.
 from __future__ import annotations
 
 import os
-import time
+import threading
 from pathlib import Path
 
 from pipeline.config import ValidationSettings
@@ -46,6 +46,5 @@ def hanging(
 ) -> Examined | Refusal:
     """Never returns on ``hang*`` files, like a decoder stuck in a hostile file."""
     if Path(path).name.startswith("hang"):
-        while True:
-            time.sleep(1)
+        threading.Event().wait()  # nothing ever sets it
     return examine_file(path, fingerprint, name, validation)
