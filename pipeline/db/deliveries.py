@@ -22,7 +22,8 @@ from pipeline.config import WebhookEndpoint
 from pipeline.db.database import AsyncConn
 from pipeline.deliveries.base import Event
 
-EVENTS_CHANNEL = "ai2text_events"
+# Sent (by the outbox trigger, and on a retry) when deliveries become due: wakes runners.
+DELIVERIES_CHANNEL = "ai2text_deliveries"
 WEBHOOK_PREFIX = "webhook:"
 DELIVERY_STATES = ("pending", "delivered", "dead")
 # Events deleted per statement when pruning, so one prune never holds long locks.
@@ -259,7 +260,7 @@ async def retry_delivery(
         )
         rows = list(await cur.fetchall())
         if rows:
-            await conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, rows[0]["tenant"]))
+            await conn.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
     return rows
 
 

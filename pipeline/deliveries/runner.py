@@ -3,7 +3,8 @@
 It claims due deliveries of the kinds it has handlers for, runs at most
 ``concurrency`` at once, each in its own task under a timeout, and records the
 outcome: delivered, pending again after a backoff, or dead. It wakes on the
-``ai2text_events`` NOTIFY the outbox trigger sends, when the earliest retry is due,
+``ai2text_deliveries`` NOTIFY the outbox trigger sends when it queues deliveries (not
+on every state change), when the earliest retry is due,
 and every ``poll_interval_s`` in any case (a notification is only a hint).
 
 Nothing waits on it: transcription commits its state change (and the outbox rows with
@@ -87,7 +88,7 @@ class DeliveryRunner:
         sub: Subscription | None = None
         try:
             if self.hub is not None:
-                sub = await self.hub.subscribe(deliveries.EVENTS_CHANNEL)
+                sub = await self.hub.subscribe(deliveries.DELIVERIES_CHANNEL)
                 helpers.append(asyncio.create_task(self._wake_on_notices(sub)))
             while not stop.is_set():
                 self._wake.clear()

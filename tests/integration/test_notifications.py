@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from pipeline.db.database import Database
+from pipeline.db.deliveries import DELIVERIES_CHANNEL
 from pipeline.db.jobs import JOBS_CHANNEL, TRANSCRIPTS_CHANNEL
 from pipeline.db.notifications import Notice, NotificationHub, Subscription
 from pipeline.progress import PROGRESS_CHANNEL
@@ -291,4 +292,5 @@ def test_every_channel_written_into_sql_is_one_of_the_channel_constants() -> Non
         TRANSCRIPTS_CHANNEL,
         EVENTS_CHANNEL,
         PROGRESS_CHANNEL,
+        DELIVERIES_CHANNEL,
     }

@@ -498,3 +498,34 @@ def test_old_events_are_pruned_once_nothing_is_pending(database_url: str, db: Co
             assert len(delivery_rows(db, target)) == 2
 
     asyncio.run(scenario())
+
+
+def test_runners_are_woken_only_by_changes_that_queue_deliveries(
+    database_url: str, db: Conn
+) -> None:
+    """A flood of new files must not wake every delivery runner once per file."""
+
+    async def register_one(url: str | None) -> None:
+        async with database(database_url) as pool:  # opening it migrates the schema
+            if url is not None:
+                await register(pool, url)
+
+    asyncio.run(register_one(None))
+    listener = psycopg.connect(database_url, autocommit=True)
+    with listener:
+        listener.execute(f"LISTEN {deliveries.DELIVERIES_CHANNEL}")
+        digest = hashlib.sha256(b"queued-only").hexdigest()
+        db.execute(  # a new upload: an event for streams, nothing to deliver
+            "INSERT INTO audio (source, original_name, source_uri, state, sha256, storage_key)"
+            " VALUES ('upload', 'q.wav', 'upload://q', 'queued', %s, %s)",
+            (digest, f"audio/{digest}"),
+        )
+        transcribed(db, "folder-less.wav")  # no webhook registered: nothing either
+        db.execute(f"NOTIFY {deliveries.DELIVERIES_CHANNEL}, 'marker'")
+        heard = [n.payload for n in listener.notifies(timeout=10, stop_after=1)]
+        assert heard == ["marker"]
+
+        asyncio.run(register_one("http://127.0.0.1:9/hook"))
+        transcribed(db, "told.wav")
+        heard = [n.payload for n in listener.notifies(timeout=10, stop_after=1)]
+        assert heard == [""]

@@ -60,6 +60,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     event_uuid uuid;
     event_type text := 'audio.' || NEW.state;
+    queued integer := 0;
+    added integer;
 BEGIN
     IF TG_OP = 'UPDATE' AND NEW.state IS NOT DISTINCT FROM OLD.state THEN
         RETURN NULL;
@@ -70,11 +72,14 @@ BEGIN
     INSERT INTO deliveries (event_id, target)
     SELECT event_uuid, 'webhook:' || w.id FROM webhooks w
     WHERE w.enabled AND w.tenant = NEW.tenant AND event_type = ANY (w.event_types);
+    GET DIAGNOSTICS queued = ROW_COUNT;
     -- A duplicate (the same content under another name) gets its original's files.
     IF NEW.state IN ('transcribed', 'duplicate') AND NEW.source = 'folder' THEN
         INSERT INTO deliveries (event_id, target) VALUES (event_uuid, 'outbox');
+        queued := queued + 1;
     ELSIF NEW.state IN ('transcribed', 'duplicate') AND NEW.source = 's3' THEN
         INSERT INTO deliveries (event_id, target) VALUES (event_uuid, 'bucket');
+        queued := queued + 1;
     END IF;
     -- Duplicates waiting for this transcript to write their files need not wait out
     -- their backoff.
@@ -83,8 +88,15 @@ BEGIN
         FROM events e JOIN audio dup ON dup.id = e.audio_id
         WHERE dup.duplicate_of = NEW.id AND e.id = d.event_id AND e.state = 'duplicate'
           AND d.state = 'pending' AND d.target IN ('outbox', 'bucket');
+        GET DIAGNOSTICS added = ROW_COUNT;
+        queued := queued + added;
     END IF;
+    -- Event streams hear of every change; delivery runners only when there is something
+    -- for them (a flood of new files must not wake them once per file).
     PERFORM pg_notify('ai2text_events', NEW.tenant);
+    IF queued > 0 THEN
+        PERFORM pg_notify('ai2text_deliveries', '');
+    END IF;
     RETURN NULL;
 END
 $$;
