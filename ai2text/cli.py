@@ -416,18 +416,26 @@ async def _query(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any
         return await fn(conn)
 
 
-async def _with_store(settings: Settings, fn: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+async def _with_database(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    """An opened database (a small pool, and a notification hub when ``fn`` needs one)."""
     from pipeline.db.database import build_database
     from pipeline.permissions import ensure_data_dir
-    from pipeline.storage import open_store
 
     ensure_data_dir(settings.data_dir)
     db = build_database(settings)
     await db.open(pool_max_size=4)
     try:
-        return await fn(db, open_store(settings.storage, settings.data_dir))
+        return await fn(db)
     finally:
         await db.close()
+
+
+async def _with_store(settings: Settings, fn: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+    from pipeline.storage import open_store
+
+    return await _with_database(
+        settings, lambda db: fn(db, open_store(settings.storage, settings.data_dir))
+    )
 
 
 async def cmd_ls(settings: Settings, args: argparse.Namespace) -> int:
@@ -555,7 +563,7 @@ async def _show_following(settings: Settings, ref: str) -> int:
         body = FORMATS["timestamps"].render(cues, settings.subtitles)
         return views.transcript_heading(audio, transcript) + body
 
-    return int(await _with_store(settings, lambda db, _store: follow(db, ref, sys.stdout, render)))
+    return int(await _with_database(settings, lambda db: follow(db, ref, sys.stdout, render)))
 
 
 async def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
