@@ -7,6 +7,8 @@ routes it calls answer in that shape (their auth refusals included).
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi.responses import JSONResponse
 
 PROBLEM_BASE = "https://ai2text.dev/problems/"
@@ -40,10 +42,22 @@ def openai_error(
     ``error_type`` overrides the type the status implies (OpenAI's unknown model is a
     404 of type ``invalid_request_error``).
     """
+    body = {"error": openai_error_body(status, code, message, param=param, error_type=error_type)}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def openai_error_body(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    param: str | None = None,
+    error_type: str | None = None,
+) -> dict[str, Any]:
+    """The ``error`` object of OpenAI's shape (also what its stream's error event holds)."""
     default = "api_error" if status >= 500 else "invalid_request_error"
     kind = error_type or _OPENAI_TYPES.get(status, default)
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return {"message": message, "type": kind, "param": param, "code": code}
 
 
 def problem(

@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from gateway.auth import Principal
 from gateway.context import AppContext, get_context
 from gateway.errors import ApiError
-from gateway.problems import openai_error
+from gateway.problems import openai_error, openai_error_body
 from gateway.routes.audio import ingest_upload
 from gateway.security import require
 from gateway.uploads import StagingRoute
@@ -267,9 +267,8 @@ def _event(data: dict[str, Any]) -> bytes:
 
 def _error_event(failure: ApiError) -> bytes:
     """An error as the stream's last event; the ``openai`` client raises it as APIError."""
-    kind = "api_error" if failure.status >= 500 else "invalid_request_error"
     message = failure.problem_detail or failure.title
-    error = {"message": message, "type": kind, "param": None, "code": failure.kind}
+    error = openai_error_body(failure.status, failure.kind, message)
     return _event({"type": "error", "error": error})
 
 
