@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
 import stat
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -79,6 +82,23 @@ def examine_file(
     return Examined(info=info, sha256=sha256)
 
 
+# prctl(2) option: the signal a process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Runs first in each child: end it when the watcher dies, even by SIGKILL.
+
+    A pool's child holds both ends of its own task pipe, so it never sees the watcher
+    go and would wait for work forever, one orphan per child per crash.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # it died before the line above took effect
+        os._exit(1)
+
+
 class Examiner:
     """The pool of examining processes of one hot folder (``workers`` of them)."""
 
@@ -108,7 +128,10 @@ class Examiner:
             raise ExaminerCrashed("the watcher is stopping")
         # spawn: the watcher runs threads (asyncio.to_thread), which fork does not mix with.
         return ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
         )
 
     async def examine(self, path: str, fingerprint: Fingerprint, name: str) -> Examined:

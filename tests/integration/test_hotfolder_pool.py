@@ -7,6 +7,9 @@ misbehaving examining functions from ``tests.faulty_examiners``.
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,6 +26,7 @@ from pipeline.ingest.hotfolder import HotFolder
 from pipeline.ingest.tidy import fingerprint_of
 from tests import faulty_examiners
 from tests.integration.test_hotfolder import Running, SpyIngestor, row_named, rows, tiny_wav
+from tests.waiting import eventually
 
 Row = dict[str, Any]
 
@@ -180,3 +184,43 @@ def test_examiner_refusals_keep_their_codes_across_the_process_boundary(tmp_path
             examiner.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+_KILLED_WATCHER = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from pipeline.config import ValidationSettings
+from pipeline.ingest.examine import Examiner
+from pipeline.ingest.tidy import fingerprint_of
+
+async def main() -> None:
+    path = Path(sys.argv[1])
+    examiner = Examiner(2, ValidationSettings())
+    await examiner.examine(str(path), fingerprint_of(path.stat()), path.name)
+    children = [p.pid for p in examiner._pool._processes.values()]  # noqa: SLF001
+    print(" ".join(map(str, children)), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # the watcher crashes: nothing is closed
+
+asyncio.run(main())
+"""
+
+
+def test_examining_processes_end_when_the_watcher_is_killed(tmp_path: Path) -> None:
+    """A crashed watcher must not leave its children waiting for work forever."""
+    wav = tmp_path / "ok.wav"
+    wav.write_bytes(tiny_wav(1))
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_WATCHER, str(wav)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    children = [int(pid) for pid in done.stdout.split()]
+    assert children, done.stderr
+
+    def gone() -> bool:
+        return not any(Path(f"/proc/{pid}").exists() for pid in children)
+
+    asyncio.run(eventually(gone, timeout=30, what="the orphaned examining processes to end"))
