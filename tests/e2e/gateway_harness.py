@@ -248,6 +248,23 @@ class Gateway:
         return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
 
 
+def start_keyed_gateway(
+    role: str,
+    root: Path,
+    database_url: str,
+    extra_env: dict[str, str],
+    *,
+    ready_event: str | None = None,
+) -> Gateway:
+    """``start_gateway`` with a new RSA key: its public half in a PEM file the service
+    reads, its private half in the gateway's ``signer``."""
+    key = new_rsa_key()
+    pem = root / "jwt-public.pem"
+    pem.write_bytes(public_pem(key))
+    env = {"AI2TEXT_AUTH__PUBLIC_KEY_FILE": str(pem), **extra_env}
+    return start_gateway(role, root, database_url, Signer(key), env, ready_event=ready_event)
+
+
 def start_gateway(
     role: str,
     root: Path,

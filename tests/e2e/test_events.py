@@ -29,11 +29,8 @@ from tests.e2e.gateway_harness import (
     READ,
     WRITE,
     Gateway,
-    Signer,
     bearer,
-    new_rsa_key,
-    public_pem,
-    start_gateway,
+    start_keyed_gateway,
 )
 from tests.e2e.harness import FAST_MODEL, REPO, Service
 from tests.wav import speech_pcm, trailing_silence, wav_bytes
@@ -178,19 +175,11 @@ def is_final(audio_id: str) -> Callable[[Sse], bool]:
 @pytest.fixture(scope="module")
 def gw(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("events")
-    key = new_rsa_key()
-    pem = root / "jwt-public.pem"
-    pem.write_bytes(public_pem(key))
-    gateway = start_gateway(
+    gateway = start_keyed_gateway(
         "up",
         root,
         module_database_url,
-        Signer(key),
-        {
-            **FAST_MODEL,
-            "AI2TEXT_AUTH__PUBLIC_KEY_FILE": str(pem),
-            "AI2TEXT_GATEWAY__SSE_KEEPALIVE_S": "1",
-        },
+        {**FAST_MODEL, "AI2TEXT_GATEWAY__SSE_KEEPALIVE_S": "1"},
         ready_event="worker ready",
     )
     yield gateway
@@ -282,16 +271,7 @@ def test_show_follow_prints_progress_then_the_transcript_and_exits_0(
 ) -> None:
     """The gateway alone takes the upload; a worker starts only once ``--follow`` is
     listening, so it sees the whole transcription however fast the machine is."""
-    key = new_rsa_key()
-    pem = tmp_path / "jwt-public.pem"
-    pem.write_bytes(public_pem(key))
-    edge = start_gateway(
-        "gateway",
-        tmp_path,
-        database_url,
-        Signer(key),
-        {**FAST_MODEL, "AI2TEXT_AUTH__PUBLIC_KEY_FILE": str(pem)},
-    )
+    edge = start_keyed_gateway("gateway", tmp_path, database_url, dict(FAST_MODEL))
     worker: Service | None = None
     try:
         token = edge.signer.token(*WRITE, tenant=tenant())

@@ -26,11 +26,8 @@ from tests.e2e.gateway_harness import (
     DATA,
     WRITE,
     Gateway,
-    Signer,
-    new_rsa_key,
-    public_pem,
     sized_wav,
-    start_gateway,
+    start_keyed_gateway,
     unique_speech,
 )
 
@@ -48,12 +45,8 @@ GERMAN_WORDS = {"guten", "morgen", "heute", "wetter", "sonnig", "und", "uhr", "b
 
 
 def _up(root: Any, database_url: str, role: str, extra_env: dict[str, str]) -> Iterator[Gateway]:
-    key = new_rsa_key()
-    pem = root / "jwt-public.pem"
-    pem.write_bytes(public_pem(key))
-    env = {"AI2TEXT_AUTH__PUBLIC_KEY_FILE": str(pem), **extra_env}
     ready = "worker ready" if role == "up" else None
-    gateway = start_gateway(role, root, database_url, Signer(key), env, ready_event=ready)
+    gateway = start_keyed_gateway(role, root, database_url, extra_env, ready_event=ready)
     yield gateway
     assert gateway.service.stop() == 0
 
