@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from gateway.routes.stream import LOOKBACK, MAX_PENDING, Cursor, StreamControl, _stream
+from pipeline.db.database import Database
 from pipeline.db.notifications import NotificationHub
 from pipeline.progress import PROGRESS_CHANNEL
 from tests.components import opened
@@ -75,6 +76,20 @@ async def chunks(
     raise AssertionError(f"the stream ended before {until}")
 
 
+def tenant_stream(
+    db: Database, hub: NotificationHub, *, keepalive_s: float
+) -> AsyncGenerator[str, None]:
+    """A stream of all of ``TENANT``'s events, for a client that stays connected."""
+    return _stream(
+        Client(),  # type: ignore[arg-type]
+        StreamControl(db, hub),
+        tenant=TENANT,
+        audio_id=None,
+        resume=None,
+        keepalive_s=keepalive_s,
+    )
+
+
 async def started(stream: AsyncGenerator[str, None]) -> None:
     first = await anext(stream)
     assert ": connected" in first, first
@@ -91,14 +106,7 @@ def test_an_event_committed_after_a_later_one_is_still_sent(make_settings: Any) 
 
     async def scenario() -> None:
         async with opened(make_settings()) as db, NotificationHub(db) as hub:
-            stream = _stream(
-                Client(),  # type: ignore[arg-type]
-                StreamControl(db, hub),
-                tenant=TENANT,
-                audio_id=None,
-                resume=None,
-                keepalive_s=0.2,
-            )
+            stream = tenant_stream(db, hub, keepalive_s=0.2)
             await started(stream)
             slow = insert_audio(url, "slow.wav")  # takes the lower seq, commits last
             fast = insert_audio(url, "fast.wav")
@@ -122,14 +130,7 @@ def test_a_client_that_does_not_read_holds_bounded_buffers_and_misses_nothing(
 
     async def scenario() -> None:
         async with opened(make_settings()) as db, NotificationHub(db) as hub:
-            stream = _stream(
-                Client(),  # type: ignore[arg-type]
-                StreamControl(db, hub),
-                tenant=TENANT,
-                audio_id=None,
-                resume=None,
-                keepalive_s=5,
-            )
+            stream = tenant_stream(db, hub, keepalive_s=5)
             await started(stream)
 
             def flood() -> None:
