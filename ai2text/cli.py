@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ai2text import webhooks_cli
 
     webhooks_cli.add_parser(sub)
+    from ai2text import console_cli
+
+    console_cli.add_parser(sub)
     return parser
 
 
@@ -566,6 +569,12 @@ async def _show_following(settings: Settings, ref: str) -> int:
     return int(await _with_database(settings, lambda db: follow(db, ref, sys.stdout, render)))
 
 
+async def cmd_console_link(settings: Settings, args: argparse.Namespace) -> int:
+    from ai2text import console_cli
+
+    return await console_cli.cmd_console_link(settings, args)
+
+
 async def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.keys import mint_token, resolve_key_files
     from pipeline.permissions import ensure_data_dir
@@ -733,4 +742,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "runs": cmd_runs,
     "models": cmd_models,
     "webhooks": cmd_webhooks,
+    "console-link": cmd_console_link,
 }

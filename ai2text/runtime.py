@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -330,8 +331,26 @@ async def _serve_http(
     from gateway.app import create_app, serve
 
     app = create_app(settings, db, store, ingestor, metrics=metrics, notifications=hub)
-    log.info("gateway listening", url=url_of(sock))
+    url = url_of(sock)
+    log.info("gateway listening", url=url)
+    await _announce_signin_link(app, settings, db, url)
     await serve(app, sock, stop)
+
+
+async def _announce_signin_link(app: Any, settings: Settings, db: Database, url: str) -> None:
+    """Print (and log) a one-time console sign-in link, as notebook servers do."""
+    from gateway.console_auth import signin_link, wants_signin_link
+
+    console = settings.console
+    if not wants_signin_link(console, embedded_database=db.embedded is not None):
+        return
+    link = await signin_link(app.state.console.sessions, console, url)
+    minutes = max(1, round(console.signin_code_ttl_s / 60))
+    log.info("console sign-in link", url=link, valid_s=console.signin_code_ttl_s)
+    sys.stderr.write(
+        f"\n    Open the console: {link}\n    (the link signs you in once, within {minutes} min;"
+        " `ai2text console-link` makes a new one)\n\n"
+    )
 
 
 async def _workers(

@@ -13,6 +13,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from gateway import console_auth
 from gateway.auth import TokenVerifier
 from gateway.context import AppContext
 from gateway.errors import install_error_handlers
@@ -23,6 +24,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.routes import audio, datasets, health, openai_compat, stream
 from gateway.routes.webhooks import router as webhooks_router
 from gateway.security import AuthGate
+from gateway.sessions import SessionStore
 from gateway.waiter import TranscriptWaiter
 from pipeline.config import GatewaySettings, Settings
 from pipeline.db.database import Database
@@ -70,6 +72,13 @@ def create_app(
         metrics=metrics,
     )
     app.state.streams = stream.StreamControl(db, notifications)
+    sessions = SessionStore(db)
+    app.state.console = console_auth.ConsoleAuth(
+        sessions,
+        app.state.ctx.verifier,
+        settings.console,
+        failures_per_minute=settings.gateway.auth_failures_per_minute,
+    )
     install_error_handlers(app)
     routers = [
         health.router,
@@ -79,6 +88,7 @@ def create_app(
         datasets.router,
         webhooks_router,
         stream.router,
+        console_auth.router,
     ]
     for router in routers:
         app.include_router(router)
@@ -100,6 +110,7 @@ def create_app(
         AuthGate,
         ctx=app.state.ctx,
         routes=[route for router in routers for route in router.routes],
+        sessions=sessions,
     )
     if settings.gateway.cors_origins:
         app.add_middleware(

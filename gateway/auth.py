@@ -28,7 +28,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,8 @@ class Principal:
     subject: str
     scopes: frozenset[str]
     tenant: str | None
+    # The token's ``exp`` (epoch seconds): a console session opened with it ends then too.
+    expires_at: float | None = field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:
@@ -307,7 +309,9 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
     tenant = claims.get("tenant")
     if tenant is not None and (not isinstance(tenant, str) or not tenant or "\x00" in tenant):
         raise AuthError("malformed tenant")
-    return Principal(subject=subject, scopes=_scopes(claims), tenant=tenant)
+    return Principal(
+        subject=subject, scopes=_scopes(claims), tenant=tenant, expires_at=float(claims["exp"])
+    )
 
 
 def _scopes(claims: Mapping[str, Any]) -> frozenset[str]:

@@ -2,7 +2,9 @@
 
 :class:`AuthGate` is ASGI middleware in front of the routes. A route that needs a
 bearer token is one with a :func:`require` dependency; for it the gate checks the
-token, the subject's rate limit and the route's scopes from the headers alone, and
+token (or, on a request without an ``Authorization`` header, the console's session
+cookie, with the CSRF checks of :mod:`gateway.csrf` on a state change), the
+subject's rate limit and the route's scopes from the headers alone, and
 refuses (401, 429, 403) without reading a byte of the body. A refusal of a request
 that announced a body also closes the connection, so the server never reads that
 body to keep the connection alive. Refusals for a missing or bad token are counted
@@ -21,14 +23,18 @@ from urllib.parse import parse_qsl
 import structlog
 from fastapi import Request
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import AuthError, Principal, parse_bearer
 from gateway.context import AppContext
+from gateway.csrf import SESSION_COOKIE, changes_state, check_state_change
 from gateway.errors import ApiError, forbid_nul, unauthorized
 from gateway.middleware import PRINCIPAL_KEY, announces_body
 from gateway.ratelimit import RateLimiter
+from gateway.sessions import SessionStore
+from pipeline.errors import DatabaseError, TransientError
 
 log = structlog.get_logger(__name__)
 
@@ -52,11 +58,22 @@ def require(scope: str) -> Require:
 
 
 class AuthGate:
-    """Authenticate and authorise from the headers; ``routes`` in the app's order."""
+    """Authenticate and authorise from the headers; ``routes`` in the app's order.
 
-    def __init__(self, app: ASGIApp, *, ctx: AppContext, routes: Sequence[BaseRoute]) -> None:
+    ``sessions`` (the console's) also admits a request by its session cookie.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        ctx: AppContext,
+        routes: Sequence[BaseRoute],
+        sessions: SessionStore | None = None,
+    ) -> None:
         self.app = app
         self.ctx = ctx
+        self.sessions = sessions
         self.failures = RateLimiter(ctx.settings.gateway.auth_failures_per_minute)
         self.routes = [(route, _required_scopes(route)) for route in routes]
 
@@ -88,9 +105,13 @@ class AuthGate:
         return None, frozenset()
 
     async def _admit(self, scope: Scope, needed: frozenset[str]) -> Principal:
+        headers = Headers(scope=scope)
         try:
-            token = parse_bearer(Headers(scope=scope).get("authorization"))
-            principal = await self._verify(token)
+            session_id = self._session_id(headers)
+            if session_id is not None:
+                principal = await self._from_session(scope, headers, session_id)
+            else:
+                principal = await self._verify(parse_bearer(headers.get("authorization")))
         except AuthError as exc:
             address = _client_address(scope)
             wait_s = self.failures.acquire(address)
@@ -113,6 +134,24 @@ class AuthGate:
             if not principal.allows(scope_name):
                 raise ApiError(403, f"this token lacks the {scope_name} scope")
         return principal
+
+    def _session_id(self, headers: Headers) -> str | None:
+        """The session cookie of a request that sends no ``Authorization`` header."""
+        if self.sessions is None or "authorization" in headers:
+            return None
+        return cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE)
+
+    async def _from_session(self, scope: Scope, headers: Headers, session_id: str) -> Principal:
+        assert self.sessions is not None
+        try:
+            session = await self.sessions.find(session_id)
+        except (DatabaseError, TransientError):
+            raise ApiError(503, "sessions cannot be checked now; retry later") from None
+        if session is None:
+            raise AuthError("unknown or expired session")
+        if changes_state(scope):
+            check_state_change(scope, headers, session.csrf_token)
+        return session.principal
 
     async def _verify(self, token: str) -> Principal:
         verifier = self.ctx.verifier

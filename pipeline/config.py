@@ -349,6 +349,19 @@ class AuthSettings(_Section):
         return self
 
 
+class ConsoleSettings(_Section):
+    """The browser console's sign-in (``gateway.console_auth``)."""
+
+    # A one-time sign-in link printed by `ai2text up`; None: on the embedded default
+    # (no database URL) only.
+    signin_link: bool | None = None
+    signin_code_ttl_s: float = Field(default=900.0, gt=0)
+    # Who the link signs in: an admin of every tenant.
+    signin_subject: str = Field(default="console-admin", min_length=1, max_length=200)
+    # A session ends after this, or when the token it was opened with expires.
+    session_ttl_s: float = Field(default=12 * 3600.0, gt=0)
+
+
 class DatasetSettings(_Section):
     """Which transcripts make training data, and how it is cut and split."""
 
@@ -539,6 +552,7 @@ class Settings(BaseSettings):
     deliveries: DeliverySettings = DeliverySettings()
     gateway: GatewaySettings = GatewaySettings()
     auth: AuthSettings = AuthSettings()
+    console: ConsoleSettings = ConsoleSettings()
     dataset: DatasetSettings = DatasetSettings()
     training: TrainingSettings = TrainingSettings()
     metrics: MetricsSettings = MetricsSettings()
