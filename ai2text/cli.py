@@ -144,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--tenant", help="limit the token to this tenant")
     token.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds")
-    models = sub.add_parser("models", help="the Whisper models available here and their languages")
-    models.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    from ai2text import models_cli
+
+    models_cli.add_parser(sub)
     status = sub.add_parser("status", help="counts by state, queue depth, hours transcribed")
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
     from ai2text import webhooks_cli
@@ -652,12 +653,15 @@ def _describe_processes(alive: list[dict[str, Any]]) -> list[str]:
 def _describe_worker(w: dict[str, Any]) -> str:
     doing = f"job {w['current_job_id']}" if w["current_job_id"] else "idle"
     text = (
-        f"{w['worker_id']}  {w['device']} {w['compute_type']} batch {w['batch_size']}"
+        f"{w['worker_id']}  model {w['model']}  {w['device']} {w['compute_type']}"
+        f" batch {w['batch_size']}"
         f"  {doing}  done {w['jobs_done']}, failed {w['jobs_failed']}"
     )
     if w["gpu_memory_total_bytes"]:
         used, total = w["gpu_memory_used_bytes"] / 2**30, w["gpu_memory_total_bytes"] / 2**30
         text += f"  GPU memory {used:.1f}/{total:.1f} GiB"
+        if w.get("model_problem"):
+            out.write(f"    not on the promoted model: {w['model_problem']}\n")
     return text
 
 
@@ -666,7 +670,10 @@ def _counts(by_state: dict[str, int]) -> str:
 
 
 async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    """Exit 1 when the configured model cannot be used (a readiness check for scripts)."""
+    """Exit 1 when the configured model cannot be used (a readiness check for scripts).
+
+    ``list``, ``promote`` and ``rollback`` work on the registry of trained models.
+    """
     import asyncio
 
     from pipeline.models import list_models
@@ -693,8 +700,11 @@ async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
     """As ``/v1/webhooks`` and its deliveries, over every tenant; ``retry EVENT``."""
+    from ai2text import models_cli
     from ai2text import webhooks_cli
 
+    if models_cli.is_action(args):
+        return await cmd_model_registry(settings, args)
     if args.webhooks_command == "retry":
         retried = await _query(settings, lambda c: webhooks_cli.retry(c, args))
         if not retried:
@@ -712,9 +722,62 @@ async def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
         webhooks_cli.write_overview(result, sys.stdout)
     return 0
 
+    if models_cli.has_database(settings):
+        from pipeline.registry import records
+
+        out.write("\ntrained models (ai2text models list, promote, rollback):\n")
+        try:
+            models_cli.write_registry(await _query(settings, records.list_models), out)
+        except Ai2TextError as exc:
+            out.write(f"registry unavailable: {exc}\n")
 
 def _print_json(value: Any) -> None:
     """As the API writes it: times in ISO 8601 (``2026-12-02T16:13:39.123456Z``), ids as text."""
+async def cmd_model_registry(settings: Settings, args: argparse.Namespace) -> int:
+    """``models list``, ``models promote ID [--force]``, ``models rollback``."""
+    from ai2text import models_cli
+    from pipeline.errors import Conflict
+    from pipeline.registry import candidates, records
+
+    out = sys.stdout
+    if args.models_command == "list":
+        rows = await _query(settings, records.list_models)
+        if args.json:
+            _print_json([m.as_dict() for m in rows])
+        else:
+            models_cli.write_registry(rows, out)
+        return 0
+    who = models_cli.actor()
+    try:
+        if args.models_command == "promote":
+            rules = candidates.rules_of(settings.training)
+            model, decision = await _with_database(
+                settings,
+                lambda db: candidates.judge(db, args.model, rules, actor=who, force=args.force),
+            )
+            if args.json:
+                _print_json({"promoted": decision.promote, "model": model.as_dict()})
+            elif decision.promote:
+                models_cli.write_promoted(model, decision.reason, out)
+            if not decision.promote:
+                sys.stderr.write(
+                    f"ai2text: {model.name}: {decision.reason} (--force promotes it anyway)\n"
+                )
+                return EXIT_FAILED
+            return 0
+        retired, restored = await _query(settings, lambda c: records.rollback(c, actor=who))
+    except (Conflict, records.ModelNotFound) as exc:
+        sys.stderr.write(f"ai2text: {exc}\n")
+        return EXIT_FAILED
+    if args.json:
+        _print_json(
+            {"retired": retired.as_dict(), "promoted": restored.as_dict() if restored else None}
+        )
+    else:
+        models_cli.write_rollback(retired, restored, out)
+    return 0
+
+
     from pydantic_core import to_jsonable_python
 
     json.dump(to_jsonable_python(value, fallback=str), sys.stdout, indent=2)

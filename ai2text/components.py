@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pipeline.datasets.orchestrator import Orchestrator
     from pipeline.deliveries.base import DeliveryHandler
     from pipeline.sources.processor import S3EventProcessor
+    from workers.model_follow import ModelFollower
     from workers.sizing import Plan
     from workers.transcription import Transcriber
     from workers.worker import WorkerSettings
@@ -101,6 +102,29 @@ def transcriber_of(settings: Settings, metrics: Metrics) -> Transcriber:
     return ChannelSplitter(inner, default=settings.asr.channels)
 
 
+def follower_of(
+    settings: Settings, db: Database, store: ObjectStore, metrics: Metrics
+) -> ModelFollower:
+    """The process's model follower: builds the workers' transcriber for any model."""
+    from pipeline.registry.candidates import cache_dir_of
+    from workers.model_follow import Labelled, ModelFollower
+
+    def build(model: str, label: str) -> Transcriber:
+        asr = settings.asr.model_copy(update={"model": model})
+        inner = transcriber_of(settings.model_copy(update={"asr": asr}), metrics)
+        return inner if label == model else Labelled(inner, label)
+
+    return ModelFollower(
+        db,
+        store,
+        configured=settings.asr.model,
+        build=build,
+        cache_dir=cache_dir_of(settings.asr),
+        check_interval_s=max(settings.queue.poll_interval_s, 1.0),
+        extra_models=settings.asr.extra_models,
+    )
+
+
 def processor_of(
     settings: Settings,
     db: Database,
@@ -143,6 +167,7 @@ def orchestrator_of(
         temp_dir=settings.temp_dir,
         metrics=metrics,
         notifications=notifications,
+        asr=settings.asr,
     )
 
 

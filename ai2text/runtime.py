@@ -22,11 +22,11 @@ import structlog
 from ai2text.components import (
     asr_plan_of,
     delivery_handlers_of,
+    follower_of,
     ingestor_of,
     orchestrator_of,
     processor_of,
     sources_of,
-    transcriber_of,
     worker_settings_of,
 )
 from pipeline.config import Settings
@@ -367,19 +367,20 @@ async def _workers(
     chosen = asr_plan_of(settings)
     sized = {"concurrency": chosen.concurrency, "cpu_threads": chosen.cpu_threads}
     settings = settings.model_copy(update={"asr": settings.asr.model_copy(update=sized)})
-    transcriber = transcriber_of(settings, metrics)
-    await asyncio.to_thread(transcriber.load)
+    follower = follower_of(settings, db, store, metrics)
+    active = await follower.prepare()  # the promoted model, else asr.model
     worker_settings = worker_settings_of(settings)
     return [
         AsrWorker(
             worker_settings,
             db,
             store,
-            transcriber,
+            active.transcriber,
             worker_id=make_worker_id(i),
             sources=sources,
             metrics=metrics,
             notifications=hub,
+            follower=follower,
         ).run(stop)
         for i in range(chosen.concurrency)
     ]

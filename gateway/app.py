@@ -22,6 +22,7 @@ from gateway.metrics import MetricsMiddleware
 from gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.ratelimit import RateLimiter
 from gateway.routes import audio, datasets, health, openai_compat, stream
+from gateway.routes.models import router as models_router
 from gateway.routes.webhooks import router as webhooks_router
 from gateway.security import AuthGate
 from gateway.sessions import SessionStore
@@ -87,6 +88,7 @@ def create_app(
         audio.router,
         datasets.router,
         webhooks_router,
+        models_router,
         stream.router,
         console_auth.router,
     ]

@@ -376,8 +376,8 @@ async def list_workers(conn: AsyncConn, *, stale_after_s: float) -> list[dict[st
     Operators only: workers serve every tenant.
     """
     cur = await conn.execute(
-        "SELECT worker_id, hostname, pid, device, compute_type, model, batch_size,"
-        " started_at, last_seen_at, stopped_at, current_job_id, jobs_done, jobs_failed,"
+        "SELECT worker_id, hostname, pid, device, compute_type, model, model_id, model_problem,"
+        " batch_size, started_at, last_seen_at, stopped_at, current_job_id, jobs_done, jobs_failed,"
         " gpu_memory_used_bytes, gpu_memory_total_bytes,"
         " (stopped_at IS NULL AND last_seen_at > now() - make_interval(secs => %s)) AS alive"
         " FROM workers ORDER BY alive DESC, last_seen_at DESC LIMIT 500",

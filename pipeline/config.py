@@ -162,6 +162,9 @@ class AsrSettings(_Section):
     model: str = DEFAULT_MODEL
     # Where bundled models are assembled; None: $XDG_CACHE_HOME/ai2text/models.
     model_cache_dir: Path | None = None
+    # Other models a request may name (OpenAI's `model`), loaded by a worker on first
+    # use, one at a time beside the default: bundled names or CTranslate2 directories.
+    extra_models: tuple[str, ...] = ()
     device: str = "auto"
     compute_type: str = "auto"
     # CTranslate2 threads per job; "auto": chosen for the machine (workers/sizing.py);
@@ -453,6 +456,13 @@ class TrainingSettings(_Section):
     materialize_dir: Path | None = None
     min_free_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
     heartbeat_s: float = Field(default=10.0, gt=0)
+    # The promotion gate (pipeline.registry.gate). A finished run's model is promoted
+    # automatically only with auto_promote; else `ai2text models promote ID`.
+    auto_promote: bool = False
+    # Relative: the candidate's test WER must be at most (1 - margin) x the current's.
+    promote_margin: float = Field(default=0.02, ge=0, lt=1)
+    # Relative: its canary WER may be at most (1 + tolerance) x the current's.
+    canary_tolerance: float = Field(default=0.10, ge=0)
 
     @model_validator(mode="before")
     @classmethod

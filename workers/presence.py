@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from pipeline.db.database import Database
@@ -39,24 +40,41 @@ class Presence:
         identity: WorkerIdentity,
         metrics: Metrics,
         gpu: GpuMemoryProbe | None = None,
+        model_id: uuid.UUID | None = None,
+        model_problem: str | None = None,
     ) -> None:
         self.db = db
         self.identity = identity
         self.metrics = metrics
         self.gpu = gpu
+        # What the worker runs now (it follows the promoted model between jobs).
+        self.model = identity.model
+        self.model_id = model_id
+        self.model_problem = model_problem
 
     async def started(self) -> None:
         i = self.identity
         async with self.db.connection() as conn:
             await conn.execute(
                 "INSERT INTO workers (worker_id, hostname, pid, device, compute_type, model,"
-                " batch_size) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " batch_size, model_id, model_problem) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (worker_id) DO UPDATE SET hostname = EXCLUDED.hostname,"
                 " pid = EXCLUDED.pid, device = EXCLUDED.device,"
                 " compute_type = EXCLUDED.compute_type, model = EXCLUDED.model,"
                 " batch_size = EXCLUDED.batch_size, started_at = now(), last_seen_at = now(),"
-                " stopped_at = NULL, current_job_id = NULL",
-                (i.worker_id, i.hostname, i.pid, i.device, i.compute_type, i.model, i.batch_size),
+                " stopped_at = NULL, current_job_id = NULL, model_id = EXCLUDED.model_id,"
+                " model_problem = EXCLUDED.model_problem",
+                (
+                    i.worker_id,
+                    i.hostname,
+                    i.pid,
+                    i.device,
+                    i.compute_type,
+                    self.model,
+                    i.batch_size,
+                    self.model_id,
+                    self.model_problem,
+                ),
             )
         self._record_beat(None)
 
@@ -75,6 +93,18 @@ class Presence:
                 ),
             )
         self._record_beat(memory)
+
+    async def model_changed(
+        self, model: str, model_id: uuid.UUID | None, problem: str | None
+    ) -> None:
+        """The worker switched models, or could not (``problem`` says why)."""
+        self.model, self.model_id, self.model_problem = model, model_id, problem
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "UPDATE workers SET model = %s, model_id = %s, model_problem = %s,"
+                " last_seen_at = now() WHERE worker_id = %s",
+                (model, model_id, problem, self.identity.worker_id),
+            )
 
     async def job_finished(self, *, succeeded: bool) -> None:
         column = "jobs_done" if succeeded else "jobs_failed"

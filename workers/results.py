@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
@@ -57,12 +58,14 @@ async def save_transcription(
     wait_to_retry: RetryWait = _never_retry,
     quality: QualitySettings | None = None,
     metrics: Metrics | None = None,
+    model_id: uuid.UUID | None = None,
 ) -> Quality:
     """Store ``result`` for ``job`` with its verdict; raises ``LeaseLost`` if the job is no
     longer ours.
 
     ``quality`` holds the limits of the verdict (the defaults without it); ``metrics``
-    counts the stored transcript by verdict and reason (not counted without it).
+    counts the stored transcript by verdict and reason (not counted without it);
+    ``model_id`` is the registry model that made it (None: the configured model).
     """
     judged = judge(result, job.options, quality or QualitySettings())
     json_key = transcript_key(job.audio_id, job.lease_token)
@@ -90,7 +93,7 @@ async def save_transcription(
     await asyncio.to_thread(store.put_bytes, json_key, document, "application/json")
     await asyncio.to_thread(store.put_bytes, manifest_key, line.encode(), "application/jsonl")
     commit = functools.partial(
-        _insert, db, job, result, judged, transcriber, worker_id, json_key, manifest_key
+        _insert, db, job, result, judged, transcriber, worker_id, json_key, manifest_key, model_id
     )
     try:
         await _commit_through_outages(db, commit, json_key, wait_to_retry)
@@ -179,6 +182,7 @@ async def _insert(
     worker_id: str,
     json_key: str,
     manifest_key: str,
+    model_id: uuid.UUID | None = None,
 ) -> None:
     async with db.connection() as conn, conn.transaction():
         await jobs.mark_done(conn, job, language=result.language)
@@ -190,9 +194,9 @@ async def _insert(
             " processing_s, real_time_factor, json_key, manifest_key, expected_language,"
             " options, speech_s, covered_speech_s, coverage, mean_logprob, compression_ratio,"
             " no_speech_ratio, verdict, review_reasons, detected_language,"
-            " detected_language_probability)"
+            " detected_language_probability, model_id)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-            " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " RETURNING id",
             (
                 job.audio_id,
@@ -222,6 +226,7 @@ async def _insert(
                 quality.reason_texts,
                 quality.detected_language,
                 quality.detected_language_probability,
+                model_id,
             ),
         )
         row = await cur.fetchone()

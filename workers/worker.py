@@ -26,7 +26,7 @@ from pipeline.config import QualitySettings, QueueSettings, ValidationSettings
 from pipeline.db import jobs
 from pipeline.db.database import Database
 from pipeline.db.notifications import NotificationHub, Subscription, shared_or_own
-from pipeline.db.notify import wait_for_notify
+from pipeline.db.notify import next_notices
 from pipeline.errors import (
     DatabaseError,
     DatabaseUnavailable,
@@ -36,12 +36,14 @@ from pipeline.errors import (
     TransientError,
 )
 from pipeline.metrics import Metrics
+from pipeline.registry.records import MODELS_CHANNEL
 from pipeline.sources.registry import SourceRegistry
 from pipeline.staging import process_staging_dir
 from pipeline.storage import ObjectStore
 from pipeline.tasks import cancel_and_wait
 from workers.fetch import Fetched, adopt, fetch
 from workers.gpu import GpuMemoryProbe
+from workers.model_follow import ActiveModel, ModelFollower
 from workers.presence import Presence, WorkerIdentity, forget_departed_workers
 from workers.progress import ProgressReporter
 from workers.results import RetryWait, save_transcription
@@ -107,8 +109,11 @@ class AsrWorker:
         metrics: Metrics,
         worker_id: str | None = None,
         notifications: NotificationHub | None = None,
+        follower: ModelFollower | None = None,
     ) -> None:
-        """``sources`` reach audio left in a watched bucket (``fetch``)."""
+        """``sources`` reach audio left in a watched bucket (``fetch``); ``follower``
+        (shared by the process's workers) switches to the promoted model between jobs,
+        else every job runs on ``transcriber``."""
         self.settings = settings
         self.metrics = metrics
         self.db = db
@@ -116,6 +121,8 @@ class AsrWorker:
         self.notifications = notifications
         self.store = store
         self.transcriber = transcriber
+        self.follower = follower
+        self._model_version = follower.version if follower is not None else 0
         self.worker_id = worker_id or make_worker_id()
         self.sources = sources
         self.policy = jobs.RetryPolicy(
@@ -133,12 +140,20 @@ class AsrWorker:
                 worker_id=self.worker_id,
                 device=device,
                 compute_type=transcriber.compute_type,
-                model=transcriber.model_name,
+                model=self._model().name,
                 batch_size=transcriber.batch_size,
             ),
             self.metrics,
             gpu=GpuMemoryProbe(int(device.split(":")[1])) if device.startswith("cuda:") else None,
+            model_id=self._model().model_id,
+            model_problem=follower.problem if follower is not None else None,
         )
+
+    def _model(self) -> ActiveModel:
+        """The model the next job runs on (the follower's, else the fixed transcriber)."""
+        if self.follower is not None:
+            return self.follower.active
+        return ActiveModel(self.transcriber, None, self.transcriber.model_name)
 
     async def run(self, stop: asyncio.Event) -> None:
         process_staging_dir(self.settings.temp_dir)
@@ -148,25 +163,40 @@ class AsrWorker:
             async with (
                 shared_or_own(self.db, self.notifications) as hub,
                 hub.subscription(jobs.JOBS_CHANNEL) as new_jobs,
+                hub.subscription(MODELS_CHANNEL) as model_changes,
             ):
-                await self._claim_until_stopped(new_jobs, stop)
+                await self._claim_until_stopped(new_jobs, model_changes, stop)
         finally:
             await cancel_and_wait(presence)
             with contextlib.suppress(DatabaseError, TransientError):
                 await self.presence.stopped()
             log.info("worker stopped", worker_id=self.worker_id)
 
-    async def _claim_until_stopped(self, new_jobs: Subscription, stop: asyncio.Event) -> None:
-        """Claim and process jobs; with none queued, sleep until NOTIFY or the poll interval."""
+    async def _claim_until_stopped(
+        self, new_jobs: Subscription, model_changes: Subscription, stop: asyncio.Event
+    ) -> None:
+        """Claim and process jobs; with none queued, sleep until NOTIFY or the poll interval.
+
+        Between jobs the worker follows the promoted model (a NOTIFY on the registry's
+        channel, or the follower's own check when it is due).
+        """
         while not stop.is_set():
             try:
+                if model_changes.get_nowait() is not None:
+                    model_changes.clear()
+                    self._registry_changed()
+                await self._follow_model()
                 await self._reap_if_due()
                 async with self.db.connection() as conn:
                     job = await jobs.claim(
                         conn, worker_id=self.worker_id, lease_s=self.settings.queue.lease_s
                     )
                 if job is None:
-                    await wait_for_notify(new_jobs, stop, self.settings.queue.poll_interval_s)
+                    notices = await next_notices(
+                        (new_jobs, model_changes), (stop,), self.settings.queue.poll_interval_s
+                    )
+                    if any(n.channel == MODELS_CHANNEL for n in notices):
+                        self._registry_changed()
                 else:
                     await self._process(job, stop)
             except TransientError as exc:
@@ -175,6 +205,25 @@ class AsrWorker:
                     self.metrics.db_errors.labels("worker").inc()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.queue.poll_interval_s)
+
+    def _registry_changed(self) -> None:
+        if self.follower is not None:
+            self.follower.changed()
+
+    async def _follow_model(self) -> None:
+        """Switch models if another is promoted; tell the worker's row what it runs."""
+        if self.follower is None:
+            return
+        await self.follower.follow()
+        if self.follower.version == self._model_version:
+            return
+        version, active = self.follower.version, self.follower.active
+        try:
+            await self.presence.model_changed(active.name, active.model_id, self.follower.problem)
+        except (DatabaseError, TransientError) as exc:
+            log.warning("could not record the worker's model; will try again", error=str(exc))
+            return
+        self._model_version = version
 
     async def _presence_loop(self) -> None:
         """Say the worker is alive (and what it does) every heartbeat interval, busy or not."""
@@ -232,11 +281,12 @@ class AsrWorker:
                 outcome = "duplicate"
                 return
             path = fetched.path
+            model = await self._model_for(job)
             progress = ProgressReporter(self.db, job, metrics=self.metrics)
             options = progress.attach(self._options_for(job, stop))
             async with progress.running():
                 result = await self._blocking(
-                    lambda: self.transcriber.transcribe(path, cancel, options), job, stop, cancel
+                    lambda: model.transcriber.transcribe(path, cancel, options), job, stop, cancel
                 )
             if result is None:
                 return
@@ -245,6 +295,7 @@ class AsrWorker:
             await self._store(
                 job,
                 result,
+                model,
                 fetched.storage_key or job.storage_key,
                 self._commit_patience(stop, lost),
             )
@@ -273,6 +324,13 @@ class AsrWorker:
             self._current_job = None
             await self._job_finished(outcome, time.monotonic() - started)
             structlog.contextvars.unbind_contextvars("job_id", "audio_id")
+
+    async def _model_for(self, job: jobs.ClaimedJob) -> ActiveModel:
+        """The job's model: the one it asked for by name, else the worker's current one."""
+        requested = job.options.get("model")
+        if self.follower is None:
+            return self._model()
+        return await self.follower.for_job(str(requested) if requested else None)
 
     def _options_for(self, job: jobs.ClaimedJob, stop: asyncio.Event) -> TranscribeOptions:
         """The job's options; bulk work may pause (between windows or runs) for someone waiting."""
@@ -435,6 +493,7 @@ class AsrWorker:
         self,
         job: jobs.ClaimedJob,
         result: Transcription,
+        model: ActiveModel,
         storage_key: str | None,
         wait_to_retry: RetryWait,
     ) -> None:
@@ -445,7 +504,8 @@ class AsrWorker:
             job,
             result,
             storage_key=storage_key,
-            transcriber=self.transcriber,
+            transcriber=model.transcriber,
+            model_id=model.model_id,
             worker_id=self.worker_id,
             wait_to_retry=wait_to_retry,
             quality=self.settings.quality,
@@ -455,6 +515,7 @@ class AsrWorker:
             "transcribed",
             file=job.original_name,
             language=result.language,
+            model=model.name,
             duration_s=round(result.audio_duration_s, 2),
             processing_s=round(result.processing_s, 2),
             rtf=round(result.real_time_factor, 3),

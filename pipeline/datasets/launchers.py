@@ -50,6 +50,9 @@ class RunContext:
     run_dir: Path
     log_key: str
     local_dir: Path | None = None
+    # The local directory of the model the workers run (``{base_model_dir}``): the
+    # promoted model's cached copy, else ``asr.model``'s; "" when not resolved.
+    base_model_dir: str = ""
 
 
 class Launcher(Protocol):
@@ -128,7 +131,15 @@ def placeholders(ctx: RunContext, store: ObjectStore) -> dict[str, str]:
         "tenant": ctx.version.tenant,
         # The version's languages, comma-separated ("vi", "de,en").
         "languages": ",".join(ctx.version.languages),
+        "base_model_dir": ctx.base_model_dir,
     }
+
+
+def uses_placeholder(settings: LauncherSettings, name: str) -> bool:
+    """Whether the command template names ``{name}`` (an HTTP launch names none)."""
+    if not isinstance(settings, CommandLauncherSettings):
+        return False
+    return any("{" + name + "}" in arg for arg in settings.command)
 
 
 def store_root(store: ObjectStore) -> str:

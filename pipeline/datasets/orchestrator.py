@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from pipeline.config import DatasetSettings, TrainingSettings
+from pipeline.config import AsrSettings, DatasetSettings, TrainingSettings
 from pipeline.datasets import launchers
 from pipeline.datasets.eligibility import DatasetStanding, dataset_standings
 from pipeline.datasets.freeze import Freezer, FrozenVersion
@@ -38,6 +38,7 @@ from pipeline.db.notifications import NotificationHub, shared_or_own
 from pipeline.db.notify import wait_for_notify
 from pipeline.errors import Ai2TextError, DatabaseUnavailable
 from pipeline.metrics import Metrics
+from pipeline.registry import candidates
 from pipeline.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
@@ -58,9 +59,12 @@ class Orchestrator:
         temp_dir: Path,
         metrics: Metrics,
         notifications: NotificationHub | None = None,
+        asr: AsrSettings | None = None,
     ) -> None:
         """Runs go under ``training.materialize_dir``, else ``data_dir``; freezing stages
-        its files under ``temp_dir``."""
+        its files under ``temp_dir``. ``asr`` names the model workers run without a
+        promoted one (``{base_model_dir}``, and what a candidate is compared with)."""
+        self.asr = asr or AsrSettings()
         self.metrics = metrics
         # The process's shared hub (else the orchestrator opens its own while it runs).
         self.notifications = notifications
@@ -188,6 +192,11 @@ class Orchestrator:
         if problem is not None:
             await self._finish(frozen.run_id, launchers.LaunchOutcome(False, error=problem))
             return
+        base, problem = await self._base_model()
+        if problem is not None:
+            await self._finish(frozen.run_id, launchers.LaunchOutcome(False, error=problem))
+            return
+        ctx = dataclasses.replace(ctx, base_model_dir=base.directory)
         if self.training.materialize_dir is not None:
             try:
                 ctx = await self._materialize(frozen, ctx)
@@ -216,6 +225,44 @@ class Orchestrator:
         if not outcome.succeeded:
             await asyncio.to_thread(self.launcher.after_failure, ctx)
         await self._finish(frozen.run_id, outcome)
+        if outcome.succeeded:
+            await self._register(frozen, ctx, base)
+
+    async def _base_model(self) -> tuple[candidates.BaseModel, str | None]:
+        """The model a run starts from; its directory only when the command names it."""
+        needs_dir = launchers.uses_placeholder(self.training.launch, "base_model_dir")
+        try:
+            if needs_dir:
+                return await candidates.current_base(self.db, self.store, self.asr), None
+            return await candidates.current_base_named(self.db, self.asr), None
+        except Ai2TextError as exc:
+            unknown = candidates.BaseModel(self.asr.model, None, "")
+            return unknown, f"cannot prepare the base model for {{base_model_dir}}: {exc}"
+
+    async def _register(
+        self, frozen: FrozenVersion, ctx: launchers.RunContext, base: candidates.BaseModel
+    ) -> None:
+        """A run that left a model becomes a candidate; promoted when the gate allows."""
+        try:
+            model = await candidates.register_run(
+                self.db,
+                self.store,
+                ctx.run_dir,
+                base=base,
+                run_id=frozen.run_id,
+                dataset_version_id=frozen.id,
+                dataset=frozen.name,
+                version=frozen.version,
+                tenant=frozen.tenant,
+            )
+            if model is not None and self.training.auto_promote:
+                await candidates.judge(
+                    self.db, str(model.id), candidates.rules_of(self.training), actor="gate"
+                )
+        except Ai2TextError as exc:
+            log.warning("the run's model was not registered", error=str(exc))
+        except Exception:  # noqa: BLE001 - the run is recorded; registration is logged
+            log.exception("the run's model was not registered")
 
     async def _materialize(
         self, frozen: FrozenVersion, ctx: launchers.RunContext

@@ -1,0 +1,100 @@
+"""``ai2text models``: installed models, the registry, promotion and rollback.
+
+``ai2text models`` lists the models installed here (no database needed) and, when
+there is a database, the registry's models after them. ``models list`` is the
+registry alone; ``models promote ID`` runs the promotion gate (``--force`` promotes
+whatever it says, and records that it was forced); ``models rollback`` retires the
+promoted model and promotes again the one before it (or none: the configured model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from typing import Any, TextIO
+
+from pipeline.config import Settings
+from pipeline.registry.records import ModelRecord
+
+
+def add_parser(sub: Any) -> None:
+    models = sub.add_parser(
+        "models",
+        help="the Whisper models installed here, the registry of trained models;"
+        " promote, rollback",
+    )
+    models.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    actions = models.add_subparsers(dest="models_command")
+    listed = actions.add_parser("list", help="the registry: trained models, state, metrics, why")
+    listed.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    promote = actions.add_parser(
+        "promote", help="promote a candidate if the gate allows (test WER, canary)"
+    )
+    promote.add_argument("model", help="a registered model's id, name, or unique id prefix")
+    promote.add_argument(
+        "--force", action="store_true", help="promote even if the gate says no (recorded)"
+    )
+    promote.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    rollback = actions.add_parser(
+        "rollback", help="retire the promoted model; the one promoted before it runs again"
+    )
+    rollback.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+
+def actor() -> str:
+    """Who changed the registry from this command line (recorded on the model)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def has_database(settings: Settings) -> bool:
+    """A database to read without creating one: configured, or the data dir's embedded one."""
+    return settings.database.url is not None or settings.data_dir.is_dir()
+
+
+def write_registry(models: list[ModelRecord], out: TextIO) -> None:
+    if not models:
+        out.write("no trained models registered yet\n")
+        return
+    out.write(
+        f"{'ID':8}  {'NAME':28}  {'STATE':9}  {'TEST WER':15}  {'CANARY WER':15}  {'SIZE':>8}"
+        "  CREATED\n"
+    )
+    for m in models:
+        size = f"{m.size_bytes / 2**20:.0f} MiB"
+        out.write(
+            f"{str(m.id)[:8]}  {m.name:28}  {m.state:9}  {_pair(m, 'test'):15}"
+            f"  {_pair(m, 'canary'):15}  {size:>8}  {m.created_at:%Y-%m-%d %H:%M}\n"
+        )
+        if m.decision:
+            out.write(f"{'':8}  {m.decision}\n")
+
+
+def _pair(model: ModelRecord, split: str) -> str:
+    """``current → candidate`` WER for ``split``; '-' where the run had none."""
+    current, candidate = model.wer("current", split), model.wer("candidate", split)
+
+    def shown(value: float | None) -> str:
+        return f"{value:.3f}" if value is not None else "-"
+
+    return f"{shown(current)} → {shown(candidate)}"
+
+
+def write_promoted(model: ModelRecord, reason: str, out: TextIO) -> None:
+    out.write(f"model {model.name} ({model.id}) promoted: {reason}\n")
+    out.write("workers switch to it when they finish their current job\n")
+
+
+def write_rollback(retired: ModelRecord, restored: ModelRecord | None, out: TextIO) -> None:
+    back = f"{restored.name} ({restored.id})" if restored else "the configured asr.model"
+    out.write(f"model {retired.name} retired; workers return to {back}\n")
+
+
+def as_json(model: ModelRecord) -> dict[str, Any]:
+    return model.as_dict()
+
+
+def is_action(args: argparse.Namespace) -> bool:
+    return getattr(args, "models_command", None) is not None
