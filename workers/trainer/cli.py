@@ -1,8 +1,10 @@
-"""``ai2text-train``: the reference trainer's command line.
+"""``ai2text-train``: the trainers' command line.
 
-Meant to be the orchestrator's ``training.command``, for example::
+``ai2text-train whisper ...`` fine-tunes the deployed Whisper model (see
+``workers.trainer.whisper.cli``). ``ai2text-train ctc ...``, or the options alone
+as before, runs the reference CTC trainer, the small contract example::
 
-    ai2text-train --train-manifest {dataset_dir}/train.jsonl
+    ai2text-train ctc --train-manifest {dataset_dir}/train.jsonl
                   --dev-manifest {dataset_dir}/dev.jsonl --out {run_dir}
 
 Exit status 0 means ``--out`` holds ``checkpoint.pt`` and ``metrics.json`` from
@@ -45,7 +47,8 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=f"{PROG} [ctc]",
+        epilog=f"`{PROG} whisper --help`: fine-tune the deployed Whisper model instead.",
         description=(
             "Reference trainer: fit a tiny CTC model on a frozen dataset version's"
             " NeMo manifests (local audio files) and write checkpoint.pt and metrics.json."
@@ -65,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch on the first word: ``whisper``, ``ctc``, or (no word) the CTC trainer."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] == "whisper":
+        from workers.trainer.whisper.cli import main as whisper_main
+
+        return whisper_main(words[1:])
+    if words and words[0] == "ctc":
+        words = words[1:]
+    return ctc_main(words)
+
+
+def ctc_main(argv: Sequence[str]) -> int:
+    """The reference CTC trainer."""
     args = build_parser().parse_args(argv)
     configure_logging(fmt=args.log_format, level=args.log_level)
     config = TrainConfig(
