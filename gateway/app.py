@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import console_auth
 from gateway.auth import TokenVerifier
+from gateway.console import mount_console
 from gateway.context import AppContext
 from gateway.errors import install_error_handlers
 from gateway.events import events_router
@@ -23,6 +24,8 @@ from gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.ratelimit import RateLimiter
 from gateway.routes import audio, datasets, health, openai_compat, stream
 from gateway.routes.models import router as models_router
+from gateway.routes.audio_content import router as audio_content_router
+from gateway.routes.disk import router as disk_router
 from gateway.routes.webhooks import router as webhooks_router
 from gateway.security import AuthGate
 from gateway.sessions import SessionStore
@@ -86,14 +89,17 @@ def create_app(
         events_router(settings.webhook, db, watched_buckets(settings.s3_sources)),
         openai_compat.router,
         audio.router,
+        audio_content_router,
         datasets.router,
         webhooks_router,
         models_router,
         stream.router,
         console_auth.router,
+        disk_router,
     ]
     for router in routers:
         app.include_router(router)
+    mount_console(app)
 
     upload_limit = settings.validation.max_bytes + MULTIPART_OVERHEAD
     app.add_middleware(

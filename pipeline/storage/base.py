@@ -8,6 +8,7 @@ Bytes move in bounded chunks: no method reads a whole object into memory except
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -69,6 +70,14 @@ class ObjectStore(Protocol):
 
     def get_bytes(self, key: str) -> bytes:
         """Read a small document."""
+        ...
+
+    def read_range(self, key: str, start: int, length: int) -> Iterator[bytes]:
+        """Bytes ``start`` to ``start + length`` of the object, in bounded chunks.
+
+        A generator: the object is opened on the first ``next()`` (``ObjectNotFound``
+        then if it is missing) and released when the generator ends or is closed.
+        """
         ...
 
     def stat(self, key: str) -> ObjectInfo | None:

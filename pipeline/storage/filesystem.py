@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -91,6 +92,21 @@ class FilesystemStore:
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
             raise ObjectNotFound(f"object not found: {key}") from exc
+
+    def read_range(self, key: str, start: int, length: int) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            src = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"object not found: {key}") from exc
+        except OSError as exc:
+            raise TransientError(f"cannot open object {key}: {exc.strerror}") from exc
+        with src:
+            src.seek(start)
+            left = length
+            while left > 0 and (chunk := src.read(min(self.chunk_bytes, left))):
+                left -= len(chunk)
+                yield chunk
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:

@@ -193,6 +193,19 @@ class S3Store:
                 response.release_conn()
         return total
 
+    def read_range(self, key: str, start: int, length: int) -> Iterator[bytes]:
+        """One ranged GET, streamed in ``chunk_bytes`` pieces."""
+        self._check_key(key)
+        if length <= 0:
+            return
+        with self._translate("download", key):
+            response = self.client.get_object(self.bucket, key, offset=start, length=length)
+            try:
+                yield from response.stream(self.chunk_bytes, decode_content=False)
+            finally:
+                response.close()
+                response.release_conn()
+
     def get_bytes(self, key: str) -> bytes:
         """Read a small document."""
         buf = io.BytesIO()
