@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retry.add_argument("job", help="a job id, or an audio id (or unique prefix) whose job it is")
     retry.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    from ai2text import correct_cli
+
+    correct_cli.add_parser(sub)
     show = sub.add_parser("show", help="one audio file and its transcript")
     show.add_argument("id", help="audio id or a unique prefix of it")
     show.add_argument("--format", choices=cli_formats(), default="timestamps")
@@ -515,6 +518,27 @@ async def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_correct(settings: Settings, args: argparse.Namespace) -> int:
+    """A corrected transcript from a file, as ``PUT /v1/audio/{id}/transcript`` (the same
+    function); exit 1 when it is refused (the reason on stderr)."""
+    from ai2text import correct_cli
+    from pipeline.corrections import CorrectionRefused, RevisionConflict, TranscriptMissing
+
+    try:
+        applied = await correct_cli.correct(settings, args, _query)
+    except (CorrectionRefused, RevisionConflict) as exc:
+        sys.stderr.write(f"ai2text: correction refused: {exc}\n")
+        return EXIT_FAILED
+    except TranscriptMissing as exc:
+        sys.stderr.write(f"ai2text: {exc}\n")
+        return EXIT_FAILED
+    if args.json:
+        _print_json(applied.transcript)
+    else:
+        correct_cli.write_applied(applied, sys.stdout)
+    return 0
+
+
 async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     from ai2text import views
     from pipeline import catalog
@@ -786,6 +810,7 @@ async def cmd_model_registry(settings: Settings, args: argparse.Namespace) -> in
 
 QUERY_COMMANDS = frozenset(
     {"ls", "show", "search", "retry", "status", "token", "dataset", "runs", "models", "webhooks"}
+    | {"correct"}
 )
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
@@ -798,6 +823,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "show": cmd_show,
     "search": cmd_search,
     "retry": cmd_retry,
+    "correct": cmd_correct,
     "status": cmd_status,
     "token": cmd_token,
     "orchestrator": cmd_orchestrator,

@@ -125,6 +125,11 @@ def transcript_heading(audio: dict[str, Any], transcript: dict[str, Any]) -> str
     if figures:
         lines.append(figures)
     lines += verdict_lines(transcript)
+    if transcript.get("verified"):
+        lines.append(
+            f"revision {transcript['revision']}, corrected by {transcript['verified_by']}"
+            f" at {transcript['verified_at']:%Y-%m-%d %H:%M:%S %Z}"
+        )
     if not transcript["segments"]:
         lines.append(empty_note(transcript))
     return "\n".join(lines) + "\n\n"

@@ -22,10 +22,10 @@ from gateway.events import events_router
 from gateway.metrics import MetricsMiddleware
 from gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.ratelimit import RateLimiter
-from gateway.routes import audio, datasets, health, openai_compat, stream
-from gateway.routes.models import router as models_router
+from gateway.routes import audio, datasets, health, openai_compat, stream, transcripts
 from gateway.routes.audio_content import router as audio_content_router
 from gateway.routes.disk import router as disk_router
+from gateway.routes.models import router as models_router
 from gateway.routes.webhooks import router as webhooks_router
 from gateway.security import AuthGate
 from gateway.sessions import SessionStore
@@ -90,6 +90,7 @@ def create_app(
         openai_compat.router,
         audio.router,
         audio_content_router,
+        transcripts.router,
         datasets.router,
         webhooks_router,
         models_router,
@@ -124,8 +125,9 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.gateway.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "If-Match"],
+            expose_headers=["ETag"],
         )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)

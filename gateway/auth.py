@@ -53,6 +53,7 @@ SCOPES = (
     "audio:read",
     "audio:write",
     "transcripts:read",
+    "transcripts:write",
     "datasets:read",
     "training:read",
     "webhooks:manage",

@@ -235,12 +235,14 @@ async def get_audio(
 async def get_transcript(
     conn: AsyncConn, *, tenant: str | None, audio_id: uuid.UUID
 ) -> dict[str, Any] | None:
-    """The transcript with segments, verdict and figures; a duplicate answers with its
-    original's."""
+    """The newest revision of the transcript with segments, verdict and figures, and
+    whether a person verified it (``revision``, ``verified``, ``verified_by``,
+    ``verified_at``); a duplicate answers with its original's."""
     query = sql.SQL(
         "SELECT t.id, t.audio_id, t.language, t.language_probability, t.expected_language,"
         " t.text, t.model, t.audio_duration_s, t.processing_s, t.real_time_factor, t.options,"
-        " t.verdict, t.review_reasons, {figures}, t.created_at"
+        " t.verdict, t.review_reasons, {figures}, t.created_at,"
+        " t.revision, t.verified, t.verified_by, t.verified_at"
         " FROM audio a JOIN transcripts t ON t.audio_id = coalesce(a.duplicate_of, a.id)"
         " WHERE a.id = %(id)s AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
     ).format(figures=_FIGURES)

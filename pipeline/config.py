@@ -263,7 +263,9 @@ class WebhookSettings(_Section):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
 
-WebhookEventType = Literal["audio.transcribed", "audio.failed", "audio.rejected"]
+WebhookEventType = Literal[
+    "audio.transcribed", "audio.failed", "audio.rejected", "transcript.corrected"
+]
 
 
 class WebhookEndpoint(_Section):
@@ -381,6 +383,10 @@ class DatasetSettings(_Section):
     # that share one dataset (["en", "de"]). Segments of languages named nowhere are
     # left out. Empty: every language found makes its own dataset.
     languages: tuple[LanguageCode | tuple[LanguageCode, ...], ...] = ()
+    # Which transcripts are labels: "verified" (corrected by a person) only; "all",
+    # verified ones and the model's own that pass the filters above; "auto", verified
+    # only once the tenant has any, else the model's own (pipeline.datasets.eligibility).
+    labels: Literal["auto", "verified", "all"] = "auto"
 
     @model_validator(mode="after")
     def _ratios_fit(self) -> DatasetSettings:
@@ -408,6 +414,14 @@ class DatasetSettings(_Section):
         return tuple(
             (entry,) if isinstance(entry, str) else tuple(sorted(entry)) for entry in self.languages
         )
+
+
+class CorrectionSettings(_Section):
+    """Limits on one transcript correction (the API's PUT and ``ai2text correct``)."""
+
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    max_segments: int = Field(default=20_000, gt=0)
+    max_segment_chars: int = Field(default=2_000, gt=0)
 
 
 class CommandLauncherSettings(_Section):
@@ -564,6 +578,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     console: ConsoleSettings = ConsoleSettings()
     dataset: DatasetSettings = DatasetSettings()
+    corrections: CorrectionSettings = CorrectionSettings()
     training: TrainingSettings = TrainingSettings()
     metrics: MetricsSettings = MetricsSettings()
     subtitles: SubtitleSettings = SubtitleSettings()

@@ -19,6 +19,7 @@ from gateway.security import require
 from gateway.uploads import StagingRoute
 from pipeline import catalog
 from pipeline.choices import UnsupportedLanguage
+from pipeline.db import revisions
 from pipeline.db.jobs import Priority
 from pipeline.formats import FORMATS, JSON, api_formats, cues_of
 from pipeline.ingest.core import Arrival, IngestResult
@@ -170,15 +171,25 @@ async def get_transcript(
     principal: TranscriptReader,
     audio_id: str,
     format: TranscriptFormat = JSON,  # noqa: A002 - the API's name
+    revision: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response | dict[str, Any]:
     """The transcript as JSON (with segments, verdict, reasons and figures), plain text,
-    SRT or WebVTT."""
+    SRT or WebVTT: its newest revision, or ``revision`` N (see ``.../revisions``).
+
+    ``revision``, ``verified``, ``verified_by`` and ``verified_at`` say whether a person
+    corrected it; the ``ETag`` is the revision, for ``If-Match`` on a correction."""
     ident = _parse_id(audio_id)
     tenant = principal.tenant_filter()
     async with ctx.db.connection() as conn:
         transcript = await catalog.get_transcript(conn, tenant=tenant, audio_id=ident)
         if transcript is None:
             audio = await catalog.get_audio(conn, tenant=tenant, audio_id=ident)
+        elif revision is not None and revision != transcript["revision"]:
+            transcript = await revisions.get_archived(
+                conn, tenant=tenant, audio_id=ident, revision=revision
+            )
+            if transcript is None:
+                raise ApiError(404, f"the transcript has no revision {revision}")
     if transcript is None:
         if audio is None:
             raise ApiError(404, "no such audio")
@@ -188,13 +199,16 @@ async def get_transcript(
             kind="transcript-not-ready",
             title="Transcript not ready",
         )
+    tag = {"ETag": f'"{transcript["revision"]}"'}
     if format == JSON:
         # Times as every other route writes them (pydantic's ISO 8601, "...Z").
-        return JSONResponse(to_jsonable_python(transcript))
+        return JSONResponse(to_jsonable_python(transcript), headers=tag)
     cues = cues_of(transcript["segments"])
     rendering = FORMATS[format]
     return PlainTextResponse(
-        rendering.render(cues, ctx.settings.subtitles), media_type=rendering.media_type
+        rendering.render(cues, ctx.settings.subtitles),
+        media_type=rendering.media_type,
+        headers=tag,
     )
 
 

@@ -1,10 +1,15 @@
 """Which audio is training data, and how many hours it holds, in SQL.
 
-Eligible audio is transcribed, not a duplicate, its transcript's verdict is
-``ok`` (never ``review``: see ``pipeline.quality``), and it has at least one
-segment that passes the quality filters. Hours come from the durations recorded at
-ingest, never from downloading audio or reading manifests. Datasets are per
-tenant: a tenant's hours count towards its own versions only.
+Eligible audio is transcribed, not a duplicate, and its transcript is one the
+``dataset.labels`` setting admits, with at least one segment that passes the
+filters. A transcript a person verified (a correction, see ``pipeline.corrections``)
+is trusted: only its segments' text and length are checked. A pseudo-label (the
+model's own transcript) must have the verdict ``ok`` (never ``review``: see
+``pipeline.quality``) and its segments must pass the quality filters too; it is
+admitted with ``labels = "all"``, and with ``"auto"`` (the default) only while the
+tenant has no verified transcript of eligible audio at all. Hours come from the
+durations recorded at ingest, never from downloading audio or reading manifests.
+Datasets are per tenant: a tenant's hours count towards its own versions only.
 
 Datasets are also per language (:mod:`pipeline.datasets.languages`). A segment's
 language is its own, else its transcript's (rows from before languages per
@@ -29,20 +34,37 @@ from pipeline.datasets.languages import Languages, dataset_hours, datasets_for
 from pipeline.db.database import AsyncConn
 from pipeline.db.rows import amounts, one_value
 
-# The audio and its transcript may be training data (aliases a, t).
-USABLE_TRANSCRIPT = sql.SQL("""
+# The audio may be training data, whatever its transcript (alias a).
+USABLE_AUDIO = sql.SQL("""
     a.state = 'transcribed' AND a.duplicate_of IS NULL
     AND a.superseded_by IS NULL AND NOT a.supersede_pending
-    AND t.verdict = 'ok'
 """)
 
-# One segment passes the quality filters (alias s).
+# Tenants with at least one verified transcript of usable audio: under ``auto`` their
+# datasets are made of verified transcripts only. Uncorrelated, so computed once.
+TENANTS_WITH_VERIFIED = sql.SQL(
+    "SELECT a.tenant FROM audio a JOIN transcripts t ON t.audio_id = a.id"
+    " WHERE t.verified AND {}"
+).format(USABLE_AUDIO)
+
+# The transcript's labels are admitted by %(labels)s (auto, verified, all) (aliases a, t).
+ADMITTED_LABELS = sql.SQL("""
+    (t.verified OR (t.verdict = 'ok' AND (%(labels)s = 'all'
+        OR (%(labels)s = 'auto' AND a.tenant NOT IN ({tenants_with_verified})))))
+""").format(tenants_with_verified=TENANTS_WITH_VERIFIED)
+
+# The audio and its transcript may be training data (aliases a, t).
+USABLE_TRANSCRIPT = sql.SQL("{} AND {}").format(USABLE_AUDIO, ADMITTED_LABELS)
+
+# One segment passes the filters (aliases s, t); a verified one is not judged by the
+# model's scores (they were the model's, about its own text).
 PASSING_SEGMENT = sql.SQL("""
     s.text ~ '[^[:space:]]'
     AND s.end_s - s.start_s BETWEEN %(min_seg)s AND %(max_seg)s
-    AND (s.no_speech_prob IS NULL OR s.no_speech_prob <= %(max_nsp)s)
-    AND (s.avg_logprob IS NULL OR s.avg_logprob >= %(min_lp)s)
-    AND (s.compression_ratio IS NULL OR s.compression_ratio <= %(max_cr)s)
+    AND (t.verified OR (
+        (s.no_speech_prob IS NULL OR s.no_speech_prob <= %(max_nsp)s)
+        AND (s.avg_logprob IS NULL OR s.avg_logprob >= %(min_lp)s)
+        AND (s.compression_ratio IS NULL OR s.compression_ratio <= %(max_cr)s)))
 """)
 
 ELIGIBLE_AUDIO = sql.SQL(
@@ -77,6 +99,7 @@ def filter_params(rules: DatasetSettings) -> dict[str, Any]:
         "max_nsp": rules.max_no_speech_prob,
         "min_lp": rules.min_avg_logprob,
         "max_cr": rules.max_compression_ratio,
+        "labels": rules.labels,
     }
 
 
