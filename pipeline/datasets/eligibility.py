@@ -43,8 +43,7 @@ USABLE_AUDIO = sql.SQL("""
 # Tenants with at least one verified transcript of usable audio: under ``auto`` their
 # datasets are made of verified transcripts only. Uncorrelated, so computed once.
 TENANTS_WITH_VERIFIED = sql.SQL(
-    "SELECT a.tenant FROM audio a JOIN transcripts t ON t.audio_id = a.id"
-    " WHERE t.verified AND {}"
+    "SELECT a.tenant FROM audio a JOIN transcripts t ON t.audio_id = a.id WHERE t.verified AND {}"
 ).format(USABLE_AUDIO)
 
 # The transcript's labels are admitted by %(labels)s (auto, verified, all) (aliases a, t).
@@ -101,6 +100,20 @@ def filter_params(rules: DatasetSettings) -> dict[str, Any]:
         "max_cr": rules.max_compression_ratio,
         "labels": rules.labels,
     }
+
+
+async def admits_pseudo_labels(conn: AsyncConn, rules: DatasetSettings, tenant: str) -> bool:
+    """Whether ``tenant``'s datasets take the model's own transcripts (``dataset.labels``)."""
+    if rules.labels != "auto":
+        return rules.labels == "all"
+    has_verified = await one_value(
+        conn,
+        sql.SQL("SELECT EXISTS ({} AND a.tenant = %(tenant)s) AS value").format(
+            TENANTS_WITH_VERIFIED
+        ),
+        {"tenant": tenant},
+    )
+    return not has_verified
 
 
 async def eligible_hours(

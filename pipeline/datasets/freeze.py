@@ -36,7 +36,12 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from pipeline.config import DatasetSettings
-from pipeline.datasets.eligibility import LANGUAGE_SHARES, SEGMENT_LANGUAGE, filter_params
+from pipeline.datasets.eligibility import (
+    LANGUAGE_SHARES,
+    SEGMENT_LANGUAGE,
+    admits_pseudo_labels,
+    filter_params,
+)
 from pipeline.datasets.languages import Languages
 from pipeline.datasets.layout import DEFAULT_TENANT, version_base
 from pipeline.datasets.served import model_label
@@ -50,6 +55,8 @@ from pipeline.storage import ObjectStore
 log = structlog.get_logger(__name__)
 
 SPLITS: tuple[Split, ...] = ("train", "dev", "test")
+# What an utterance's text is: a person's verified correction, or the model's own.
+LABEL_KINDS = ("verified", "pseudo")
 MANIFESTS = ("train.jsonl", "dev.jsonl", "test.jsonl", "metadata.jsonl")
 
 
@@ -82,6 +89,9 @@ class _SplitCount:
     utterances: int = 0
     seconds: float = 0.0
     audio_seconds: float = 0.0
+    # utterances by label kind (LABEL_KINDS)
+    verified: int = 0
+    pseudo: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +175,13 @@ class Freezer:
     ) -> FrozenVersion:
         counts = {s: _SplitCount() for s in SPLITS}
         by_language = {code: _SplitCount() for code in languages}
+        by_kind = {kind: _SplitCount() for kind in LABEL_KINDS}
         items: list[tuple[uuid.UUID, Split, int, float]] = []
         models: set[str] = set()
         outputs = _open_outputs(tmp)
         try:
             async with self.db.connection() as conn:
+                pseudo_admitted = await admits_pseudo_labels(conn, self.rules, tenant)
                 async for audio, segments in _eligible_audio(conn, self.rules, tenant, languages):
                     split = split_for(str(audio["sha256"]), self.rules)
                     cues = list(utterances(segments, self.rules, languages))
@@ -185,6 +197,11 @@ class Freezer:
                     count.seconds += seconds
                     # The audio's hours in these languages, as eligibility counts them.
                     count.audio_seconds += float(audio["seconds"] or 0.0)
+                    kind = "verified" if audio["verified"] else "pseudo"
+                    setattr(count, kind, getattr(count, kind) + len(cues))
+                    by_kind[kind].audio += 1
+                    by_kind[kind].utterances += len(cues)
+                    by_kind[kind].seconds += seconds
                     for cue in cues:
                         by_language[str(cue.language)].utterances += 1
                         by_language[str(cue.language)].seconds += cue.duration
@@ -203,8 +220,15 @@ class Freezer:
                     "utterances": c.utterances,
                     "hours": c.seconds / 3600.0,
                     "audio_hours": c.audio_seconds / 3600.0,
+                    "verified_utterances": c.verified,
+                    "pseudo_utterances": c.pseudo,
                 }
                 for s, c in counts.items()
+            },
+            # Utterances whose text a person verified, and the model's own (pseudo-labels).
+            "labels": {
+                kind: {"audio": c.audio, "utterances": c.utterances, "hours": c.seconds / 3600.0}
+                for kind, c in by_kind.items()
             },
             "languages": {
                 code: {"utterances": c.utterances, "hours": c.seconds / 3600.0}
@@ -221,6 +245,8 @@ class Freezer:
             "utterance_hours": utterance_hours,
             "stats": stats,
             "asr_model": sorted(models),
+            # dataset.labels, and whether it let the model's own transcripts in this time.
+            "labels": {"setting": self.rules.labels, "pseudo_labels_admitted": pseudo_admitted},
             "filters": self.rules.model_dump(mode="json"),
             "manifest_sha256": checksums,
             "manifest_format": "NeMo (audio_filepath, offset, duration, text, lang, audio_id)",
@@ -299,7 +325,7 @@ async def _eligible_audio(
     duration shared out to those languages (:data:`eligibility.LANGUAGE_SHARES`)."""
     query = sql.SQL(
         "SELECT a.id, a.sha256, a.storage_key, a.duration_s, a.original_name,"
-        " t.id AS transcript_id, t.model, mine.seconds"
+        " t.id AS transcript_id, t.model, t.verified, mine.seconds"
         " FROM (SELECT id, sum(seconds) AS seconds FROM ({}) AS shares"
         "       WHERE language = ANY(%(languages)s) GROUP BY id) AS mine"
         " JOIN audio a ON a.id = mine.id JOIN transcripts t ON t.audio_id = a.id"
@@ -312,8 +338,12 @@ async def _eligible_audio(
             async with conn.cursor(row_factory=class_row(SegmentRow)) as seg_cur:
                 await seg_cur.execute(
                     sql.SQL(
-                        "SELECT s.start_s AS start, s.end_s AS end, s.text, s.avg_logprob,"
-                        " s.no_speech_prob, s.compression_ratio, {} AS language"
+                        # A verified segment is not judged by the model's scores.
+                        "SELECT s.start_s AS start, s.end_s AS end, s.text,"
+                        " CASE WHEN NOT t.verified THEN s.avg_logprob END AS avg_logprob,"
+                        " CASE WHEN NOT t.verified THEN s.no_speech_prob END AS no_speech_prob,"
+                        " CASE WHEN NOT t.verified THEN s.compression_ratio END"
+                        " AS compression_ratio, {} AS language"
                         " FROM segments s JOIN transcripts t ON t.id = s.transcript_id"
                         " WHERE s.transcript_id = %s ORDER BY s.idx"
                     ).format(SEGMENT_LANGUAGE),
