@@ -31,6 +31,8 @@ _TRANSCRIPTION_KEYS = (
     "channels",
     # "translate" (to English) is another text of the same audio; "transcribe" is unset.
     "task",
+    # Another installed model than the workers' default (OpenAI's `model`).
+    "model",
 )
 
 

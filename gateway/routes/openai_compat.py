@@ -7,9 +7,12 @@ the configured timeout and, if it is not done by then, answers 504 in OpenAI's e
 shape naming the audio id and where its transcript will be (the job goes on). Errors
 on these routes are in OpenAI's shape, not problem+json.
 
-Models: the workers run one model, so a call may name only that one, by its own name
-or as ``whisper-1``; ``/v1/models`` lists exactly those names. Any other name is
-OpenAI's 404 ``model_not_found`` before anything is stored.
+Models (``gateway.model_choice``): ``whisper-1`` and the default's own name mean the
+model the workers run (the promoted one, else ``asr.model``); the configured
+``asr.extra_models``, ``asr.model`` while another is promoted, and the caller's own
+registry candidates are loaded by a worker for the job. ``/v1/models`` lists exactly
+the names a call may give. Any other name is OpenAI's 404 ``model_not_found`` before
+anything is stored.
 
 Streaming (``stream=true``): the transcript is stored when the job finishes, so the
 events come then: one ``transcript.text.delta`` per segment and a
@@ -34,6 +37,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from gateway.auth import Principal
 from gateway.context import AppContext, get_context
 from gateway.errors import ApiError
+from gateway.model_choice import WHISPER_ALIAS, Offered, choose, offered_models
 from gateway.problems import openai_error, openai_error_body
 from gateway.routes.audio import ingest_upload
 from gateway.security import require
@@ -51,8 +55,6 @@ if TYPE_CHECKING:
 else:  # OpenAI's own shapes and the cue renderings offered to OpenAI clients
     ResponseFormat = Literal[openai_formats()]
 Task = Literal["transcribe", "translate"]
-# OpenAI's name for its Whisper; here it is whatever model the workers run.
-WHISPER_ALIAS = "whisper-1"
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 # OpenAI's verbose_json names the language in English; Whisper reports a code.
 _LANGUAGE_NAMES = {
@@ -75,13 +77,8 @@ _LANGUAGE_NAMES = {
 
 
 def served_model(ctx: AppContext) -> str:
-    """The name callers know the workers' model by (a directory by its last parts)."""
+    """The name callers know ``asr.model`` by (a directory by its last parts)."""
     return model_label(str(ctx.settings.asr.model))
-
-
-def model_names(ctx: AppContext) -> tuple[str, ...]:
-    """The names a call may give as ``model``: all of them mean the workers' model."""
-    return (served_model(ctx), WHISPER_ALIAS)
 
 
 @router.get("/models")
@@ -91,25 +88,35 @@ async def list_models(
 ) -> dict[str, Any]:
     """The models a call here may name, in OpenAI's list shape, with languages and size.
 
-    Exactly the names ``model`` accepts: the workers' model and its ``whisper-1``
-    alias (other installed models are for ``ai2text models``, not for calls here).
-    Paths on the server are not shown: callers need the names, not the layout.
+    Exactly the names ``model`` accepts (see ``gateway.model_choice``). Paths on the
+    server are not shown: callers need the names, not the layout.
     """
+    data = []
+    for offer in await offered_models(ctx, principal):
+        entry = await _describe(ctx, offer)
+        data.append({"id": offer.name, "object": "model", "created": 0, **entry})
+    return {"object": "list", "data": data}
+
+
+async def _describe(ctx: AppContext, offer: Offered) -> dict[str, Any]:
+    """An offered model's entry: languages and size for installed ones, state for trained."""
+    common: dict[str, Any] = {"owned_by": "ai2text", "default": offer.default}
+    if offer.alias_of is not None:
+        common["alias_of"] = offer.alias_of
+    if offer.state is not None:
+        common["state"] = offer.state
+    if offer.source == "registry":
+        return {**common, "source": "registry", "description": "trained here (ai2text models)"}
     asr = ctx.settings.asr
     entry = await asyncio.to_thread(
-        models.describe, str(asr.model), default=True, cache_dir=asr.model_cache_dir
+        models.describe,
+        offer.job_model or str(asr.model),
+        default=offer.default,
+        cache_dir=asr.model_cache_dir,
     )
     fields = {k: v for k, v in entry.as_dict().items() if k not in ("name", "path", "problem")}
-    served = served_model(ctx)
-    common = {"object": "model", "created": 0, "owned_by": "ai2text", **fields}
-    common["problem"] = None if entry.available else "unavailable on this server"
-    return {
-        "object": "list",
-        "data": [
-            {"id": served, **common},
-            {"id": WHISPER_ALIAS, **common, "default": False, "alias_of": served},
-        ],
-    }
+    fields["problem"] = None if entry.available else "unavailable on this server"
+    return {**fields, **common}
 
 
 @router.post("/audio/transcriptions", response_model=None)
@@ -130,15 +137,17 @@ async def create_transcription(
     """Whisper's transcription of ``file``, or its events with ``stream=true``."""
     if language is not None and not _LANGUAGE.match(language):
         raise ApiError(400, "language must be an ISO-639-1 code such as 'en'")
-    refusal = _check_model(ctx, model)
-    if refusal is not None:
-        return refusal
+    chosen = await _check_model(ctx, principal, model)
+    if isinstance(chosen, JSONResponse):
+        return chosen
     granularities: set[str] = set(timestamp_granularities or [])
     options: dict[str, Any] = {
         "language": language,
         "prompt": prompt,
         "temperature": temperature,
         "word_timestamps": "word" in granularities,
+        # None (the workers' model) leaves the option unset.
+        "model": chosen.job_model,
     }
     # Someone waits on the answer: ahead of bulk backlog.
     result = await ingest_upload(ctx, principal, file, options, priority="high")
@@ -166,9 +175,9 @@ async def create_translation(
 
     A variant of its own: the same audio transcribed and translated keeps both texts.
     """
-    refusal = _check_model(ctx, model)
-    if refusal is not None:
-        return refusal
+    chosen = await _check_model(ctx, principal, model)
+    if isinstance(chosen, JSONResponse):
+        return chosen
     policy = ctx.ingestor.policy
     languages = (
         policy.languages() if policy.languages_known else await asyncio.to_thread(policy.languages)
@@ -181,17 +190,25 @@ async def create_translation(
             " run a multilingual model such as 'base' for translations",
             param="model",
         )
-    options: dict[str, Any] = {"prompt": prompt, "temperature": temperature, "task": "translate"}
+    options: dict[str, Any] = {
+        "prompt": prompt,
+        "temperature": temperature,
+        "task": "translate",
+        "model": chosen.job_model,
+    }
     result = await ingest_upload(ctx, principal, file, options, priority="high")
     transcript = await _transcript_or_504(ctx, principal, result.audio_id)
     return _render(transcript, response_format, set(), ctx.settings.subtitles, task="translate")
 
 
-def _check_model(ctx: AppContext, model: str) -> JSONResponse | None:
-    """OpenAI's 404 for a model the workers do not run; None when ``model`` is theirs."""
-    names = model_names(ctx)
-    if model in names:
-        return None
+async def _check_model(
+    ctx: AppContext, principal: Principal, model: str
+) -> Offered | JSONResponse:
+    """What ``model`` means here, or OpenAI's 404 for a name not offered to the caller."""
+    chosen = await choose(ctx, principal, model)
+    if chosen is not None:
+        return chosen
+    names = [offer.name for offer in await offered_models(ctx, principal)]
     return openai_error(
         404,
         "model_not_found",

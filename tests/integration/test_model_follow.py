@@ -75,24 +75,25 @@ class Running:
         async with self.database.connection() as conn:
             await records.promote(conn, str(model.id), actor="test", reason="test")
 
-    async def transcribe(self, name: str) -> dict[str, Any]:
+    async def transcribe(self, name: str, **options: Any) -> dict[str, Any]:
         """Ingest test file ``name``; its transcript row once the worker stored it."""
         path = DATA / name
         ingestor = ingestor_of(self.settings, self.database, self.store, Metrics())
+        arrival = Arrival("upload", name, f"upload://test/{name}", None)
         with open(path, "rb") as f:
-            result = await ingestor.ingest(
-                Arrival("folder", name, path.as_uri(), "v1"), f, path.stat().st_size
-            )
+            result = await ingestor.ingest(arrival, f, path.stat().st_size, options=options)
 
         async def stored() -> dict[str, Any] | None:
             async with self.database.connection() as conn:
                 cur = await conn.execute(
-                    "SELECT model, model_id, text FROM transcripts WHERE audio_id = %s",
+                    "SELECT a.state, a.error, t.model, t.model_id, t.text, t.language"
+                    " FROM audio a LEFT JOIN transcripts t ON t.audio_id = a.id"
+                    " WHERE a.id = %s AND a.state IN ('transcribed', 'failed')",
                     (result.audio_id,),
                 )
                 return await cur.fetchone()
 
-        return await eventually(stored, timeout=180, what=f"the transcript of {name}")
+        return await eventually(stored, timeout=180, what=f"the outcome of {name}")
 
     async def worker_row(self) -> dict[str, Any]:
         async with self.database.connection() as conn:
@@ -132,9 +133,10 @@ async def worker_running(settings: Settings, tmp_path: Path) -> AsyncIterator[Ru
         await database.close()
 
 
-def settings_for(make_settings: Any, tmp_path: Path) -> Settings:
+def settings_for(make_settings: Any, tmp_path: Path, **asr: Any) -> Settings:
     settings: Settings = make_settings(
         asr={
+            **asr,
             "model": "tiny.en",
             "model_cache_dir": tmp_path / "cache",
             "device": "cpu",
@@ -224,3 +226,24 @@ def test_a_damaged_or_unloadable_model_leaves_the_worker_on_its_model_saying_why
     assert "cannot load Whisper model" in unloadable
     assert transcript["model"] == "tiny.en" and transcript["model_id"] is None
     assert "ask not what your country can do for you" in normalised(transcript["text"])
+
+
+def test_a_job_may_ask_for_another_installed_model_loaded_for_it(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    settings = settings_for(make_settings, tmp_path, extra_models=("base",))
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        async with worker_running(settings, tmp_path) as running:
+            asked = await running.transcribe("speech_de.flac", model="base")
+            default = await running.transcribe("jfk.flac")
+            unknown = await running.transcribe("hotwords.mp3", model="no-such-model")
+            return asked, default, unknown
+
+    asked, default, unknown = asyncio.run(scenario())
+    # tiny.en is English only: only base could have heard German.
+    assert asked["model"] == "base" and asked["model_id"] is None
+    assert asked["language"] == "de" and asked["text"].strip()
+    assert default["model"] == "tiny.en" and default["language"] == "en"
+    assert unknown["state"] == "failed" and unknown["model"] is None
+    assert "model 'no-such-model' is not installed here" in unknown["error"]
