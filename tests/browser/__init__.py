@@ -1,0 +1,1 @@
+"""Driving Debian's chromium with Playwright for the console's tests."""
