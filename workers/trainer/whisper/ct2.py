@@ -84,7 +84,8 @@ def _read(f: BinaryIO, where: str) -> Ct2Model:
         if type_id >= len(_DTYPES):
             raise Ct2FormatError(f"{where}: variable {name} has unknown dtype id {type_id}")
         dtype_name = _DTYPES[type_id]
-        dtype = _STORAGE.get(dtype_name, np.dtype(dtype_name).newbyteorder("<"))
+        dtype = _STORAGE[dtype_name] if dtype_name in _STORAGE else np.dtype(dtype_name)
+        dtype = dtype.newbyteorder("<")
         size = _u32(f)
         expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if size != expected:

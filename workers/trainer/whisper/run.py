@@ -1,8 +1,8 @@
-"""One fine-tuning run: score the base, train, export, score the candidate, write results.
+"""One fine-tuning run: check the input, score the base, train, export, score the candidate.
 
-The base model is scored first and released before the trainable copy is built,
-and the trainable copy is released before the candidate is loaded to be scored,
-so at most one model of each kind is in memory at a time.
+Everything a person can get wrong (manifests, audio files, languages the base
+model lacks) is checked before the first transcription or training step. The
+trainable copy is released before the candidate is loaded to be scored.
 """
 
 from __future__ import annotations
@@ -64,24 +64,24 @@ def base_model_dir(name: str) -> Path:
 
 def run(config: RunConfig) -> dict[str, Any]:
     """Do the run; on success ``config.out`` holds ``model/`` and ``metrics.json``."""
-    base = base_model_dir(config.base_model)
-    device = resolve_device(config.device)
-    train_clips = read_clips(config.train_manifest)
-    splits = {
-        "dev": read_clips(config.dev_manifest) if config.dev_manifest else [],
-        "test": read_clips(config.test_manifest) if config.test_manifest else [],
-        "canary": _canary(config.canary or default_canary(), base),
-    }
-    quantization = config.quantization or base_quantization(base)
-    cache = AudioCache(max_files=32)
     with RunDir(config.out) as run_dir:
-        current = _score_all(base, splits, config.eval, cache)
+        base = base_model_dir(config.base_model)
+        device = resolve_device(config.device)
+        train_clips = read_clips(config.train_manifest)
+        splits = {
+            "dev": read_clips(config.dev_manifest) if config.dev_manifest else [],
+            "test": read_clips(config.test_manifest) if config.test_manifest else [],
+            "canary": _canary(config.canary or default_canary(), base),
+        }
+        quantization = config.quantization or base_quantization(base)
+        cache = AudioCache(max_files=32)
         trainable = load_trainable(base)
         train_set, skipped = examples(trainable, train_clips, config.fit.language)
         if not train_set:
             raise ManifestError(
                 f"the train manifest {config.train_manifest} has no usable utterance ({skipped})"
             )
+        current = _score_all(base, splits, config.eval, cache)
         log.info("training", device=str(device), utterances=len(train_set), steps=config.fit.steps)
         fitted = fit(trainable, train_set, config.fit, device)
         export(trainable, run_dir.staging, quantization=quantization)
