@@ -51,7 +51,7 @@ def actor() -> str:
 
 def has_database(settings: Settings) -> bool:
     """A database to read without creating one: configured, or the data dir's embedded one."""
-    return settings.database.url is not None or settings.data_dir.is_dir()
+    return settings.database.url is not None or (settings.data_dir / "pg").is_dir()
 
 
 def write_registry(models: list[ModelRecord], out: TextIO) -> None:
