@@ -227,6 +227,31 @@ def test_search_opens_the_transcript_at_the_segment_that_says_it(
     page.close()
 
 
+def test_a_correction_made_in_the_page_is_saved_as_a_verified_revision(
+    console: Console, admin: BrowserContext
+) -> None:
+    audio_id = transcribed(console)["jfk.flac"]
+    before = console.api(f"/v1/audio/{audio_id}/transcript")
+    page = page_of(console, admin)
+    page.goto(f"{console.gw.url}/console/audio/{audio_id}")
+    page.get_by_role("button", name="Edit text").click()
+    first = page.locator("ol.segments textarea").first
+    expect(first).to_be_focused()
+    first.fill("And so, my fellow Americans: ask not what your country can do for you.")
+    page.get_by_role("button", name="Save correction").click()
+    expect(page.get_by_role("status").first).to_contain_text(f"revision {before['revision'] + 1}")
+    expect(page.locator("li.segment").first).to_contain_text("my fellow Americans: ask not")
+    expect(page.locator('dd[data-field="corrected by"]')).to_contain_text("console-admin")
+
+    after = console.api(f"/v1/audio/{audio_id}/transcript")
+    assert after["revision"] == before["revision"] + 1
+    assert after["verified"] is True and after["verified_by"] == "console-admin"
+    assert after["segments"][0]["text"].strip().startswith("And so, my fellow Americans: ask")
+    assert [s["start_s"] for s in after["segments"]] == [s["start_s"] for s in before["segments"]]
+    assert console.errors.messages == []
+    page.close()
+
+
 def test_a_tenant_cannot_open_another_tenants_file_by_its_url(console: Console) -> None:
     audio_id = transcribed(console)["jfk.flac"]  # the operator's upload: tenant "default"
     token = console.gw.signer.token(

@@ -219,9 +219,11 @@ async function start(main) {
     runs: [section("runs", "Training runs"), runs],
     models: [section("models", "Models"), models],
   };
-  const refresh = async () => {
+  const refresh = async ({ timed = false } = {}) => {
     await Promise.all(
       Object.values(parts).map(async ([part, load]) => {
+        // Leave alone a section the keyboard is in: its buttons would vanish under it.
+        if (timed && part.node.contains(document.activeElement)) return;
         try {
           const content = await load();
           part.body.replaceChildren(...[content].flat());
@@ -235,7 +237,7 @@ async function start(main) {
   main.replaceChildren(el("h1", {}, "Operations"), ...Object.values(parts).map(([part]) => part.node));
   await refresh();
   window.setInterval(() => {
-    if (!document.hidden) refresh();
+    if (!document.hidden) refresh({ timed: true });
   }, REFRESH_MS);
 }
 

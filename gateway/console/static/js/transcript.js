@@ -11,6 +11,8 @@ let transcript = null;
 let segmentNodes = [];
 let currentIdx = -1;
 let player = null;
+let audioRow = null;
+let detailsNode = null;
 
 function startTime() {
   const params = new URLSearchParams(window.location.search);
@@ -124,6 +126,12 @@ async function canCorrect() {
   }
 }
 
+function showDetails() {
+  const fresh = details(audioRow);
+  detailsNode.replaceWith(fresh);
+  detailsNode = fresh;
+}
+
 function editor(list, status) {
   const editing = el("button", { type: "button", class: "secondary" }, "Edit text");
   const save = el("button", { type: "button", hidden: true }, "Save correction");
@@ -167,7 +175,8 @@ function editor(list, status) {
     try {
       await api(`/v1/audio/${audioId}/transcript`, { method: "PUT", body });
       transcript = await api(`/v1/audio/${audioId}/transcript`);
-      status.textContent = "Correction saved.";
+      showDetails();
+      status.textContent = `Correction saved as revision ${transcript.revision}.`;
       announce("Correction saved");
       done();
     } catch (error) {
@@ -185,11 +194,13 @@ async function showTranscript(main, audio) {
   list.replaceChildren(...segmentNodes);
   player = el("audio", { controls: true, preload: "metadata", id: "player" });
   const status = el("p", { class: "status", role: "status" });
+  audioRow = audio;
+  detailsNode = details(audio);
   const side = el(
     "section",
     { class: "player-panel", "aria-label": "Player and details" },
     player,
-    details(audio),
+    detailsNode,
     downloads(),
   );
   const text = el(
@@ -208,7 +219,9 @@ async function showTranscript(main, audio) {
   player.addEventListener("seeked", () => highlight(segmentAt(player.currentTime)));
   const at = startTime();
   if (at !== null) {
-    highlight(segmentAt(at), { focus: true });
+    const wanted = Number(new URLSearchParams(window.location.search).get("segment"));
+    const exact = transcript.segments.findIndex((s) => s.idx === wanted);
+    highlight(exact >= 0 ? exact : segmentAt(at), { focus: true });
     player.addEventListener("loadedmetadata", () => { player.currentTime = at; }, { once: true });
   }
   player.addEventListener("error", () => {
