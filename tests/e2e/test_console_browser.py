@@ -178,8 +178,8 @@ def test_the_transcript_follows_the_audio_and_a_click_seeks(
     )  # the metadata came through the Range-served content route
     # Play from just before the second segment: the highlight moves onto it.
     first, second = segments[0], segments[1]
-    page.evaluate(
-        f"(p => {{ p.currentTime = {max(0.0, second['start_s'] - 0.6)}; p.play(); }})(document.querySelector('#player'))"
+    player.evaluate(
+        "(p, at) => { p.currentTime = at; p.play(); }", max(0.0, second["start_s"] - 0.6)
     )
     current = page.locator("li.segment.current")
     expect(current).to_have_attribute("data-idx", str(second["idx"]), timeout=20_000)
