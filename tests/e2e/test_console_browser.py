@@ -11,6 +11,7 @@ Screenshots of the main pages are kept under ``tests/artifacts/console``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,5 +297,43 @@ def test_operations_show_the_queue_workers_disk_and_datasets(
     expect(page.locator("#dead-jobs")).to_contain_text("No dead or failed jobs.")
     expect(page.locator("#datasets")).to_contain_text("No dataset version yet.")
     screenshot(page, "operations")
+    assert console.errors.messages == []
+    page.close()
+
+
+def test_a_dead_job_is_retried_from_the_operations_page(
+    console: Console, admin: BrowserContext
+) -> None:
+    jfk = transcribed(console)["jfk.flac"]
+    # A job that died (its error kept), for audio whose bytes are stored: set up in
+    # the database as the queue leaves one after its last attempt.
+    stored = console.gw.sql("SELECT sha256, storage_key, size_bytes FROM audio WHERE id = %s", jfk)
+    audio = console.gw.sql(
+        "INSERT INTO audio (tenant, source, original_name, source_uri, state, error, sha256,"
+        " storage_key, size_bytes) VALUES ('acme', 'upload', 'retried.flac', %s, 'failed',"
+        " 'worker vm:1 stopped responding', %s, %s, %s) RETURNING id",
+        f"upload://{uuid.uuid4()}",
+        stored[0]["sha256"],
+        stored[0]["storage_key"],
+        stored[0]["size_bytes"],
+    )[0]["id"]
+    job = console.gw.sql(
+        "INSERT INTO jobs (audio_id, state, attempts, max_attempts, last_error, finished_at)"
+        " VALUES (%s, 'dead', 3, 3, 'decoder crashed: test fault', now()) RETURNING id",
+        audio,
+    )[0]["id"]
+
+    page = page_of(console, admin)
+    page.goto(f"{console.gw.url}/console/ops")
+    row = page.locator("#dead-jobs tbody tr", has_text="decoder crashed: test fault")
+    expect(row).to_contain_text("3 / 3")
+    row.get_by_role("button", name=f"Retry job {job}").click()
+    expect(page.locator("#dead-jobs")).to_contain_text("No dead or failed jobs.")
+    wait_until(
+        lambda: console.api(f"/v1/audio/{audio}")["state"] == "transcribed",
+        timeout=120,
+        what="the retried job to transcribe its audio",
+        every=0.5,
+    )
     assert console.errors.messages == []
     page.close()

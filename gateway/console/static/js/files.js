@@ -164,8 +164,8 @@ function uploader() {
     "div",
     { class: "dropzone", id: "dropzone", "data-testid": "dropzone" },
     el("p", {}, "Drop audio files here, or "),
-    el("label", { for: "file-input", class: "button" }, "choose files"),
     input,
+    el("label", { for: "file-input", class: "button" }, "choose files"),
   );
   zone.addEventListener("dragover", (event) => {
     event.preventDefault();

@@ -187,16 +187,21 @@ async function models() {
     }
     throw error;
   }
-  const items = answer.items || answer.data || [];
+  const wer = (m, who) => {
+    const value = m.metrics?.wer?.[who]?.test;
+    return typeof value === "number" ? value.toFixed(3) : "–";
+  };
   return table(
     "Models",
-    ["Model", "State", "Base", "Dataset", "Test WER", "Created"],
-    items.map((m) => [
-      m.name ?? String(m.id),
+    ["Model", "State", "Tenant", "Base", "Dataset", "Test WER (current → this)", "Decision", "Created"],
+    answer.items.map((m) => [
+      m.name,
       badge(m.state),
+      m.tenant || "all",
       m.base_model,
-      m.dataset_version != null ? `v${m.dataset_version}` : "–",
-      m.metrics?.test?.wer != null ? m.metrics.test.wer.toFixed(3) : "–",
+      m.dataset_version_id != null ? String(m.dataset_version_id) : "–",
+      `${wer(m, "current")} → ${wer(m, "candidate")}`,
+      el("span", { class: "reason" }, m.decision || "–"),
       when(m.created_at),
     ]),
     "No trained model yet.",
