@@ -17,8 +17,10 @@ from gateway import console_auth
 from gateway.auth import TokenVerifier
 from gateway.console import mount_console
 from gateway.context import AppContext
+from gateway.docs import install_docs
 from gateway.errors import install_error_handlers
 from gateway.events import events_router
+from gateway.headers import SecurityHeadersMiddleware
 from gateway.metrics import MetricsMiddleware
 from gateway.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.ratelimit import RateLimiter
@@ -63,7 +65,8 @@ def create_app(
 
     ``notifications`` is the process's shared hub (else the API listens on its own).
     """
-    app = FastAPI(title="ai2text", version="0.1.0", docs_url="/docs", redoc_url=None)
+    # The docs pages are gateway.docs's: local assets, no inline script.
+    app = FastAPI(title="ai2text", version="0.1.0", docs_url=None, redoc_url=None)
     metrics = metrics if metrics is not None else ingestor.metrics
     app.state.ctx = AppContext(
         settings=settings,
@@ -100,6 +103,7 @@ def create_app(
     ]
     for router in routers:
         app.include_router(router)
+    install_docs(app)
     mount_console(app)
 
     upload_limit = settings.validation.max_bytes + MULTIPART_OVERHEAD
@@ -131,6 +135,7 @@ def create_app(
         )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     if settings.webhook.token is None and settings.s3_sources:
         log.warning("no webhook token configured: POST /v1/events/s3 refuses every request")
     return app

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.problems import problem
+from gateway.schemas import RecordedEvents, answers
 from pipeline.config import WebhookSettings
 from pipeline.db.database import Database
 from pipeline.errors import DatabaseError, DatabaseUnavailable, ValueRefused
@@ -35,7 +36,9 @@ def events_router(settings: WebhookSettings, db: Database, buckets: Set[str]) ->
     """The receiver; ``buckets`` are the watched ones (see ``registry.watched_buckets``)."""
     router = APIRouter()
 
-    @router.post("/v1/events/s3", status_code=200, response_model=None)
+    @router.post(
+        "/v1/events/s3", status_code=200, response_model=None, responses=answers(RecordedEvents)
+    )
     async def receive_s3_events(request: Request) -> Response:
         if not _authorised(request, settings):
             return problem(

@@ -75,7 +75,7 @@ class AuthGate:
         self.ctx = ctx
         self.sessions = sessions
         self.failures = RateLimiter(ctx.settings.gateway.auth_failures_per_minute)
-        self.routes = [(route, _required_scopes(route)) for route in routes]
+        self.routes = [(route, required_scopes(route)) for route in routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -161,7 +161,7 @@ class AuthGate:
         return verifier.verify(token)  # local keys: a signature check only
 
 
-def _required_scopes(route: BaseRoute) -> frozenset[str]:
+def required_scopes(route: BaseRoute) -> frozenset[str]:
     """The scopes of every :class:`Require` among a route's dependencies, however nested."""
     dependant = getattr(route, "dependant", None)
     pending = [dependant] if dependant is not None else []

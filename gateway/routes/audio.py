@@ -15,6 +15,18 @@ from gateway.auth import Principal
 from gateway.context import AppContext, get_context
 from gateway.errors import ApiError
 from gateway.pagination import BadCursor, decode_cursor, decode_uuid_cursor, page
+from gateway.schemas import (
+    AudioDetail,
+    AudioPage,
+    JobPage,
+    RetriedJob,
+    SearchResults,
+    Stats,
+    TranscriptWithSegments,
+    Uploaded,
+    Workers,
+    answers,
+)
 from gateway.security import require
 from gateway.uploads import StagingRoute
 from pipeline import catalog
@@ -56,7 +68,7 @@ def _parse_id(raw: str) -> uuid.UUID:
         raise ApiError(404, "no such audio") from None
 
 
-@router.get("/audio")
+@router.get("/audio", responses=answers(AudioPage))
 async def list_audio(
     ctx: Ctx,
     principal: AudioReader,
@@ -91,7 +103,7 @@ async def list_audio(
     return page(rows, size)
 
 
-@router.get("/audio/{audio_id}")
+@router.get("/audio/{audio_id}", responses=answers(AudioDetail))
 async def get_audio(ctx: Ctx, principal: AudioReader, audio_id: str) -> dict[str, Any]:
     """Metadata, state, error, duplicate-of, and its transcript's verdict and figures."""
     async with ctx.db.connection() as conn:
@@ -103,7 +115,14 @@ async def get_audio(ctx: Ctx, principal: AudioReader, audio_id: str) -> dict[str
     return row
 
 
-@router.post("/audio", status_code=201)
+@router.post(
+    "/audio",
+    status_code=201,
+    responses={
+        201: {"model": Uploaded},
+        200: {"model": Uploaded, "description": "the same audio is here already"},
+    },
+)
 async def upload_audio(
     ctx: Ctx,
     principal: AudioWriter,
@@ -165,7 +184,18 @@ def _size_of(file: UploadFile) -> int:
     return size
 
 
-@router.get("/audio/{audio_id}/transcript", response_model=None)
+@router.get(
+    "/audio/{audio_id}/transcript",
+    response_model=None,
+    responses=answers(
+        TranscriptWithSegments,
+        content={
+            "text/plain": {"schema": {"type": "string"}},
+            "application/x-subrip": {"schema": {"type": "string"}},
+            "text/vtt": {"schema": {"type": "string"}},
+        },
+    ),
+)
 async def get_transcript(
     ctx: Ctx,
     principal: TranscriptReader,
@@ -212,7 +242,7 @@ async def get_transcript(
     )
 
 
-@router.get("/search")
+@router.get("/search", responses=answers(SearchResults))
 async def search(
     ctx: Ctx,
     principal: TranscriptReader,
@@ -227,7 +257,7 @@ async def search(
     return {"items": rows}
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=answers(JobPage))
 async def list_jobs(
     ctx: Ctx,
     principal: AudioReader,
@@ -251,7 +281,7 @@ async def list_jobs(
     return page(rows, size)
 
 
-@router.post("/jobs/{job_id}/retry")
+@router.post("/jobs/{job_id}/retry", responses=answers(RetriedJob))
 async def retry_job(ctx: Ctx, principal: Admin, job_id: int) -> dict[str, Any]:
     """Put a dead job back in the queue with its attempts reset (admin only)."""
     async with ctx.db.connection() as conn:
@@ -266,7 +296,7 @@ async def retry_job(ctx: Ctx, principal: Admin, job_id: int) -> dict[str, Any]:
     return row
 
 
-@router.get("/workers")
+@router.get("/workers", responses=answers(Workers))
 async def workers(ctx: Ctx, principal: Admin) -> dict[str, Any]:
     """ASR workers: device, model, batch size, current job, GPU memory (admin only)."""
     async with ctx.db.connection() as conn:
@@ -274,7 +304,7 @@ async def workers(ctx: Ctx, principal: Admin) -> dict[str, Any]:
     return {"items": rows}
 
 
-@router.get("/stats")
+@router.get("/stats", responses=answers(Stats))
 async def stats(ctx: Ctx, principal: AudioReader) -> dict[str, Any]:
     """Counts by state, queue depth, hours transcribed, average real-time factor."""
     async with ctx.db.connection() as conn:

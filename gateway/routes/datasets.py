@@ -20,6 +20,7 @@ from starlette.background import BackgroundTask
 from gateway.auth import Principal
 from gateway.context import AppContext, get_context
 from gateway.errors import ApiError
+from gateway.schemas import DatasetVersionDetail, DatasetVersions, TrainingRuns, answers
 from gateway.security import require
 from pipeline.datasets import queries
 from pipeline.datasets.layout import DEFAULT_TENANT
@@ -36,7 +37,7 @@ Name = Annotated[str | None, Query(max_length=200)]
 Tenant = Annotated[str | None, Query(max_length=200, description="admin only: whose datasets")]
 
 
-@router.get("/datasets")
+@router.get("/datasets", responses=answers(DatasetVersions))
 async def list_datasets(
     ctx: Ctx, principal: DatasetReader, tenant: Tenant = None
 ) -> dict[str, Any]:
@@ -49,7 +50,7 @@ async def list_datasets(
     return {"items": [_served(row) for row in rows]}
 
 
-@router.get("/datasets/{version}")
+@router.get("/datasets/{version}", responses=answers(DatasetVersionDetail))
 async def get_dataset(
     ctx: Ctx, principal: DatasetReader, version: int, name: Name = None, tenant: Tenant = None
 ) -> dict[str, Any]:
@@ -63,7 +64,19 @@ async def get_dataset(
     return row
 
 
-@router.get("/datasets/{version}/files/{file}", response_model=None)
+@router.get(
+    "/datasets/{version}/files/{file}",
+    response_model=None,
+    responses={
+        200: {
+            "description": "the manifest: JSON lines, or JSON for dataset.json",
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        }
+    },
+)
 async def download_manifest(
     ctx: Ctx,
     principal: DatasetReader,
@@ -128,7 +141,7 @@ def _served(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-@router.get("/training-runs")
+@router.get("/training-runs", responses=answers(TrainingRuns))
 async def list_training_runs(
     ctx: Ctx, principal: RunReader, limit: int = 50, tenant: Tenant = None
 ) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.auth import Principal
 from gateway.context import AppContext, get_context
+from gateway.schemas import Ready
 from gateway.security import require
 
 router = APIRouter()
@@ -22,7 +23,14 @@ async def healthz() -> str:
     return "ok"
 
 
-@router.get("/readyz", response_model=None)
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={
+        200: {"model": Ready},
+        503: {"model": Ready, "description": "database or object storage unreachable"},
+    },
+)
 async def readyz(ctx: Annotated[AppContext, Depends(get_context)]) -> Response:
     """Database and object storage reachable."""
     try:
@@ -34,7 +42,16 @@ async def readyz(ctx: Annotated[AppContext, Depends(get_context)]) -> Response:
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/metrics", response_model=None)
+@router.get(
+    "/metrics",
+    response_model=None,
+    responses={
+        200: {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics(
     ctx: Annotated[AppContext, Depends(get_context)],
     principal: Annotated[Principal, Depends(require("admin"))],

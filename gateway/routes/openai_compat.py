@@ -40,6 +40,7 @@ from gateway.errors import ApiError
 from gateway.model_choice import WHISPER_ALIAS, Offered, choose, offered_models
 from gateway.problems import openai_error, openai_error_body
 from gateway.routes.audio import ingest_upload
+from gateway.schemas import OpenAIModels, OpenAITranscription, answers
 from gateway.security import require
 from gateway.uploads import StagingRoute
 from pipeline import catalog, models
@@ -55,6 +56,13 @@ if TYPE_CHECKING:
 else:  # OpenAI's own shapes and the cue renderings offered to OpenAI clients
     ResponseFormat = Literal[openai_formats()]
 Task = Literal["transcribe", "translate"]
+OPENAI_ANSWERS = answers(
+    OpenAITranscription,
+    content={
+        "text/plain": {"schema": {"type": "string"}},
+        "text/event-stream": {"schema": {"type": "string"}},
+    },
+)
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 # OpenAI's verbose_json names the language in English; Whisper reports a code.
 _LANGUAGE_NAMES = {
@@ -81,7 +89,7 @@ def served_model(ctx: AppContext) -> str:
     return model_label(str(ctx.settings.asr.model))
 
 
-@router.get("/models")
+@router.get("/models", responses=answers(OpenAIModels))
 async def list_models(
     ctx: Annotated[AppContext, Depends(get_context)],
     principal: Annotated[Principal, Depends(require("audio:write"))],
@@ -119,7 +127,7 @@ async def _describe(ctx: AppContext, offer: Offered) -> dict[str, Any]:
     return {**fields, **common}
 
 
-@router.post("/audio/transcriptions", response_model=None)
+@router.post("/audio/transcriptions", response_model=None, responses=OPENAI_ANSWERS)
 async def create_transcription(
     ctx: Annotated[AppContext, Depends(get_context)],
     principal: Annotated[Principal, Depends(require("audio:write"))],
@@ -161,7 +169,7 @@ async def create_transcription(
     return _render(transcript, response_format, granularities, ctx.settings.subtitles)
 
 
-@router.post("/audio/translations", response_model=None)
+@router.post("/audio/translations", response_model=None, responses=OPENAI_ANSWERS)
 async def create_translation(
     ctx: Annotated[AppContext, Depends(get_context)],
     principal: Annotated[Principal, Depends(require("audio:write"))],

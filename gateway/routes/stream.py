@@ -106,7 +106,16 @@ class Cursor:
             self.floor = low
 
 
-@router.get("/events", response_model=None)
+@router.get(
+    "/events",
+    response_model=None,
+    responses={
+        200: {
+            "description": "Server-Sent Events: audio.<state> (with ids) and audio.progress",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def stream_events(
     request: Request,
     ctx: Ctx,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.auth import Principal
 from gateway.context import AppContext, get_context
 from gateway.errors import ApiError
+from gateway.schemas import Deliveries, NewWebhookSecret, Webhooks, answers
 from gateway.security import require
 from pipeline.config import WebhookEventType
 from pipeline.db import deliveries
@@ -52,7 +53,7 @@ class NewWebhook(BaseModel):
     tenant: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-@router.get("/webhooks")
+@router.get("/webhooks", responses=answers(Webhooks))
 async def list_webhooks(ctx: Ctx, principal: Manager) -> dict[str, Any]:
     """The caller's endpoints (an admin: everyone's), with counts of their deliveries."""
     async with ctx.db.connection() as conn:
@@ -60,7 +61,7 @@ async def list_webhooks(ctx: Ctx, principal: Manager) -> dict[str, Any]:
     return {"items": rows}
 
 
-@router.post("/webhooks", status_code=201)
+@router.post("/webhooks", status_code=201, responses=answers(NewWebhookSecret, 201))
 async def create_webhook(ctx: Ctx, principal: Manager, body: NewWebhook) -> dict[str, Any]:
     """Register an endpoint; the answer holds its signing secret, the only time it is shown."""
     own = principal.tenant_filter()
@@ -103,7 +104,7 @@ async def delete_webhook(ctx: Ctx, principal: Manager, webhook_id: uuid.UUID) ->
     return Response(status_code=204)
 
 
-@router.get("/webhooks/deliveries")
+@router.get("/webhooks/deliveries", responses=answers(Deliveries))
 async def list_deliveries(
     ctx: Ctx,
     principal: Manager,
@@ -125,7 +126,7 @@ async def list_deliveries(
     return {"items": rows}
 
 
-@router.post("/webhooks/deliveries/{event_id}/retry")
+@router.post("/webhooks/deliveries/{event_id}/retry", responses=answers(Deliveries))
 async def retry_deliveries(ctx: Ctx, principal: Manager, event_id: uuid.UUID) -> dict[str, Any]:
     """Put an event's dead webhook deliveries back in the queue with fresh attempts."""
     tenant = principal.tenant_filter()
