@@ -380,3 +380,20 @@ def first_line(lines: Iterator[str], wanted: Callable[[str], bool], timeout: flo
 
 def _sha(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
+
+
+def test_pages_and_answers_carry_the_security_headers(gateway: Running) -> None:
+    with gateway.client() as http:
+        page = http.get("/console/signin")
+        assert page.status_code == 200 and "<form" in page.text
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy
+        assert "form-action 'self'" in policy and "frame-ancestors 'none'" in policy
+        answer = http.get("/readyz")
+        assert answer.headers["content-security-policy"].startswith("default-src 'none'")
+        for response in (page, answer):
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["x-frame-options"] == "DENY"
+            assert "strict-transport-security" not in response.headers  # plain http
+        over_https = http.get("/readyz", headers={"X-Forwarded-Proto": "https"})
+        assert over_https.headers["strict-transport-security"].startswith("max-age=")
