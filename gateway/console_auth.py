@@ -153,7 +153,7 @@ async def signin_page(
         log.info("console sign-in link refused (unknown, used or expired)")
         message = "This sign-in link is not valid: it was used already or has expired."
         return HTMLResponse(_signin_html(message), status_code=401)
-    opened = await console.sessions.open(principal, ttl_s=console.settings.session_ttl_s)
+    opened = await _replace_session(console, request, principal)
     log.info("console session opened", subject=principal.subject, by="sign-in link")
     response = HTMLResponse(_signed_in_html())
     set_session_cookie(response, request, opened)
@@ -182,7 +182,7 @@ async def open_session(request: Request, console: Console) -> Response:
             message = "That token was not accepted (expired, or not signed for this server)."
             return HTMLResponse(_signin_html(message), status_code=401)
         raise unauthorized() from None
-    opened = await console.sessions.open(principal, ttl_s=console.settings.session_ttl_s)
+    opened = await _replace_session(console, request, principal)
     log.info("console session opened", subject=principal.subject, by="token")
     response: Response
     if from_form:
@@ -224,6 +224,12 @@ async def signin_link(sessions: SessionStore, settings: ConsoleSettings, base_ur
 
 def wants_signin_link(settings: ConsoleSettings, *, embedded_database: bool) -> bool:
     return settings.signin_link if settings.signin_link is not None else embedded_database
+
+
+async def _replace_session(console: ConsoleAuth, request: Request, principal: Principal) -> Opened:
+    """A new session; the one this browser held before (if any) is deleted."""
+    await console.sessions.close(request.cookies.get(SESSION_COOKIE))
+    return await console.sessions.open(principal, ttl_s=console.settings.session_ttl_s)
 
 
 async def _offered_token(request: Request, from_form: bool) -> str:

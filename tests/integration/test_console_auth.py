@@ -397,3 +397,15 @@ def test_pages_and_answers_carry_the_security_headers(gateway: Running) -> None:
             assert "strict-transport-security" not in response.headers  # plain http
         over_https = http.get("/readyz", headers={"X-Forwarded-Proto": "https"})
         assert over_https.headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_signing_in_again_replaces_the_browsers_session(gateway: Running) -> None:
+    token = gateway.signer.token(*READER, tenant="acme")
+    with signed_in(gateway, token) as (client, _):
+        first = client.cookies[SESSION_COOKIE]
+        again = client.post("/console/session", json={"token": token}, headers=gateway.origin)
+        assert again.status_code == 200
+        second = client.cookies[SESSION_COOKIE]
+        assert second != first
+        assert not gateway.sql("SELECT 1 FROM console_sessions WHERE id_sha256 = %s", _sha(first))
+        assert client.get("/console/me").status_code == 200
