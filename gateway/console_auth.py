@@ -19,9 +19,11 @@ a browser in as someone else.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, ParamSpec, TypeVar
 
 import structlog
 from fastapi import APIRouter, Depends, Query, Request
@@ -43,6 +45,8 @@ SIGNIN_PATH = "/console/signin"
 MAX_TOKEN_FIELD = 8 * 1024
 
 router = APIRouter(prefix="/console", tags=["console"])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class ConsoleAuth:
@@ -132,13 +136,26 @@ def clear_session_cookie(response: Response, request: Request) -> None:
 
 
 async def _session_of(console: ConsoleAuth, request: Request) -> Session | None:
-    try:
-        return await console.sessions.find(request.cookies.get(SESSION_COOKIE))
-    except (DatabaseError, TransientError):
-        raise ApiError(503, "sessions cannot be checked now; retry later") from None
+    return await console.sessions.find(request.cookies.get(SESSION_COOKIE))
+
+
+def _needs_sessions(
+    route: Callable[P, Awaitable[R]],
+) -> Callable[P, Awaitable[R]]:
+    """503 (retry later), not 500, when the sessions' database cannot be reached."""
+
+    @functools.wraps(route)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await route(*args, **kwargs)
+        except (DatabaseError, TransientError):
+            raise ApiError(503, "sessions cannot be reached now; retry later") from None
+
+    return guarded
 
 
 @router.get("/signin", response_class=HTMLResponse)
+@_needs_sessions
 async def signin_page(
     request: Request,
     console: Console,
@@ -165,6 +182,7 @@ async def signin_page(
     response_model=Identity,
     responses={303: {"description": "signed in from the page's form: on to the console"}},
 )
+@_needs_sessions
 async def open_session(request: Request, console: Console) -> Response:
     """Sign in with a token: JSON ``{"token": "…"}`` (answered with the identity) or the
     sign-in page's form (answered with a redirect to the console)."""
@@ -194,6 +212,7 @@ async def open_session(request: Request, console: Console) -> Response:
 
 
 @router.delete("/session", status_code=204, response_class=Response)
+@_needs_sessions
 async def close_session(request: Request, console: Console) -> Response:
     """Sign out: the session is deleted, its cookie cleared (CSRF-checked)."""
     session = await _session_of(console, request)
@@ -207,6 +226,7 @@ async def close_session(request: Request, console: Console) -> Response:
 
 
 @router.get("/me", response_model=Identity)
+@_needs_sessions
 async def me(request: Request, console: Console) -> Identity:
     """The signed-in session: subject, tenant, scopes and its CSRF token."""
     session = await _session_of(console, request)
