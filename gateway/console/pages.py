@@ -1,8 +1,9 @@
-"""The console's pages and assets, sent with a strict Content-Security-Policy.
+"""The console's pages and assets.
 
 Every page is a static HTML file whose scripts and styles are files of the same
-origin (no inline code), so the policy allows ``'self'`` only. Which audio a page
-shows is in its URL (``/console/audio/{id}``); the page's script reads it.
+origin (no inline code), so ``gateway.headers``'s strict Content-Security-Policy
+(``'self'`` only) fits them. Which audio a page shows is in its URL
+(``/console/audio/{id}``); the page's script reads it.
 """
 
 from __future__ import annotations
@@ -18,27 +19,6 @@ from starlette.types import Scope
 
 STATIC = Path(str(files("gateway.console").joinpath("static")))
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "media-src 'self' blob:",
-        "connect-src 'self'",
-        "font-src 'self'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    )
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
 PAGES = {
     "files": "files.html",
     "audio": "transcript.html",
@@ -47,25 +27,19 @@ PAGES = {
 }
 
 
-def _secured(response: Response) -> Response:
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    return response
-
-
 def _page(name: str) -> Response:
     response = FileResponse(STATIC / PAGES[name], media_type="text/html; charset=utf-8")
     response.headers["Cache-Control"] = "no-cache"
-    return _secured(response)
+    return response
 
 
 class ConsoleAssets(StaticFiles):
-    """The console's CSS and scripts, with the same headers as its pages."""
+    """The console's CSS and scripts, revalidated on every load (an upgrade shows at once)."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
         response.headers.setdefault("Cache-Control", "no-cache")
-        return _secured(response)
+        return response
 
 
 router = APIRouter(prefix="/console", include_in_schema=False)
