@@ -118,6 +118,8 @@ def test_dropped_files_upload_with_progress_and_reach_transcribed_without_a_relo
     page = page_of(console, admin)
     page.goto(f"{console.gw.url}/console/")
     expect(page.get_by_role("heading", name="Files")).to_be_visible()
+    page.keyboard.press("Tab")  # the keyboard's first stop skips the navigation
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
     page.evaluate("window.__sameDocument = true")
 
     dropped = [(name, (DATA / name).read_bytes()) for name in RECORDINGS]
@@ -238,17 +240,25 @@ def test_a_correction_made_in_the_page_is_saved_as_a_verified_revision(
     page.get_by_role("button", name="Edit text").click()
     first = page.locator("ol.segments textarea").first
     expect(first).to_be_focused()
-    first.fill("And so, my fellow Americans: ask not what your country can do for you.")
+    # Markup in a correction stays text wherever it is shown (and CSP would refuse it).
+    first.fill('And so, my fellow Americans: ask not <img src=x onerror="window.__owned=1">')
     page.get_by_role("button", name="Save correction").click()
     expect(page.get_by_role("status").first).to_contain_text(f"revision {before['revision'] + 1}")
-    expect(page.locator("li.segment").first).to_contain_text("my fellow Americans: ask not")
+    expect(page.locator("li.segment").first).to_contain_text("my fellow Americans: ask not <img")
     expect(page.locator('dd[data-field="corrected by"]')).to_contain_text("console-admin")
+    assert page.locator("ol.segments img").count() == 0
 
     after = console.api(f"/v1/audio/{audio_id}/transcript")
     assert after["revision"] == before["revision"] + 1
     assert after["verified"] is True and after["verified_by"] == "console-admin"
     assert after["segments"][0]["text"].strip().startswith("And so, my fellow Americans: ask")
     assert [s["start_s"] for s in after["segments"]] == [s["start_s"] for s in before["segments"]]
+
+    page.goto(f"{console.gw.url}/console/search?q=Americans")
+    hit = page.locator("li.hit", has_text="jfk.flac")
+    expect(hit.locator("mark")).to_have_text("Americans")
+    assert page.locator("li.hit img").count() == 0
+    assert page.evaluate("window.__owned") is None
     assert console.errors.messages == []
     page.close()
 

@@ -8,6 +8,8 @@ const rows = new Map(); // audio id -> row of GET /v1/audio
 let stateFilter = "";
 let textFilter = "";
 let body = null;
+let more = null; // the "Show more" button
+let nextCursor = null;
 
 function progressCell(row) {
   if (row.state === "processing" && typeof row.progress === "number") {
@@ -80,14 +82,20 @@ function upsert(row) {
   if (!known || known.updated_at <= row.updated_at) rows.set(row.id, row);
 }
 
-async function load() {
+// The newest page (again, after a filter change), or with `cursor` the next older one.
+async function load(cursor = null) {
   const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
   if (stateFilter) query.set("state", stateFilter);
+  if (cursor) query.set("cursor", cursor);
   const page = await api(`/v1/audio?${query}`);
-  for (const id of [...rows.keys()]) {
-    if (stateFilter && rows.get(id).state !== stateFilter) rows.delete(id);
+  if (!cursor) {
+    for (const id of [...rows.keys()]) {
+      if (stateFilter && rows.get(id).state !== stateFilter) rows.delete(id);
+    }
   }
   for (const row of page.items) upsert(row);
+  nextCursor = page.next_cursor;
+  more.hidden = !nextCursor;
   render();
 }
 
@@ -224,10 +232,12 @@ async function start(main) {
     ),
     body,
   );
+  more = el("button", { type: "button", class: "secondary", hidden: true }, "Show more");
+  more.addEventListener("click", () => load(nextCursor).catch((error) => showError(body, error)));
   main.replaceChildren(
     el("h1", { id: "files-title" }, "Files"),
     uploader(),
-    el("section", { "aria-label": "Files" }, filters(), el("div", { class: "scroll" }, table)),
+    el("section", { "aria-label": "Files" }, filters(), el("div", { class: "scroll" }, table), more),
   );
   events("", onEvent);
   try {
