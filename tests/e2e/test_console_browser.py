@@ -155,6 +155,41 @@ def test_dropped_files_upload_with_progress_and_reach_transcribed_without_a_relo
     page.close()
 
 
+def test_a_file_uploaded_elsewhere_appears_and_shows_its_progress_live(
+    console: Console, admin: BrowserContext, long_speech: Path
+) -> None:
+    page = page_of(console, admin)
+    page.goto(f"{console.gw.url}/console/")
+    expect(page.get_by_role("heading", name="Files")).to_be_visible()
+    page.wait_for_load_state("networkidle")  # the list is read and the stream open
+    httpx.post(
+        f"{console.gw.url}/v1/audio",
+        headers=bearer(console.admin_token),
+        files={"file": ("three-minutes.wav", long_speech.read_bytes())},
+        timeout=60,
+    ).raise_for_status()
+    row = page.locator(
+        "table.files tbody tr", has=page.get_by_role("link", name="three-minutes.wav")
+    )
+    bar = row.locator("td.progress progress")
+    # A worker reports about once a second: the bar shows a part done, then the end.
+    page.wait_for_function(
+        """() => {
+            const row = [...document.querySelectorAll("table.files tbody tr")]
+                .find((r) => r.textContent.includes("three-minutes.wav"));
+            const value = row && row.querySelector("td.progress progress")?.value;
+            return value > 0 && value < 100;
+        }""",
+        timeout=TIMEOUT_MS,
+    )
+    expect(row).to_have_attribute("data-state", "processing")
+    expect(row).to_have_attribute("data-state", "transcribed", timeout=TIMEOUT_MS)
+    expect(bar).to_have_count(0)
+    expect(row.locator("td.progress")).to_have_text("100%")
+    assert console.errors.messages == []
+    page.close()
+
+
 def test_the_transcript_follows_the_audio_and_a_click_seeks(
     console: Console, admin: BrowserContext
 ) -> None:
@@ -213,7 +248,7 @@ def test_search_opens_the_transcript_at_the_segment_that_says_it(
     page.goto(f"{console.gw.url}/console/search")
     page.get_by_label("Words to find").fill("granted")
     page.get_by_role("button", name="Search").click()
-    hit = page.locator("li.hit").first
+    hit = page.locator("li.hit", has_text="multilingual.mp3").first
     expect(hit.locator("mark")).to_have_text("granted", ignore_case=True)
     screenshot(page, "search")
     hit.get_by_role("link").click()
