@@ -388,9 +388,27 @@ class Flood:
             by_name.setdefault(name, []).append(float(created))
             states[state] = states.get(state, 0) + 1
         expected = set(names)
+        # Round trips the flood cost PostgreSQL (every process on this database).
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        xacts = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()[0]
+        scans = dict(
+            conn.execute(
+                "SELECT relname, coalesce(seq_scan, 0) + coalesce(idx_scan, 0)"
+                " FROM pg_stat_user_tables WHERE relname IN ('deliveries', 'audio', 'jobs')"
+            ).fetchall()
+        )
+        pending = conn.execute(
+            "SELECT target, state, count(*) FROM deliveries GROUP BY 1, 2"
+        ).fetchall()
         processed = inbox / "processed"
         rejected = inbox / "rejected"
         return {
+            "db_transactions": int(xacts),
+            "db_table_scans": scans,
+            "deliveries": [list(r) for r in pending],
             "rows": len(rows),
             "states": states,
             "jobs": {s: c for s, c in jobs},
@@ -421,6 +439,11 @@ class Flood:
                 notable[key] = notable.get(key, 0) + 1
         return {
             "log_ingested_events": sum(1 for e in events if e.get("event") == "ingested"),
+            # Files recorded in batches are logged once per batch (each file at debug).
+            "log_ingested_in_batches": sum(
+                int(e.get("files", 0)) for e in events if e.get("event") == "ingested batch"
+            ),
+            "log_batches": sum(1 for e in events if e.get("event") == "ingested batch"),
             "log_levels": levels,
             "log_warnings_and_errors": notable,
         }

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
-from psycopg.rows import RowMaker, class_row
+from psycopg.rows import RowMaker, class_row, tuple_row
 
 from pipeline.db.database import AsyncConn, translated_errors
 from pipeline.db.states import AudioState, Source
@@ -315,3 +315,139 @@ def _first_uuid(cursor: Any) -> RowMaker[uuid.UUID]:
         return value
 
     return make
+
+
+# -- many files at once (the hot folder's group commit) -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """A recorded row of one source version, with the version it is."""
+
+    source_uri: str
+    source_version: str
+    id: uuid.UUID
+    state: AudioState
+    error: str | None
+    duplicate_of: uuid.UUID | None
+
+
+async def find_versions(
+    conn: AsyncConn, versions: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], RecordedVersion]:
+    """``find_version`` for many (source_uri, source_version) pairs in one query."""
+    if not versions:
+        return {}
+    wanted = set(versions)
+    async with conn.cursor(row_factory=class_row(VersionRow)) as cur:
+        await cur.execute(
+            "SELECT source_uri, source_version, id, state, error, duplicate_of FROM audio"
+            " WHERE source_uri = ANY(%s) AND source_version = ANY(%s)",
+            (sorted({u for u, _ in wanted}), sorted({v for _, v in wanted})),
+        )
+        rows = await cur.fetchall()
+    return {
+        (r.source_uri, r.source_version): RecordedVersion(r.id, r.state, r.error, r.duplicate_of)
+        for r in rows
+        if (r.source_uri, r.source_version) in wanted
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class NewContent:
+    """One accepted file for ``insert_new``: nothing recorded yet for its source or bytes."""
+
+    origin: Origin
+    content: StoredContent
+    size: int
+
+
+async def needing_care(conn: AsyncConn, items: Sequence[NewContent]) -> set[int]:
+    """Which of ``items`` (by index) ``insert_new`` must not take in bulk.
+
+    Those whose source version is recorded, whose source has a row waiting to be
+    superseded, or whose content the tenant already holds: for each of them the
+    one-file path decides (already ingested, adopt, supersede, duplicate, variant).
+    """
+    uris = sorted({i.origin.source_uri for i in items})
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            "SELECT 'version', source_uri, source_version FROM audio"
+            " WHERE source_uri = ANY(%(uris)s) AND source_version = ANY(%(versions)s)"
+            " UNION ALL SELECT 'pending', source_uri, NULL FROM audio"
+            " WHERE supersede_pending AND source_uri = ANY(%(uris)s)"
+            " UNION ALL SELECT 'content', tenant, sha256 FROM audio"
+            " WHERE tenant = ANY(%(tenants)s) AND sha256 = ANY(%(shas)s)"
+            " AND state NOT IN ('rejected', 'duplicate') AND variant_of IS NULL",
+            {
+                "uris": uris,
+                "versions": sorted({i.origin.source_version or "" for i in items}),
+                "tenants": sorted({i.origin.tenant for i in items}),
+                "shas": sorted({i.content.sha256 for i in items}),
+            },
+        )
+        found = await cur.fetchall()
+    versions: set[tuple[str, str]] = set()
+    pending: set[str] = set()
+    contents: set[tuple[str, str]] = set()
+    for kind, first, second in found:
+        if kind == "version":
+            versions.add((first, second))
+        elif kind == "pending":
+            pending.add(first)
+        else:
+            contents.add((first, second))
+    care: set[int] = set()
+    for n, item in enumerate(items):
+        o = item.origin
+        if (
+            (o.source_uri, o.source_version) in versions
+            or o.source_uri in pending
+            or (o.tenant, item.content.sha256) in contents
+        ):
+            care.add(n)
+    return care
+
+
+async def insert_new(conn: AsyncConn, items: Sequence[NewContent]) -> list[uuid.UUID]:
+    """``queued`` rows for ``items`` in one statement; their ids, in order.
+
+    For items ``needing_care`` found plain and distinct from one another (no two with
+    one source or one content; ids are matched to items by source). Raises
+    ``Conflict`` when a concurrent ingest recorded one of them meanwhile (the
+    transaction is then lost: take them one by one).
+    """
+    columns: list[list[Any]] = [[] for _ in range(13)]
+    for item in items:
+        info = item.content.info
+        values = (
+            *_origin_values(item.origin),
+            item.content.sha256,
+            item.size,
+            info.duration_s,
+            info.sample_rate,
+            info.channels,
+            info.codec,
+            info.container,
+            item.content.storage_key,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    with translated_errors():
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(
+                "INSERT INTO audio (tenant, source, original_name, source_uri, source_version,"
+                " sha256, size_bytes, duration_s, sample_rate, channels, codec, container,"
+                " storage_key, state)"
+                " SELECT tenant, source, name, uri, version, sha256, size, duration, rate,"
+                " channels, codec, container, key, %s FROM unnest(%s::text[], %s::text[],"
+                " %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::float8[],"
+                " %s::int[], %s::int[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY"
+                " AS t(tenant, source, name, uri, version, sha256, size, duration, rate,"
+                " channels, codec, container, key, n)"
+                " ORDER BY n RETURNING id, source_uri",
+                (AudioState.QUEUED, *columns),
+            )
+            rows = await cur.fetchall()
+    by_uri: dict[str, uuid.UUID] = {uri: audio_id for audio_id, uri in rows}
+    return [by_uri[item.origin.source_uri] for item in items]

@@ -108,7 +108,9 @@ async def seconds_until_due(conn: AsyncConn, kinds: Collection[str]) -> float | 
     """Seconds until the earliest pending delivery of ``kinds`` is due (0 if one is),
     ``None`` when nothing is pending."""
     cur = await conn.execute(
-        "SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - clock_timestamp()))"
+        # greatest() skips NULLs: without the CASE, "nothing pending" read as "due now".
+        "SELECT CASE WHEN min(next_attempt_at) IS NOT NULL THEN greatest(0,"
+        " extract(epoch FROM min(next_attempt_at) - clock_timestamp())) END"
         " AS wait_s FROM deliveries"
         " WHERE state = 'pending' AND split_part(target, ':', 1) = ANY (%s)",
         (list(kinds),),

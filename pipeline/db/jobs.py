@@ -98,6 +98,33 @@ async def enqueue(
     await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
 
 
+async def enqueue_many(
+    conn: AsyncConn,
+    jobs: list[tuple[uuid.UUID, dict[str, object], Priority]],
+    *,
+    max_attempts: int,
+    head_start_s: float = 0.0,
+) -> None:
+    """``enqueue`` for many (audio id, options, priority) at once, with one wake-up."""
+    if not jobs:
+        return
+    levels = [PRIORITY_LEVELS[priority] for _, _, priority in jobs]
+    await conn.execute(
+        "INSERT INTO jobs (audio_id, max_attempts, options, priority, run_after)"
+        " SELECT audio_id, %s, options, level, now() - make_interval(secs => level * %s)"
+        " FROM unnest(%s::uuid[], %s::jsonb[], %s::smallint[]) AS t(audio_id, options, level)"
+        " ON CONFLICT (audio_id, kind) DO NOTHING",
+        (
+            max_attempts,
+            head_start_s,
+            [audio_id for audio_id, _, _ in jobs],
+            [Jsonb(options) for _, options, _ in jobs],
+            levels,
+        ),
+    )
+    await conn.execute(f"NOTIFY {JOBS_CHANNEL}")
+
+
 # States are literals in the SQL (not parameters) so that the planner can match the
 # partial indexes; tests/integration/test_states.py keeps them within ``states``.
 #

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
@@ -25,12 +25,13 @@ import structlog
 from pipeline.choices import TranscriptionPolicy, UnsupportedLanguage, transcription_signature
 from pipeline.config import TranscriptionChoices, ValidationSettings
 from pipeline.db import audio as audio_store
-from pipeline.db.audio import RecordedVersion, StoredContent
+from pipeline.db.audio import NewContent, RecordedVersion, StoredContent
 from pipeline.db.audio import RemoteObject as RemoteObject  # sources name it from here
 from pipeline.db.database import AsyncConn, Database
-from pipeline.db.jobs import Priority, enqueue
+from pipeline.db.jobs import Priority, enqueue, enqueue_many
 from pipeline.db.states import AudioState
 from pipeline.errors import Conflict, RejectCode, RejectedInput, TransientError
+from pipeline.ingest.batching import Batcher
 from pipeline.ingest.validation import extension_of, validate
 from pipeline.media import AudioInfo, HeadInfo, IncompleteAudio
 from pipeline.metrics import Metrics
@@ -79,6 +80,16 @@ class Examined:
 
 
 @dataclass(frozen=True, slots=True)
+class _Pending:
+    """A file to record, waiting for the next batch."""
+
+    arrival: Arrival
+    content: StoredContent
+    size: int
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class IngestResult:
     outcome: Outcome
     audio_id: uuid.UUID
@@ -107,14 +118,27 @@ class Ingestor:
         self.store = store
         self.metrics = metrics
         self.policy = policy
+        # Files arriving together (a flood) are looked up and recorded in batches.
+        self._lookups: Batcher[tuple[str, str], RecordedVersion | None] = Batcher(
+            self._find_versions
+        )
+        self._records: Batcher[_Pending, IngestResult] = Batcher(self._record_batch)
 
     async def find_existing(self, arrival: Arrival) -> IngestResult | None:
         """The earlier result for this exact source version, if it was ingested."""
         if arrival.source_version is None:
             return None
-        async with self.db.connection() as conn:
-            row = await audio_store.find_version(conn, arrival.source_uri, arrival.source_version)
+        row = await self._lookups.submit((arrival.source_uri, arrival.source_version))
         return None if row is None else _earlier_result(row)
+
+    async def _find_versions(
+        self, versions: Sequence[tuple[str, str]]
+    ) -> list[RecordedVersion | None]:
+        async with self.db.connection() as conn:
+            if len(versions) == 1:
+                return [await audio_store.find_version(conn, *versions[0])]
+            found = await audio_store.find_versions(conn, versions)
+        return [found.get(v) for v in versions]
 
     async def ingest(
         self,
@@ -171,16 +195,11 @@ class Ingestor:
         else:
             sha256 = await asyncio.to_thread(sha256_of, source, size)
         key = content_key(sha256, extension_of(arrival.original_name))
-        with self.metrics.s3_call("stat"):
-            held = await asyncio.to_thread(self.store.stat, key)
-        if held is None:
-            source.seek(0)
-            with self.metrics.s3_call("put"):
-                await asyncio.to_thread(self.store.put_stream, key, source, size)
+        await asyncio.to_thread(self._store_content, key, source, size)
         if unchanged is not None and not unchanged():
             raise SourceChanged(f"{arrival.original_name} changed while it was read")
         content = StoredContent(sha256=sha256, storage_key=key, info=info)
-        return await self._record(arrival, content, size, job_options)
+        return await self._records.submit(_Pending(arrival, content, size, job_options))
 
     async def job_options(
         self,
@@ -267,6 +286,82 @@ class Ingestor:
         )
         self.metrics.files_ingested.labels(SOURCE_LABELS[arrival.source]).inc()
         return IngestResult("accepted", audio_id)
+
+    def _store_content(self, key: str, source: BinaryIO, size: int) -> None:
+        """Put the bytes under their content key unless the store holds them (one thread hop)."""
+        with self.metrics.s3_call("stat"):
+            held = self.store.stat(key)
+        if held is None:
+            source.seek(0)
+            with self.metrics.s3_call("put"):
+                self.store.put_stream(key, source, size)
+
+    async def _record_batch(self, batch: Sequence[_Pending]) -> list[IngestResult]:
+        """Record ``batch`` in one transaction where it is plain; the rest one by one.
+
+        Plain: nothing recorded yet for the file's source version or source, nor its
+        content in its tenant, and no other file of the batch sharing either (the
+        common case of a flood). Every other file takes the one-file path, as does
+        the whole batch when a concurrent ingest got in first (``Conflict``).
+        """
+        results: dict[int, IngestResult] = {}
+        if len(batch) > 1:
+            results = await self._record_plain(batch)
+        for n, item in enumerate(batch):
+            if n not in results:
+                results[n] = await self._record(item.arrival, item.content, item.size, item.options)
+        return [results[n] for n in range(len(batch))]
+
+    async def _record_plain(self, batch: Sequence[_Pending]) -> dict[int, IngestResult]:
+        """The plain files of ``batch`` recorded in bulk, by index (none on ``Conflict``)."""
+        first: dict[object, int] = {}
+        for n, item in enumerate(batch):
+            a = item.arrival
+            for key in (("uri", a.source_uri), ("content", a.tenant, item.content.sha256)):
+                first.setdefault(key, n)
+        distinct = [
+            n
+            for n, item in enumerate(batch)
+            if item.arrival.source_version is not None
+            and first[("uri", item.arrival.source_uri)] == n
+            and first[("content", item.arrival.tenant, item.content.sha256)] == n
+        ]
+        if len(distinct) < 2:
+            return {}
+        news = [NewContent(batch[n].arrival, batch[n].content, batch[n].size) for n in distinct]
+        try:
+            async with self.db.connection() as conn, conn.transaction():
+                care = await audio_store.needing_care(conn, news)
+                plain = [n for i, n in enumerate(distinct) if i not in care]
+                if len(plain) < 2:
+                    return {}
+                ids = await audio_store.insert_new(conn, [news[distinct.index(n)] for n in plain])
+                await enqueue_many(
+                    conn,
+                    [
+                        (audio_id, batch[n].options, batch[n].arrival.priority)
+                        for n, audio_id in zip(plain, ids, strict=True)
+                    ],
+                    max_attempts=self.max_attempts,
+                    head_start_s=self.priority_head_start_s,
+                )
+        except Conflict:
+            return {}  # a concurrent ingest of one of them: each takes the one-file path
+        results = {}
+        for n, audio_id in zip(plain, ids, strict=True):
+            arrival, content = batch[n].arrival, batch[n].content
+            results[n] = IngestResult("accepted", audio_id)
+            self._count(arrival, results[n])
+            log.debug(
+                "ingested",
+                file=arrival.original_name,
+                audio_id=str(audio_id),
+                duration_s=round(content.info.duration_s, 2),
+                codec=content.info.codec,
+                source=arrival.source,
+            )
+        log.info("ingested batch", files=len(plain), source=batch[plain[0]].arrival.source)
+        return results
 
     async def _record(
         self, arrival: Arrival, content: StoredContent, size: int, options: dict[str, Any]

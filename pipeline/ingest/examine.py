@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
+import io
 import multiprocessing
 import os
 import signal
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import structlog
 
@@ -33,7 +35,8 @@ from pipeline.config import ValidationSettings
 from pipeline.errors import RejectCode, RejectedInput, TransientError
 from pipeline.ingest.core import Examined, SourceChanged, sha256_of
 from pipeline.ingest.stability import Fingerprint
-from pipeline.ingest.validation import validate
+from pipeline.ingest.validation import extension_of, validate
+from pipeline.ingest.wav import pcm_wav_info
 from pipeline.media import IncompleteAudio
 
 log = structlog.get_logger(__name__)
@@ -42,6 +45,8 @@ log = structlog.get_logger(__name__)
 CRASHES_BEFORE_REFUSAL = 2
 # How long shutdown waits for a child to finish its file before terminating it.
 SHUTDOWN_GRACE_S = 5.0
+# Plain PCM WAVs up to this size are examined in the watcher itself (``examine_here``).
+HERE_MAX_BYTES = 1024 * 1024
 
 
 class ExaminerCrashed(TransientError):
@@ -82,6 +87,30 @@ def examine_file(
     return Examined(info=info, sha256=sha256)
 
 
+def examine_here(
+    source: BinaryIO, size: int, name: str, validation: ValidationSettings
+) -> Examined | None:
+    """A small plain PCM WAV, validated and hashed in this process; None: use the pool.
+
+    Such a file needs no decoder (``wav.pcm_wav_info``), so there is nothing to isolate
+    from a crash, and sending it to a child would cost more than examining it. Raises
+    what ``validate`` raises. ``source`` is the handle already checked to be the
+    version judged quiet; it is left at 0.
+    """
+    if size > HERE_MAX_BYTES or extension_of(name) != "wav":
+        return None
+    source.seek(0)
+    data = source.read(size + 1)
+    source.seek(0)
+    if len(data) != size:
+        raise SourceChanged(f"{name} changed size while it was read")
+    buffer = io.BytesIO(data)
+    if pcm_wav_info(buffer, size, max_duration_s=validation.max_duration_s) is None:
+        return None
+    info = validate(buffer, name=name, size=size, settings=validation)
+    return Examined(info=info, sha256=hashlib.sha256(data).hexdigest())
+
+
 # prctl(2) option: the signal a process gets when its parent dies (Linux).
 _PR_SET_PDEATHSIG = 1
 
@@ -111,10 +140,15 @@ class Examiner:
             examine_file
         ),
     ) -> None:
-        """``function`` runs in the children (``examine_file``; tests pass a faulty one)."""
+        """``function`` runs in the children (``examine_file``; tests pass a faulty one).
+
+        With ``examine_file``, small plain PCM WAVs are examined in this process
+        (``examine_here``) when the caller hands over its open ``source``.
+        """
         self.workers = workers
         self.validation = validation
         self.function = function
+        self.here_first = function is examine_file
         self._pool: ProcessPoolExecutor | None = None
         # A pool that breaks fails every file in it: those are examined again one at a
         # time in a pool of one (``_alone``), where a crash can only be the file's own.
@@ -134,8 +168,17 @@ class Examiner:
             initargs=(os.getpid(),),
         )
 
-    async def examine(self, path: str, fingerprint: Fingerprint, name: str) -> Examined:
-        """Probe and hash ``path``: raise what ``validate`` would, or a ``TransientError``."""
+    async def examine(
+        self, path: str, fingerprint: Fingerprint, name: str, *, source: BinaryIO | None = None
+    ) -> Examined:
+        """Probe and hash ``path``: raise what ``validate`` would, or a ``TransientError``.
+
+        ``source``: the caller's handle on ``path``, already checked to be ``fingerprint``.
+        """
+        if source is not None and self.here_first:
+            here = examine_here(source, fingerprint.size, name, self.validation)
+            if here is not None:
+                return here
         key = (path, fingerprint)
         if key in self._suspects:
             result = await self._examine_alone(key, name)

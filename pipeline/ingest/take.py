@@ -128,7 +128,7 @@ class FileTaker:
             examiner = self.examiner
 
             async def in_pool() -> Examined:
-                return await examiner.examine(str(path), fp, arrival.original_name)
+                return await examiner.examine(str(path), fp, arrival.original_name, source=source)
 
             examine = in_pool
 

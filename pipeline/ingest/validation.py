@@ -7,6 +7,7 @@ from typing import BinaryIO
 
 from pipeline.config import ValidationSettings
 from pipeline.errors import RejectedInput
+from pipeline.ingest.wav import pcm_wav_info
 from pipeline.media import AudioInfo, check_wav_header, probe
 
 
@@ -43,7 +44,10 @@ def validate(source: BinaryIO, *, name: str, size: int, settings: ValidationSett
     source.seek(0)
     try:
         check_wav_header(source, size)
-        info = probe(source, max_duration_s=settings.max_duration_s)
+        # Plain PCM WAV: its header says what decoding it would (see ``wav``).
+        info = pcm_wav_info(source, size, max_duration_s=settings.max_duration_s) or probe(
+            source, max_duration_s=settings.max_duration_s
+        )
     finally:
         source.seek(0)
     if info.duration_s < settings.min_duration_s:

@@ -297,7 +297,8 @@ def test_ingests_racing_past_the_duplicate_lookup_still_accept_exactly_one(
     """Force the race: both ingests look for the content, find nothing, then insert.
 
     A SHARE lock on ``audio`` lets both run their SELECTs but holds both INSERTs
-    until both are waiting; the loser must hit the unique index and retry.
+    until both are waiting; the loser must hit the unique index and retry. Two
+    ingestors, as two processes would be: one ingestor records its files in turn.
     """
     copy = tmp_path / "copy.flac"
     shutil.copyfile(JFK, copy)
@@ -313,14 +314,17 @@ def test_ingests_racing_past_the_duplicate_lookup_still_accept_exactly_one(
         return bool(row[0] == 2)
 
     async def scenario() -> list[IngestResult]:
-        async with ingestor(make_settings(), objects) as ing:
+        async with (
+            ingestor(make_settings(), objects) as ing,
+            ingestor(make_settings(), objects) as other,
+        ):
             blocker = await psycopg.AsyncConnection.connect(database_url)
             watcher = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
             try:
                 await blocker.execute("LOCK TABLE audio IN SHARE MODE")
                 tasks = [
                     asyncio.create_task(ingest_file(ing, JFK, arrival_for(JFK))),
-                    asyncio.create_task(ingest_file(ing, copy, arrival_for(copy))),
+                    asyncio.create_task(ingest_file(other, copy, arrival_for(copy))),
                 ]
                 deadline = asyncio.get_running_loop().time() + 30
                 while not await waiting_inserts(watcher):
