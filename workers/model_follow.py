@@ -132,17 +132,17 @@ class ModelFollower:
         """
         async with self.db.connection() as conn:
             wanted = await records.promoted(conn)
+        self._checked_at = time.monotonic()
+        self._stale = False
         if wanted is not None:
             try:
                 self._switch(await self._load(wanted))
-                self._checked_at = time.monotonic()
-                self._stale = False
                 return self.active
             except Exception as exc:  # noqa: BLE001 - reported; the configured model runs
+                self._switch(await self._load(None))
                 self._fail(wanted, exc)
+                return self.active
         self._switch(await self._load(None))
-        self._checked_at = time.monotonic()
-        self._stale = False
         return self.active
 
     def changed(self) -> None:

@@ -219,6 +219,10 @@ def test_a_damaged_or_unloadable_model_leaves_the_worker_on_its_model_saying_why
                 )
                 row = await running.worker_row()
                 assert row["model"] == "tiny.en" and row["model_id"] is None
+            # A worker process starting now runs the configured model, and says why.
+            starting = follower_of(settings, running.database, running.store, Metrics())
+            assert (await starting.prepare()).name == "tiny.en"
+            assert starting.problem is not None and unloadable.name in starting.problem
             return problems, await running.transcribe("jfk.flac")
 
     (damaged, unloadable), transcript = asyncio.run(scenario())

@@ -347,6 +347,9 @@ def test_the_models_command_promotes_refuses_lists_and_rolls_back(
     assert cli.run(["models", "list", "--json"]) == 0
     states = {m["name"]: m["state"] for m in json.loads(capsys.readouterr().out)}
     assert states == {good.name: "promoted", bad.name: "candidate"}
+    assert cli.run(["models"]) == 0  # installed models, then the registry
+    both = capsys.readouterr().out
+    assert "tiny.en" in both and "trained models" in both and good.name in both
     assert cli.run(["models", "rollback"]) == 0
     assert "workers return to the configured asr.model" in capsys.readouterr().out
     assert cli.run(["models", "rollback"]) == 1
