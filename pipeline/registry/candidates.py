@@ -84,9 +84,10 @@ async def current_base_named(db: Database, asr: AsrSettings) -> BaseModel:
 
 
 def read_run_output(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """``(model dir, metrics)`` when the run left both, None when it left neither."""
+    """``(model dir, metrics)`` when the run left a model, None when it left none (the
+    CTC reference trainer writes metrics.json and a checkpoint, no model to serve)."""
     model_dir, metrics_path = run_dir / "model", run_dir / "metrics.json"
-    if not model_dir.exists() and not metrics_path.exists():
+    if not model_dir.exists():
         return None
     if not metrics_path.is_file():
         raise CandidateRejected(f"{run_dir} has a model but no metrics.json")

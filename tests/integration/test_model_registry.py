@@ -308,6 +308,9 @@ def test_a_run_without_metrics_registers_nothing_and_says_why(tmp_path: Path) ->
     with pytest.raises(candidates.CandidateRejected, match="no metrics.json"):
         candidates.read_run_output(tmp_path)
     assert candidates.read_run_output(tmp_path / "empty") is None
+    (tmp_path / "checkpoint-only").mkdir()
+    (tmp_path / "checkpoint-only" / "metrics.json").write_text("{}")
+    assert candidates.read_run_output(tmp_path / "checkpoint-only") is None
     (tmp_path / "metrics.json").write_text("{not json")
     with pytest.raises(candidates.CandidateRejected, match="cannot be read as JSON"):
         candidates.read_run_output(tmp_path)
