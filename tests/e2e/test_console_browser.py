@@ -151,6 +151,14 @@ def test_dropped_files_upload_with_progress_and_reach_transcribed_without_a_relo
     expect(page.locator("table.files tbody tr").first).to_contain_text("jfk.flac")
     page.get_by_label("Find").fill("")
     screenshot(page, "files")
+
+    # The refused file is listed with its reason, and its page says there is no transcript.
+    page.get_by_label("State").select_option("rejected")
+    refused = page.locator("table.files tbody tr", has=page.get_by_role("link", name="notes.txt"))
+    expect(refused.locator(".reason")).to_contain_text("not accepted")
+    refused.get_by_role("link", name="notes.txt").click()
+    expect(page.get_by_role("alert")).to_have_text("No transcript: the audio is rejected.")
+    expect(page.locator("main .reason")).to_contain_text("not accepted")
     assert console.errors.messages == []
     page.close()
 
@@ -162,12 +170,17 @@ def test_a_file_uploaded_elsewhere_appears_and_shows_its_progress_live(
     page.goto(f"{console.gw.url}/console/")
     expect(page.get_by_role("heading", name="Files")).to_be_visible()
     page.wait_for_load_state("networkidle")  # the list is read and the stream open
-    httpx.post(
+    uploaded = httpx.post(
         f"{console.gw.url}/v1/audio",
         headers=bearer(console.admin_token),
         files={"file": ("three-minutes.wav", long_speech.read_bytes())},
         timeout=60,
-    ).raise_for_status()
+    )
+    uploaded.raise_for_status()
+    # Its transcript page, opened before there is a transcript, fills in once there is.
+    waiting = page_of(console, admin)
+    waiting.goto(f"{console.gw.url}/console/audio/{uploaded.json()['id']}")
+    expect(waiting.get_by_role("status")).to_contain_text("no transcript yet")
     row = page.locator(
         "table.files tbody tr", has=page.get_by_role("link", name="three-minutes.wav")
     )
@@ -186,6 +199,8 @@ def test_a_file_uploaded_elsewhere_appears_and_shows_its_progress_live(
     expect(row).to_have_attribute("data-state", "transcribed", timeout=TIMEOUT_MS)
     expect(bar).to_have_count(0)
     expect(row.locator("td.progress")).to_have_text("100%")
+    expect(waiting.locator("ol.segments li.segment").first).to_be_visible()
+    waiting.close()
     assert console.errors.messages == []
     page.close()
 

@@ -249,16 +249,32 @@ async function start(main) {
       showError(main, error);
       return;
     }
+    if (!["queued", "processing"].includes(audio.state)) {
+      main.replaceChildren(
+        el("h1", {}, audio.original_name),
+        el("p", { role: "alert" }, `No transcript: the audio is ${audio.state}.`),
+        audio.error ? el("p", { class: "reason" }, audio.error) : null,
+      );
+      return;
+    }
     main.replaceChildren(
       el("h1", {}, audio.original_name),
       el("p", { role: "status", class: "status" }, error.message, " — this page updates when it is done."),
     );
+    let stopped = false;
+    const again = () => {
+      if (stopped) return;
+      stopped = true;
+      stop();
+      start(main);
+    };
     const stop = events(`audio_id=${audioId}`, (type) => {
-      if (type === "audio.transcribed" || type === "audio.failed" || type === "audio.duplicate") {
-        stop();
-        start(main);
-      }
+      if (type === "audio.transcribed" || type === "audio.failed" || type === "audio.duplicate") again();
     });
+    // Done between the first look and the subscription: nothing more will come, look again.
+    api(`/v1/audio/${audioId}`).then((now) => {
+      if (!["queued", "processing"].includes(now.state)) again();
+    }, () => {});
     return;
   }
   await showTranscript(main, audio);
