@@ -15,7 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Route,
+    sync_playwright,
+)
 
 CHROMIUM = os.environ.get("AI2TEXT_TEST_CHROMIUM", "/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
@@ -66,6 +73,21 @@ class PageErrors:
             self.messages.append(f"console error: {text}")
         if "Content Security Policy" in text:
             self.messages.append(f"CSP: {text}")
+
+
+def local_only(context: BrowserContext, origin: str, errors: PageErrors) -> BrowserContext:
+    """Refuse (and record) every request to another origin: the pages must work offline."""
+
+    def route(request_route: Route) -> None:
+        url = request_route.request.url
+        if url.startswith((origin + "/", "data:", "blob:")):
+            request_route.continue_()
+            return
+        errors.messages.append(f"request to another origin: {url}")
+        request_route.abort()
+
+    context.route("**/*", route)
+    return context
 
 
 def drop_files(page: Page, selector: str, files: list[tuple[str, bytes]]) -> None:

@@ -5,7 +5,8 @@ the files page and watches them reach ``transcribed`` without reloading (a third
 not audio, is shown rejected with its reason); plays one and sees the highlighted
 segment follow the audio, clicks a segment to seek; searches a word and lands on its
 segment. A tenant signed in with a pasted token cannot open another tenant's file by
-its URL. No page reports a script error or a Content-Security-Policy violation.
+its URL. No page reports a script error or a Content-Security-Policy violation, and
+none asks for anything from another origin (the browser may reach the gateway only).
 Screenshots of the main pages are kept under ``tests/artifacts/console``.
 """
 
@@ -21,7 +22,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.browser.chromium import PageErrors, chromium, drop_files, screenshot
+from tests.browser.chromium import PageErrors, chromium, drop_files, local_only, screenshot
 from tests.e2e.gateway_harness import Gateway, bearer, start_keyed_gateway
 from tests.e2e.harness import FAST_MODEL, wait_until
 
@@ -41,6 +42,10 @@ class Console:
     browser: Browser
     errors: PageErrors
     admin_token: str
+
+    def context(self, **options: Any) -> BrowserContext:
+        """A new browser profile that may reach this gateway only."""
+        return local_only(self.browser.new_context(**options), self.gw.url, self.errors)
 
     def api(self, path: str, token: str | None = None) -> Any:
         response = httpx.get(
@@ -74,7 +79,7 @@ def console(
 @pytest.fixture(scope="module")
 def admin(console: Console) -> Iterator[BrowserContext]:
     """A browser signed in with the printed link (which works once)."""
-    context = console.browser.new_context(viewport={"width": 1280, "height": 900})
+    context = console.context(viewport={"width": 1280, "height": 900})
     page = console.errors.watch(context.new_page())
     page.goto(console.signin_link)
     page.wait_for_url(f"{console.gw.url}/console/", timeout=30_000)
@@ -318,7 +323,7 @@ def test_a_tenant_cannot_open_another_tenants_file_by_its_url(console: Console) 
     token = console.gw.signer.token(
         "audio:read", "audio:write", "transcripts:read", tenant="globex", sub="globex-user"
     )
-    context = console.browser.new_context(viewport={"width": 390, "height": 844})  # a phone
+    context = console.context(viewport={"width": 390, "height": 844})  # a phone
     page = page_of(console, context)
     page.goto(f"{console.gw.url}/console/")
     page.get_by_label("Access token").fill(token)
