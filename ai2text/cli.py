@@ -659,6 +659,8 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         out.write(f"  {line}\n")
     for w in alive:
         out.write(f"  {_describe_worker(w)}\n")
+        if w.get("model_problem"):
+            out.write(f"    not on the promoted model: {w['model_problem']}\n")
     return 0
 
 
@@ -684,8 +686,6 @@ def _describe_worker(w: dict[str, Any]) -> str:
     if w["gpu_memory_total_bytes"]:
         used, total = w["gpu_memory_used_bytes"] / 2**30, w["gpu_memory_total_bytes"] / 2**30
         text += f"  GPU memory {used:.1f}/{total:.1f} GiB"
-        if w.get("model_problem"):
-            out.write(f"    not on the promoted model: {w['model_problem']}\n")
     return text
 
 
@@ -700,8 +700,11 @@ async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     """
     import asyncio
 
+    from ai2text import models_cli
     from pipeline.models import list_models
 
+    if models_cli.is_action(args):
+        return await cmd_model_registry(settings, args)
     entries = await asyncio.to_thread(list_models, settings.asr.model, settings.asr.model_cache_dir)
     usable = all(e.available for e in entries if e.default)
     if args.json:
@@ -719,33 +722,6 @@ async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         )
         if e.problem:
             out.write(f"{'':24}  unavailable: {e.problem}\n")
-    return 0 if usable else EXIT_FAILED
-
-
-async def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
-    """As ``/v1/webhooks`` and its deliveries, over every tenant; ``retry EVENT``."""
-    from ai2text import models_cli
-    from ai2text import webhooks_cli
-
-    if models_cli.is_action(args):
-        return await cmd_model_registry(settings, args)
-    if args.webhooks_command == "retry":
-        retried = await _query(settings, lambda c: webhooks_cli.retry(c, args))
-        if not retried:
-            sys.stderr.write(f"ai2text: event {args.event} has no dead delivery to retry\n")
-            return EXIT_FAILED
-        if args.json:
-            _print_json(retried)
-        else:
-            webhooks_cli.write_retried(args.event, retried, sys.stdout)
-        return 0
-    result = await _query(settings, lambda c: webhooks_cli.overview(c, args.limit))
-    if args.json:
-        _print_json(result)
-    else:
-        webhooks_cli.write_overview(result, sys.stdout)
-    return 0
-
     if models_cli.has_database(settings):
         from pipeline.registry import records
 
@@ -754,9 +730,9 @@ async def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
             models_cli.write_registry(await _query(settings, records.list_models), out)
         except Ai2TextError as exc:
             out.write(f"registry unavailable: {exc}\n")
+    return 0 if usable else EXIT_FAILED
 
-def _print_json(value: Any) -> None:
-    """As the API writes it: times in ISO 8601 (``2026-12-02T16:13:39.123456Z``), ids as text."""
+
 async def cmd_model_registry(settings: Settings, args: argparse.Namespace) -> int:
     """``models list``, ``models promote ID [--force]``, ``models rollback``."""
     from ai2text import models_cli
@@ -772,6 +748,19 @@ async def cmd_model_registry(settings: Settings, args: argparse.Namespace) -> in
             models_cli.write_registry(rows, out)
         return 0
     who = models_cli.actor()
+    if args.models_command == "register":
+        registered = await _with_store(
+            settings,
+            lambda db, store: _register_run(settings, db, store, args.run_dir, who),
+        )
+        if args.json:
+            _print_json(registered.as_dict())
+        else:
+            sys.stdout.write(
+                f"registered {registered.name} ({registered.id}) as a candidate;"
+                f" ai2text models promote {registered.name} runs the gate\n"
+            )
+        return 0
     try:
         if args.models_command == "promote":
             rules = candidates.rules_of(settings.training)
@@ -802,6 +791,41 @@ async def cmd_model_registry(settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
+async def _register_run(settings: Settings, db: Any, store: Any, run_dir: Path, who: str) -> Any:
+    """``models register``: the run's model as a candidate trained from the current one."""
+    from pipeline.registry import candidates
+
+    base = await candidates.current_base_named(db, settings.asr)
+    model = await candidates.register_run(db, store, run_dir, base=base, created_by=who)
+    if model is None:
+        raise candidates.CandidateRejected(f"{run_dir} holds no model/ directory")
+    return model
+
+
+async def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
+    """As ``/v1/webhooks`` and its deliveries, over every tenant; ``retry EVENT``."""
+    from ai2text import webhooks_cli
+
+    if args.webhooks_command == "retry":
+        retried = await _query(settings, lambda c: webhooks_cli.retry(c, args))
+        if not retried:
+            sys.stderr.write(f"ai2text: event {args.event} has no dead delivery to retry\n")
+            return EXIT_FAILED
+        if args.json:
+            _print_json(retried)
+        else:
+            webhooks_cli.write_retried(args.event, retried, sys.stdout)
+        return 0
+    result = await _query(settings, lambda c: webhooks_cli.overview(c, args.limit))
+    if args.json:
+        _print_json(result)
+    else:
+        webhooks_cli.write_overview(result, sys.stdout)
+    return 0
+
+
+def _print_json(value: Any) -> None:
+    """As the API writes it: times in ISO 8601 (``2026-12-02T16:13:39.123456Z``), ids as text."""
     from pydantic_core import to_jsonable_python
 
     json.dump(to_jsonable_python(value, fallback=str), sys.stdout, indent=2)

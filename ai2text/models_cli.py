@@ -4,13 +4,15 @@
 there is a database, the registry's models after them. ``models list`` is the
 registry alone; ``models promote ID`` runs the promotion gate (``--force`` promotes
 whatever it says, and records that it was forced); ``models rollback`` retires the
-promoted model and promotes again the one before it (or none: the configured model).
+promoted model and promotes again the one before it (or none: the configured model);
+``models register RUN_DIR`` records a run made outside the orchestrator.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline.config import Settings
@@ -20,8 +22,7 @@ from pipeline.registry.records import ModelRecord
 def add_parser(sub: Any) -> None:
     models = sub.add_parser(
         "models",
-        help="the Whisper models installed here, the registry of trained models;"
-        " promote, rollback",
+        help="the Whisper models installed here, the registry of trained models; promote, rollback",
     )
     models.add_argument("--json", action="store_true", help="one JSON document on stdout")
     actions = models.add_subparsers(dest="models_command")
@@ -39,6 +40,13 @@ def add_parser(sub: Any) -> None:
         "rollback", help="retire the promoted model; the one promoted before it runs again"
     )
     rollback.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    register = actions.add_parser(
+        "register",
+        help="register a run directory (model/ + metrics.json) as a candidate, as the"
+        " orchestrator does after a run; trained from the model the workers run now",
+    )
+    register.add_argument("run_dir", type=Path, help="the trainer's output directory")
+    register.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
 
 def actor() -> str:

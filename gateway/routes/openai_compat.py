@@ -209,9 +209,7 @@ async def create_translation(
     return _render(transcript, response_format, set(), ctx.settings.subtitles, task="translate")
 
 
-async def _check_model(
-    ctx: AppContext, principal: Principal, model: str
-) -> Offered | JSONResponse:
+async def _check_model(ctx: AppContext, principal: Principal, model: str) -> Offered | JSONResponse:
     """What ``model`` means here, or OpenAI's 404 for a name not offered to the caller."""
     chosen = await choose(ctx, principal, model)
     if chosen is not None:
