@@ -104,6 +104,11 @@ class _File:
         if self.options.on_progress is not None:
             self.options.on_progress(seconds)
 
+    def produced(self, segment: Segment) -> None:
+        """Show a segment as soon as it is made (a preview; the transcript comes at the end)."""
+        if self.options.on_segment is not None:
+            self.options.on_segment(segment)
+
 
 class LongAudioTranscriber:
     """Any ``Engine`` made into the worker's ``Transcriber``, for files of any length."""
@@ -339,6 +344,7 @@ class LongAudioTranscriber:
                 piece, start=min(piece.start, length_s), end=min(piece.end, length_s)
             )
             segments.append(on_file_clock(within, offset_s, language=language))
+            file.produced(segments[-1])
             file.progressed(segments[-1].end)
         return segments, result.language, result.language_probability
 

@@ -20,13 +20,13 @@ from collections.abc import AsyncIterator, Callable
 
 import structlog
 
-from pipeline.db import jobs
+from pipeline.db import jobs, partials
 from pipeline.db.database import Database
 from pipeline.errors import DatabaseError, TransientError
 from pipeline.metrics import Metrics
 from pipeline.progress import PROGRESS_CHANNEL, eta_s, fraction
 from pipeline.tasks import cancel_and_wait
-from workers.transcription import TranscribeOptions
+from workers.transcription import Segment, TranscribeOptions
 
 log = structlog.get_logger(__name__)
 
@@ -57,12 +57,22 @@ class ProgressReporter:
         self._last_write_at: float | None = None
         self._started_at = clock()
         self._lost = False
+        self._segments: list[partials.NewSegment] = []  # made, not written yet
+        self._made = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
 
     def attach(self, options: TranscribeOptions) -> TranscribeOptions:
         """``options`` with this reporter as its progress hook."""
-        return dataclasses.replace(options, on_progress=self.report)
+        return dataclasses.replace(options, on_progress=self.report, on_segment=self.add_segment)
+
+    def add_segment(self, segment: Segment) -> None:
+        """A segment just produced; written with the next progress (any thread, cheap)."""
+        text = segment.text.strip()
+        with self._lock:
+            seq, self._made = self._made, self._made + 1
+            if text:
+                self._segments.append(partials.NewSegment(seq, segment.start, segment.end, text))
 
     def report(self, progress_s: float) -> None:
         """Seconds of the file transcribed so far; any thread, cheap, never goes back."""
@@ -93,10 +103,20 @@ class ProgressReporter:
             return False
         self._last_write_at = now
         payload = self._payload(progress_s, elapsed_s=now - self._started_at)
-        async with self.db.connection() as conn:
-            written = await jobs.record_progress(
-                conn, self.job, progress_s, channel=PROGRESS_CHANNEL, payload=payload
-            )
+        with self._lock:
+            segments, self._segments = self._segments, []
+        try:
+            async with self.db.connection() as conn:
+                written = await jobs.record_progress(
+                    conn, self.job, progress_s, channel=PROGRESS_CHANNEL, payload=payload
+                )
+                if written and segments:
+                    # Same transaction: a reader woken by the progress notice finds them.
+                    await partials.add_segments(conn, self.job.id, self.job.lease_token, segments)
+        except BaseException:
+            with self._lock:  # not written: they go with the next try
+                self._segments[:0] = segments
+            raise
         if not written:
             self._lost = True
             log.info("progress not recorded: the lease is no longer this worker's")

@@ -80,6 +80,9 @@ class TranscribeOptions:
     # Called from the transcribing thread with how far into the file it has got, in
     # seconds (the worker's ``workers.progress`` reporter); never a job's option.
     on_progress: Callable[[float], None] | None = field(default=None, compare=False, repr=False)
+    # Called from the transcribing thread with each segment as it is produced (on the
+    # file's clock), for live previews (``workers.progress``); never a job's option.
+    on_segment: Callable[[Segment], None] | None = field(default=None, compare=False, repr=False)
     # Called from the transcribing thread at each pause point (between two windows of a
     # long file, or two stretches of speech transcribed separately), where the worker
     # may serve a waiting interactive request first; never a job's option.

@@ -14,11 +14,13 @@ registry candidates are loaded by a worker for the job. ``/v1/models`` lists exa
 the names a call may give. Any other name is OpenAI's 404 ``model_not_found`` before
 anything is stored.
 
-Streaming (``stream=true``): the transcript is stored when the job finishes, so the
-events come then: one ``transcript.text.delta`` per segment and a
-``transcript.text.done`` with the whole text; until then comments keep the connection
-open. A failure or the wait running out after the stream began is an ``error`` event,
-which the ``openai`` client raises as ``APIError``.
+Streaming (``stream=true``): one ``transcript.text.delta`` per segment as the worker
+produces it (``job_partial_segments``, published about once a second), then a
+``transcript.text.done`` with the whole text once the transcript is stored; segments
+the live deltas did not cover (a duplicate's, or a retried job's) come as deltas just
+before it. Comments keep the connection open while nothing new comes. A failure or
+the wait running out after the stream began is an ``error`` event, which the
+``openai`` client raises as ``APIError``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from gateway.uploads import StagingRoute
 from pipeline import catalog, models
 from pipeline.config import SubtitleSettings
 from pipeline.datasets.served import model_label
+from pipeline.db.partials import Follower, segments_after
 from pipeline.formats import FORMATS, JSON, cues_of, openai_formats
 
 # Uploads spool under the data directory (see gateway.uploads).
@@ -252,17 +255,37 @@ async def _transcript_or_504(
 async def _events(
     ctx: AppContext, principal: Principal, audio_id: uuid.UUID
 ) -> AsyncIterator[bytes]:
-    """OpenAI's transcription stream: a delta per segment, then done; or an error event.
+    """OpenAI's transcription stream: deltas as segments come, then done; or an error event.
 
-    While the job runs, SSE comments every ``gateway.sse_keepalive_s`` keep proxies
-    from closing the connection.
+    While nothing new comes, SSE comments every ``gateway.sse_keepalive_s`` keep
+    proxies from closing the connection.
     """
+    keepalive_s = ctx.settings.gateway.sse_keepalive_s
+    sent: list[str] = []  # the deltas sent, in order
+    follower = Follower()
     waiting = asyncio.create_task(_wait_for_transcript(ctx, principal, audio_id))
     try:
-        while not waiting.done():
-            await asyncio.wait({waiting}, timeout=ctx.settings.gateway.sse_keepalive_s)
-            if not waiting.done():
-                yield b": still transcribing\n\n"
+        with ctx.waiter.watching(audio_id) as woken:
+            while not waiting.done():
+                woken.clear()
+                async with ctx.db.connection() as conn:
+                    segments = await segments_after(conn, audio_id, follower.after)
+                restarted, segments = follower.take(segments)
+                if restarted:
+                    sent.clear()  # the job started again: the final text will say it all
+                for segment in segments:
+                    delta = segment.text if not sent else " " + segment.text
+                    sent.append(delta)
+                    yield _event({"type": "transcript.text.delta", "delta": delta})
+                if waiting.done():
+                    break
+                wake = asyncio.create_task(woken.wait())
+                done, _ = await asyncio.wait(
+                    {waiting, wake}, timeout=keepalive_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                wake.cancel()
+                if not done:
+                    yield b": still transcribing\n\n"
         try:
             transcript = waiting.result()
         except ApiError as failure:
@@ -271,8 +294,10 @@ async def _events(
         if transcript is None:
             yield _error_event(_pending(ctx, audio_id))
             return
-        for delta in text_deltas(transcript["segments"]):
-            yield _event({"type": "transcript.text.delta", "delta": delta})
+        final = text_deltas(transcript["segments"])
+        if [d.strip() for d in final[: len(sent)]] == [d.strip() for d in sent]:
+            for delta in final[len(sent) :]:
+                yield _event({"type": "transcript.text.delta", "delta": delta})
         yield _event({"type": "transcript.text.done", "text": transcript["text"]})
     finally:
         waiting.cancel()

@@ -12,7 +12,9 @@ seq sent and skips those already sent.
 
 Progress notices (``ai2text_progress``, about once a second per running job) are sent
 as ``event: audio.progress`` without an id: they are not kept, and a lost one is
-replaced by the next.
+replaced by the next. With each, the segments the worker has produced since the last
+(``job_partial_segments``) follow as ``event: segment`` (no id either: a preview; the
+transcript stored at the end is the truth), each stream reading after the last it sent.
 
 The caller sees what ``GET /v1/audio`` shows it: a tenant's token its tenant's audio,
 an admin's all. The stream ends when the client goes away and when the server stops.
@@ -42,6 +44,7 @@ from gateway.security import require
 from pipeline.db.database import AsyncConn, Database
 from pipeline.db.notifications import NotificationHub, shared_or_own
 from pipeline.db.notify import next_notices
+from pipeline.db.partials import Follower, segments_after
 from pipeline.errors import DatabaseError, TransientError
 from pipeline.progress import EVENTS_CHANNEL, PROGRESS_CHANNEL
 from pipeline.tasks import cancel_and_wait
@@ -59,6 +62,8 @@ LOOKBACK = 256
 BATCH = 200
 # Notices one stream may leave unread before it is told it missed some.
 MAX_PENDING = 256
+# Running audio one stream remembers the last segment sent of (the oldest go first).
+MAX_FOLLOWED = 1024
 
 
 @dataclass(slots=True)
@@ -183,6 +188,7 @@ async def _stream(
         async with db.connection() as conn:
             floor = resume if resume is not None else await _last_seq(conn)
         cursor = Cursor(floor)
+        segments_seen: dict[uuid.UUID, Follower] = {}
         yield "retry: 3000\n: connected\n\n"
         stops = (control.stopping, gone)
         read = True
@@ -206,6 +212,8 @@ async def _stream(
                     text = _progress_event(notice.payload, tenant, audio_id)
                     if text is not None:
                         yield text
+                        for segment in await _new_segments(db, segments_seen, notice.payload):
+                            yield segment
                 elif notice.missed or tenant is None or notice.payload == tenant:
                     read = True  # a change the caller may see, or some may be lost: look
             if read:
@@ -284,6 +292,39 @@ def _progress_event(payload: str, tenant: str | None, audio_id: uuid.UUID | None
     except (ValueError, TypeError):
         return None
     return f"event: audio.progress\ndata: {_json(data)}\n\n"
+
+
+async def _new_segments(db: Database, seen: dict[uuid.UUID, Follower], payload: str) -> list[str]:
+    """``segment`` events of the audio a (visible) progress notice is about, not sent yet.
+
+    After a job started again (a new claim), its segments come again from index 0.
+    """
+    try:
+        audio = uuid.UUID(json.loads(payload)["audio_id"])
+    except (ValueError, TypeError, KeyError):
+        return []
+    follower = seen.pop(audio, None) or Follower()
+    seen[audio] = follower  # the most recent last
+    if len(seen) > MAX_FOLLOWED:
+        del seen[next(iter(seen))]
+    try:
+        async with db.connection() as conn:
+            segments = await segments_after(conn, audio, follower.after)
+    except (DatabaseError, TransientError) as exc:
+        log.warning("event stream could not read segments; will try again", error=str(exc))
+        return []
+    _, shown = follower.take(segments)
+    events = []
+    for s in shown:
+        data = {
+            "audio_id": str(audio),
+            "index": s.seq,
+            "start": round(s.start_s, 3),
+            "end": round(s.end_s, 3),
+            "text": s.text,
+        }
+        events.append(f"event: segment\ndata: {_json(data)}\n\n")
+    return events
 
 
 def _json(value: Any) -> str:

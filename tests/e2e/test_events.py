@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -204,13 +205,14 @@ def test_a_tenant_streams_its_audio_from_queued_through_progress_to_transcribed(
 
         seen = mine.until(is_final(audio_id), timeout=TRANSCRIBE_TIMEOUT_S, what="transcribed")
         ours = [sse for sse in seen if of(audio_id)(sse)]
-        states = [sse.event for sse in ours if sse.event != "audio.progress"]
+        live = ("audio.progress", "segment")
+        states = [sse.event for sse in ours if sse.event not in live]
         assert states == ["audio.queued", "audio.processing", "audio.transcribed"], states
         ids = [int(sse.id) for sse in ours if sse.id is not None]
         assert len(ids) == 3 and ids == sorted(ids)
         for sse in ours:
-            if sse.event == "audio.progress":
-                assert sse.id is None  # progress is not kept: nothing to resume from
+            if sse.event in live:
+                assert sse.id is None  # previews are not kept: nothing to resume from
                 continue
             data = sse.json()
             assert data["state"] == str(sse.event).removeprefix("audio.")
@@ -227,6 +229,15 @@ def test_a_tenant_streams_its_audio_from_queued_through_progress_to_transcribed(
         assert fractions == sorted(fractions) and 0 < fractions[-1] <= 1, fractions
         assert progress[0]["duration_s"] == pytest.approx(66, abs=1)
         assert set(progress[0]) == {"audio_id", "progress", "progress_s", "duration_s", "eta_s"}
+        # The text comes as it is made, before the job ends: segments between processing
+        # and transcribed, in order, each once, saying what was said.
+        segments = [sse.json() for sse in ours if sse.event == "segment"]
+        assert segments and all(first < i < last for i, k in enumerate(kinds) if k == "segment"), (
+            kinds
+        )
+        assert [s["index"] for s in segments] == sorted({s["index"] for s in segments})
+        assert [s["start"] for s in segments] == sorted(s["start"] for s in segments)
+        assert "country" in " ".join(s["text"] for s in segments).lower()
 
         # The operator sees it too.
         admin.until(is_final(audio_id), timeout=30, what="the admin's stream to see it")
@@ -299,7 +310,12 @@ def test_show_follow_prints_progress_then_the_transcript_and_exits_0(
     percents = [int(line.split()[1].rstrip("%")) for line in lines if line.startswith("progress ")]
     assert percents and percents == sorted(percents), out
     transcribed = lines.index(f"follow.wav  ({audio_id})  transcribed")
-    assert lines.index(f"follow.wav  ({audio_id})  processing") < transcribed
+    processing = lines.index(f"follow.wav  ({audio_id})  processing")
+    assert processing < transcribed
+    # Segments are printed as they are made, before the job ends.
+    live = [line for line in lines[processing:transcribed] if line.startswith("[")]
+    assert live and all(re.match(r"^\[\d\d:\d\d\.\d → \d\d:\d\d\.\d\] \S", x) for x in live), out
+    assert "country" in " ".join(live).lower(), out
     assert all(not line.startswith("progress ") for line in lines[transcribed:]), out
     assert "ask not what your country can do for you" in out.lower(), out
 

@@ -4,8 +4,9 @@ translations and errors, as an OpenAI user would meet them.
 Two services run per module, each on its own database:
 
 * ``served``: ``ai2text up`` with the default multilingual model (Whisper ``base``),
-  which really transcribes and translates. Three model runs in all (jfk once, the
-  German speech transcribed and translated).
+  which really transcribes and translates. Four model runs in all (jfk once, then
+  three times in a row, streamed as it is transcribed; the German speech transcribed
+  and translated).
 * ``refusing``: ``ai2text gateway`` alone with ``tiny.en`` configured (nothing
   transcribes): what is refused before any work, a 2 MB body limit, and a stream
   whose wait runs out.
@@ -30,6 +31,7 @@ from tests.e2e.gateway_harness import (
     start_keyed_gateway,
     unique_speech,
 )
+from tests.wav import speech_pcm, trailing_silence, wav_bytes
 
 pytestmark = [
     pytest.mark.slow,
@@ -107,6 +109,34 @@ def test_stream_yields_deltas_then_done_with_the_transcript_text(served: Gateway
     # The same file again, not streamed: the same transcript (no second model run).
     plain = client.audio.transcriptions.create(model="whisper-1", file=("jfk.wav", data))
     assert plain.text == done
+
+
+def test_stream_sends_deltas_while_the_job_still_runs(served: Gateway) -> None:
+    """33 s of speech: the first words reach the client before the job is finished in the
+    database (the job's own finished_at, against the time each event was read)."""
+    client = client_for(served)
+    pcm = speech_pcm(DATA / "jfk.flac", repeat=3)
+    data = wav_bytes(trailing_silence(pcm, int(time.time() * 1000) % 5000 + 1))
+    received = [
+        (time.time(), event)
+        for event in client.audio.transcriptions.create(
+            model="whisper-1", file=("live.wav", data), stream=True
+        )
+    ]
+    (job,) = served.sql(
+        "SELECT extract(epoch FROM j.started_at) AS started,"
+        " extract(epoch FROM j.finished_at) AS finished"
+        " FROM jobs j JOIN audio a ON a.id = j.audio_id WHERE a.original_name = 'live.wav'"
+    )
+    deltas = [(at, e) for at, e in received if e.type == "transcript.text.delta"]
+    at_done, done = received[-1]
+    assert done.type == "transcript.text.done"
+    assert "".join(e.delta for _, e in deltas) == done.text
+    assert done.text.lower().count("country") >= 3
+    live = [e.delta for at, e in deltas if at < float(job["finished"])]
+    assert live, (job, [at for at, _ in received])
+    assert "americans" in " ".join(live).lower()
+    assert float(job["started"]) < deltas[0][0] < float(job["finished"]) <= at_done
 
 
 def test_models_lists_exactly_the_names_a_call_may_give(served: Gateway) -> None:
