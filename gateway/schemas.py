@@ -276,6 +276,12 @@ class NewWebhookSecret(Webhook):
     secret: str = Field(description="the signing secret, shown this once")
 
 
+class ChangedWebhook(Webhook):
+    secret: str | None = Field(
+        default=None, description="the new signing secret, shown this once (when rotated)"
+    )
+
+
 class Delivery(Answer):
     event_id: uuid.UUID
     target: str

@@ -3,8 +3,9 @@
 A tenant's token (scope ``webhooks:manage``) sees and manages its own tenant's
 endpoints and deliveries only (another tenant's do not exist for it); an admin
 sees every tenant's and registers for one with ``tenant``. An endpoint's secret is
-shown once, in the answer to its registration, never listed. Endpoints from the
-settings (origin ``config``) are changed there, not here.
+shown once, in the answer to its registration (or to the change that rotates it),
+never listed. ``PATCH`` changes an endpoint's URL, events, whether it is enabled, and
+its secret. Endpoints from the settings (origin ``config``) are changed there, not here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.auth import Principal
 from gateway.context import AppContext, get_context
 from gateway.errors import ApiError
-from gateway.schemas import Deliveries, NewWebhookSecret, Webhooks, answers
+from gateway.schemas import ChangedWebhook, Deliveries, NewWebhookSecret, Webhooks, answers
 from gateway.security import require
 from pipeline.config import WebhookEventType
 from pipeline.db import deliveries
@@ -51,6 +52,19 @@ class NewWebhook(BaseModel):
     events: list[WebhookEventType] = Field(default=list(DEFAULT_EVENTS), min_length=1)
     # Admins only: whose endpoint it is (default: the token's tenant, else "default").
     tenant: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class WebhookChanges(BaseModel):
+    """What to change of an endpoint; what is not given stays as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    events: list[WebhookEventType] | None = Field(default=None, min_length=1)
+    enabled: bool | None = None
+    # A new secret: this one, or one generated with ``rotate_secret`` (shown once).
+    secret: str | None = Field(default=None, min_length=16, max_length=200)
+    rotate_secret: bool = False
 
 
 @router.get("/webhooks", responses=answers(Webhooks))
@@ -87,19 +101,67 @@ async def create_webhook(ctx: Ctx, principal: Manager, body: NewWebhook) -> dict
     return {**row, "secret": secret}
 
 
+@router.patch("/webhooks/{webhook_id}", responses=answers(ChangedWebhook))
+async def change_webhook(
+    ctx: Ctx, principal: Manager, webhook_id: uuid.UUID, body: WebhookChanges
+) -> dict[str, Any]:
+    """Change an endpoint registered here: URL, events, enabled, secret.
+
+    Deliveries not made yet go to the endpoint as it is when they are made (a new URL,
+    signed with the new secret). A new secret is in the answer, the only time it is shown.
+    """
+    if body.secret is not None and body.rotate_secret:
+        raise ApiError(400, "give a secret or ask for a generated one (rotate_secret), not both")
+    if body.model_dump(exclude_defaults=True) == {}:
+        raise ApiError(400, "nothing to change: give url, events, enabled, secret or rotate_secret")
+    if body.url is not None:
+        try:
+            allow = private_addresses_allowed(ctx.settings)
+            await resolve_destination(body.url, allow_private=allow)
+        except UnsafeUrl as exc:
+            raise ApiError(422, f"webhook URL refused: {exc}", kind="unsafe-url") from None
+    secret = secrets.token_urlsafe(32) if body.rotate_secret else body.secret
+    events = list(dict.fromkeys(body.events)) if body.events is not None else None
+    tenant = principal.tenant_filter() or "its tenant"
+    try:
+        async with ctx.db.connection() as conn:
+            tenant = (await _api_webhook(conn, webhook_id, principal, "change"))["tenant"]
+            changed = await deliveries.update_webhook(
+                conn,
+                webhook_id,
+                url=body.url,
+                secret=secret,
+                event_types=events,
+                enabled=body.enabled,
+            )
+    except Conflict:
+        raise ApiError(409, f"tenant {tenant} already has a webhook for this URL") from None
+    if changed is None:
+        raise ApiError(404, "no such webhook")
+    return {**changed, "secret": secret}  # None unless changed: never shown otherwise
+
+
+async def _api_webhook(
+    conn: Any, webhook_id: uuid.UUID, principal: Principal, action: str
+) -> dict[str, Any]:
+    """The caller's endpoint ``webhook_id``, registered through this API; else 404/409."""
+    row = await deliveries.get_webhook(conn, webhook_id, tenant=principal.tenant_filter())
+    if row is None:
+        raise ApiError(404, "no such webhook")
+    if row["origin"] != "api":
+        raise ApiError(
+            409,
+            f"this webhook comes from the settings (deliveries.webhooks); {action} it there",
+            kind="configured-webhook",
+        )
+    return row
+
+
 @router.delete("/webhooks/{webhook_id}", status_code=204)
 async def delete_webhook(ctx: Ctx, principal: Manager, webhook_id: uuid.UUID) -> Response:
     """Delete an endpoint registered here; its pending deliveries are dropped."""
     async with ctx.db.connection() as conn:
-        row = await deliveries.get_webhook(conn, webhook_id, tenant=principal.tenant_filter())
-        if row is None:
-            raise ApiError(404, "no such webhook")
-        if row["origin"] != "api":
-            raise ApiError(
-                409,
-                "this webhook comes from the settings (deliveries.webhooks); remove it there",
-                kind="configured-webhook",
-            )
+        await _api_webhook(conn, webhook_id, principal, "remove")
         await deliveries.delete_webhook(conn, webhook_id)
     return Response(status_code=204)
 

@@ -321,6 +321,28 @@ async def create_webhook(
     return row
 
 
+async def update_webhook(
+    conn: AsyncConn,
+    webhook_id: uuid.UUID,
+    *,
+    url: str | None = None,
+    secret: str | None = None,
+    event_types: Sequence[str] | None = None,
+    enabled: bool | None = None,
+) -> dict[str, Any] | None:
+    """Change what is given of an endpoint; None if it is gone. ``Conflict`` if its tenant
+    already has the new URL. Deliveries not made yet go to the endpoint as it is then."""
+    returning = f" RETURNING {_WEBHOOK_COLUMNS}"
+    query = (
+        "UPDATE webhooks SET url = coalesce(%s, url), secret = coalesce(%s, secret),"  # noqa: S608
+        " event_types = coalesce(%s, event_types), enabled = coalesce(%s, enabled)"
+        " WHERE id = %s" + returning
+    )
+    types = list(event_types) if event_types is not None else None
+    cur = await conn.execute(query, (url, secret, types, enabled, webhook_id))
+    return await cur.fetchone()
+
+
 async def list_webhooks(conn: AsyncConn, *, tenant: str | None) -> list[dict[str, Any]]:
     """Endpoints (never their secrets), with how their deliveries stand."""
     cur = await conn.execute(

@@ -196,3 +196,106 @@ def test_configured_webhooks_cannot_be_deleted_through_the_api(
             assert "settings" in answer.json()["detail"]
 
     asyncio.run(scenario())
+
+
+def test_an_endpoint_is_changed_in_place_and_a_rotated_secret_is_shown_once(
+    tmp_path: Path, database_url: str, db: Conn
+) -> None:
+    signer = Signer(new_rsa_key())
+    acme = bearer(signer.token("webhooks:manage", tenant="acme"))
+    globex = bearer(signer.token("webhooks:manage", tenant="globex"))
+    settings = settings_for(tmp_path, database_url, signer)
+    configured = Settings(
+        deliveries={"webhooks": [{"url": PUBLIC_URL + "/cfg", "secret": "c" * 16}]}
+    )
+
+    def secret_of(hook_id: str) -> str:
+        row = db.execute("SELECT secret FROM webhooks WHERE id = %s", (hook_id,)).fetchone()
+        assert row is not None
+        return str(row["secret"])
+
+    async def scenario() -> None:
+        async with gateway(settings) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+            hook = (await http.post("/v1/webhooks", json={"url": PUBLIC_URL}, headers=acme)).json()
+            taken = await http.post("/v1/webhooks", json={"url": PUBLIC_URL + "/b"}, headers=acme)
+            assert taken.status_code == 201
+            path = f"/v1/webhooks/{hook['id']}"
+
+            moved = await http.patch(
+                path,
+                json={"url": PUBLIC_URL + "/new", "events": ["audio.failed"], "enabled": False},
+                headers=acme,
+            )
+            assert moved.status_code == 200, moved.text
+            body = moved.json()
+            assert (body["url"], body["event_types"], body["enabled"]) == (
+                PUBLIC_URL + "/new",
+                ["audio.failed"],
+                False,
+            )
+            assert body["secret"] is None  # not rotated: not shown
+            assert secret_of(hook["id"]) == hook["secret"]
+            listed = (await http.get("/v1/webhooks", headers=acme)).json()["items"]
+            assert {(w["url"], w["enabled"]) for w in listed} == {
+                (PUBLIC_URL + "/new", False),
+                (PUBLIC_URL + "/b", True),
+            }
+
+            rotated = await http.patch(path, json={"rotate_secret": True}, headers=acme)
+            assert rotated.status_code == 200
+            new_secret = rotated.json()["secret"]
+            assert len(new_secret) >= 32 and new_secret != hook["secret"]
+            assert secret_of(hook["id"]) == new_secret
+            assert rotated.json()["url"] == PUBLIC_URL + "/new"  # the rest as it was
+            chosen = await http.patch(path, json={"secret": "s" * 24}, headers=acme)
+            assert chosen.json()["secret"] == "s" * 24 and secret_of(hook["id"]) == "s" * 24
+            assert "secret" not in (await http.get("/v1/webhooks", headers=acme)).json()["items"][0]
+
+            # Refused, with a reason, and nothing changed.
+            cases: list[tuple[dict[str, Any], int, str]] = [
+                ({"url": "http://127.0.0.1:9/hook"}, 422, "refused"),
+                ({"url": PUBLIC_URL + "/b"}, 409, "already has"),
+                ({"secret": "s" * 20, "rotate_secret": True}, 400, "not both"),
+                ({}, 400, "nothing to change"),
+                ({"events": []}, 400, "events"),
+                ({"events": ["audio.exploded"]}, 400, "events"),
+                ({"secret": "short"}, 400, "secret"),
+                ({"colour": "red"}, 400, "colour"),
+            ]
+            for change, status, reason in cases:
+                answer = await http.patch(path, json=change, headers=acme)
+                assert answer.status_code == status, (change, answer.text)
+                assert answer.headers["content-type"] == "application/problem+json"
+                assert reason in answer.text, (change, answer.text)
+            row = db.execute(
+                "SELECT url, enabled, secret FROM webhooks WHERE id = %s", (hook["id"],)
+            ).fetchone()
+            assert row == {"url": PUBLIC_URL + "/new", "enabled": False, "secret": "s" * 24}
+
+            # Another tenant's endpoint does not exist for it; a configured one is not ours.
+            assert (await http.patch(path, json={"enabled": True}, headers=globex)).status_code == (
+                404
+            )
+            missing = f"/v1/webhooks/{uuid.uuid4()}"
+            assert (
+                await http.patch(missing, json={"enabled": True}, headers=acme)
+            ).status_code == (404)
+            gate = Database(settings.database, embedded=None)
+            await gate.open()
+            try:
+                async with gate.connection() as conn:
+                    await deliveries.sync_config_webhooks(conn, configured.deliveries.webhooks)
+            finally:
+                await gate.close()
+            admin = bearer(signer.token("admin"))
+            cfg = next(
+                w
+                for w in (await http.get("/v1/webhooks", headers=admin)).json()["items"]
+                if w["origin"] == "config"
+            )
+            refused = await http.patch(
+                f"/v1/webhooks/{cfg['id']}", json={"enabled": False}, headers=admin
+            )
+            assert refused.status_code == 409 and "settings" in refused.json()["detail"]
+
+    asyncio.run(scenario())
