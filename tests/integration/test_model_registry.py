@@ -330,6 +330,7 @@ def test_the_models_command_promotes_refuses_lists_and_rolls_back(
     assert settings.database.url is not None
     monkeypatch.setenv("AI2TEXT_DATABASE__URL", settings.database.url.get_secret_value())
     monkeypatch.setenv("AI2TEXT_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("AI2TEXT_ASR__MODEL", "tiny.en")
 
     async def register() -> tuple[records.ModelRecord, records.ModelRecord]:
         async with opened(settings) as database:
@@ -357,6 +358,18 @@ def test_the_models_command_promotes_refuses_lists_and_rolls_back(
     assert "workers return to the configured asr.model" in capsys.readouterr().out
     assert cli.run(["models", "rollback"]) == 1
     assert "no model is promoted" in capsys.readouterr().err
+
+    by_hand = tmp_path / "by-hand"  # trained outside the orchestrator
+    (by_hand / "model").mkdir(parents=True)
+    for file in ("model.bin", "config.json", "tokenizer.json"):
+        (by_hand / "model" / file).write_text(file)
+    (by_hand / "metrics.json").write_text(metrics((0.3, 0.1)))
+    assert cli.run(["models", "register", str(by_hand), "--json"]) == 0
+    registered = json.loads(capsys.readouterr().out)
+    assert registered["state"] == "candidate" and registered["base_model"] == "tiny.en"
+    assert registered["created_by"].startswith("cli")
+    assert cli.run(["models", "register", str(tmp_path / "nothing")]) == 1
+    assert "holds no model/ directory" in capsys.readouterr().err
     row = db.execute("SELECT state, retired_by FROM models WHERE id = %s", (good.id,)).fetchone()
     assert row is not None and row["state"] == "retired"
     assert str(row["retired_by"]).startswith("cli")
