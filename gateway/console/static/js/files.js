@@ -4,6 +4,12 @@ import { api, events, STATES, upload } from "./api.js";
 import { announce, badge, clock, el, showError, startPage, when } from "./ui.js";
 
 const PAGE_SIZE = 100;
+// State changes are gathered for a moment: a few rows are read one by one, a flood
+// (a folder of files arriving) with one read of the list.
+const GATHER_MS = 250;
+const ROWS_READ_ONE_BY_ONE = 8;
+const changed = new Set();
+let gathering = null;
 const rows = new Map(); // audio id -> row of GET /v1/audio
 let stateFilter = "";
 let textFilter = "";
@@ -121,7 +127,19 @@ function onEvent(type, data) {
     }
     return;
   }
-  refresh(data.audio_id);
+  changed.add(data.audio_id);
+  gathering ??= window.setTimeout(readChanged, GATHER_MS);
+}
+
+async function readChanged() {
+  const ids = [...changed];
+  changed.clear();
+  gathering = null;
+  if (ids.length > ROWS_READ_ONE_BY_ONE) {
+    await load().catch((error) => showError(body, error));
+    return;
+  }
+  await Promise.all(ids.map(refresh));
 }
 
 function uploadItem(file, list) {
