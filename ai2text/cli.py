@@ -806,6 +806,22 @@ async def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
     """As ``/v1/webhooks`` and its deliveries, over every tenant; ``retry EVENT``."""
     from ai2text import webhooks_cli
 
+    if args.webhooks_command == "set":
+        from pipeline.deliveries.addresses import private_addresses_allowed
+
+        allow = private_addresses_allowed(settings)
+        try:
+            changed = await _query(
+                settings, lambda c: webhooks_cli.change(c, args, allow_private=allow)
+            )
+        except webhooks_cli.ChangeRefused as exc:
+            sys.stderr.write(f"ai2text: {exc}\n")
+            return EXIT_FAILED
+        if args.json:
+            _print_json(changed)
+        else:
+            webhooks_cli.write_changed(changed, sys.stdout)
+        return 0
     if args.webhooks_command == "retry":
         retried = await _query(settings, lambda c: webhooks_cli.retry(c, args))
         if not retried:

@@ -299,3 +299,66 @@ def test_an_endpoint_is_changed_in_place_and_a_rotated_secret_is_shown_once(
             assert refused.status_code == 409 and "settings" in refused.json()["detail"]
 
     asyncio.run(scenario())
+
+
+def test_ai2text_webhooks_set_changes_an_endpoint_and_says_why_it_will_not(
+    tmp_path: Path, database_url: str, db: Conn
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.db.migrate import migrate
+    from tests.e2e.harness import REPO
+
+    with psycopg.connect(database_url) as conn:
+        migrate(conn)
+    ids = [
+        db.execute(
+            "INSERT INTO webhooks (tenant, url, secret, origin) VALUES ('acme', %s, %s, %s)"
+            " RETURNING id",
+            (PUBLIC_URL + f"/{n}", "k" * 20, origin),
+        ).fetchone()["id"]  # type: ignore[index]
+        for n, origin in enumerate(("api", "config"))
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AI2TEXT_")}
+    env |= {"AI2TEXT_DATABASE__URL": database_url, "AI2TEXT_DATA_DIR": str(tmp_path / "data")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ai2text", "webhooks", "set", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    api_hook, config_hook = (str(i) for i in ids)
+    done = cli(api_hook[:8], "--disable", "--events", "audio.failed", "--json")
+    assert done.returncode == 0, done.stderr
+    changed = json.loads(done.stdout)
+    assert (changed["enabled"], changed["event_types"], changed["secret"]) == (
+        False,
+        ["audio.failed"],
+        None,
+    )
+    rotated = cli(api_hook, "--rotate-secret", "--enable")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "enabled" in rotated.stdout
+    row = db.execute("SELECT secret, enabled FROM webhooks WHERE id = %s", (api_hook,)).fetchone()
+    assert row is not None and row["enabled"] and row["secret"] != "k" * 20
+    assert f"shown this once): {row['secret']}\n" in rotated.stdout
+
+    for args, reason in [
+        ((config_hook,), "nothing to change"),
+        ((config_hook, "--disable"), "comes from the settings"),
+        ((str(uuid.uuid4()), "--disable"), "no webhook"),
+        ((api_hook, "--url", "ftp://example.com/x"), "URL refused"),
+        ((api_hook, "--events", "audio.exploded"), "unknown event types"),
+    ]:
+        refused = cli(*args)
+        assert refused.returncode == 1, (args, refused.stdout)
+        assert reason in refused.stderr, (args, refused.stderr)
