@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import getpass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from pipeline.config import Settings
-from pipeline.registry.records import ModelRecord
+# Only for types: the parser is built for --help, which must not load settings or psycopg.
+if TYPE_CHECKING:
+    from pipeline.config import Settings
+    from pipeline.registry.records import ModelRecord
 
 
 def add_parser(sub: Any) -> None:
