@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.chromium import PageErrors, chromium, drop_files, local_only, screenshot
 from tests.e2e.gateway_harness import Gateway, bearer, start_keyed_gateway
-from tests.e2e.harness import FAST_MODEL, wait_until
+from tests.e2e.harness import FAST_MODEL, cli_json, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -352,6 +352,7 @@ def test_operations_show_the_queue_workers_disk_and_datasets(
     console: Console, admin: BrowserContext
 ) -> None:
     transcribed(console)
+    frozen = cli_json(console.gw.env, "dataset", "freeze")  # the operator's CLI
     page = page_of(console, admin)
     page.goto(f"{console.gw.url}/console/ops")
     expect(page.get_by_test_id("queue-depth")).to_have_text("0", timeout=30_000)
@@ -360,7 +361,13 @@ def test_operations_show_the_queue_workers_disk_and_datasets(
     expect(workers.first).to_contain_text("alive")
     expect(page.locator("#disk table tbody tr")).to_have_count(2)
     expect(page.locator("#dead-jobs")).to_contain_text("No dead or failed jobs.")
-    expect(page.locator("#datasets")).to_contain_text("No dataset version yet.")
+    version = page.locator("#datasets tbody tr").first
+    expect(version).to_contain_text(f"{frozen['name']}")
+    expect(version.locator("td").nth(2)).to_have_text(str(frozen["version"]))
+    stats = console.api("/v1/datasets")["items"][0]["stats"]
+    for group in ("splits", "languages"):  # hours per split and per language, in minutes here
+        for name, counted in stats[group].items():
+            expect(version).to_contain_text(f"{name} {counted['hours'] * 60:.1f} min")
     screenshot(page, "operations")
     assert console.errors.messages == []
     page.close()

@@ -41,7 +41,7 @@ async function queue() {
       { class: "headline" },
       el("strong", { "data-testid": "queue-depth" }, String(stats.queue_depth)),
       " in the queue · ",
-      `${stats.hours_transcribed.toFixed(2)} h transcribed · `,
+      `${hours(stats.hours_transcribed)} transcribed · `,
       `real-time factor ${stats.average_real_time_factor == null ? "–" : stats.average_real_time_factor.toFixed(3)}`,
     ),
     el(
@@ -133,23 +133,29 @@ async function disk() {
   );
 }
 
+// Hours as a person reads them: minutes below one hour.
+function hours(value) {
+  if (value === null || value === undefined) return "–";
+  return value >= 1 ? `${value.toFixed(1)} h` : `${(value * 60).toFixed(1)} min`;
+}
+
 function hoursBy(groups) {
   const entries = Object.entries(groups || {});
   if (!entries.length) return "–";
-  return entries.map(([k, v]) => `${k} ${(v.hours ?? 0).toFixed(2)} h`).join(", ");
+  return entries.map(([k, v]) => `${k} ${hours(v.hours ?? 0)}`).join(", ");
 }
 
 async function datasets() {
   const answer = await api("/v1/datasets");
   return table(
     "Dataset versions",
-    ["Dataset", "Tenant", "Version", "State", "Hours", "By split", "By language", "Frozen"],
+    ["Dataset", "Tenant", "Version", "State", "Audio", "By split", "By language", "Frozen"],
     answer.items.map((v) => [
       v.name,
       v.tenant,
       String(v.version),
       badge(v.state),
-      v.audio_hours == null ? "–" : v.audio_hours.toFixed(2),
+      hours(v.audio_hours),
       hoursBy(v.stats?.splits),
       hoursBy(v.stats?.languages),
       when(v.frozen_at),
