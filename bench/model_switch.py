@@ -1,0 +1,209 @@
+"""From "threshold crossed" to "workers on the new model", through a running ``ai2text up``.
+
+Issue 15 asks for the time from a training threshold crossing to workers running the
+model it produced. Training time is ``bench/finetune_domain.py``'s figure; this one
+measures everything around it in the running pipeline: the freeze, the launch, the
+trainer's model uploaded to object storage and registered, the gate (auto-promotion),
+the NOTIFY, the worker fetching the model into its cache (each file checked), loading
+it between jobs, and the first file transcribed by it.
+
+The trainer is a stand-in that returns at once with a model directory (links to
+``--new``, default the bundled multilingual ``base``; the workers start on ``--old``,
+default ``tiny.en``) and metrics that pass the gate, so the figures are the pipeline's
+own. Times come from the process's JSON log events.
+
+    .venv/bin/python bench/model_switch.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.common import (  # noqa: E402
+    RESULTS,
+    clean_env,
+    event_epoch,
+    log,
+    machine_info,
+    read_events,
+    run_and_report,
+    stop_process,
+    utc_now_text,
+)
+from pipeline.models import resolve_model  # noqa: E402
+
+DATA = REPO / "tests" / "data"
+CROSSING = ("jfk.flac", "hotwords.mp3")
+# Just below the two files' 11 s + 4 s.
+THRESHOLD_HOURS = (11 + 4) / 3600 - 0.0005
+TRAINER = (
+    "import json, os, sys\n"
+    "run, source = sys.argv[1], sys.argv[2]\n"
+    "os.makedirs(os.path.join(run, 'model'))\n"
+    "for name in os.listdir(source):\n"
+    "    if not name.startswith('.'):\n"
+    "        os.symlink(os.path.join(source, name), os.path.join(run, 'model', name))\n"
+    "wer = dict(current=dict(test=0.4, canary=0.1), candidate=dict(test=0.2, canary=0.1))\n"
+    "open(os.path.join(run, 'metrics.json'), 'w').write(json.dumps(dict(wer=wer)))\n"
+)
+# The events, in order, whose times the report gives (relative to the crossing).
+STEPS = (
+    ("training threshold crossed", "threshold crossed (orchestrator)"),
+    ("training command started", "trainer started (dataset frozen)"),
+    ("training run finished", "run finished (stand-in trainer)"),
+    ("candidate registered", "model uploaded and registered"),
+    ("promotion decided", "gate passed, promoted (NOTIFY)"),
+    ("model fetched", "worker fetched and checked it"),
+    ("switched model", "worker loaded it: workers on the new model"),
+)
+
+
+def wait_for(
+    log_path: Path, event: str, timeout: float, proc: subprocess.Popen[bytes]
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e for e in read_events(log_path) if e.get("event") == event]
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            raise RuntimeError(f"ai2text up exited ({proc.returncode}); see {log_path}")
+        time.sleep(0.2)
+    raise TimeoutError(f"no {event!r} event within {timeout:g} s; see {log_path}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="ai2text-model-switch-"))
+    inbox = root / "inbox"
+    inbox.mkdir()
+    new_dir = args.new or resolve_model("base")
+    command = [sys.executable, "-c", TRAINER, "{run_dir}", new_dir]
+    env = clean_env(
+        AI2TEXT_DATA_DIR=str(root / "data"),
+        AI2TEXT_WATCH__INBOX=str(inbox),
+        AI2TEXT_WATCH__QUIET_PERIOD_S="0.5",
+        AI2TEXT_WATCH__MIN_FREE_BYTES="0",
+        AI2TEXT_LOG_FORMAT="json",
+        AI2TEXT_GATEWAY__ENABLED="false",
+        AI2TEXT_ASR__MODEL=args.old,
+        AI2TEXT_ASR__MODEL_CACHE_DIR=str(root / "cache"),
+        AI2TEXT_ASR__DEVICE="cpu",
+        AI2TEXT_ASR__CONCURRENCY="1",
+        AI2TEXT_TRAINING__ENABLED="true",
+        AI2TEXT_TRAINING__THRESHOLD_HOURS=repr(THRESHOLD_HOURS),
+        AI2TEXT_TRAINING__CHECK_INTERVAL_S="1",
+        AI2TEXT_TRAINING__MIN_FREE_BYTES="0",
+        AI2TEXT_TRAINING__AUTO_PROMOTE="true",
+        AI2TEXT_TRAINING__COMMAND=json.dumps(command),
+    )
+    log_path = root / "up.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "ai2text", "up"], env=env, stdout=out, stderr=out, cwd=root
+        )
+    try:
+        wait_for(log_path, "worker ready", 300, proc)
+        log(f"up is ready; dropping {', '.join(CROSSING)}")
+        for name in CROSSING:
+            shutil.copy(DATA / name, inbox / name)
+        wait_for(log_path, "switched model", 600, proc)
+        log("workers switched; transcribing one more file on the new model")
+        shutil.copy(DATA / "speech_de.flac", inbox / "after-switch.flac")
+        deadline = time.monotonic() + 300
+        after: dict[str, Any] | None = None
+        while after is None and time.monotonic() < deadline:
+            after = next(
+                (
+                    e
+                    for e in read_events(log_path)
+                    if e.get("event") == "transcribed" and e.get("file") == "after-switch.flac"
+                ),
+                None,
+            )
+            time.sleep(0.2)
+        if after is None:
+            raise TimeoutError(f"after-switch.flac was not transcribed; see {log_path}")
+    finally:
+        code = stop_process(proc)
+    events = read_events(log_path)
+    firsts = {}
+    for event in events:
+        firsts.setdefault(event.get("event"), event)
+    crossed = event_epoch(firsts["training threshold crossed"])
+    steps = [
+        {
+            "step": label,
+            "event": name,
+            "after_crossing_s": round(event_epoch(firsts[name]) - crossed, 2),
+        }
+        for name, label in STEPS
+        if name in firsts
+    ]
+    switched = firsts["switched model"]
+    report = {
+        "when": utc_now_text(),
+        "machine": machine_info(),
+        "old_model": args.old,
+        "new_model_dir": str(new_dir),
+        "new_model_bytes": sum(p.stat().st_size for p in Path(new_dir).iterdir() if p.is_file()),
+        "steps": steps,
+        "crossing_to_workers_on_new_model_s": round(event_epoch(switched) - crossed, 2),
+        "first_file_on_new_model": {
+            "model": after.get("model"),
+            "language": after.get("language"),
+            "done_after_crossing_s": round(event_epoch(after) - crossed, 2),
+            "processing_s": after.get("processing_s"),
+        },
+        "up_exit": code,
+    }
+    shutil.rmtree(root, ignore_errors=True)
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# Threshold crossed → workers on the new model",
+        "",
+        f"{report['when']}; {report['machine']['nproc']} cores, {report['machine']['cpu_model']};"
+        f" workers start on {report['old_model']}, the run's model is"
+        f" {report['new_model_bytes'] / 2**20:.0f} MiB (stand-in trainer: training time excluded).",
+        "",
+        "| step | seconds after the crossing |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {s['step']} | {s['after_crossing_s']:.2f} |" for s in report["steps"]]
+    first = report["first_file_on_new_model"]
+    total = report["crossing_to_workers_on_new_model_s"]
+    lines += [
+        "",
+        f"Crossing to workers on the new model: **{total:.2f} s** (plus the training time).",
+        f"First file on it ({first['model']}, language {first['language']}): done"
+        f" {first['done_after_crossing_s']:.2f} s after the crossing.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--old", default="tiny.en", help="the model workers start on")
+    parser.add_argument("--new", help="the run's model directory (default: bundled base)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    return run_and_report("model_switch", args, run, markdown)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
