@@ -95,7 +95,8 @@ class WatchSettings(TranscriptionChoices):
     incomplete_timeout_s: float = Field(default=600.0, ge=0)
     recheck_interval_s: float = Field(default=0.1, gt=0)
     rescan_interval_s: float = Field(default=60.0, gt=0)
-    ingest_concurrency: int = Field(default=8, ge=1)
+    # Files taken at once; those that arrive together are recorded in one transaction.
+    ingest_concurrency: int = Field(default=32, ge=1)
     # Processes that probe and hash dropped files (None: one per core; 0: in the watcher).
     ingest_processes: int | None = Field(default=None, ge=0)
     after_ingest: Literal["move", "delete", "keep"] = "move"
