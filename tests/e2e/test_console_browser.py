@@ -331,6 +331,7 @@ def test_a_tenant_cannot_open_another_tenants_file_by_its_url(console: Console) 
     expect(page.get_by_test_id("who")).to_have_text("globex-user")
     expect(page.locator("table.files tbody")).to_contain_text("No files match.")
     expect(page.get_by_role("link", name="Operations")).to_have_count(0)  # admin only
+    expect(page.get_by_test_id("dropzone")).to_be_visible()  # it may upload
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     screenshot(page, "files-phone")
 
@@ -344,6 +345,15 @@ def test_a_tenant_cannot_open_another_tenants_file_by_its_url(console: Console) 
 
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("Access token")).to_be_visible()
+
+    # A token that may only read gets the list without the upload zone.
+    reader = console.gw.signer.token("audio:read", "transcripts:read", tenant="globex")
+    page.get_by_label("Access token").fill(reader)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Search")).to_be_visible()  # back where it was
+    page.goto(f"{console.gw.url}/console/")
+    expect(page.get_by_role("heading", name="Files")).to_be_visible()
+    expect(page.get_by_test_id("dropzone")).to_have_count(0)
     assert console.errors.messages == []
     context.close()
 

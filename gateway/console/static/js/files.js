@@ -1,6 +1,6 @@
 // Files: every audio the caller may see, live through the event stream; uploads by drag and drop.
 
-import { api, events, STATES, upload } from "./api.js";
+import { allows, api, events, STATES, upload } from "./api.js";
 import { announce, badge, clock, el, showError, startPage, when } from "./ui.js";
 
 const PAGE_SIZE = 100;
@@ -252,11 +252,12 @@ async function start(main) {
   );
   more = el("button", { type: "button", class: "secondary", hidden: true }, "Show more");
   more.addEventListener("click", () => load(nextCursor).catch((error) => showError(body, error)));
-  main.replaceChildren(
+  const parts = [
     el("h1", { id: "files-title" }, "Files"),
-    uploader(),
+    allows("audio:write") ? uploader() : null, // reading tokens see the list only
     el("section", { "aria-label": "Files" }, filters(), el("div", { class: "scroll" }, table), more),
-  );
+  ];
+  main.replaceChildren(...parts.filter(Boolean));
   events("", onEvent);
   try {
     await load();

@@ -253,7 +253,7 @@ async function start(main) {
       main.replaceChildren(
         el("h1", {}, audio.original_name),
         el("p", { role: "alert" }, `No transcript: the audio is ${audio.state}.`),
-        audio.error ? el("p", { class: "reason" }, audio.error) : null,
+        el("p", { class: "reason" }, audio.error || ""),
       );
       return;
     }
