@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.config import Settings
+if TYPE_CHECKING:
+    from pipeline.config import Settings
 
 
 def add_parser(sub: Any) -> None:

@@ -40,6 +40,8 @@ COMMAND_LINES = {
     "runs": ["runs"],
     "models": ["models"],
     "webhooks": ["webhooks"],
+    "correct": ["correct", "3f2a", "tests/data/README.md"],
+    "console-link": ["console-link"],
 }
 
 
