@@ -127,12 +127,16 @@ export function upload(file, onProgress) {
 export const STATES = ["queued", "processing", "transcribed", "failed", "rejected", "duplicate"];
 
 // Subscribe to GET /v1/events: onEvent(type, data). Returns a function that stops it.
-// EventSource reconnects by itself and resumes with Last-Event-ID.
-export function events(query, onEvent) {
+// EventSource reconnects by itself and resumes with Last-Event-ID; it gives up only
+// when refused (the session ended), and then onClosed is called.
+export function events(query, onEvent, onClosed = () => {}) {
   const source = new EventSource(`/v1/events${query ? `?${query}` : ""}`, { withCredentials: true });
   const types = [...STATES.map((s) => `audio.${s}`), "audio.progress", "transcript.corrected"];
   for (const type of types) {
     source.addEventListener(type, (event) => onEvent(type, JSON.parse(event.data)));
   }
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) onClosed();
+  });
   return () => source.close();
 }

@@ -258,7 +258,11 @@ async function start(main) {
     el("section", { "aria-label": "Files" }, filters(), el("div", { class: "scroll" }, table), more),
   ];
   main.replaceChildren(...parts.filter(Boolean));
-  events("", onEvent);
+  const live = el("p", { class: "error", role: "alert", hidden: true }, "Live updates stopped (signed out?): reload the page.");
+  main.append(live);
+  events("", onEvent, () => {
+    live.hidden = false;
+  });
   try {
     await load();
   } catch (error) {
