@@ -154,6 +154,7 @@ def run(data: Path, args: argparse.Namespace) -> dict[str, Any]:
             batch_size=args.batch_size,
             lr=args.lr,
             freeze_encoder=args.freeze_encoder,
+            freeze_embeddings=args.freeze_embeddings,
             seed=args.seed,
         ),
         device="cpu",
@@ -181,6 +182,7 @@ def run(data: Path, args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": args.batch_size,
             "lr": args.lr,
             "freeze_encoder": args.freeze_encoder,
+            "freeze_embeddings": args.freeze_embeddings,
         },
         "utterances": metrics["utterances"],
         "wer_before": before,
@@ -212,6 +214,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--freeze-embeddings", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="run directory to keep (default: a temporary one)")
     args = parser.parse_args()

@@ -17,10 +17,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline.models import check_model_dir, resolve_model
 from workers.trainer.cli import main
 from workers.trainer.whisper.ct2 import read_model
+from workers.trainer.whisper.data import read_clips
+from workers.trainer.whisper.mapping import load_trainable
+from workers.trainer.whisper.train import FitConfig, examples, fit
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
@@ -197,3 +201,22 @@ def test_a_base_model_that_is_not_there_is_named(
     assert code == 1
     assert f"model directory {tmp_path / 'nothing'} does not exist" in capsys.readouterr().err
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_freezing_keeps_the_encoder_and_embeddings_and_trains_the_decoder(tmp_path: Path) -> None:
+    trainable = load_trainable(Path(resolve_model("tiny.en")))
+    model = trainable.model
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    manifest = write_manifest(tmp_path / "train.jsonl", TRAIN[:2])
+    train, _ = examples(trainable, read_clips(manifest), None)
+    config = FitConfig(steps=2, batch_size=2, lr=1e-4, freeze_encoder=True, freeze_embeddings=True)
+
+    result = fit(trainable, train, config, torch.device("cpu"))
+
+    assert len(result.losses) == 2 and result.utterances_seen == 4
+    after = model.state_dict()
+    changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
+    assert not {k for k in changed if k.startswith("model.encoder.")}
+    assert "model.decoder.embed_tokens.weight" not in changed
+    assert "proj_out.weight" not in changed
+    assert any(k.startswith("model.decoder.layers.") for k in changed)

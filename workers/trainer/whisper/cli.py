@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=_positive_float, default=1e-5)
     parser.add_argument("--batch-size", type=_positive_int, default=4)
     parser.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
+    parser.add_argument(
+        "--freeze-embeddings",
+        action="store_true",
+        help="keep the token embeddings (and the tied output projection) as they are",
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument(
         "--canary",
@@ -104,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             freeze_encoder=args.freeze_encoder,
+            freeze_embeddings=args.freeze_embeddings,
             language=args.language,
             seed=args.seed,
         ),

@@ -158,6 +158,7 @@ def _metrics(
         "batch_size": config.fit.batch_size,
         "lr": config.fit.lr,
         "freeze_encoder": config.fit.freeze_encoder,
+        "freeze_embeddings": config.fit.freeze_embeddings,
         "seed": config.fit.seed,
         "train_manifest": config.train_manifest,
         "dev_manifest": config.dev_manifest,

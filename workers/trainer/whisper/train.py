@@ -46,6 +46,8 @@ class FitConfig:
     batch_size: int = 4
     lr: float = 1e-5
     freeze_encoder: bool = False
+    freeze_embeddings: bool = False
+    """Keep the token embeddings (tied to the output projection) as they are."""
     language: str | None = None
     """For lines without ``lang`` (multilingual models only)."""
     seed: int = 0
@@ -120,6 +122,8 @@ def fit(
     encoder = model.get_encoder()
     if config.freeze_encoder:
         encoder.requires_grad_(False)
+    if config.freeze_embeddings:
+        model.model.decoder.embed_tokens.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     warmup = max(1, min(10, config.steps // 10))
