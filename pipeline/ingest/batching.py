@@ -20,12 +20,16 @@ R = TypeVar("R")
 class Batcher(Generic[T, R]):
     """Hands items to ``flush`` in batches; each caller gets its own item's result.
 
-    ``flush`` returns one result per item, in order. If it raises, every caller of
-    that batch gets the exception (each retries as it would have alone).
+    ``flush`` returns one result per item, in order; an exception in its place is
+    raised to that item's caller alone. If ``flush`` raises, every caller of that
+    batch gets the exception (each retries as it would have alone).
     """
 
     def __init__(
-        self, flush: Callable[[Sequence[T]], Awaitable[Sequence[R]]], *, max_batch: int = 200
+        self,
+        flush: Callable[[Sequence[T]], Awaitable[Sequence[R | Exception]]],
+        *,
+        max_batch: int = 200,
     ) -> None:
         self._flush = flush
         self.max_batch = max_batch
@@ -71,5 +75,9 @@ class Batcher(Generic[T, R]):
             finally:
                 self._writing = 0
             for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
                     future.set_result(result)

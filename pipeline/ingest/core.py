@@ -296,7 +296,7 @@ class Ingestor:
             with self.metrics.s3_call("put"):
                 self.store.put_stream(key, source, size)
 
-    async def _record_batch(self, batch: Sequence[_Pending]) -> list[IngestResult]:
+    async def _record_batch(self, batch: Sequence[_Pending]) -> list[IngestResult | Exception]:
         """Record ``batch`` in one transaction where it is plain; the rest one by one.
 
         Plain: nothing recorded yet for the file's source version or source, nor its
@@ -304,12 +304,16 @@ class Ingestor:
         common case of a flood). Every other file takes the one-file path, as does
         the whole batch when a concurrent ingest got in first (``Conflict``).
         """
-        results: dict[int, IngestResult] = {}
+        results: dict[int, IngestResult | Exception] = {}
         if len(batch) > 1:
-            results = await self._record_plain(batch)
+            results.update(await self._record_plain(batch))
         for n, item in enumerate(batch):
-            if n not in results:
+            if n in results:
+                continue
+            try:
                 results[n] = await self._record(item.arrival, item.content, item.size, item.options)
+            except Exception as exc:  # noqa: BLE001 - this file's caller gets it, no other
+                results[n] = exc
         return [results[n] for n in range(len(batch))]
 
     async def _record_plain(self, batch: Sequence[_Pending]) -> dict[int, IngestResult]:

@@ -72,3 +72,18 @@ def test_every_caller_is_answered(max_batch: int) -> None:
         return list(await asyncio.gather(*(batcher.submit(i) for i in range(50))))
 
     assert asyncio.run(scenario()) == [-i for i in range(50)]
+
+
+def test_an_error_in_one_items_place_goes_to_that_caller_only() -> None:
+    async def flush(items: Sequence[int]) -> list[int | Exception]:
+        return [ValueError(f"bad {i}") if i % 2 else i for i in items]
+
+    async def scenario() -> list[object]:
+        batcher: Batcher[int, int] = Batcher(flush)
+        return list(
+            await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
+        )
+
+    results = asyncio.run(scenario())
+    assert results[0] == 0 and results[2] == 2
+    assert [str(r) for r in results[1::2]] == ["bad 1", "bad 3"]
