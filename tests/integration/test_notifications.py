@@ -19,6 +19,7 @@ from pipeline.db.database import Database
 from pipeline.db.deliveries import DELIVERIES_CHANNEL
 from pipeline.db.jobs import JOBS_CHANNEL, TRANSCRIPTS_CHANNEL
 from pipeline.db.notifications import Notice, NotificationHub, Subscription
+from pipeline.db.partials import SEGMENTS_CHANNEL
 from pipeline.progress import PROGRESS_CHANNEL
 from pipeline.sources.inbox import EVENTS_CHANNEL
 from tests.e2e.gateway_harness import new_rsa_key, public_pem
@@ -261,7 +262,9 @@ def test_a_process_running_every_waiting_role_holds_one_listen_connection(
         # Every role subscribes as it starts; each used to open a connection of its own.
         db.execute(f"NOTIFY {JOBS_CHANNEL}")  # wakes the workers: they claim, find none, wait
         (hub,) = listeners(db)
-        assert hub["query"] in {f"LISTEN {JOBS_CHANNEL}", f"LISTEN {TRANSCRIPTS_CHANNEL}"}
+        assert hub["query"] in {
+            f"LISTEN {channel}" for channel in (JOBS_CHANNEL, TRANSCRIPTS_CHANNEL, SEGMENTS_CHANNEL)
+        }
         service.check_alive()
     finally:
         try:
@@ -293,4 +296,5 @@ def test_every_channel_written_into_sql_is_one_of_the_channel_constants() -> Non
         EVENTS_CHANNEL,
         PROGRESS_CHANNEL,
         DELIVERIES_CHANNEL,
+        SEGMENTS_CHANNEL,
     }
