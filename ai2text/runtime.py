@@ -347,6 +347,8 @@ async def _announce_signin_link(app: Any, settings: Settings, db: Database, url:
     link = await signin_link(app.state.console.sessions, console, url)
     minutes = max(1, round(console.signin_code_ttl_s / 60))
     log.info("console sign-in link", url=link, valid_s=console.signin_code_ttl_s)
+    if settings.log_format == "json":
+        return  # stderr carries only JSON lines then; the event above has the link
     sys.stderr.write(
         f"\n    Open the console: {link}\n    (the link signs you in once, within {minutes} min;"
         " `ai2text console-link` makes a new one)\n\n"
