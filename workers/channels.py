@@ -25,42 +25,26 @@ import structlog
 from pipeline.config import Channels
 from pipeline.errors import PermanentError, RejectedInput
 from pipeline.media import channel_count, channels_carry_one_signal
-from workers.transcription import Cancelled, Segment, TranscribeOptions, Transcriber, Transcription
+from workers.transcription import (
+    Cancelled,
+    DelegatingTranscriber,
+    Segment,
+    TranscribeOptions,
+    Transcriber,
+    Transcription,
+)
 
 log = structlog.get_logger(__name__)
 
 MODES: tuple[str, ...] = get_args(Channels)
 
 
-class ChannelSplitter:
+class ChannelSplitter(DelegatingTranscriber):
     """A ``Transcriber`` that honours the ``channels`` choice around another one."""
 
     def __init__(self, inner: Transcriber, *, default: Channels = "mix") -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.default = default
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def device(self) -> str:
-        return self.inner.device
-
-    @property
-    def compute_type(self) -> str:
-        return self.inner.compute_type
-
-    @property
-    def batch_size(self) -> int:
-        return self.inner.batch_size
-
-    @property
-    def device_label(self) -> str:
-        return self.inner.device_label
-
-    def load(self) -> None:
-        self.inner.load()
 
     def transcribe(
         self, audio_path: Path, cancel: threading.Event, options: TranscribeOptions | None = None

@@ -18,7 +18,6 @@ one (least recently used goes first).
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from pipeline.models import ModelError, resolve_model
 from pipeline.registry import records
 from pipeline.registry.files import ModelUnavailable, fetch_model
 from pipeline.storage import ObjectStore
-from workers.transcription import TranscribeOptions, Transcriber, Transcription
+from workers.transcription import DelegatingTranscriber, Transcriber
 
 log = structlog.get_logger(__name__)
 
@@ -41,40 +40,16 @@ log = structlog.get_logger(__name__)
 TranscriberFactory = Callable[[str, str], Transcriber]
 
 
-class Labelled:
+class Labelled(DelegatingTranscriber):
     """A transcriber that reports ``label`` as its model name (the registry's name)."""
 
     def __init__(self, inner: Transcriber, label: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.label = label
 
     @property
     def model_name(self) -> str:
         return self.label
-
-    @property
-    def device(self) -> str:
-        return self.inner.device
-
-    @property
-    def compute_type(self) -> str:
-        return self.inner.compute_type
-
-    @property
-    def batch_size(self) -> int:
-        return self.inner.batch_size
-
-    @property
-    def device_label(self) -> str:
-        return self.inner.device_label
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def transcribe(
-        self, audio_path: Path, cancel: threading.Event, options: TranscribeOptions | None = None
-    ) -> Transcription:
-        return self.inner.transcribe(audio_path, cancel, options)
 
 
 @dataclass(frozen=True, slots=True)

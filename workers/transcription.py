@@ -138,3 +138,41 @@ class Transcriber(LoadedModel, Protocol):
     def transcribe(
         self, audio_path: Path, cancel: threading.Event, options: TranscribeOptions | None = None
     ) -> Transcription: ...
+
+
+class DelegatingTranscriber:
+    """A ``Transcriber`` that reports, loads and transcribes through ``inner``.
+
+    Wrappers subclass it and override only what they change.
+    """
+
+    def __init__(self, inner: Transcriber) -> None:
+        self.inner = inner
+
+    @property
+    def model_name(self) -> str:
+        return self.inner.model_name
+
+    @property
+    def device(self) -> str:
+        return self.inner.device
+
+    @property
+    def compute_type(self) -> str:
+        return self.inner.compute_type
+
+    @property
+    def batch_size(self) -> int:
+        return self.inner.batch_size
+
+    @property
+    def device_label(self) -> str:
+        return self.inner.device_label
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def transcribe(
+        self, audio_path: Path, cancel: threading.Event, options: TranscribeOptions | None = None
+    ) -> Transcription:
+        return self.inner.transcribe(audio_path, cancel, options)
