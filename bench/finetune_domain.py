@@ -155,6 +155,8 @@ def run(data: Path, args: argparse.Namespace) -> dict[str, Any]:
             lr=args.lr,
             freeze_encoder=args.freeze_encoder,
             freeze_embeddings=args.freeze_embeddings,
+            train_layers=args.train_layers,
+            anchor_weight=args.anchor_weight,
             seed=args.seed,
         ),
         device="cpu",
@@ -183,6 +185,8 @@ def run(data: Path, args: argparse.Namespace) -> dict[str, Any]:
             "lr": args.lr,
             "freeze_encoder": args.freeze_encoder,
             "freeze_embeddings": args.freeze_embeddings,
+            "train_layers": args.train_layers,
+            "anchor_weight": args.anchor_weight,
         },
         "utterances": metrics["utterances"],
         "wer_before": before,
@@ -215,6 +219,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--freeze-embeddings", action="store_true")
+    parser.add_argument("--train-layers", default="all", help="all, decoder, decoder-top-N")
+    parser.add_argument("--anchor-weight", type=float, default=0.0, help="L2-SP weight")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="run directory to keep (default: a temporary one)")
     args = parser.parse_args()

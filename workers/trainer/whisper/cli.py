@@ -25,6 +25,7 @@ from pipeline.errors import Ai2TextError
 from pipeline.logs import configure_logging
 from workers.trainer.whisper.evaluate import EvalSettings
 from workers.trainer.whisper.export import QUANTIZATIONS
+from workers.trainer.whisper.forgetting import LAYER_CHOICES, LayerChoiceError, top_blocks
 from workers.trainer.whisper.outputs import METRICS, MODEL_DIR
 from workers.trainer.whisper.run import RunConfig, run
 from workers.trainer.whisper.train import FitConfig
@@ -32,6 +33,8 @@ from workers.trainer.whisper.train import FitConfig
 log = structlog.get_logger(__name__)
 
 PROG = "ai2text-train whisper"
+DEFAULT_TRAIN_LAYERS = "all"
+DEFAULT_ANCHOR_WEIGHT = 0.0
 
 
 def _positive_int(text: str) -> int:
@@ -46,6 +49,21 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
     return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text}")
+    return value
+
+
+def _layers(text: str) -> str:
+    try:
+        top_blocks(text)
+    except LayerChoiceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--freeze-embeddings",
         action="store_true",
         help="keep the token embeddings (and the tied output projection) as they are",
+    )
+    parser.add_argument(
+        "--train-layers",
+        type=_layers,
+        default=DEFAULT_TRAIN_LAYERS,
+        metavar="WHICH",
+        help=f"which parameters train: {LAYER_CHOICES} (default: %(default)s);"
+        " decoder-top-N keeps the encoder, the embeddings and the lower decoder blocks",
+    )
+    parser.add_argument(
+        "--anchor-weight",
+        type=_non_negative_float,
+        default=DEFAULT_ANCHOR_WEIGHT,
+        metavar="LAMBDA",
+        help="L2-SP: add LAMBDA * sum ||theta - theta0||^2 to the loss, pulling weights back"
+        " to the base's against forgetting; 0 turns it off (default: %(default)s)",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument(
@@ -110,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lr=args.lr,
             freeze_encoder=args.freeze_encoder,
             freeze_embeddings=args.freeze_embeddings,
+            train_layers=args.train_layers,
+            anchor_weight=args.anchor_weight,
             language=args.language,
             seed=args.seed,
         ),

@@ -159,6 +159,8 @@ def _metrics(
         "lr": config.fit.lr,
         "freeze_encoder": config.fit.freeze_encoder,
         "freeze_embeddings": config.fit.freeze_embeddings,
+        "train_layers": config.fit.layers,
+        "anchor_weight": config.fit.anchor_weight,
         "seed": config.fit.seed,
         "train_manifest": config.train_manifest,
         "dev_manifest": config.dev_manifest,

@@ -26,6 +26,7 @@ from transformers import WhisperFeatureExtractor
 from pipeline.errors import Ai2TextError
 from workers.trainer.manifest import SAMPLE_RATE, AudioCache, ManifestError
 from workers.trainer.whisper.data import Clip, samples
+from workers.trainer.whisper.forgetting import Anchor, encoder_trains, select_trainable
 from workers.trainer.whisper.mapping import Trainable
 from workers.trainer.whisper.tokens import MAX_TIMESTAMP_S
 
@@ -52,6 +53,17 @@ class FitConfig:
     """For lines without ``lang`` (multilingual models only)."""
     seed: int = 0
     timestamp_share: float = 0.5
+    train_layers: str = "all"
+    """``all``, ``decoder`` or ``decoder-top-N`` (see ``forgetting.select_trainable``)."""
+    anchor_weight: float = 0.0
+    """L2-SP weight: ``anchor_weight * sum ||theta - theta0||^2`` joins the loss."""
+
+    @property
+    def layers(self) -> str:
+        """``train_layers`` with ``freeze_encoder`` folded in."""
+        if self.freeze_encoder and self.train_layers == "all":
+            return "decoder"
+        return self.train_layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +132,10 @@ def fit(
     generator = torch.Generator().manual_seed(config.seed)
     features = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)  # type: ignore[no-untyped-call]
     encoder = model.get_encoder()
-    if config.freeze_encoder:
-        encoder.requires_grad_(False)
-    if config.freeze_embeddings:
-        model.model.decoder.embed_tokens.requires_grad_(False)
+    select_trainable(model, config.layers, freeze_embeddings=config.freeze_embeddings)
+    frozen_encoder = not encoder_trains(model)
     params = [p for p in model.parameters() if p.requires_grad]
+    anchor = Anchor(params, config.anchor_weight)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     warmup = max(1, min(10, config.steps // 10))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
@@ -133,9 +144,9 @@ def fit(
     result = FitResult()
     started = time.perf_counter()
     model.train()
-    if config.freeze_encoder:
+    if frozen_encoder:
         encoder.eval()
-    encoded = _EncoderCache(ENCODER_CACHE_BYTES) if config.freeze_encoder else None
+    encoded = _EncoderCache(ENCODER_CACHE_BYTES) if frozen_encoder else None
     batches = _batches(train, batch_size, generator)
     for step in range(1, config.steps + 1):
         batch = next(batches)
@@ -143,14 +154,18 @@ def fit(
         value = float(loss.item())
         if not np.isfinite(value):
             raise TrainingFailed(f"the loss became {value} at step {step}; try a lower --lr")
+        penalty = anchor.penalty()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        (loss if penalty is None else loss + penalty).backward()  # type: ignore[no-untyped-call]
         nn.utils.clip_grad_norm_(params, _MAX_GRAD_NORM)
         optimizer.step()
         schedule.step()
         result.losses.append(value)
         result.utterances_seen += len(batch)
-        log.info("step", step=step, loss=round(value, 4))
+        if penalty is None:
+            log.info("step", step=step, loss=round(value, 4))
+        else:
+            log.info("step", step=step, loss=round(value, 4), drift=round(anchor.distance(), 5))
     result.seconds = time.perf_counter() - started
     model.eval()  # type: ignore[no-untyped-call]
     model.to("cpu")  # type: ignore[arg-type]
