@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import ConfigError
@@ -60,6 +61,17 @@ def claim_directory(directory: Path, name: str, *, what: str, hint: str) -> Dire
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return DirectoryLock(path, fd)
+
+
+@contextlib.contextmanager
+def held_lock(path: Path) -> Iterator[None]:
+    """Wait for and hold an exclusive ``flock`` on ``path`` (created if missing)."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _read_holder(fd: int) -> str:

