@@ -10,7 +10,9 @@ its search. Every other answer (JSON, audio, manifests) is no page at all:
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.middleware import adding_headers
 
 PAGE_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
@@ -59,13 +61,4 @@ class SecurityHeadersMiddleware:
         extra = [*_COMMON, (b"content-security-policy", policy_for(scope["path"]).encode())]
         if scope.get("scheme") == "https":
             extra.append(HSTS)
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers.extend((name, value) for name, value in extra if name not in present)
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+        await self.app(scope, receive, adding_headers(send, extra, keep_present=True))

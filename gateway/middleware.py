@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,15 +31,25 @@ class RequestIdMiddleware:
         request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message["headers"] = headers
-            await send(message)
-
+        send_with_id = adding_headers(send, [(b"x-request-id", request_id.encode())])
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             await self.app(scope, receive, send_with_id)
+
+
+def adding_headers(
+    send: Send, extra: Sequence[tuple[bytes, bytes]], *, keep_present: bool = False
+) -> Send:
+    """``send`` adding ``extra`` to the response head (``keep_present``: not over a route's own)."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            present = {name.lower() for name, _ in headers} if keep_present else set()
+            headers.extend((name, value) for name, value in extra if name not in present)
+            message["headers"] = headers
+        await send(message)
+
+    return send_with_headers
 
 
 class _BodyTooLarge(ApiError):
