@@ -31,6 +31,7 @@ from pipeline.config import QualitySettings
 from pipeline.datasets.served import model_label
 from pipeline.db import jobs
 from pipeline.db.database import Database
+from pipeline.db.segments import SegmentValues, insert_segments
 from pipeline.errors import DatabaseUnavailable, LeaseLost
 from pipeline.manifests import manifest_line, shard_key, transcript_document, transcript_key
 from pipeline.metrics import Metrics
@@ -231,26 +232,23 @@ async def _insert(
         )
         row = await cur.fetchone()
         assert row is not None
-        async with conn.cursor() as seg_cur:
-            await seg_cur.executemany(
-                "INSERT INTO segments (transcript_id, idx, start_s, end_s, text, avg_logprob,"
-                " no_speech_prob, compression_ratio, words, language, channel)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        row["id"],
-                        i,
-                        s.start,
-                        s.end,
-                        s.text,
-                        s.avg_logprob,
-                        s.no_speech_prob,
-                        s.compression_ratio,
-                        Jsonb(s.words) if s.words is not None else None,
-                        s.language,
-                        s.channel,
-                    )
-                    for i, s in enumerate(result.segments)
-                ],
-            )
+        transcript_id: int = row["id"]  # type: ignore[assignment]
+        await insert_segments(
+            conn,
+            transcript_id,
+            [
+                SegmentValues(
+                    start_s=s.start,
+                    end_s=s.end,
+                    text=s.text,
+                    language=s.language,
+                    channel=s.channel,
+                    avg_logprob=s.avg_logprob,
+                    no_speech_prob=s.no_speech_prob,
+                    compression_ratio=s.compression_ratio,
+                    words=s.words,
+                )
+                for s in result.segments
+            ],
+        )
         await jobs.notify_finished(conn, job.audio_id)

@@ -20,6 +20,7 @@ from pipeline.corrections.parse import Proposal
 from pipeline.corrections.plan import plan_segments
 from pipeline.db import revisions
 from pipeline.db.database import AsyncConn
+from pipeline.db.segments import SegmentValues
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +71,7 @@ async def apply_correction(
             conn,
             transcript_id=int(locked.transcript["id"]),
             revision=current + 1,
-            segments=[revisions.SegmentValues(**asdict(s)) for s in planned],
+            segments=[SegmentValues(**asdict(s)) for s in planned],
             author=author,
         )
         transcript = await catalog.get_transcript(conn, tenant=tenant, audio_id=audio_id)

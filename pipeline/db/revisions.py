@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from pipeline.datasets.served import model_label
 from pipeline.db.database import AsyncConn
+from pipeline.db.segments import SegmentValues, insert_segments
 
 # The fields of a segment, as ``catalog.get_transcript`` answers them.
 SEGMENT_FIELDS = (
@@ -109,21 +108,6 @@ async def lock_newest(conn: AsyncConn, *, tenant: str | None, audio_id: uuid.UUI
     return Locked(str(audio["state"]), owner, float(duration), transcript, segments)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True, slots=True)
-class SegmentValues:
-    """A segment to write, in the ``segments`` table's terms."""
-
-    start_s: float
-    end_s: float
-    text: str
-    language: str | None
-    channel: int | None
-    avg_logprob: float | None
-    no_speech_prob: float | None
-    compression_ratio: float | None
-    words: Any
-
-
 async def write_correction(
     conn: AsyncConn,
     *,
@@ -146,28 +130,7 @@ async def write_correction(
         (revision, author, text, transcript_id),
     )
     await conn.execute("DELETE FROM segments WHERE transcript_id = %s", (transcript_id,))
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO segments (transcript_id, idx, start_s, end_s, text, avg_logprob,"
-            " no_speech_prob, compression_ratio, words, language, channel)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    transcript_id,
-                    i,
-                    s.start_s,
-                    s.end_s,
-                    s.text,
-                    s.avg_logprob,
-                    s.no_speech_prob,
-                    s.compression_ratio,
-                    Jsonb(s.words) if s.words is not None else None,
-                    s.language,
-                    s.channel,
-                )
-                for i, s in enumerate(segments)
-            ],
-        )
+    await insert_segments(conn, transcript_id, segments)
 
 
 async def _owner(conn: AsyncConn, tenant: str | None, audio_id: uuid.UUID) -> uuid.UUID | None:
