@@ -67,14 +67,17 @@ class FilesystemStore:
 
         return self.put_stream(key, io.BytesIO(data), len(data), content_type)
 
-    def download(self, key: str, dest: BinaryIO, *, etag: str | None = None) -> int:
-        path = self._path(key)
+    def _open(self, key: str) -> BinaryIO:
+        """The object's file, open for reading; the caller closes it."""
         try:
-            src = open(path, "rb")  # noqa: SIM115 - closed below
+            return open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it
         except FileNotFoundError as exc:
             raise ObjectNotFound(f"object not found: {key}") from exc
         except OSError as exc:
             raise TransientError(f"cannot open object {key}: {exc.strerror}") from exc
+
+    def download(self, key: str, dest: BinaryIO, *, etag: str | None = None) -> int:
+        src = self._open(key)
         total = 0
         digest = hashlib.md5(usedforsecurity=False) if etag else None
         with src:
@@ -94,13 +97,7 @@ class FilesystemStore:
             raise ObjectNotFound(f"object not found: {key}") from exc
 
     def read_range(self, key: str, start: int, length: int) -> Iterator[bytes]:
-        path = self._path(key)
-        try:
-            src = open(path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError as exc:
-            raise ObjectNotFound(f"object not found: {key}") from exc
-        except OSError as exc:
-            raise TransientError(f"cannot open object {key}: {exc.strerror}") from exc
+        src = self._open(key)
         with src:
             src.seek(start)
             left = length
