@@ -356,14 +356,7 @@ class Ingestor:
             arrival, content = batch[n].arrival, batch[n].content
             results[n] = IngestResult("accepted", audio_id)
             self._count(arrival, results[n])
-            log.debug(
-                "ingested",
-                file=arrival.original_name,
-                audio_id=str(audio_id),
-                duration_s=round(content.info.duration_s, 2),
-                codec=content.info.codec,
-                source=arrival.source,
-            )
+            log.debug("ingested", **_ingested_fields(arrival, content, audio_id))
         log.info("ingested batch", files=len(plain), source=batch[plain[0]].arrival.source)
         return results
 
@@ -443,15 +436,7 @@ class Ingestor:
             )
             return IngestResult("duplicate", audio_id, duplicate_of=original)
         await self._enqueue(conn, arrival, audio_id, options)
-        log.info(
-            "ingested",
-            file=arrival.original_name,
-            audio_id=str(audio_id),
-            **({"variant_of": str(variant_of)} if variant_of else {}),
-            duration_s=round(content.info.duration_s, 2),
-            codec=content.info.codec,
-            source=arrival.source,
-        )
+        log.info("ingested", **_ingested_fields(arrival, content, audio_id, variant_of))
         return IngestResult("accepted", audio_id)
 
     @staticmethod
@@ -464,6 +449,23 @@ class Ingestor:
             if transcription_signature(row.options) == wanted:
                 return row.id
         return None
+
+
+def _ingested_fields(
+    arrival: Arrival,
+    content: StoredContent,
+    audio_id: uuid.UUID,
+    variant_of: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """What the ``ingested`` log line says about an accepted file."""
+    return {
+        "file": arrival.original_name,
+        "audio_id": str(audio_id),
+        **({"variant_of": str(variant_of)} if variant_of else {}),
+        "duration_s": round(content.info.duration_s, 2),
+        "codec": content.info.codec,
+        "source": arrival.source,
+    }
 
 
 def _earlier_result(row: RecordedVersion) -> IngestResult:
