@@ -13,15 +13,13 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.e2e.harness import FAST_MODEL, REPO, Service, cli_json, wait_until
+from tests.e2e.hook_server import HookServer, serving
 from tests.e2e.test_up import embedded_env
 from tests.webhook_receiver import verify_signature
 
@@ -31,44 +29,10 @@ SECRET = "corrections-webhook-secret-0123"
 pytestmark = pytest.mark.slow
 
 
-class Receiver(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.lock = threading.Lock()
-        self.received: list[tuple[dict[str, str], bytes]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-    def events(self) -> list[tuple[dict[str, str], bytes]]:
-        with self.lock:
-            return list(self.received)
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        with self.server.lock:
-            self.server.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def receiver() -> Iterator[HookServer]:
+    with serving() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +41,7 @@ def _no_external_database(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_correction_rewrites_the_outbox_files_and_tells_its_webhook(
-    embedded_root: Path, receiver: Receiver
+    embedded_root: Path, receiver: HookServer
 ) -> None:
     env = embedded_env(embedded_root) | FAST_MODEL
     env.pop("AI2TEXT_DATABASE__URL")
@@ -118,7 +82,7 @@ def test_a_correction_rewrites_the_outbox_files_and_tells_its_webhook(
             what="the outbox file written again with the correction",
         )
         headers, body = wait_until(
-            lambda: next(iter(receiver.events()), None),
+            lambda: next(iter(receiver.accepted()), None),
             timeout=60,
             what="the transcript.corrected event at the webhook",
         )
@@ -127,7 +91,7 @@ def test_a_correction_rewrites_the_outbox_files_and_tells_its_webhook(
         assert event["data"]["audio_id"] == row["id"]
         assert verify_signature(SECRET, body, headers["x-ai2text-signature"])
         # Only what it asked for: the transcription itself was not sent to it.
-        assert [json.loads(b)["type"] for _, b in receiver.events()] == [event["type"]]
+        assert [json.loads(b)["type"] for _, b in receiver.accepted()] == [event["type"]]
 
         shown = cli_json(env, "show", row["id"])["transcript"]
         assert shown["revision"] == 2 and shown["verified"] is True

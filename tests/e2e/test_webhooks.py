@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.harness import FAST_MODEL, Service, cli_json, wait_until
+from tests.e2e.hook_server import HookServer, serving
 from tests.e2e.test_up import embedded_env
 from tests.webhook_receiver import verify_signature
 
@@ -28,47 +27,10 @@ SECRET = "e2e-webhook-secret-0123456789"
 pytestmark = pytest.mark.slow
 
 
-class Receiver(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.lock = threading.Lock()
-        self.requests: list[tuple[dict[str, str], bytes, int]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-    def accepted(self) -> list[tuple[dict[str, str], bytes]]:
-        with self.lock:
-            return [(h, b) for h, b, status in self.requests if status == 200]
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        with self.server.lock:
-            status = 503 if not self.server.requests else 200  # the first one fails
-            self.server.requests.append(
-                ({k.lower(): v for k, v in self.headers.items()}, body, status)
-            )
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def receiver() -> Iterator[HookServer]:
+    with serving(fail_first=1) as server:  # the first one fails, so the delivery is retried
+        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +39,7 @@ def _no_external_database(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_up_delivers_a_signed_webhook_for_a_dropped_file(
-    embedded_root: Path, receiver: Receiver
+    embedded_root: Path, receiver: HookServer
 ) -> None:
     env = embedded_env(embedded_root) | FAST_MODEL
     env.pop("AI2TEXT_DATABASE__URL")
