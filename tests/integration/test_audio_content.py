@@ -13,55 +13,28 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
-from ai2text.components import ingestor_of
-from gateway.app import create_app, serve
-from pipeline.config import Settings
-from pipeline.db.database import Database
-from pipeline.http_serve import bind_socket, url_of
-from pipeline.metrics import Metrics
-from pipeline.storage import FilesystemStore, content_key, open_store
-from tests.e2e.gateway_harness import AUDIENCE, ISSUER, Signer, bearer, new_rsa_key, public_pem
+from pipeline.storage import FilesystemStore, content_key
+from tests.e2e.gateway_harness import Signer, bearer, new_rsa_key
+from tests.integration.served_gateway import gateway, gateway_settings
 
 Conn = psycopg.Connection[dict[str, Any]]
 SIZE = 300_000  # several store chunks
 
 
-@asynccontextmanager
-async def gateway(settings: Settings) -> AsyncIterator[str]:
-    db = Database(settings.database, embedded=None)
-    await db.open()
-    stop = asyncio.Event()
-    try:
-        store = open_store(settings.storage, settings.data_dir)
-        app = create_app(settings, db, store, ingestor_of(settings, db, store, Metrics()))
-        sock = bind_socket("127.0.0.1", 0, what="test gateway")
-        serving = asyncio.create_task(serve(app, sock, stop))
-        try:
-            yield url_of(sock)
-        finally:
-            stop.set()
-            await serving
-    finally:
-        await db.close()
-
-
 def served(
     tmp_path: Path, database_url: str, signer: Signer, scenario: Callable[[str], Awaitable[None]]
 ) -> None:
-    pem = tmp_path / "jwt.pem"
-    pem.write_bytes(public_pem(signer.key))
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database={"url": database_url},
-        auth={"public_key_file": pem, "issuer": ISSUER, "audience": AUDIENCE},
+    settings = gateway_settings(
+        tmp_path,
+        database_url,
+        signer,
         watch={"inbox": tmp_path / "inbox", "min_free_bytes": 0},
     )
 

@@ -32,20 +32,17 @@ from gateway.auth import Principal
 from gateway.console_auth import signin_link
 from gateway.csrf import SESSION_COOKIE
 from gateway.sessions import SessionStore
-from pipeline.config import Settings
 from pipeline.db.database import Database
 from pipeline.http_serve import bind_socket, url_of
 from pipeline.metrics import Metrics
 from pipeline.storage import open_store
 from tests.e2e.gateway_harness import (
-    AUDIENCE,
-    ISSUER,
     Signer,
     bearer,
     new_rsa_key,
-    public_pem,
     unique_silence,
 )
+from tests.integration.served_gateway import gateway_settings
 
 PUBLIC_URL = "https://93.184.215.14/hooks/console"  # a literal public address: no DNS
 READER = ("audio:read", "transcripts:read")
@@ -91,12 +88,10 @@ def gateway(
 ) -> Iterator[Running]:
     root = tmp_path_factory.mktemp("console")
     signer = Signer(new_rsa_key())
-    pem = root / "jwt.pem"
-    pem.write_bytes(public_pem(signer.key))
-    settings = Settings(
-        data_dir=root / "data",
-        database={"url": module_database_url},
-        auth={"public_key_file": pem, "issuer": ISSUER, "audience": AUDIENCE},
+    settings = gateway_settings(
+        root,
+        module_database_url,
+        signer,
         watch={"inbox": root / "inbox", "min_free_bytes": 0},
         # Loopback is a trusted proxy here, so a test can say it came over https.
         gateway={"trusted_proxies": ["127.0.0.1"]},

@@ -18,15 +18,12 @@ from pipeline.db.database import Database
 from pipeline.registry import candidates, records
 from pipeline.storage import FilesystemStore
 from tests.e2e.gateway_harness import (
-    AUDIENCE,
-    ISSUER,
     PROBLEM,
     Signer,
     bearer,
     new_rsa_key,
-    public_pem,
 )
-from tests.integration.test_webhooks_api import gateway
+from tests.integration.served_gateway import gateway, gateway_settings
 
 Conn = psycopg.Connection[dict[str, Any]]
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -41,12 +38,10 @@ def metrics(test: tuple[float, float]) -> str:
 
 
 def settings_for(tmp_path: Path, database_url: str, signer: Signer) -> Settings:
-    pem = tmp_path / "jwt.pem"
-    pem.write_bytes(public_pem(signer.key))
-    return Settings(
-        data_dir=tmp_path / "data",
-        database={"url": database_url},
-        auth={"public_key_file": pem, "issuer": ISSUER, "audience": AUDIENCE},
+    return gateway_settings(
+        tmp_path,
+        database_url,
+        signer,
         asr={"model": "tiny.en"},
         # No worker runs here: a transcription request answers 504 and its job stays.
         gateway={"transcription_wait_s": 0},

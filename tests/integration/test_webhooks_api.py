@@ -6,63 +6,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
-from ai2text.components import ingestor_of
-from gateway.app import create_app, serve
 from pipeline.config import Settings
 from pipeline.db import deliveries
 from pipeline.db.database import Database
-from pipeline.http_serve import bind_socket, url_of
-from pipeline.metrics import Metrics
-from pipeline.storage import open_store
 from tests.e2e.gateway_harness import (
-    AUDIENCE,
-    ISSUER,
     Signer,
     bearer,
     new_rsa_key,
-    public_pem,
 )
+from tests.integration.served_gateway import gateway, gateway_settings
 
 Conn = psycopg.Connection[dict[str, Any]]
 PUBLIC_URL = "https://93.184.215.14/hooks/ai2text"  # a literal public address: no DNS
 
 
-@asynccontextmanager
-async def gateway(settings: Settings) -> AsyncIterator[str]:
-    db = Database(settings.database, embedded=None)
-    await db.open()
-    stop = asyncio.Event()
-    try:
-        store = open_store(settings.storage, settings.data_dir)
-        app = create_app(settings, db, store, ingestor_of(settings, db, store, Metrics()))
-        sock = bind_socket("127.0.0.1", 0, what="test gateway")
-        url = url_of(sock)
-        serving = asyncio.create_task(serve(app, sock, stop))
-        try:
-            yield url
-        finally:
-            stop.set()
-            await serving
-    finally:
-        await db.close()
-
-
 def settings_for(tmp_path: Path, database_url: str, signer: Signer) -> Settings:
-    pem = tmp_path / "jwt.pem"
-    pem.write_bytes(public_pem(signer.key))
-    return Settings(
-        data_dir=tmp_path / "data",
-        database={"url": database_url},
-        auth={"public_key_file": pem, "issuer": ISSUER, "audience": AUDIENCE},
-    )
+    return gateway_settings(tmp_path, database_url, signer)
 
 
 def transcribed(conn: Conn, name: str, tenant: str) -> uuid.UUID:
