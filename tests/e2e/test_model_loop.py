@@ -17,15 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from pipeline.models import resolve_model
 from tests.e2e.harness import Service, cli_json, cli_text, wait_until
+from tests.e2e.test_training_e2e import Conn, training_env
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-# Just below jfk.flac + hotwords.mp3 (11 s + 4 s).
-THRESHOLD_HOURS = (11 + 4) / 3600 - 0.0005
 # Leaves RUN_DIR/model/ (links to the model in argv[2]) and metrics.json; records argv.
 TRAINER = (
     "import json, os, sys\n"
@@ -40,8 +38,6 @@ TRAINER = (
     "open(os.path.join(run, 'argv.json'), 'w').write(json.dumps(sys.argv))\n"
 )
 
-Conn = psycopg.Connection[dict[str, Any]]
-
 pytestmark = pytest.mark.slow
 
 
@@ -54,22 +50,13 @@ def loop_env(root: Path, database_url: str) -> dict[str, str]:
         resolve_model("base"),
         "{base_model_dir}",
     ]
-    return {
-        "AI2TEXT_DATABASE__URL": database_url,
-        "AI2TEXT_DATA_DIR": str(root / "data"),
-        "AI2TEXT_WATCH__INBOX": str(root / "inbox"),
-        "AI2TEXT_WATCH__QUIET_PERIOD_S": "0.5",
-        "AI2TEXT_WATCH__MIN_FREE_BYTES": "0",
-        "AI2TEXT_QUEUE__POLL_INTERVAL_S": "1",
+    # The training test's ``up``, crossing the same threshold, with no gateway.
+    return training_env(root, database_url) | {
         "AI2TEXT_GATEWAY__ENABLED": "false",
         "AI2TEXT_ASR__MODEL": "tiny.en",
         "AI2TEXT_ASR__MODEL_CACHE_DIR": str(root / "cache"),
         "AI2TEXT_ASR__DEVICE": "cpu",
         "AI2TEXT_ASR__CONCURRENCY": "1",
-        "AI2TEXT_TRAINING__ENABLED": "true",
-        "AI2TEXT_TRAINING__THRESHOLD_HOURS": repr(THRESHOLD_HOURS),
-        "AI2TEXT_TRAINING__CHECK_INTERVAL_S": "1",
-        "AI2TEXT_TRAINING__MIN_FREE_BYTES": "0",
         "AI2TEXT_TRAINING__AUTO_PROMOTE": "true",
         "AI2TEXT_TRAINING__COMMAND": json.dumps(command),
     }
