@@ -28,13 +28,12 @@ from workers.trainer.whisper.export import QUANTIZATIONS
 from workers.trainer.whisper.forgetting import LAYER_CHOICES, LayerChoiceError, top_blocks
 from workers.trainer.whisper.outputs import METRICS, MODEL_DIR
 from workers.trainer.whisper.run import RunConfig, run
-from workers.trainer.whisper.train import FitConfig
+from workers.trainer.whisper.train import DEFAULT_ANCHOR_WEIGHT, FitConfig
 
 log = structlog.get_logger(__name__)
 
 PROG = "ai2text-train whisper"
 DEFAULT_TRAIN_LAYERS = "all"
-DEFAULT_ANCHOR_WEIGHT = 0.0
 
 
 def _positive_int(text: str) -> int:
