@@ -220,3 +220,23 @@ def test_freezing_keeps_the_encoder_and_embeddings_and_trains_the_decoder(tmp_pa
     assert "model.decoder.embed_tokens.weight" not in changed
     assert "proj_out.weight" not in changed
     assert any(k.startswith("model.decoder.layers.") for k in changed)
+
+
+def test_decoder_top_n_trains_only_those_blocks_against_their_anchor(tmp_path: Path) -> None:
+    trainable = load_trainable(Path(resolve_model("tiny.en")))
+    model = trainable.model
+    top = f"model.decoder.layers.{len(model.model.decoder.layers) - 1}."
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    manifest = write_manifest(tmp_path / "train.jsonl", TRAIN[:2])
+    train, _ = examples(trainable, read_clips(manifest), None)
+    config = FitConfig(
+        steps=2, batch_size=2, lr=1e-4, train_layers="decoder-top-1", anchor_weight=10.0
+    )
+
+    result = fit(trainable, train, config, torch.device("cpu"))
+
+    assert len(result.losses) == 2 and all(math.isfinite(x) for x in result.losses)
+    after = model.state_dict()
+    changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
+    assert any(k.startswith(top) for k in changed)
+    assert changed <= {k for k in before if k.startswith((top, "model.decoder.layer_norm."))}
