@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="CTranslate2 Whisper directory to start from (or a bundled name: base, tiny.en)",
     )
     parser.add_argument("--out", required=True, type=Path, metavar="RUN_DIR")
-    parser.add_argument("--steps", type=_positive_int, default=100)
+    parser.add_argument("--steps", type=_positive_int, default=30)
     parser.add_argument("--lr", type=_positive_float, default=1e-5)
-    parser.add_argument("--batch-size", type=_positive_int, default=4)
+    parser.add_argument("--batch-size", type=_positive_int, default=8)
     parser.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
     parser.add_argument(
         "--freeze-embeddings",
