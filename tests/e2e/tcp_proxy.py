@@ -222,11 +222,12 @@ class TcpProxy:
                 dead = False
                 self._links.add(link)
                 self.accepted += 1
+                # Started under the lock: cut() then never finds a link whose thread
+                # it cannot join yet.
+                link.thread.start()
         if dead:
             _reset(client)
             _reset(upstream)
-            return
-        link.thread.start()
 
     def refused_matching(self, fragment: bytes) -> int:
         """How many reset connections had ``fragment`` in their first line."""

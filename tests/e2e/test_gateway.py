@@ -477,10 +477,23 @@ def test_search_with_sql_metacharacters_is_harmless(
 # -- 5. the OpenAI client -----------------------------------------------------------
 
 
+_open_clients: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_openai_clients() -> Iterator[None]:
+    """Each test's OpenAI clients are closed when it ends (no socket left to the collector)."""
+    yield
+    while _open_clients:
+        _open_clients.pop().close()
+
+
 def openai_client(gw: Gateway, token: str) -> Any:
     import openai
 
-    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=token, max_retries=0, timeout=300)
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=token, max_retries=0, timeout=300)
+    _open_clients.append(client)
+    return client
 
 
 def test_openai_client_transcribes_jfk(gw: Gateway) -> None:

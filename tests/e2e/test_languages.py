@@ -346,7 +346,7 @@ def test_an_openai_call_that_outlives_its_wait_raises_a_clear_error_not_an_empty
         api_key=english_only.signer.token(*WRITE),
         max_retries=0,
     )
-    with pytest.raises(openai.InternalServerError) as caught:
+    with client, pytest.raises(openai.InternalServerError) as caught:
         client.audio.transcriptions.create(
             model="whisper-1", file=("jfk.wav", unique_speech("jfk.flac"))
         )

@@ -75,11 +75,24 @@ def refusing(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         )
 
 
+_open_clients: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Each test's clients are closed when it ends, so no socket is left to the collector."""
+    yield
+    while _open_clients:
+        _open_clients.pop().close()
+
+
 def client_for(gw: Gateway, token: str | None = None) -> Any:
     import openai
 
     token = token or gw.signer.token(*WRITE)
-    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=token, max_retries=0, timeout=300)
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=token, max_retries=0, timeout=300)
+    _open_clients.append(client)
+    return client
 
 
 def words(text: str) -> set[str]:
