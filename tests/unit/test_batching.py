@@ -8,26 +8,28 @@ from collections.abc import Sequence
 import pytest
 
 from pipeline.ingest.batching import Batcher
+from tests.waiting import eventually
 
 
 def test_calls_made_during_a_flush_are_written_together_and_each_gets_its_result() -> None:
     batches: list[list[int]] = []
-    release = asyncio.Event()
+    release, first_flushing = asyncio.Event(), asyncio.Event()
 
     async def flush(items: Sequence[int]) -> list[int]:
         batches.append(list(items))
         if len(batches) == 1:
+            first_flushing.set()
             await release.wait()
         return [i * 10 for i in items]
 
     async def scenario() -> list[int]:
         batcher: Batcher[int, int] = Batcher(flush, max_batch=3)
         first = asyncio.create_task(batcher.submit(0))
-        while not batches:
-            await asyncio.sleep(0)
+        await asyncio.wait_for(first_flushing.wait(), timeout=10)
         rest = [asyncio.create_task(batcher.submit(i)) for i in range(1, 6)]
-        while batcher.waiting < 5:
-            await asyncio.sleep(0)
+        await eventually(
+            lambda: batcher.waiting == 5, timeout=10, what="five calls gathered", watch=[first]
+        )
         release.set()
         return list(await asyncio.gather(first, *rest))
 
@@ -64,7 +66,7 @@ def test_a_lone_call_is_written_at_once() -> None:
 @pytest.mark.parametrize("max_batch", [1, 200])
 def test_every_caller_is_answered(max_batch: int) -> None:
     async def flush(items: Sequence[int]) -> list[int]:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a write yields to the loop, as a database round trip does
         return [-i for i in items]
 
     async def scenario() -> list[int]:
