@@ -23,26 +23,13 @@ import structlog
 
 from pipeline.errors import Ai2TextError
 from pipeline.logs import configure_logging
+from workers.trainer.arguments import positive_float, positive_int
 from workers.trainer.outputs import CHECKPOINT, RunOutputs
 from workers.trainer.train import TrainConfig, train
 
 log = structlog.get_logger(__name__)
 
 PROG = "ai2text-train"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,10 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-manifest", required=True, metavar="PATH")
     parser.add_argument("--dev-manifest", required=True, metavar="PATH")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR")
-    parser.add_argument("--steps", type=_positive_int, default=20)
-    parser.add_argument("--batch-size", type=_positive_int, default=4)
+    parser.add_argument("--steps", type=positive_int, default=20)
+    parser.add_argument("--batch-size", type=positive_int, default=4)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--lr", type=_positive_float, default=1e-3)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-format", choices=["console", "json"], default="console")
     parser.add_argument("--log-level", default="info")

@@ -23,6 +23,7 @@ import structlog
 
 from pipeline.errors import Ai2TextError
 from pipeline.logs import configure_logging
+from workers.trainer.arguments import non_negative_float, positive_float, positive_int
 from workers.trainer.whisper.evaluate import EvalSettings
 from workers.trainer.whisper.export import QUANTIZATIONS
 from workers.trainer.whisper.forgetting import LAYER_CHOICES, LayerChoiceError, top_blocks
@@ -34,27 +35,6 @@ log = structlog.get_logger(__name__)
 
 PROG = "ai2text-train whisper"
 DEFAULT_TRAIN_LAYERS = "all"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text}")
-    return value
 
 
 def _layers(text: str) -> str:
@@ -84,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="CTranslate2 Whisper directory to start from (or a bundled name: base, tiny.en)",
     )
     parser.add_argument("--out", required=True, type=Path, metavar="RUN_DIR")
-    parser.add_argument("--steps", type=_positive_int, default=30)
-    parser.add_argument("--lr", type=_positive_float, default=1e-5)
-    parser.add_argument("--batch-size", type=_positive_int, default=8)
+    parser.add_argument("--steps", type=positive_int, default=30)
+    parser.add_argument("--lr", type=positive_float, default=1e-5)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
     parser.add_argument(
         "--freeze-embeddings",
@@ -103,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--anchor-weight",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=DEFAULT_ANCHOR_WEIGHT,
         metavar="LAMBDA",
         help="L2-SP: add LAMBDA * sum ||theta - theta0||^2 to the loss, pulling weights back"
@@ -120,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--language", metavar="CODE", help="language of manifest lines that have no 'lang'"
     )
     parser.add_argument("--quantization", choices=QUANTIZATIONS, help="default: the base's")
-    parser.add_argument("--beam-size", type=_positive_int, default=5, help="for scoring")
+    parser.add_argument("--beam-size", type=positive_int, default=5, help="for scoring")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-format", choices=["console", "json"], default="console")
     parser.add_argument("--log-level", default="info")
