@@ -88,6 +88,10 @@ class AudioDetail(AudioItem):
     codec: str | None = None
     container: str | None = None
     sha256: str | None = None
+    variant_of: uuid.UUID | None = Field(
+        default=None,
+        description="the row it transcribes again (other options, or a newer model)",
+    )
     job_id: int | None = None
     job_state: str | None = None
     max_attempts: int | None = None

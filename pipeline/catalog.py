@@ -218,9 +218,9 @@ async def get_audio(
     query = sql.SQL(
         "SELECT a.id, a.tenant, a.source, a.original_name, a.source_uri, a.state, a.error,"
         " a.duration_s, a.sample_rate, a.channels, a.codec, a.container, a.language,"
-        " a.size_bytes, a.sha256, a.duplicate_of, a.superseded_by, a.created_at, a.updated_at,"
-        " j.id AS job_id, j.state AS job_state, j.attempts, j.max_attempts, j.last_error,"
-        " t.verdict, t.review_reasons, {figures}, {progress}"
+        " a.size_bytes, a.sha256, a.duplicate_of, a.variant_of, a.superseded_by, a.created_at,"
+        " a.updated_at, j.id AS job_id, j.state AS job_state, j.attempts, j.max_attempts,"
+        " j.last_error, t.verdict, t.review_reasons, {figures}, {progress}"
         " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id {transcript}"
         " WHERE a.id = %(id)s AND (%(tenant)s::text IS NULL OR a.tenant = %(tenant)s)"
     ).format(figures=_FIGURES, transcript=_ITS_TRANSCRIPT, progress=_PROGRESS)

@@ -118,13 +118,28 @@ class Transcribed:
     options: dict[str, Any]
 
 
-async def transcriptions_of(conn: AsyncConn, *, tenant: str, sha256: str) -> list[Transcribed]:
-    """The original and every variant of this content, each with the options it runs with."""
+async def reusable_transcriptions(
+    conn: AsyncConn, *, tenant: str, sha256: str
+) -> list[Transcribed]:
+    """The original and the variants of this content whose transcription a new arrival may share.
+
+    A row whose job names a model (``options.model``) is always one. A row that follows
+    the workers' model is one only while it matches what that model would write now:
+    not transcribed yet (it will run on the current model), transcribed by the model
+    the workers run (the promoted one; NULL: the configured ``asr.model``), or corrected
+    by a person (``verified``, which beats any model). A transcript by a model since
+    replaced is not shared: the arrival is transcribed again as a variant.
+    """
     async with conn.cursor(row_factory=class_row(Transcribed)) as cur:
         await cur.execute(
             "SELECT a.id, coalesce(j.options, '{}'::jsonb) AS options"
             " FROM audio a LEFT JOIN jobs j ON j.audio_id = a.id AND j.kind = 'transcribe'"
+            " LEFT JOIN transcripts t ON t.audio_id = a.id"
             " WHERE a.tenant = %s AND a.sha256 = %s AND a.state NOT IN ('rejected', 'duplicate')"
+            " AND (coalesce(j.options->>'model', '') <> ''"
+            "  OR t.id IS NULL OR a.state IN ('queued', 'processing') OR t.verified"
+            "  OR t.model_id IS NOT DISTINCT FROM"
+            "   (SELECT m.id FROM models m WHERE m.state = 'promoted'))"
             " ORDER BY a.variant_of NULLS FIRST, a.created_at",
             (tenant, sha256),
         )

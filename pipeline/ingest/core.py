@@ -418,7 +418,8 @@ class Ingestor:
         variant_of = None
         if original is not None:
             alike = await self._transcribed_alike(conn, arrival.tenant, content.sha256, options)
-            # Other options than every earlier transcription of it: transcribe it again.
+            # Other options than every earlier transcription of it, or only an earlier
+            # model's transcript of it: transcribe it again.
             variant_of, original = (original, None) if alike is None else (None, alike)
         audio_id = await audio_store.insert_content(
             conn, arrival, content, size=size, duplicate_of=original, variant_of=variant_of
@@ -443,9 +444,12 @@ class Ingestor:
     async def _transcribed_alike(
         conn: AsyncConn, tenant: str, sha256: str, options: dict[str, Any]
     ) -> uuid.UUID | None:
-        """The row (original or variant) already transcribing this content with these options."""
+        """The row (original or variant) already transcribing this content with these options.
+
+        Not one whose transcript an earlier model made (``reusable_transcriptions``).
+        """
         wanted = transcription_signature(options)
-        for row in await audio_store.transcriptions_of(conn, tenant=tenant, sha256=sha256):
+        for row in await audio_store.reusable_transcriptions(conn, tenant=tenant, sha256=sha256):
             if transcription_signature(row.options) == wanted:
                 return row.id
         return None
