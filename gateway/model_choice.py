@@ -4,13 +4,15 @@
   one, else ``asr.model``); the job names no model and follows the workers;
 - ``asr.model`` while another is promoted, and each of ``asr.extra_models``: the job
   carries that name and a worker loads it for the job;
-- a registry candidate: offered to admins and to the tenant whose dataset trained it.
+- a registry candidate: offered to admins and to the tenant whose dataset trained it;
+  its languages are those of the installed model it descends from (``trained_from``).
 
 Names are shown as callers know them: a local directory by its last two parts.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from gateway.auth import Principal
@@ -32,6 +34,9 @@ class Offered:
     alias_of: str | None = None
     # The registry state (candidate, promoted) of a registry model.
     state: str | None = None
+    # A registry candidate's installed ancestor (``asr.model`` when it was trained),
+    # whose languages it has; None for every other offer.
+    trained_from: str | None = None
 
 
 async def offered_models(ctx: AppContext, principal: Principal) -> list[Offered]:
@@ -51,8 +56,9 @@ async def offered_models(ctx: AppContext, principal: Principal) -> list[Offered]
     offered.insert(1, Offered(WHISPER_ALIAS, None, offered[0].source, alias_of=default))
     offered.extend(Offered(model_label(extra), extra, "extra") for extra in asr.extra_models)
     tenant = principal.tenant or "default"
+    by_id = {m.id: m for m in registered}
     offered.extend(
-        Offered(m.name, m.name, "registry", state=m.state)
+        Offered(m.name, m.name, "registry", state=m.state, trained_from=_installed_base(m, by_id))
         for m in registered
         if m.state == "candidate" and (principal.is_admin or m.tenant == tenant)
     )
@@ -60,6 +66,20 @@ async def offered_models(ctx: AppContext, principal: Principal) -> list[Offered]
     for entry in offered:
         unique.setdefault(entry.name, entry)
     return list(unique.values())
+
+
+def _installed_base(model: records.ModelRecord, by_id: dict[uuid.UUID, records.ModelRecord]) -> str:
+    """The installed model ``model`` descends from, through the fine-tunes it was trained on.
+
+    A base no longer registered leaves its name, whose languages are then unknown.
+    """
+    seen = {model.id}
+    while model.base_model_id is not None and model.base_model_id in by_id:
+        model = by_id[model.base_model_id]
+        if model.id in seen:  # not made by the registry; stop rather than loop
+            break
+        seen.add(model.id)
+    return model.base_model
 
 
 async def choose(ctx: AppContext, principal: Principal, name: str) -> Offered | None:

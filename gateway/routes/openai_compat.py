@@ -46,8 +46,8 @@ from gateway.schemas import OpenAIModels, OpenAITranscription, answers
 from gateway.security import require
 from gateway.uploads import StagingRoute
 from pipeline import catalog, models
+from pipeline.choices import TRAINED_FROM
 from pipeline.config import SubtitleSettings
-from pipeline.datasets.served import model_label
 from pipeline.db.partials import Follower, segments_after
 from pipeline.formats import FORMATS, JSON, cues_of, openai_formats
 
@@ -85,11 +85,6 @@ _LANGUAGE_NAMES = {
     "uk": "ukrainian",
     "sv": "swedish",
 }
-
-
-def served_model(ctx: AppContext) -> str:
-    """The name callers know ``asr.model`` by (a directory by its last parts)."""
-    return model_label(str(ctx.settings.asr.model))
 
 
 @router.get("/models", responses=answers(OpenAIModels))
@@ -159,6 +154,7 @@ async def create_transcription(
         "word_timestamps": "word" in granularities,
         # None (the workers' model) leaves the option unset.
         "model": chosen.job_model,
+        TRAINED_FROM: chosen.trained_from,
     }
     # Someone waits on the answer: ahead of bulk backlog.
     result = await ingest_upload(ctx, principal, file, options, priority="high")
@@ -189,16 +185,13 @@ async def create_translation(
     chosen = await _check_model(ctx, principal, model)
     if isinstance(chosen, JSONResponse):
         return chosen
-    policy = ctx.ingestor.policy
-    languages = (
-        policy.languages() if policy.languages_known else await asyncio.to_thread(policy.languages)
-    )
+    languages = await _languages_of(ctx, chosen)
     if languages is not None and len(languages) == 1:
         return openai_error(
             400,
             "model_cannot_translate",
-            f"model {served_model(ctx)} knows only {languages[0]!r} and cannot translate;"
-            " run a multilingual model such as 'base' for translations",
+            f"model {chosen.alias_of or chosen.name} knows only {languages[0]!r} and cannot"
+            " translate; ask for a multilingual model such as 'base' for translations",
             param="model",
         )
     options: dict[str, Any] = {
@@ -206,10 +199,20 @@ async def create_translation(
         "temperature": temperature,
         "task": "translate",
         "model": chosen.job_model,
+        TRAINED_FROM: chosen.trained_from,
     }
     result = await ingest_upload(ctx, principal, file, options, priority="high")
     transcript = await _transcript_or_504(ctx, principal, result.audio_id)
     return _render(transcript, response_format, set(), ctx.settings.subtitles, task="translate")
+
+
+async def _languages_of(ctx: AppContext, chosen: Offered) -> tuple[str, ...] | None:
+    """What the chosen model transcribes (None: unknown until a worker loads it)."""
+    policy = ctx.ingestor.policy
+    model = policy.checked_model(chosen.job_model, chosen.trained_from)
+    if policy.knows_languages(model):
+        return policy.languages(model)
+    return await asyncio.to_thread(policy.languages, model)
 
 
 async def _check_model(ctx: AppContext, principal: Principal, model: str) -> Offered | JSONResponse:

@@ -49,7 +49,12 @@ def settings_for(tmp_path: Path, database_url: str, signer: Signer) -> Settings:
 
 
 async def register(
-    settings: Settings, tmp_path: Path, name: str, test: tuple[float, float], tenant: str
+    settings: Settings,
+    tmp_path: Path,
+    name: str,
+    test: tuple[float, float],
+    tenant: str,
+    base: candidates.BaseModel | None = None,
 ) -> records.ModelRecord:
     database = Database(settings.database, embedded=None)
     await database.open()
@@ -63,7 +68,7 @@ async def register(
             database,
             FilesystemStore(settings.data_dir / "objects"),
             run_dir,
-            base=candidates.BaseModel("tiny.en", None, ""),
+            base=base or candidates.BaseModel("tiny.en", None, ""),
             tenant=tenant,
         )
         assert model is not None
@@ -189,13 +194,51 @@ def test_a_candidate_is_offered_to_its_own_tenant_and_its_requests_carry_it(
             )
             assert plain.status_code == 504, plain.text
 
+            # The candidate has the languages of the model it descends from (tiny.en,
+            # through a fine-tune of a fine-tune): German and translation are refused
+            # before anything is stored, naming the model asked for.
+            child = await register(
+                settings,
+                tmp_path,
+                "acme-child",
+                (0.2, 0.1),
+                "acme",
+                base=candidates.BaseModel(trained.name, trained.id, ""),
+            )
+            for name in (trained.name, child.name):
+                german = await http.post(
+                    "/v1/audio/transcriptions",
+                    files={"file": ("de.flac", (DATA / "speech_de.flac").read_bytes())},
+                    data={"model": name, "language": "de"},
+                    headers=acme,
+                )
+                assert german.status_code == 422, german.text
+                message = german.json()["error"]["message"]
+                assert message.startswith(
+                    f"model {name} (trained from tiny.en) transcribes English only;"
+                    " language 'de' was requested"
+                ), message
+                translated = await http.post(
+                    "/v1/audio/translations",
+                    files={"file": ("de.flac", (DATA / "speech_de.flac").read_bytes())},
+                    data={"model": name},
+                    headers=acme,
+                )
+                assert translated.status_code == 400, translated.text
+                error = translated.json()["error"]
+                assert error["code"] == "model_cannot_translate", error
+                assert error["message"].startswith(f"model {name} knows only 'en'"), error
+
     asyncio.run(scenario())
     # Two jobs: the same audio with another model is another transcription of it.
     rows = db.execute(
         "SELECT j.options->>'model' AS model FROM jobs j JOIN audio a ON a.id = j.audio_id"
         " WHERE a.tenant = 'acme' ORDER BY j.id"
     ).fetchall()
-    assert [r["model"] for r in rows] == [
-        db.execute("SELECT name FROM models").fetchone()["name"],  # type: ignore[index]
-        None,
-    ]
+    first = db.execute("SELECT name FROM models WHERE base_model_id IS NULL").fetchone()
+    assert first is not None
+    assert [r["model"] for r in rows] == [first["name"], None]
+    # Where a candidate came from is read for the check, not kept in the job's options.
+    assert db.execute(
+        "SELECT count(*) AS n FROM jobs WHERE options ? 'trained_from'"
+    ).fetchone() == {"n": 0}
