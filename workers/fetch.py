@@ -3,7 +3,8 @@
 Audio already in the object store is streamed into a private temp file. Audio
 that was left in a user's bucket is streamed from there pinned to the ingested
 etag, hashed on the way, fully validated, copied into the content-addressed
-store, and then either adopted (sha256 recorded) or marked a duplicate.
+store, and then either adopted (sha256 recorded; a variant of the content's
+original when it is held but not transcribed as this job asks) or marked a duplicate.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pipeline.db import jobs
 from pipeline.db.audio import StoredContent
 from pipeline.db.database import Database
 from pipeline.errors import Conflict, PermanentError, RejectedInput, TransientError
+from pipeline.ingest.sharing import transcribed_alike
 from pipeline.ingest.validation import extension_of, validate
 from pipeline.media import AudioInfo
 from pipeline.sources.registry import SourceRegistry
@@ -121,9 +123,12 @@ def _validate_and_store(
 
 
 async def adopt(db: Database, job: jobs.ClaimedJob, fetched: Fetched) -> uuid.UUID | None:
-    """Record the fetched content on the audio row; return the original if it is a duplicate.
+    """Record the fetched content on the audio row; return the row it duplicates, if any.
 
     A duplicate's job is finished here (fenced by the lease) and needs no transcription.
+    Content held already whose transcriptions this job may not share (other options, or
+    a transcript by a model since replaced: ``pipeline.ingest.sharing``) becomes a
+    variant of its original, and the job transcribes it.
     """
     assert fetched.sha256 is not None and fetched.storage_key is not None
     assert fetched.info is not None
@@ -134,12 +139,24 @@ async def adopt(db: Database, job: jobs.ClaimedJob, fetched: Fetched) -> uuid.UU
                 original = await audio_store.find_original(
                     conn, tenant=job.tenant, sha256=fetched.sha256, other_than=job.audio_id
                 )
-                await audio_store.adopt_fetched(conn, job.audio_id, content, duplicate_of=original)
-                if original is None:
+                alike = None
+                if original is not None:
+                    alike = await transcribed_alike(
+                        conn,
+                        tenant=job.tenant,
+                        sha256=fetched.sha256,
+                        options=job.options,
+                        other_than=job.audio_id,
+                    )
+                variant_of = original if alike is None else None
+                await audio_store.adopt_fetched(
+                    conn, job.audio_id, content, duplicate_of=alike, variant_of=variant_of
+                )
+                if alike is None:
                     return None
                 await jobs.finish_without_transcript(conn, job)
                 await jobs.notify_finished(conn, job.audio_id)
-                return original
+                return alike
         except Conflict:
             continue  # the same content was adopted concurrently: now it is a duplicate
     raise TransientError("could not record fetched audio: concurrent updates")

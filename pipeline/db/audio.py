@@ -248,9 +248,12 @@ async def adopt_fetched(
     content: StoredContent,
     *,
     duplicate_of: uuid.UUID | None,
+    variant_of: uuid.UUID | None = None,
 ) -> None:
     """Record the content a worker fetched from a source bucket (a ``duplicate`` if seen).
 
+    ``variant_of``: the content is held, but its transcriptions are not this job's to
+    share (other options, or an earlier model's); the job transcribes it again.
     Raises ``Conflict`` when the same content was adopted concurrently.
     """
     info = content.info
@@ -259,7 +262,7 @@ async def adopt_fetched(
             "UPDATE audio SET sha256 = %s, storage_key = %s, duration_s = %s,"
             " sample_rate = %s, channels = %s, codec = %s, container = %s,"
             " state = CASE WHEN %s::uuid IS NULL THEN state ELSE %s END,"
-            " duplicate_of = %s, updated_at = now() WHERE id = %s",
+            " duplicate_of = %s, variant_of = %s, updated_at = now() WHERE id = %s",
             (
                 content.sha256,
                 content.storage_key,
@@ -271,6 +274,7 @@ async def adopt_fetched(
                 duplicate_of,
                 AudioState.DUPLICATE,
                 duplicate_of,
+                variant_of,
                 audio_id,
             ),
         )

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Literal
 
 import structlog
 
-from pipeline.choices import TranscriptionPolicy, UnsupportedLanguage, transcription_signature
+from pipeline.choices import TranscriptionPolicy, UnsupportedLanguage
 from pipeline.config import TranscriptionChoices, ValidationSettings
 from pipeline.db import audio as audio_store
 from pipeline.db.audio import NewContent, RecordedVersion, StoredContent
@@ -32,6 +32,7 @@ from pipeline.db.jobs import Priority, enqueue, enqueue_many
 from pipeline.db.states import AudioState
 from pipeline.errors import Conflict, RejectCode, RejectedInput, TransientError
 from pipeline.ingest.batching import Batcher
+from pipeline.ingest.sharing import transcribed_alike
 from pipeline.ingest.validation import extension_of, validate
 from pipeline.media import AudioInfo, HeadInfo, IncompleteAudio
 from pipeline.metrics import Metrics
@@ -417,7 +418,9 @@ class Ingestor:
         )
         variant_of = None
         if original is not None:
-            alike = await self._transcribed_alike(conn, arrival.tenant, content.sha256, options)
+            alike = await transcribed_alike(
+                conn, tenant=arrival.tenant, sha256=content.sha256, options=options
+            )
             # Other options than every earlier transcription of it, or only an earlier
             # model's transcript of it: transcribe it again.
             variant_of, original = (original, None) if alike is None else (None, alike)
@@ -439,20 +442,6 @@ class Ingestor:
         await self._enqueue(conn, arrival, audio_id, options)
         log.info("ingested", **_ingested_fields(arrival, content, audio_id, variant_of))
         return IngestResult("accepted", audio_id)
-
-    @staticmethod
-    async def _transcribed_alike(
-        conn: AsyncConn, tenant: str, sha256: str, options: dict[str, Any]
-    ) -> uuid.UUID | None:
-        """The row (original or variant) already transcribing this content with these options.
-
-        Not one whose transcript an earlier model made (``reusable_transcriptions``).
-        """
-        wanted = transcription_signature(options)
-        for row in await audio_store.reusable_transcriptions(conn, tenant=tenant, sha256=sha256):
-            if transcription_signature(row.options) == wanted:
-                return row.id
-        return None
 
 
 def _ingested_fields(

@@ -25,14 +25,16 @@ import psycopg
 from pipeline.config import Settings
 from pipeline.db import audio as audio_store
 from pipeline.db import jobs
-from pipeline.db.audio import NewContent, StoredContent
+from pipeline.db.audio import NewContent, RemoteObject, StoredContent
 from pipeline.db.database import Database
 from pipeline.ingest.core import Arrival
-from pipeline.media import AudioInfo
+from pipeline.media import AudioInfo, HeadInfo
 from pipeline.registry import records
 from pipeline.storage import FilesystemStore
+from tests.components import ingestor_of
 from tests.e2e.gateway_harness import Signer, bearer, new_rsa_key
 from tests.integration.served_gateway import gateway, gateway_settings
+from workers.fetch import Fetched, adopt
 from workers.results import save_transcription
 from workers.transcription import Segment, TranscribeOptions, Transcription
 
@@ -63,6 +65,7 @@ class Ran:
 
 @dataclass
 class Service:
+    settings: Settings
     http: httpx.AsyncClient
     headers: dict[str, str]
     database: Database
@@ -160,7 +163,8 @@ async def service(tmp_path: Path, database_url: str) -> AsyncIterator[Service]:
             httpx.AsyncClient(base_url=url, timeout=60) as http,
         ):
             headers = bearer(signer.token(*SCOPES, tenant="acme"))
-            yield Service(http, headers, database, FilesystemStore(settings.data_dir / "objects"))
+            store = FilesystemStore(settings.data_dir / "objects")
+            yield Service(settings, http, headers, database, store)
     finally:
         await database.close()
 
@@ -301,3 +305,49 @@ def test_a_flood_sends_content_held_under_an_earlier_model_to_the_one_file_path(
                 return await audio_store.needing_care(conn, items)
 
     assert asyncio.run(scenario()) == {0}
+
+
+def test_an_object_fetched_from_a_bucket_after_a_promotion_is_transcribed_again(
+    tmp_path: Path, database_url: str, db: Conn
+) -> None:
+    """The worker's own dedupe (content known only once fetched) decides the same way."""
+
+    async def fetched_again(svc: Service, key: str, held: dict[str, Any]) -> uuid.UUID | None:
+        """A bucket object with the held bytes: recorded, claimed, fetched, adopted."""
+        ingestor = ingestor_of(svc.settings, svc.database, svc.store)
+        arrival = Arrival("s3", key, f"s3://in/{key}", "etag-1", tenant="acme")
+        head = HeadInfo("flac", "flac", 16000, 1, None)
+        await ingestor.record_remote(arrival, RemoteObject("in", key, "etag-1", 10), head)
+        async with svc.database.connection() as conn:
+            job = await jobs.claim(conn, worker_id="test:1:0", lease_s=60)
+        assert job is not None and job.source_key == key
+        info = AudioInfo("flac", "flac", 16000, 1, 4.0)
+        found = Fetched(tmp_path / key, str(held["sha256"]), str(held["storage_key"]), info)
+        return await adopt(svc.database, job, found)
+
+    async def scenario() -> tuple[str, str, str]:
+        async with service(tmp_path, database_url) as svc:
+            first = await svc.upload()
+            await svc.work_one("written by tiny.en")
+            held = db.execute(
+                "SELECT sha256, storage_key FROM audio WHERE id = %s", (first["id"],)
+            ).fetchone()
+            assert held is not None
+            assert str(await fetched_again(svc, "a.flac", held)) == first["id"]
+            await svc.promote_new_model("tuned-1")
+            assert await fetched_again(svc, "b.flac", held) is None  # the worker transcribes it
+            return first["id"], "s3://in/a.flac", "s3://in/b.flac"
+
+    first, copy_uri, variant_uri = asyncio.run(scenario())
+    rows = {
+        r["source_uri"]: r
+        for r in db.execute(
+            "SELECT a.source_uri, a.state, a.duplicate_of, a.variant_of, j.state AS job"
+            " FROM audio a JOIN jobs j ON j.audio_id = a.id WHERE a.source = 's3'"
+        ).fetchall()
+    }
+    assert str(rows[copy_uri]["duplicate_of"]) == first and rows[copy_uri]["state"] == "duplicate"
+    assert rows[copy_uri]["job"] == "done"
+    variant = rows[variant_uri]
+    assert str(variant["variant_of"]) == first and variant["duplicate_of"] is None
+    assert variant["state"] == "processing" and variant["job"] == "running"
