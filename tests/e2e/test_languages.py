@@ -6,12 +6,14 @@ Two services run per module, each on its own database:
   speech fixtures in five languages are dropped into its inbox.
 * ``english_only``: ``up`` with ``tiny.en`` and an inbox whose files are declared
   German (``watch.language = de``): dropped files are refused with the reason, and
-  the HTTP API (RS256 tokens signed here) refuses ``language=de`` and lists models.
+  the HTTP API (RS256 tokens signed here) refuses ``language=de`` and lists models;
+  a request naming the multilingual extra model ``base`` gets German and English.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +83,8 @@ def english_only(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> It
             database_url,
             {
                 "AI2TEXT_ASR__MODEL": "tiny.en",
+                # Loaded by the worker for the jobs that name it.
+                "AI2TEXT_ASR__EXTRA_MODELS": '["base"]',
                 "AI2TEXT_WATCH__LANGUAGE": "de",
                 # The OpenAI endpoint gives up waiting at once: what a timed-out call answers.
                 "AI2TEXT_GATEWAY__TRANSCRIPTION_WAIT_S": "0",
@@ -367,13 +371,78 @@ def test_models_are_listed_in_openai_shape_with_the_configured_default(
     assert unauthenticated.status_code == 401
     assert body["object"] == "list"
     models = {m["id"]: m for m in body["data"]}
-    # Exactly what a call may name: the workers' model and its OpenAI alias (base is
-    # installed too, but the workers here do not run it).
-    assert set(models) == {"tiny.en", "whisper-1"}
+    # Exactly what a call may name: the workers' model, its OpenAI alias and the extra one.
+    assert set(models) == {"tiny.en", "whisper-1", "base"}
     for model in body["data"]:
         assert model["object"] == "model"
         assert isinstance(model["created"], int) and model["owned_by"]
         assert "path" not in model  # server paths are not the caller's business
-        assert model["languages"] == ["en"] and model["available"]
+        assert model["available"]
+    assert models["tiny.en"]["languages"] == models["whisper-1"]["languages"] == ["en"]
+    assert len(models["base"]["languages"]) == 99 and "de" in models["base"]["languages"]
     assert [m["id"] for m in body["data"] if m["default"]] == ["tiny.en"]
     assert models["whisper-1"]["alias_of"] == "tiny.en"
+
+
+def test_german_and_translation_are_refused_on_tiny_en_but_taken_by_the_named_base_model(
+    english_only: Gateway,
+) -> None:
+    """The language check and the translation refusal judge the model a request names."""
+    token = english_only.signer.token(*WRITE)
+    with english_only.client() as http:
+
+        def post(route: str, **data: str) -> Any:
+            return http.post(
+                f"/v1/audio/{route}",
+                headers=bearer(token),
+                files={"file": ("de.wav", unique_speech("speech_de.flac"), "audio/wav")},
+                data=data,
+            )
+
+        refused = post("transcriptions", model="tiny.en", language="de")
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["message"].startswith(
+            "model tiny.en transcribes English only; language 'de' was requested"
+        ), refused.text
+        untranslated = post("translations", model="whisper-1")
+        assert untranslated.status_code == 400, untranslated.text
+        error = untranslated.json()["error"]
+        assert error["code"] == "model_cannot_translate" and error["param"] == "model"
+        assert error["message"].startswith("model tiny.en knows only 'en'"), error
+
+        # Named, the multilingual extra model takes both. (This service waits 0 s, so
+        # each call says where its transcript will be.)
+        german = post("transcriptions", model="base", language="de")
+        english = post("translations", model="base")
+        for taken in (german, english):
+            assert taken.status_code == 504, taken.text
+            assert taken.json()["error"]["code"] == "transcription-pending"
+
+        def transcript(where: str) -> dict[str, Any] | None:
+            answer = http.get(f"{where}/transcript", headers=bearer(token))
+            return answer.json() if answer.status_code == 200 else None
+
+        said = {
+            name: wait_until(
+                functools.partial(transcript, taken.headers["location"]),
+                timeout=TRANSCRIBE_TIMEOUT_S,
+                what=f"the {name} transcript by base",
+                every=1.0,
+            )
+            for name, taken in (("german", german), ("english", english))
+        }
+    for done in said.values():
+        assert done["model"] == "base", done
+    assert said["german"]["language"] == "de", said["german"]
+    assert len(words(said["german"]["text"]) & GERMAN_WORDS) >= 3, said["german"]["text"]
+    assert said["english"]["options"]["task"] == "translate"
+    assert len(words(said["english"]["text"]) & ENGLISH_WORDS) >= 3, said["english"]["text"]
+
+
+# What speech_de.flac says (tests/data/README.md), and in English.
+GERMAN_WORDS = {"guten", "morgen", "heute", "wetter", "sonnig", "und", "uhr", "bahnhof"}
+ENGLISH_WORDS = {"good", "morning", "today", "weather", "sunny", "warm", "meet", "ten", "station"}
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-zäöüß']+", text.lower()))
