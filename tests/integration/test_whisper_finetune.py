@@ -21,8 +21,8 @@ import torch
 
 from pipeline.models import check_model_dir, resolve_model
 from workers.trainer.cli import main
+from workers.trainer.manifest import read_clips
 from workers.trainer.whisper.ct2 import read_model
-from workers.trainer.whisper.data import read_clips
 from workers.trainer.whisper.mapping import load_trainable
 from workers.trainer.whisper.train import FitConfig, examples, fit
 

@@ -1,9 +1,11 @@
 """Reading NeMo manifests and the audio they point at.
 
 One JSON object a line: ``audio_filepath``, ``offset``, ``duration``, ``text``,
-``lang``, ``audio_id`` (the format ``ai2text dataset freeze`` writes). Every
-line is checked and every audio file is looked for before training starts, so a
-bad manifest fails in a second instead of after an hour of steps.
+``lang``, ``audio_id`` (the format ``ai2text dataset freeze`` writes). Both
+trainers read them here (``read_clips``; the reference trainer's ``read_manifest``
+normalises the text). Every line is checked and every audio file is looked for
+before training starts, so a bad manifest fails in a second instead of after an
+hour of steps.
 
 Only local files are read. Frozen versions in object storage name their audio
 by object key (``audio/sha256/…``, older ones by ``s3://…`` or the store's
@@ -47,6 +49,22 @@ class ManifestError(Ai2TextError):
 
 
 @dataclass(frozen=True, slots=True)
+class Clip:
+    """One manifest line, checked: a slice of a local audio file and what is said in it."""
+
+    audio_path: Path
+    offset: float
+    duration: float
+    text: str
+    """As written (case, punctuation, any script), white space folded: Whisper's tokenizer
+    takes it all; the reference trainer normalises it (``Utterance``)."""
+    language: str | None
+    audio_id: str
+    where: str
+    """``manifest:line``, for error messages."""
+
+
+@dataclass(frozen=True, slots=True)
 class Utterance:
     audio_path: Path
     offset: float
@@ -67,9 +85,11 @@ class Manifest:
     """Lines whose transcript has no character of the vocabulary left (e.g. all digits)."""
 
 
-def read_manifest(location: str) -> Manifest:
-    """Parse and check a manifest; raise ManifestError naming the file and line."""
-    if _URL.match(location):
+def read_clips(location: str | Path, *, base_dir: Path | None = None) -> list[Clip]:
+    """Parse and check every line, and look for every audio file; ManifestError names a
+    bad one by file and line. Relative audio paths are taken from ``base_dir`` (default:
+    the manifest's own directory)."""
+    if _URL.match(str(location)):
         raise ManifestError(f"manifest {location} is not a local file; {MATERIALIZE_HINT}")
     path = Path(location)
     try:
@@ -79,33 +99,54 @@ def read_manifest(location: str) -> Manifest:
         raise ManifestError(f"manifest not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"cannot read manifest {path}: {exc}") from exc
-    utterances: list[Utterance] = []
-    skipped = 0
+    root = base_dir or path.parent
+    clips: list[Clip] = []
     seen_files: set[Path] = set()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        utterance = _parse_line(line, path, f"{path}:{number}")
-        if utterance.audio_path not in seen_files:
-            if not utterance.audio_path.is_file():
-                raise ManifestError(_not_found(utterance, path))
-            seen_files.add(utterance.audio_path)
-        if not utterance.target:
+        clip = _parse_line(line, root, f"{path}:{number}")
+        if clip.audio_path not in seen_files:
+            if not clip.audio_path.is_file():
+                raise ManifestError(_not_found(clip, path))
+            seen_files.add(clip.audio_path)
+        clips.append(clip)
+    return clips
+
+
+def read_manifest(location: str) -> Manifest:
+    """The reference trainer's utterances: ``read_clips`` with the text normalised."""
+    utterances: list[Utterance] = []
+    skipped = 0
+    for clip in read_clips(location):
+        text = normalize(clip.text)
+        target = encode(text)
+        if not target:
             skipped += 1
             continue
-        utterances.append(utterance)
+        utterances.append(
+            Utterance(
+                audio_path=clip.audio_path,
+                offset=clip.offset,
+                duration=clip.duration,
+                text=text,
+                target=target,
+                audio_id=clip.audio_id,
+                where=clip.where,
+            )
+        )
     return Manifest(location, tuple(utterances), skipped)
 
 
-def _not_found(utterance: Utterance, manifest: Path) -> str:
-    message = f"{utterance.where}: audio file not found: {utterance.audio_path}"
+def _not_found(clip: Clip, manifest: Path) -> str:
+    message = f"{clip.where}: audio file not found: {clip.audio_path}"
     if (manifest.parent / "dataset.json").is_file():
         # A frozen version read in place: its audio_filepath values are object keys.
         message += f" (a frozen version names audio by object key; {MATERIALIZE_HINT})"
     return message
 
 
-def _parse_line(line: str, manifest: Path, where: str) -> Utterance:
+def _parse_line(line: str, root: Path, where: str) -> Clip:
     try:
         entry = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -117,21 +158,21 @@ def _parse_line(line: str, manifest: Path, where: str) -> Utterance:
         raise ManifestError(f"{where}: audio_filepath {raw_path} is remote; {MATERIALIZE_HINT}")
     audio_path = Path(raw_path)
     if not audio_path.is_absolute():
-        audio_path = manifest.parent / audio_path
+        audio_path = root / audio_path
     offset = float(_field(entry, "offset", (int, float), where, default=0.0))
     duration = float(_field(entry, "duration", (int, float), where))
     if not (math.isfinite(offset) and offset >= 0):
         raise ManifestError(f"{where}: offset must be a number >= 0, not {offset}")
     if not (math.isfinite(duration) and duration > 0):
         raise ManifestError(f"{where}: duration must be a number > 0, not {duration}")
-    text = normalize(_field(entry, "text", str, where))
+    language = _field(entry, "lang", str, where, default=None, nullable=True)
     audio_id = entry.get("audio_id")
-    return Utterance(
+    return Clip(
         audio_path=audio_path.resolve(),
         offset=offset,
         duration=duration,
-        text=text,
-        target=encode(text),
+        text=" ".join(_field(entry, "text", str, where).split()),
+        language=language or None,
         audio_id=str(audio_id) if audio_id is not None else raw_path,
         where=where,
     )
@@ -146,10 +187,14 @@ def _field(
     kind: type | tuple[type, ...],
     where: str,
     default: Any = _MISSING,
+    *,
+    nullable: bool = False,
 ) -> Any:
     value = entry.get(name, default)
     if value is _MISSING:
         raise ManifestError(f"{where}: missing field {name!r}")
+    if value is None and nullable:
+        return None
     # bool is an int to isinstance; a duration of true is still a mistake.
     if isinstance(value, bool) or not isinstance(value, kind):
         raise ManifestError(f"{where}: field {name!r} has the wrong type ({type(value).__name__})")
@@ -189,7 +234,7 @@ class AudioCache:
             self._files.popitem(last=False)
         return audio
 
-    def clip(self, utterance: Utterance) -> npt.NDArray[np.float32]:
+    def clip(self, utterance: Clip | Utterance) -> npt.NDArray[np.float32]:
         """The samples of ``[offset, offset + duration]``; a small overshoot is cut off."""
         audio = self.samples(utterance.audio_path)
         start = round(utterance.offset * SAMPLE_RATE)

@@ -22,8 +22,7 @@ import structlog
 from pipeline.config import AsrSettings
 from workers.engines.base import WindowRequest
 from workers.engines.faster_whisper import FasterWhisperEngine
-from workers.trainer.manifest import AudioCache
-from workers.trainer.whisper.data import Clip, samples
+from workers.trainer.manifest import AudioCache, Clip
 
 log = structlog.get_logger(__name__)
 
@@ -71,9 +70,7 @@ class Transcriber:
         language = "en" if self.english_only else clip.language
         if language not in self.languages:
             language = None
-        result = self.engine.transcribe_window(
-            samples(cache, clip), WindowRequest(language=language)
-        )
+        result = self.engine.transcribe_window(cache.clip(clip), WindowRequest(language=language))
         return " ".join(s.text.strip() for s in result.segments)
 
     def close(self) -> None:

@@ -19,9 +19,8 @@ import structlog
 import torch
 
 from pipeline.models import ModelError, languages_of, resolve_model
-from workers.trainer.manifest import AudioCache, ManifestError
+from workers.trainer.manifest import AudioCache, Clip, ManifestError, read_clips
 from workers.trainer.train import resolve_device
-from workers.trainer.whisper.data import Clip, read_clips
 from workers.trainer.whisper.evaluate import EvalSettings, Scored, Transcriber, score
 from workers.trainer.whisper.export import base_quantization, export
 from workers.trainer.whisper.mapping import load_trainable

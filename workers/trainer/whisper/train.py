@@ -24,8 +24,7 @@ from torch import nn
 from transformers import WhisperFeatureExtractor
 
 from pipeline.errors import Ai2TextError
-from workers.trainer.manifest import SAMPLE_RATE, AudioCache, ManifestError
-from workers.trainer.whisper.data import Clip, samples
+from workers.trainer.manifest import SAMPLE_RATE, AudioCache, Clip, ManifestError
 from workers.trainer.whisper.forgetting import Anchor, encoder_trains, select_trainable
 from workers.trainer.whisper.mapping import Trainable
 from workers.trainer.whisper.tokens import MAX_TIMESTAMP_S
@@ -187,7 +186,7 @@ def _loss(
     model = trainable.model
 
     def mel_of(items: Sequence[Example]) -> torch.Tensor:
-        audio = [samples(cache, e.clip) for e in items]
+        audio = [cache.clip(e.clip) for e in items]
         mel = features(audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
         return torch.from_numpy(np.asarray(mel, dtype=np.float32)).to(device)
 
