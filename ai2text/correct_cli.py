@@ -33,6 +33,11 @@ def add_parser(sub: Any) -> None:
         type=int,
         help="the revision you edited: refused if someone has corrected it since",
     )
+    correct.add_argument(
+        "--language",
+        help="what is spoken, where the model got it wrong (e.g. en): the transcript and"
+        " every segment that names none of its own",
+    )
     correct.add_argument("--by", help="who verified it (default cli:<your user name>)")
     correct.add_argument("--json", action="store_true", help="the new revision as JSON")
 
@@ -64,12 +69,12 @@ def _read(name: str, limit: int) -> bytes:
 async def correct(settings: Settings, args: argparse.Namespace, query: Any) -> Applied:
     """Parse FILE and apply it through ``query`` (the CLI's one-connection runner)."""
     from pipeline import catalog
-    from pipeline.corrections import apply_correction, parse_body
+    from pipeline.corrections import apply_correction, parse_body, with_language
     from pipeline.corrections.parse import kind_of_file
 
     data = _read(args.file, settings.corrections.max_body_bytes)
     kind = args.format or kind_of_file(args.file, data)
-    proposal = parse_body(data, kind)
+    proposal = with_language(parse_body(data, kind), args.language)
 
     async def apply(conn: Any) -> Applied:
         audio_id = await catalog.resolve_audio_id(conn, args.id)

@@ -29,6 +29,7 @@ from pipeline.corrections import (
     TranscriptMissing,
     apply_correction,
     parse_body,
+    with_language,
 )
 from pipeline.corrections.errors import UnsupportedFormat
 from pipeline.corrections.parse import kind_of_media_type, request_body_schema
@@ -144,6 +145,14 @@ async def correct_transcript(
     audio_id: str,
     if_match: Annotated[str | None, Header(max_length=100)] = None,
     base_revision: Annotated[int | None, Query(ge=1)] = None,
+    language: Annotated[
+        str | None,
+        Query(
+            max_length=20,
+            description="what is spoken, where the model got it wrong (ISO 639-1, e.g. 'en'):"
+            " the transcript and every segment that names no language of its own",
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Correct the transcript: the body's segments become a new revision, verified by you.
 
@@ -152,14 +161,16 @@ async def correct_transcript(
     as the txt export), SRT (``application/x-subrip``) or WebVTT (``text/vtt``).
     ``If-Match`` (the ETag of the revision edited), the JSON's ``base_revision`` or
     ``revision``, or ``?base_revision=`` turn a correction of an outdated revision
-    into a 409. Answers the new revision, with its ``ETag``.
+    into a 409. ``?language=`` (or the JSON's ``language``) corrects the language
+    too: a corrected transcript is training data, filed under its language. Answers
+    the new revision, with its ``ETag``.
     """
     ident = _parse_id(audio_id)
     expected = _if_match(if_match)
     body = await _body(request, ctx.settings.corrections.max_body_bytes)
     try:
         kind = kind_of_media_type(request.headers.get("content-type"), body)
-        proposal = parse_body(body, kind)
+        proposal = with_language(parse_body(body, kind), language)
         async with ctx.db.connection() as conn:
             applied = await apply_correction(
                 conn,

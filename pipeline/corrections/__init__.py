@@ -8,7 +8,7 @@ and ``apply`` writes it as the audio's newest, verified revision. The HTTP route
 
 from pipeline.corrections.apply import Applied, apply_correction
 from pipeline.corrections.errors import CorrectionRefused, RevisionConflict, TranscriptMissing
-from pipeline.corrections.parse import Edit, Proposal, parse_body
+from pipeline.corrections.parse import Edit, Proposal, parse_body, with_language
 from pipeline.corrections.plan import plan_segments
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "apply_correction",
     "parse_body",
     "plan_segments",
+    "with_language",
 ]

@@ -73,6 +73,7 @@ async def apply_correction(
             revision=current + 1,
             segments=[SegmentValues(**asdict(s)) for s in planned],
             author=author,
+            language=proposal.language,
         )
         transcript = await catalog.get_transcript(conn, tenant=tenant, audio_id=audio_id)
     assert transcript is not None

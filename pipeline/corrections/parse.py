@@ -1,7 +1,7 @@
 """A correction as sent: JSON, plain text, SRT or WebVTT, read into one ``Proposal``.
 
-JSON is ``{"segments": [{"idx"?, "start"?, "end"?, "text", "channel"?}, ...],
-"base_revision"?}``. It is built so that the document ``GET
+JSON is ``{"segments": [{"idx"?, "start"?, "end"?, "text", "channel"?, "language"?},
+...], "base_revision"?, "language"?}``. It is built so that the document ``GET
 /v1/audio/{id}/transcript?format=json`` answers can be sent back with edited texts:
 ``start_s``/``end_s`` are read as ``start``/``end``, the ``revision`` it was read at
 counts as ``base_revision``, and every other field is ignored. Without
@@ -11,17 +11,22 @@ Plain text is one line per segment, as the ``txt`` export writes it. SRT and Web
 cues become segments with their own times (the exports cut long segments into
 several cues; a cue that keeps its segment's times and text keeps its scores). A
 channel label (``[ch1] `` or WebVTT's ``<v ch1>``) names a split recording's channel.
+
+A language (the JSON's ``language``, per segment or for the whole transcript, or the
+caller's ``language`` beside a body of any kind) says what was spoken where the model
+got it wrong: a corrected transcript is training data, filed under its language.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.config import LanguageCode
 from pipeline.corrections.errors import CorrectionRefused, UnsupportedFormat
 
 Kind = Literal["json", "txt", "srt", "vtt"]
@@ -51,6 +56,8 @@ class Edit:
     start: float | None = None
     end: float | None = None
     channel: int | None = None
+    # What is spoken in it, where the person says so (else the segment's own).
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +67,13 @@ class Proposal:
     base_revision: int | None = None
     # Plain text: line i corrects the base's i-th segment with text.
     by_line: bool = False
+    # The transcript's language, where the person says so: every segment that names
+    # none of its own is in it.
+    language: str | None = None
 
 
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+_LANGUAGE = re.compile(r"[a-z]{2,3}")
 
 
 class SegmentIn(BaseModel):
@@ -75,6 +86,9 @@ class SegmentIn(BaseModel):
     end: Seconds | None = Field(default=None, validation_alias=AliasChoices("end", "end_s"))
     text: str = Field(description="the corrected text (not blank)")
     channel: int | None = Field(default=None, ge=0, description="split stereo: 0 = left")
+    language: LanguageCode | None = Field(
+        default=None, description="what is spoken in this segment (ISO 639-1, e.g. 'en')"
+    )
 
 
 class CorrectionIn(BaseModel):
@@ -93,6 +107,11 @@ class CorrectionIn(BaseModel):
     )
     revision: int | None = Field(
         default=None, ge=1, description="as GET answers it: read as base_revision"
+    )
+    language: LanguageCode | None = Field(
+        default=None,
+        description="the transcript's language where the model got it wrong (ISO 639-1);"
+        " segments without their own are in it",
     )
 
 
@@ -170,9 +189,27 @@ def _from_json(text: str) -> Proposal:
     if doc.segments is None:
         if doc.text is None:
             raise CorrectionRefused('give "segments" (a list) or "text"')
-        return _from_text(doc.text, base_revision=base)
-    edits = tuple(Edit(s.text, s.idx, s.start, s.end, s.channel) for s in doc.segments)
-    return Proposal(edits, base_revision=base)
+        return replace(_from_text(doc.text, base_revision=base), language=doc.language)
+    edits = tuple(Edit(s.text, s.idx, s.start, s.end, s.channel, s.language) for s in doc.segments)
+    return Proposal(edits, base_revision=base, language=doc.language)
+
+
+def with_language(proposal: Proposal, language: str | None) -> Proposal:
+    """``proposal`` in ``language`` as the caller names it beside the body.
+
+    A JSON body that names another language is refused: two answers to one question.
+    """
+    if language is None:
+        return proposal
+    if not _LANGUAGE.fullmatch(language):
+        raise CorrectionRefused(
+            f"language {language!r} is not a language code such as 'en' or 'vi'"
+        )
+    if proposal.language is not None and proposal.language != language:
+        raise CorrectionRefused(
+            f"the body says language {proposal.language!r} and the request {language!r}"
+        )
+    return replace(proposal, language=language)
 
 
 def _readable(exc: ValidationError) -> str:

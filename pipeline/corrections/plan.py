@@ -1,6 +1,7 @@
 """Checking a proposal against the revision it edits: the new revision's segments.
 
-Pure. A corrected segment keeps its language and channel; it keeps the model's
+Pure. A corrected segment keeps its language and channel unless the person names
+another language (for the segment, or for the whole transcript); it keeps the model's
 scores (``avg_logprob`` and the rest) and word timings only while its text and
 times are what the model produced: they describe the model's text, not a person's.
 Times must lie within the audio, each segment ending at or after it starts, and
@@ -66,6 +67,12 @@ def plan_segments(
     seen: set[int] = set()
     for number, edit in enumerate(edits, start=1):
         segment = _planned(edit, number, by_idx, seen, language, base, limits)
+        said = edit.language or proposal.language
+        if said is not None and said != segment.language:
+            # A person's word on what is spoken; the model's scores were about its guess.
+            segment = NewSegment(
+                segment.start_s, segment.end_s, segment.text, said, segment.channel
+            )
         _check_times(segment, number, longest, planned[-1] if planned else None)
         planned.append(segment)
     return planned

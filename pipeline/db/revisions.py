@@ -115,19 +115,22 @@ async def write_correction(
     revision: int,
     segments: Sequence[SegmentValues],
     author: str,
+    language: str | None = None,
 ) -> None:
     """Make ``segments`` the transcript's revision ``revision``, verified by ``author``.
 
     Inside the caller's transaction, on a row it locked with :func:`lock_newest`. A
     person's revision is trusted: the verdict becomes ``ok`` with no review reasons
-    (the figures stay the model's, about the model's text).
+    (the figures stay the model's, about the model's text). ``language``: the
+    transcript's language as the person gives it (None keeps the model's).
     """
     text = " ".join(s.text.strip() for s in segments if s.text.strip())
     await conn.execute(
         "UPDATE transcripts SET revision = %s, verified = true, verified_by = %s,"
-        " verified_at = now(), text = %s, verdict = 'ok', review_reasons = '{}'"
+        " verified_at = now(), text = %s, verdict = 'ok', review_reasons = '{}',"
+        " language = coalesce(%s, language)"
         " WHERE id = %s",
-        (revision, author, text, transcript_id),
+        (revision, author, text, language, transcript_id),
     )
     await conn.execute("DELETE FROM segments WHERE transcript_id = %s", (transcript_id,))
     await insert_segments(conn, transcript_id, segments)

@@ -316,7 +316,14 @@ def test_the_openapi_document_describes_the_correction(gateway: Gateway) -> None
     content = operation["requestBody"]["content"]
     assert set(content) == {"application/json", "text/plain", "application/x-subrip", "text/vtt"}
     segment = content["application/json"]["schema"]["properties"]["segments"]["anyOf"][0]
-    assert set(segment["items"]["properties"]) == {"idx", "start", "end", "text", "channel"}
+    assert set(segment["items"]["properties"]) == {
+        "idx",
+        "start",
+        "end",
+        "text",
+        "channel",
+        "language",
+    }
     answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert answer["$ref"].endswith("/Transcript")
     assert {"404", "409", "413", "415", "422"} <= set(operation["responses"])
@@ -400,3 +407,64 @@ def test_ai2text_correct_refuses_a_stale_base_and_a_bad_file(
     bad = ai2text(gateway, "correct", str(audio_id), str(path))
     assert bad.returncode == 1 and "1 lines but the transcript has 2" in bad.stderr
     assert revision_rows(db, audio_id) == [1]
+
+
+def test_a_correction_can_fix_the_language_the_model_guessed(
+    gateway: Gateway, db: Conn, tmp_path: Path
+) -> None:
+    """English heard as Thai: corrected with its language, it is English training data."""
+    name = tenant()
+    heard_as_thai = [(s, e, text, "th") for s, e, text, _ in HEARD]
+    audio_id = add_transcript(db, heard_as_thai, language="th", tenant=name)
+    with client(gateway, *EDIT, tenant=name) as http:
+        contradicting = put(
+            http,
+            audio_id,
+            params={"language": "en"},
+            json={"language": "de", "segments": [{"idx": 0, "text": "x"}]},
+        )
+        assert contradicting.status_code == 422
+        assert "the body says language 'de' and the request 'en'" in contradicting.json()["detail"]
+        not_a_code = put(
+            http,
+            audio_id,
+            params={"language": "English"},
+            content=b"Hello world.\nGood bye.\n",
+            headers={"Content-Type": "text/plain"},
+        )
+        assert not_a_code.status_code == 422
+        assert_untouched_language = db.execute(
+            "SELECT revision, language FROM transcripts WHERE audio_id = %s", (audio_id,)
+        ).fetchone()
+        assert assert_untouched_language == {"revision": 1, "language": "th"}
+
+        written = put(
+            http,
+            audio_id,
+            params={"language": "en"},
+            content=b"Hello world, this is a test.\nGood bye for now.\n",
+            headers={"Content-Type": "text/plain"},
+        )
+        assert written.status_code == 200, written.text
+        new = written.json()
+        assert new["language"] == "en" and new["verified"] is True
+        assert [s["language"] for s in new["segments"]] == ["en", "en"]
+        # The model's guess stays readable in the revision it made.
+        assert transcript_of(http, audio_id, revision=1).json()["language"] == "th"
+
+    stats = ai2text(gateway, "dataset", "stats")
+    assert stats.returncode == 0, stats.stderr
+    mine = [line.split() for line in stats.stdout.splitlines() if line.split()[:1] == [name]]
+    assert [row[1] for row in mine] == ["en"], stats.stdout
+
+    # The CLI says it the same way.
+    path = tmp_path / "fixed.txt"
+    path.write_text("Hallo Welt, das ist ein Test.\nBis bald.\n")
+    done = ai2text(gateway, "correct", str(audio_id), str(path), "--language", "de")
+    assert done.returncode == 0, done.stderr
+    row = db.execute(
+        "SELECT t.language, array_agg(s.language ORDER BY s.idx) AS segments FROM transcripts t"
+        " JOIN segments s ON s.transcript_id = t.id WHERE t.audio_id = %s GROUP BY t.language",
+        (audio_id,),
+    ).fetchone()
+    assert row == {"language": "de", "segments": ["de", "de"]}

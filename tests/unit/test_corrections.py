@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pipeline.config import CorrectionSettings, SubtitleSettings
-from pipeline.corrections import CorrectionRefused, parse_body, plan_segments
+from pipeline.corrections import CorrectionRefused, parse_body, plan_segments, with_language
 from pipeline.corrections.errors import UnsupportedFormat
 from pipeline.corrections.parse import kind_of_file, kind_of_media_type
 from pipeline.formats import FORMATS, cues_of
@@ -193,3 +193,40 @@ def test_kinds_from_content_types_extensions_and_content() -> None:
         kind_of_media_type("image/png", b"")
     assert kind_of_file("fixed.SRT", b"") == "srt"
     assert kind_of_file("fixed", b'{"segments": []}') == "json"
+
+
+def test_a_person_can_say_what_language_was_spoken() -> None:
+    # The whole transcript: every segment without a language of its own is in it, and
+    # the model's scores (about its guess) go.
+    whole = plan(
+        '{"language": "de", "segments": [{"idx": 0, "text": " And so my fellow Americans,"},'
+        ' {"idx": 1, "text": "Frag nicht."}]}'
+    )
+    assert [s.language for s in whole] == ["de", "de"]
+    assert whole[0].avg_logprob is None and whole[0].words is None
+    # One segment: only that one changes; the others keep the model's language.
+    one = plan('{"segments": [{"idx": 0, "text": "x", "language": "fr"}, {"idx": 1, "text": "y"}]}')
+    assert [s.language for s in one] == ["fr", "en"]
+    # Beside a body of any kind (the API's ?language=, the CLI's --language).
+    lines = with_language(parse_body(b"one\ntwo\n", "txt"), "vi")
+    planned = plan_segments(lines, BASE, language="en", duration_s=11.0, limits=LIMITS)
+    assert [s.language for s in planned] == ["vi", "vi"]
+    # Unchanged when nobody says.
+    assert with_language(parse_body(b"one\ntwo\n", "txt"), None).language is None
+
+
+@pytest.mark.parametrize(
+    ("body", "language", "says"),
+    [
+        ('{"language": "de", "segments": [{"idx": 0, "text": "x"}]}', "fr", "the body says"),
+        ('{"segments": [{"idx": 0, "text": "x"}]}', "English", "not a language code"),
+        ('{"language": "EN!", "segments": [{"idx": 0, "text": "x"}]}', None, "language"),
+        ('{"segments": [{"idx": 0, "text": "x", "language": "xx-yy"}]}', None, "language"),
+    ],
+)
+def test_a_language_that_is_no_code_or_contradicts_the_body_is_refused(
+    body: str, language: str | None, says: str
+) -> None:
+    with pytest.raises(CorrectionRefused) as caught:
+        with_language(parse_body(body.encode(), "json"), language)
+    assert says in caught.value.reason
