@@ -126,11 +126,22 @@ async def write_correction(
     """
     text = " ".join(s.text.strip() for s in segments if s.text.strip())
     await conn.execute(
-        "UPDATE transcripts SET revision = %s, verified = true, verified_by = %s,"
-        " verified_at = now(), text = %s, verdict = 'ok', review_reasons = '{}',"
-        " language = coalesce(%s, language)"
-        " WHERE id = %s",
-        (revision, author, text, language, transcript_id),
+        "UPDATE transcripts SET revision = %(revision)s, verified = true,"
+        " verified_by = %(author)s, verified_at = now(), text = %(text)s, verdict = 'ok',"
+        " review_reasons = '{}',"
+        " language = coalesce(%(language)s, language),"
+        # The model's confidence was in its own guess, not in the person's word.
+        " language_probability = CASE WHEN %(language)s::text IS NOT NULL"
+        "  AND %(language)s::text IS DISTINCT FROM language THEN NULL"
+        "  ELSE language_probability END"
+        " WHERE id = %(id)s",
+        {
+            "revision": revision,
+            "author": author,
+            "text": text,
+            "language": language,
+            "id": transcript_id,
+        },
     )
     await conn.execute("DELETE FROM segments WHERE transcript_id = %s", (transcript_id,))
     await insert_segments(conn, transcript_id, segments)

@@ -448,6 +448,8 @@ def test_a_correction_can_fix_the_language_the_model_guessed(
         assert written.status_code == 200, written.text
         new = written.json()
         assert new["language"] == "en" and new["verified"] is True
+        # The model's 95 % was its confidence in "th", not in the person's "en".
+        assert new["language_probability"] is None
         assert [s["language"] for s in new["segments"]] == ["en", "en"]
         # The model's guess stays readable in the revision it made.
         assert transcript_of(http, audio_id, revision=1).json()["language"] == "th"
