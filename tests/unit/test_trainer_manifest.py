@@ -62,6 +62,31 @@ def test_relative_audio_is_found_from_the_given_base_directory(tmp_path: Path, a
     assert read_clips(manifest, base_dir=tmp_path)[0].audio_path == audio.resolve()
 
 
+def test_a_frozen_version_read_in_place_finds_its_audio_by_object_key(tmp_path: Path) -> None:
+    """The orchestrator's manifests in a local object store name audio by object key."""
+    store = tmp_path / "objects"
+    key = "audio/sha256/b9/b900.wav"
+    (store / key).parent.mkdir(parents=True)
+    (store / key).write_bytes(b"RIFF")
+    version = store / "datasets" / "calls" / "tenants" / "acme" / "v3"
+    version.mkdir(parents=True)
+    (version / "dataset.json").write_text("{}")
+    manifest = write(version / "train.jsonl", {"audio_filepath": key, "duration": 1, "text": "hi"})
+    assert read_clips(manifest)[0].audio_path == (store / key).resolve()
+    # Without dataset.json beside it, relative paths stay the manifest folder's.
+    (version / "dataset.json").unlink()
+    with pytest.raises(ManifestError, match="audio file not found"):
+        read_clips(manifest)
+    # A key that is nowhere is still named, with the way out.
+    (version / "dataset.json").write_text("{}")
+    missing = write(
+        version / "dev.jsonl",
+        {"audio_filepath": "audio/sha256/00/gone.wav", "duration": 1, "text": "x"},
+    )
+    with pytest.raises(ManifestError, match=r"dev.jsonl:1: audio file not found: .*materialize"):
+        read_clips(missing)
+
+
 GOOD = {"audio_filepath": "a.flac", "duration": 1, "text": "hi"}
 DROP = object()
 

@@ -99,7 +99,7 @@ def read_clips(location: str | Path, *, base_dir: Path | None = None) -> list[Cl
         raise ManifestError(f"manifest not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"cannot read manifest {path}: {exc}") from exc
-    root = base_dir or path.parent
+    root = base_dir or _audio_root(path, lines)
     clips: list[Clip] = []
     seen_files: set[Path] = set()
     for number, line in enumerate(lines, start=1):
@@ -112,6 +112,41 @@ def read_clips(location: str | Path, *, base_dir: Path | None = None) -> list[Cl
             seen_files.add(clip.audio_path)
         clips.append(clip)
     return clips
+
+
+def _audio_root(manifest: Path, lines: list[str]) -> Path:
+    """Where the manifest's relative audio paths start: its own directory, or, for a
+    frozen version read in place from a local object store (``dataset.json`` beside
+    it), the store's root, the nearest directory above that holds its first audio key.
+
+    The orchestrator hands a command trainer such a version when nothing is
+    materialised; its ``audio_filepath`` values are object keys, relative to the store.
+    """
+    own = manifest.parent
+    if not (own / "dataset.json").is_file():
+        return own
+    key = _first_relative_audio(lines)
+    if key is None or (own / key).is_file():
+        return own
+    for ancestor in own.parents:
+        if (ancestor / key).is_file():
+            return ancestor
+    return own
+
+
+def _first_relative_audio(lines: list[str]) -> str | None:
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            return None  # reported with its line by the parse
+        raw = entry.get("audio_filepath") if isinstance(entry, dict) else None
+        if not isinstance(raw, str) or _URL.match(raw) or Path(raw).is_absolute():
+            return None
+        return raw
+    return None
 
 
 def read_manifest(location: str) -> Manifest:
