@@ -292,6 +292,11 @@ def test_a_correction_made_in_the_page_is_saved_as_a_verified_revision(
     expect(first).to_be_focused()
     # Markup in a correction stays text wherever it is shown (and CSP would refuse it).
     first.fill('And so, my fellow Americans: ask not <img src=x onerror="window.__owned=1">')
+    # The spoken language, shown as the model gave it, can be corrected too (here a
+    # person overrules the model's "en", as for a language it guessed wrong).
+    spoken = page.get_by_label("Spoken language")
+    expect(spoken).to_have_value(before["language"])
+    spoken.fill("fr")
     page.get_by_role("button", name="Save correction").click()
     expect(page.get_by_role("status").first).to_contain_text(f"revision {before['revision'] + 1}")
     expect(page.locator("li.segment").first).to_contain_text("my fellow Americans: ask not <img")
@@ -303,6 +308,8 @@ def test_a_correction_made_in_the_page_is_saved_as_a_verified_revision(
     assert after["verified"] is True and after["verified_by"] == "console-admin"
     assert after["segments"][0]["text"].strip().startswith("And so, my fellow Americans: ask")
     assert [s["start_s"] for s in after["segments"]] == [s["start_s"] for s in before["segments"]]
+    assert after["language"] == "fr" and {s["language"] for s in after["segments"]} == {"fr"}
+    expect(page.locator('dd[data-field="language"]')).to_contain_text("fr")
 
     page.goto(f"{console.gw.url}/console/search?q=Americans")
     hit = page.locator("li.hit", has_text="jfk.flac")

@@ -137,8 +137,28 @@ function editor(list, status) {
   const save = el("button", { type: "button", hidden: true }, "Save correction");
   const cancel = el("button", { type: "button", class: "secondary", hidden: true }, "Cancel");
   const fields = [];
+  // What was spoken, where the model guessed wrong: the corrected transcript is
+  // training data filed under its language.
+  const languageField = el("input", {
+    id: "edit-language",
+    name: "language",
+    size: 4,
+    maxlength: 3,
+    pattern: "[a-z]{2,3}",
+    autocomplete: "off",
+    "aria-describedby": "edit-language-help",
+  });
+  const languageLabel = el(
+    "label",
+    { class: "language", hidden: true },
+    "Spoken language ",
+    languageField,
+    el("small", { id: "edit-language-help" }, " code such as en, de, vi"),
+  );
   editing.addEventListener("click", () => {
     fields.length = 0;
+    languageField.value = transcript.language || "";
+    languageLabel.hidden = false;
     transcript.segments.forEach((segment, index) => {
       const id = `edit-${segment.idx}`;
       const area = el("textarea", { id, rows: 2, "data-idx": segment.idx }, segment.text.trim());
@@ -160,6 +180,7 @@ function editor(list, status) {
     editing.hidden = false;
     save.hidden = true;
     cancel.hidden = true;
+    languageLabel.hidden = true;
   };
   cancel.addEventListener("click", done);
   save.addEventListener("click", async () => {
@@ -171,6 +192,8 @@ function editor(list, status) {
     }));
     const body = { segments };
     if (transcript.revision != null) body.base_revision = transcript.revision;
+    const spoken = languageField.value.trim().toLowerCase();
+    if (spoken && spoken !== transcript.language) body.language = spoken;
     save.disabled = true;
     try {
       await api(`/v1/audio/${audioId}/transcript`, { method: "PUT", body });
@@ -185,7 +208,7 @@ function editor(list, status) {
       save.disabled = false;
     }
   });
-  return el("div", { class: "toolbar" }, editing, save, cancel);
+  return el("div", { class: "toolbar" }, editing, languageLabel, save, cancel);
 }
 
 async function showTranscript(main, audio) {
