@@ -66,7 +66,6 @@ MIXED = "multilingual.mp3"
 SAMPLE_RATE = 16_000
 
 
-
 @dataclass(frozen=True)
 class Fixture:
     language: str

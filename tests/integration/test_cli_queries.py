@@ -359,9 +359,7 @@ def test_json_times_and_rows_are_the_apis(scene: Scene, gateway: Gateway) -> Non
         listed = http.get("/v1/audio", params={"state": "transcribed"}, headers=bearer(token))
         found = http.get("/v1/search", params={"q": "fox"}, headers=bearer(token))
         shown = http.get(f"/v1/audio/{scene.ids['garden']}", headers=bearer(token))
-        transcript = http.get(
-            f"/v1/audio/{scene.ids['garden']}/transcript", headers=bearer(token)
-        )
+        transcript = http.get(f"/v1/audio/{scene.ids['garden']}/transcript", headers=bearer(token))
     assert listed.status_code == found.status_code == shown.status_code == 200
     assert transcript.status_code == 200
 
