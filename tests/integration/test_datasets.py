@@ -809,10 +809,10 @@ def test_versions_frozen_before_dataset_tenants_belong_to_the_default_tenant(
         )
 
 
-def test_a_frozen_version_read_in_place_tells_the_trainer_to_materialize(
+def test_a_frozen_version_is_read_in_place_from_a_local_store_or_materialised(
     make_settings: Any, db: Conn, tmp_path: Path
 ) -> None:
-    from workers.trainer.manifest import ManifestError, read_manifest
+    from workers.trainer.manifest import read_manifest
 
     settings = make_settings()
     store = store_of(settings)
@@ -825,9 +825,14 @@ def test_a_frozen_version_read_in_place_tells_the_trainer_to_materialize(
                 return frozen, await audio_keys(conn, frozen.id)
 
     frozen, keys = asyncio.run(scenario())
-    with pytest.raises(ManifestError, match="--materialize DIR") as info:
-        read_manifest(str(store.root / frozen.prefix / "train.jsonl"))
-    assert "object key" in str(info.value)
+    # In place (what the orchestrator hands a command trainer): object keys are found
+    # from the store's root, the store's own files, nothing copied.
+    in_place = read_manifest(str(store.root / frozen.prefix / "train.jsonl"))
+    assert in_place.utterances
+    root = store.root.resolve()
+    for utterance in in_place.utterances:
+        assert utterance.audio_path.is_file() and utterance.audio_path.is_relative_to(root)
+        assert str(utterance.audio_path.relative_to(root)) in keys
 
     dest = tmp_path / "local"
     materialize(store, frozen.prefix, keys, dest)
