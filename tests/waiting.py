@@ -106,3 +106,15 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         await asyncio.sleep(every)
+
+
+async def next_loop_turn() -> None:
+    """Let every callback already scheduled run once: a step of the loop, not a timed wait.
+
+    For tests whose subject is the order of steps (closing after N turns of a change),
+    and for stand-ins of an awaited round trip that must give the loop a turn.
+    """
+    loop = asyncio.get_running_loop()
+    turn = loop.create_future()
+    loop.call_soon(turn.set_result, None)
+    await turn

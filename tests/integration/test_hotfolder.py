@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -99,19 +99,34 @@ class Running:
     hotfolder: HotFolder
     task: asyncio.Task[None]
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # How often the watcher walked the inbox (scans) and re-checked its files (ticks).
+    counts: dict[str, int] = field(default_factory=lambda: {"scans": 0, "ticks": 0})
 
     async def wait_for(self, check: Callable[[], Any], *, timeout: float, what: str) -> Any:
         """Re-check ``check`` until truthy; fail early if the watcher died, late at the deadline."""
         return await eventually(check, timeout=timeout, what=what, watch=[self.task])
 
-    async def observe_for(self, seconds: float, check: Callable[[], object]) -> None:
-        """Keep ``check`` passing for a whole observation window (asserting an absence)."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+    async def holds_until(
+        self, check: Callable[[], object], until: Callable[[], bool], *, what: str
+    ) -> None:
+        """Keep ``check`` passing (an absence asserted) until the watcher has done ``until``."""
+
+        def checked() -> bool:
             check()
-            assert not self.task.done(), "watcher stopped"
-            await asyncio.sleep(0.05)
+            return until()
+
+        await self.wait_for(checked, timeout=60, what=what)
         check()
+
+    def scans_from_now(self, count: int) -> Callable[[], bool]:
+        """True once the watcher has walked the inbox ``count`` more times."""
+        start = self.counts["scans"]
+        return lambda: self.counts["scans"] >= start + count
+
+    def ticks_from_now(self, count: int) -> Callable[[], bool]:
+        """True once the watcher has re-checked its files ``count`` more times."""
+        start = self.counts["ticks"]
+        return lambda: self.counts["ticks"] >= start + count
 
 
 @asynccontextmanager
@@ -126,9 +141,22 @@ async def watcher(
         store = FilesystemStore(settings.data_dir / "objects")
         ingestor = ingestor_class(settings, database, store)
         hotfolder = HotFolder(settings.watch, ingestor, data_dir=settings.data_dir)
+        counts = {"scans": 0, "ticks": 0}
+        scan, recheck = hotfolder._scan, hotfolder._recheck
+
+        def counted_scan(root: Path) -> Iterator[Path]:
+            yield from scan(root)
+            counts["scans"] += 1
+
+        def counted_recheck(now: float) -> None:
+            recheck(now)
+            counts["ticks"] += 1
+
+        hotfolder._scan = counted_scan  # type: ignore[method-assign]
+        hotfolder._recheck = counted_recheck  # type: ignore[method-assign]
         stop = asyncio.Event()
         task = asyncio.create_task(hotfolder.run(stop))
-        running = Running(settings, store, ingestor, hotfolder, task, stop)
+        running = Running(settings, store, ingestor, hotfolder, task, stop, counts)
         try:
             await running.wait_for(
                 lambda: settings.watch.rejected_path.is_dir(), timeout=10, what="watcher start"
@@ -243,8 +271,10 @@ def test_after_ingest_keep_leaves_file_recorded_once_across_restart(
         async with watcher(settings) as w:
             (inbox / "keep.wav").write_bytes(data)
             await w.wait_for(lambda: row_named(db, "keep.wav"), timeout=30, what="keep.wav row")
-            # Many rescans and quiet periods later, it has not been taken again.
-            await w.observe_for(4 * settings.watch.quiet_period_s, kept_and_recorded_once)
+            # Many rescans (10 span 4 quiet periods) later, it has not been taken again.
+            await w.holds_until(
+                kept_and_recorded_once, w.scans_from_now(10), what="10 rescans of keep.wav"
+            )
             return w.ingestor.ingested
 
     def kept_and_recorded_once() -> None:
@@ -266,7 +296,9 @@ def test_after_ingest_keep_leaves_file_recorded_once_across_restart(
                 )
 
             await w.wait_for(seen_again, timeout=30, what="restarted watcher to look at keep.wav")
-            await w.observe_for(4 * settings.watch.quiet_period_s, kept_and_recorded_once)
+            await w.holds_until(
+                kept_and_recorded_once, w.scans_from_now(10), what="10 more rescans of keep.wav"
+            )
             assert w.ingestor.ingested == []
             return w.ingestor.looked_up
 
@@ -329,9 +361,15 @@ def test_low_disk_space_holds_files_and_warns_once_until_floor_lowered(
 
             w.hotfolder._space_ok = counting_space_ok  # type: ignore[method-assign]
             (inbox / "held.wav").write_bytes(data)
-            # Many ticks, several quiet periods: the file is not taken.
+
+            # Past its quiet period (it would be taken now), then 20 more ticks: not taken.
+            def quiet_long_enough() -> bool:
+                due = w.hotfolder.tracker.next_due()
+                return due is not None and due <= time.monotonic()
+
+            await w.holds_until(held, quiet_long_enough, what="held.wav's quiet period")
             start_calls = calls["n"]
-            await w.observe_for(6 * settings.watch.quiet_period_s, held)
+            await w.holds_until(held, w.ticks_from_now(20), what="20 ticks with held.wav due")
             assert calls["n"] - start_calls >= 20, calls
             assert w.ingestor.looked_up == []
 
@@ -392,8 +430,13 @@ def test_subfolders_ingested_ignored_names_left_and_symlinks_out_refused(
                 looked_at = {name for name, _ in w.ingestor.looked_up}
                 assert not looked_at & {".x.wav", "a.wav.part"}, looked_at
 
-            # Two quiet periods more, and the ignored names are still untouched.
-            await w.observe_for(2 * settings.watch.quiet_period_s, ignored_untouched)
+            # Once the watcher has settled all it saw, and 20 ticks more, the ignored names
+            # are still untouched (they never entered its bookkeeping).
+            def settled() -> bool:
+                return not w.hotfolder.tracker.paths() and w.hotfolder.held.next_due() is None
+
+            await w.holds_until(ignored_untouched, settled, what="the watcher to settle")
+            await w.holds_until(ignored_untouched, w.ticks_from_now(20), what="20 more ticks")
 
     asyncio.run(scenario())
 

@@ -24,7 +24,7 @@ from pipeline.progress import PROGRESS_CHANNEL
 from pipeline.sources.inbox import EVENTS_CHANNEL
 from tests.e2e.gateway_harness import new_rsa_key, public_pem
 from tests.e2e.harness import Service, wait_until
-from tests.waiting import eventually
+from tests.waiting import eventually, next_loop_turn
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -221,7 +221,7 @@ def test_closing_the_hub_while_it_changes_channels_returns(make_settings: Any) -
                 sub = await hub.subscribe("t_jobs")
                 await sub.close()
                 for _ in range(steps):
-                    await asyncio.sleep(0)
+                    await next_loop_turn()
                 closing = asyncio.create_task(hub.close())
                 done, _ = await asyncio.wait({closing}, timeout=10)
                 assert done, f"close() hung ({steps} turns in)"

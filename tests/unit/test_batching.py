@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from pipeline.ingest.batching import Batcher
-from tests.waiting import eventually
+from tests.waiting import eventually, next_loop_turn
 
 
 def test_calls_made_during_a_flush_are_written_together_and_each_gets_its_result() -> None:
@@ -66,7 +66,7 @@ def test_a_lone_call_is_written_at_once() -> None:
 @pytest.mark.parametrize("max_batch", [1, 200])
 def test_every_caller_is_answered(max_batch: int) -> None:
     async def flush(items: Sequence[int]) -> list[int]:
-        await asyncio.sleep(0)  # a write yields to the loop, as a database round trip does
+        await next_loop_turn()  # a write yields to the loop, as a database round trip does
         return [-i for i in items]
 
     async def scenario() -> list[int]:

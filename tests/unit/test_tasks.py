@@ -47,16 +47,27 @@ def test_a_task_that_failed_is_waited_for_without_raising_its_error() -> None:
 
 
 def test_cancelling_the_caller_still_cancels_the_caller() -> None:
+    async def swallows_until_released(got_cancel: asyncio.Event, release: asyncio.Event) -> None:
+        while True:
+            try:
+                await asyncio.Event().wait()  # blocks until cancelled
+            except asyncio.CancelledError:
+                got_cancel.set()
+                if release.is_set():
+                    raise
+
     async def scenario() -> None:
-        entered, swallowed = asyncio.Event(), [1]  # this task does not swallow
-        inner = asyncio.create_task(_swallows_one_cancel(entered, swallowed))
-        await entered.wait()
+        got_cancel, release = asyncio.Event(), asyncio.Event()
+        inner = asyncio.create_task(swallows_until_released(got_cancel, release))
         outer = asyncio.create_task(cancel_and_wait(inner))
-        # One loop turn (scheduling, not a timed wait): outer starts, cancels inner and
-        # blocks waiting for it, before inner has run again.
-        await asyncio.sleep(0)
+        # Inner has been cancelled once: outer is now waiting for it to end.
+        await asyncio.wait_for(got_cancel.wait(), timeout=30)
         outer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await outer
+        assert not inner.done()  # the caller's cancellation does not wait for the task
+        release.set()
+        await asyncio.wait_for(cancel_and_wait(inner), timeout=30)
+        assert inner.cancelled()
 
     asyncio.run(scenario())
