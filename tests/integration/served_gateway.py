@@ -34,6 +34,14 @@ def gateway_settings(root: Path, database_url: str, signer: Signer, **extra: Any
     )
 
 
+def workerless_settings(root: Path, database_url: str, signer: Signer) -> Settings:
+    """``gateway_settings`` with ``tiny.en`` configured and no worker running: a
+    transcription request answers 504 at once and its job stays queued."""
+    return gateway_settings(
+        root, database_url, signer, asr={"model": "tiny.en"}, gateway={"transcription_wait_s": 0}
+    )
+
+
 @asynccontextmanager
 async def gateway(settings: Settings) -> AsyncIterator[str]:
     """The gateway's base URL while it serves."""

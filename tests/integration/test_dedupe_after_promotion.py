@@ -33,7 +33,7 @@ from pipeline.registry import records
 from pipeline.storage import FilesystemStore
 from tests.components import ingestor_of
 from tests.e2e.gateway_harness import Signer, bearer, new_rsa_key
-from tests.integration.served_gateway import gateway, gateway_settings
+from tests.integration.served_gateway import gateway, workerless_settings
 from workers.fetch import Fetched, adopt
 from workers.results import save_transcription
 from workers.transcription import Segment, TranscribeOptions, Transcription
@@ -140,21 +140,10 @@ class Service:
             await records.rollback(conn, actor="test")
 
 
-def settings_for(tmp_path: Path, database_url: str, signer: Signer) -> Settings:
-    return gateway_settings(
-        tmp_path,
-        database_url,
-        signer,
-        asr={"model": "tiny.en"},
-        # No worker runs: a transcription request answers 504 while its job waits.
-        gateway={"transcription_wait_s": 0},
-    )
-
-
 @asynccontextmanager
 async def service(tmp_path: Path, database_url: str) -> AsyncIterator[Service]:
     signer = Signer(new_rsa_key())
-    settings = settings_for(tmp_path, database_url, signer)
+    settings = workerless_settings(tmp_path, database_url, signer)
     database = Database(settings.database, embedded=None)
     await database.open()
     try:

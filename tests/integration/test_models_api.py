@@ -23,7 +23,7 @@ from tests.e2e.gateway_harness import (
     bearer,
     new_rsa_key,
 )
-from tests.integration.served_gateway import gateway, gateway_settings
+from tests.integration.served_gateway import gateway, workerless_settings
 
 Conn = psycopg.Connection[dict[str, Any]]
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -35,17 +35,6 @@ def metrics(test: tuple[float, float]) -> str:
         "candidate": {"dev": 0.2, "test": test[1], "canary": 0.1},
     }
     return json.dumps({"trainer": "whisper", "wer": wer})
-
-
-def settings_for(tmp_path: Path, database_url: str, signer: Signer) -> Settings:
-    return gateway_settings(
-        tmp_path,
-        database_url,
-        signer,
-        asr={"model": "tiny.en"},
-        # No worker runs here: a transcription request answers 504 and its job stays.
-        gateway={"transcription_wait_s": 0},
-    )
 
 
 async def register(
@@ -83,7 +72,7 @@ def test_only_admins_see_and_change_the_registry(
     signer = Signer(new_rsa_key())
     admin = bearer(signer.token("admin", sub="ops"))
     tenant = bearer(signer.token("audio:read", "audio:write", "transcripts:read", tenant="acme"))
-    settings = settings_for(tmp_path, database_url, signer)
+    settings = workerless_settings(tmp_path, database_url, signer)
 
     async def scenario() -> None:
         async with (
@@ -150,7 +139,7 @@ def test_a_candidate_is_offered_to_its_own_tenant_and_its_requests_carry_it(
     acme = bearer(signer.token(*writes, tenant="acme"))
     globex = bearer(signer.token(*writes, tenant="globex"))
     admin = bearer(signer.token("admin"))
-    settings = settings_for(tmp_path, database_url, signer)
+    settings = workerless_settings(tmp_path, database_url, signer)
     audio = (DATA / "jfk.flac").read_bytes()
 
     async def scenario() -> None:
