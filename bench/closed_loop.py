@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +49,13 @@ if str(REPO) not in sys.path:
 
 from bench.common import (  # noqa: E402
     RESULTS,
+    UpProcess,
     clean_env,
     event_epoch,
     log,
     machine_info,
-    read_events,
     run_and_report,
-    stop_process,
+    steps_after,
     utc_now_text,
 )
 from bench.finetune_domain import synthesise, wav_seconds  # noqa: E402
@@ -83,45 +82,15 @@ SCOPES = (
 )
 
 
-class Up:
-    """One ``ai2text up`` with JSON logs, and the way to wait on its events."""
-
-    def __init__(self, env: dict[str, str], root: Path) -> None:
-        self.env = env
-        self.log_path = root / "up.log"
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
-                [sys.executable, "-m", "ai2text", "up"], env=env, stdout=out, stderr=out, cwd=root
-            )
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in read_events(self.log_path) if e.get("event") == name]
-
-    def wait(self, what: str, found: Callable[[], Any], timeout: float, poll: float = 0.5) -> Any:
-        """``found()`` once it is truthy; fails when ``up`` exits or ``timeout`` passes."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = found()
-            if value:
-                return value
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"ai2text up exited ({self.proc.returncode}); see {self.log_path}"
-                )
-            time.sleep(poll)
-        raise TimeoutError(f"{what}: not within {timeout:g} s; see {self.log_path}")
-
-    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
-        return self.wait(f"event {name!r}", lambda: next(iter(self.events(name)), None), timeout)
-
-    def token(self) -> str:
-        args = [sys.executable, "-m", "ai2text", "token", "--sub", "bench-editor", "--ttl", "86400"]
-        for scope in SCOPES:
-            args += ["--scope", scope]
-        done = subprocess.run(  # noqa: S603 - our own CLI
-            args, env=self.env, capture_output=True, text=True, check=True
-        )
-        return done.stdout.strip().splitlines()[-1]
+def mint_token(env: dict[str, str]) -> str:
+    """A token for the bench's calls, from ``ai2text token`` with ``up``'s settings."""
+    args = [sys.executable, "-m", "ai2text", "token", "--sub", "bench-editor", "--ttl", "86400"]
+    for scope in SCOPES:
+        args += ["--scope", scope]
+    done = subprocess.run(  # noqa: S603 - our own CLI
+        args, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip().splitlines()[-1]
 
 
 def wer(pairs: list[tuple[str, str]]) -> float:
@@ -199,16 +168,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     load_before = os.getloadavg()[0]
     window = CpuWindow(lambda: []).start()
-    up = Up(env, root)
+    up = UpProcess(env, root)
     report: dict[str, Any]
     try:
         url = up.wait_event("gateway listening", 300)["url"]
         up.wait_event("worker ready", 300)
-        headers = {"Authorization": f"Bearer {up.token()}"}
+        headers = {"Authorization": f"Bearer {mint_token(env)}"}
         with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
             report = loop(args, up, client, inbox, labelled, held_out, labelled_s)
     finally:
-        code = stop_process(up.proc)
+        code = up.stop()
         load = window.stop()
     report.update(
         when=utc_now_text(),
@@ -227,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def loop(
     args: argparse.Namespace,
-    up: Up,
+    up: UpProcess,
     client: httpx.Client,
     inbox: Path,
     labelled: dict[str, tuple[Path, str]],
@@ -300,15 +269,8 @@ def loop(
 
     registry = client.get("/v1/models/registry").json()
     record = next((m for m in registry["items"] if m["id"] == promoted_id), None)
-    firsts: dict[str, dict[str, Any]] = {}
-    for event in read_events(up.log_path):
-        firsts.setdefault(str(event.get("event")), event)
+    steps = steps_after(up.log_path, crossed, STEPS)
     start = event_epoch(crossed)
-    steps = [
-        {"step": label, "after_crossing_s": round(event_epoch(firsts[name]) - start, 2)}
-        for name, label in STEPS
-        if name in firsts
-    ]
     return {
         "labelled_files": len(labelled),
         "labelled_audio_s": round(labelled_s, 1),

@@ -333,3 +333,61 @@ def run_and_report(
     sys.stdout.write(text)
     sys.stdout.write(f"\nwritten: {md_path}, {json_path}\n")
     return 0
+
+
+# -- one running `ai2text up` -------------------------------------------------------------
+
+
+class UpProcess:
+    """One ``ai2text up`` (JSON logs to ``root/up.log``) and the way to wait on its events."""
+
+    def __init__(self, env: dict[str, str], root: Path) -> None:
+        self.env = env
+        self.log_path = root / "up.log"
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
+                [sys.executable, "-m", "ai2text", "up"], env=env, stdout=out, stderr=out, cwd=root
+            )
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in read_events(self.log_path) if e.get("event") == name]
+
+    def wait(self, what: str, found: Callable[[], Any], timeout: float, poll: float = 0.2) -> Any:
+        """``found()`` once it is truthy; fails when ``up`` exits or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = found()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"ai2text up exited ({self.proc.returncode}); see {self.log_path}"
+                )
+            time.sleep(poll)
+        raise TimeoutError(f"{what}: not within {timeout:g} s; see {self.log_path}")
+
+    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
+        """The first ``name`` event of the log, once there is one."""
+        return self.wait(f"event {name!r}", lambda: next(iter(self.events(name)), None), timeout)
+
+    def stop(self) -> int | str:
+        return stop_process(self.proc)
+
+
+def steps_after(
+    log_path: Path, start: dict[str, Any], steps: Iterable[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Seconds from the ``start`` event to the first of each (event, label) in ``steps``."""
+    firsts: dict[str, dict[str, Any]] = {}
+    for event in read_events(log_path):
+        firsts.setdefault(str(event.get("event")), event)
+    origin = event_epoch(start)
+    return [
+        {
+            "step": label,
+            "event": name,
+            "after_crossing_s": round(event_epoch(firsts[name]) - origin, 2),
+        }
+        for name, label in steps
+        if name in firsts
+    ]

@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +31,13 @@ if str(REPO) not in sys.path:
 
 from bench.common import (  # noqa: E402
     RESULTS,
+    UpProcess,
     clean_env,
     event_epoch,
     log,
     machine_info,
-    read_events,
     run_and_report,
-    stop_process,
+    steps_after,
     utc_now_text,
 )
 from pipeline.models import resolve_model  # noqa: E402
@@ -70,20 +68,6 @@ STEPS = (
 )
 
 
-def wait_for(
-    log_path: Path, event: str, timeout: float, proc: subprocess.Popen[bytes]
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [e for e in read_events(log_path) if e.get("event") == event]
-        if found:
-            return found[0]
-        if proc.poll() is not None:
-            raise RuntimeError(f"ai2text up exited ({proc.returncode}); see {log_path}")
-        time.sleep(0.2)
-    raise TimeoutError(f"no {event!r} event within {timeout:g} s; see {log_path}")
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="ai2text-model-switch-"))
     inbox = root / "inbox"
@@ -108,50 +92,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         AI2TEXT_TRAINING__AUTO_PROMOTE="true",
         AI2TEXT_TRAINING__COMMAND=json.dumps(command),
     )
-    log_path = root / "up.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "ai2text", "up"], env=env, stdout=out, stderr=out, cwd=root
-        )
+    up = UpProcess(env, root)
     try:
-        wait_for(log_path, "worker ready", 300, proc)
+        up.wait_event("worker ready", 300)
         log(f"up is ready; dropping {', '.join(CROSSING)}")
         for name in CROSSING:
             shutil.copy(DATA / name, inbox / name)
-        wait_for(log_path, "switched model", 600, proc)
+        switched = up.wait_event("switched model", 600)
         log("workers switched; transcribing one more file on the new model")
         shutil.copy(DATA / "speech_de.flac", inbox / "after-switch.flac")
-        deadline = time.monotonic() + 300
-        after: dict[str, Any] | None = None
-        while after is None and time.monotonic() < deadline:
-            after = next(
-                (
-                    e
-                    for e in read_events(log_path)
-                    if e.get("event") == "transcribed" and e.get("file") == "after-switch.flac"
-                ),
+        after = up.wait(
+            "after-switch.flac transcribed",
+            lambda: next(
+                (e for e in up.events("transcribed") if e.get("file") == "after-switch.flac"),
                 None,
-            )
-            time.sleep(0.2)
-        if after is None:
-            raise TimeoutError(f"after-switch.flac was not transcribed; see {log_path}")
+            ),
+            300,
+        )
     finally:
-        code = stop_process(proc)
-    events = read_events(log_path)
-    firsts = {}
-    for event in events:
-        firsts.setdefault(event.get("event"), event)
-    crossed = event_epoch(firsts["training threshold crossed"])
-    steps = [
-        {
-            "step": label,
-            "event": name,
-            "after_crossing_s": round(event_epoch(firsts[name]) - crossed, 2),
-        }
-        for name, label in STEPS
-        if name in firsts
-    ]
-    switched = firsts["switched model"]
+        code = up.stop()
+    crossing = up.events("training threshold crossed")[0]
+    crossed = event_epoch(crossing)
+    steps = steps_after(up.log_path, crossing, STEPS)
     report = {
         "when": utc_now_text(),
         "machine": machine_info(),
