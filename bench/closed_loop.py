@@ -50,12 +50,12 @@ if str(REPO) not in sys.path:
 from bench.common import (  # noqa: E402
     RESULTS,
     UpProcess,
-    clean_env,
     event_epoch,
     log,
     machine_info,
     run_and_report,
     steps_after,
+    training_up_env,
     utc_now_text,
 )
 from bench.finetune_domain import synthesise, wav_seconds  # noqa: E402
@@ -145,26 +145,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "--out",
         "{run_dir}",
     ]
-    env = clean_env(
-        AI2TEXT_DATA_DIR=str(root / "data"),
-        AI2TEXT_WATCH__INBOX=str(inbox),
-        AI2TEXT_WATCH__QUIET_PERIOD_S="0.5",
-        AI2TEXT_WATCH__MIN_FREE_BYTES="0",
-        AI2TEXT_LOG_FORMAT="json",
+    env = training_up_env(
+        root,
+        inbox,
+        model=args.model,
+        threshold_hours=threshold_hours,
+        command=trainer,
         AI2TEXT_GATEWAY__HOST="127.0.0.1",
         AI2TEXT_GATEWAY__PORT="0",
-        AI2TEXT_ASR__MODEL=args.model,
-        AI2TEXT_ASR__MODEL_CACHE_DIR=str(root / "cache"),
-        AI2TEXT_ASR__DEVICE="cpu",
         AI2TEXT_DATASET__LABELS="verified",
         AI2TEXT_DATASET__TRAIN_RATIO=str(args.train_ratio),
         AI2TEXT_DATASET__DEV_RATIO=str(args.dev_ratio),
-        AI2TEXT_TRAINING__ENABLED="true",
-        AI2TEXT_TRAINING__THRESHOLD_HOURS=repr(threshold_hours),
         AI2TEXT_TRAINING__CHECK_INTERVAL_S="2",
-        AI2TEXT_TRAINING__MIN_FREE_BYTES="0",
-        AI2TEXT_TRAINING__AUTO_PROMOTE="true",
-        AI2TEXT_TRAINING__COMMAND=json.dumps(trainer),
     )
     load_before = os.getloadavg()[0]
     window = CpuWindow(lambda: []).start()

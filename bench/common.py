@@ -374,6 +374,28 @@ class UpProcess:
         return stop_process(self.proc)
 
 
+def training_up_env(
+    root: Path, inbox: Path, *, model: str, threshold_hours: float, command: list[str], **extra: str
+) -> dict[str, str]:
+    """``up``'s environment with training on and auto-promotion: data under ``root``."""
+    return clean_env(
+        AI2TEXT_DATA_DIR=str(root / "data"),
+        AI2TEXT_WATCH__INBOX=str(inbox),
+        AI2TEXT_WATCH__QUIET_PERIOD_S="0.5",
+        AI2TEXT_WATCH__MIN_FREE_BYTES="0",
+        AI2TEXT_LOG_FORMAT="json",
+        AI2TEXT_ASR__MODEL=model,
+        AI2TEXT_ASR__MODEL_CACHE_DIR=str(root / "cache"),
+        AI2TEXT_ASR__DEVICE="cpu",
+        AI2TEXT_TRAINING__ENABLED="true",
+        AI2TEXT_TRAINING__THRESHOLD_HOURS=repr(threshold_hours),
+        AI2TEXT_TRAINING__MIN_FREE_BYTES="0",
+        AI2TEXT_TRAINING__AUTO_PROMOTE="true",
+        AI2TEXT_TRAINING__COMMAND=json.dumps(command),
+        **extra,
+    )
+
+
 def steps_after(
     log_path: Path, start: dict[str, Any], steps: Iterable[tuple[str, str]]
 ) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ own. Times come from the process's JSON log events.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -32,12 +31,12 @@ if str(REPO) not in sys.path:
 from bench.common import (  # noqa: E402
     RESULTS,
     UpProcess,
-    clean_env,
     event_epoch,
     log,
     machine_info,
     run_and_report,
     steps_after,
+    training_up_env,
     utc_now_text,
 )
 from pipeline.models import resolve_model  # noqa: E402
@@ -74,23 +73,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     inbox.mkdir()
     new_dir = args.new or resolve_model("base")
     command = [sys.executable, "-c", TRAINER, "{run_dir}", new_dir]
-    env = clean_env(
-        AI2TEXT_DATA_DIR=str(root / "data"),
-        AI2TEXT_WATCH__INBOX=str(inbox),
-        AI2TEXT_WATCH__QUIET_PERIOD_S="0.5",
-        AI2TEXT_WATCH__MIN_FREE_BYTES="0",
-        AI2TEXT_LOG_FORMAT="json",
+    env = training_up_env(
+        root,
+        inbox,
+        model=args.old,
+        threshold_hours=THRESHOLD_HOURS,
+        command=command,
         AI2TEXT_GATEWAY__ENABLED="false",
-        AI2TEXT_ASR__MODEL=args.old,
-        AI2TEXT_ASR__MODEL_CACHE_DIR=str(root / "cache"),
-        AI2TEXT_ASR__DEVICE="cpu",
         AI2TEXT_ASR__CONCURRENCY="1",
-        AI2TEXT_TRAINING__ENABLED="true",
-        AI2TEXT_TRAINING__THRESHOLD_HOURS=repr(THRESHOLD_HOURS),
         AI2TEXT_TRAINING__CHECK_INTERVAL_S="1",
-        AI2TEXT_TRAINING__MIN_FREE_BYTES="0",
-        AI2TEXT_TRAINING__AUTO_PROMOTE="true",
-        AI2TEXT_TRAINING__COMMAND=json.dumps(command),
     )
     up = UpProcess(env, root)
     try:
