@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pipeline.config import LanguageCode
 from pipeline.corrections.errors import CorrectionRefused, UnsupportedFormat
@@ -73,7 +73,8 @@ class Proposal:
 
 
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-_LANGUAGE = re.compile(r"[a-z]{2,3}")
+# The settings' own check of a language code, for one given beside the body.
+_LANGUAGE_CODE: TypeAdapter[str] = TypeAdapter(LanguageCode)
 
 
 class SegmentIn(BaseModel):
@@ -201,10 +202,12 @@ def with_language(proposal: Proposal, language: str | None) -> Proposal:
     """
     if language is None:
         return proposal
-    if not _LANGUAGE.fullmatch(language):
+    try:
+        _LANGUAGE_CODE.validate_python(language)
+    except ValidationError:
         raise CorrectionRefused(
             f"language {language!r} is not a language code such as 'en' or 'vi'"
-        )
+        ) from None
     if proposal.language is not None and proposal.language != language:
         raise CorrectionRefused(
             f"the body says language {proposal.language!r} and the request {language!r}"
